@@ -1,0 +1,162 @@
+//! The gateway's one error type and its one mapping to HTTP. Every route
+//! returns `ApiError`, so a gRPC code means the same status everywhere.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    /// RealWorld's `{"errors": {field: [messages]}}`.
+    errors: BTreeMap<String, Vec<String>>,
+    retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, field: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            errors: BTreeMap::from([(field.to_owned(), vec![message.into()])]),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn validation(field: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, field, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "token", message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, what, "not found")
+    }
+
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs.max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate",
+                "too many requests, retry later",
+            )
+        }
+    }
+
+    pub fn unavailable(what: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            what,
+            "is unavailable, retry later",
+        )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+/// gRPC code -> HTTP status, the single table for the whole REST surface.
+fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::Ok | Code::Unknown | Code::Internal | Code::DataLoss => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> Self {
+        let http = http_status(status.code());
+        let mut errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if let Some(bad_request) = status.get_details_bad_request() {
+            for violation in bad_request.field_violations {
+                errors
+                    .entry(violation.field)
+                    .or_default()
+                    .push(violation.description);
+            }
+        }
+        if errors.is_empty() {
+            let message = if http.is_server_error() {
+                // Upstream messages of server errors are internal detail.
+                tracing::warn!(code = ?status.code(), message = status.message(), "upstream error");
+                http.canonical_reason().unwrap_or("error").to_lowercase()
+            } else {
+                status.message().to_owned()
+            };
+            let field = match status.code() {
+                Code::Unauthenticated => "token",
+                _ => "body",
+            };
+            errors.insert(field.to_owned(), vec![message]);
+        }
+        Self {
+            status: http,
+            errors,
+            retry_after_secs: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(json!({ "errors": self.errors }))).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_maps_to_a_deliberate_status() {
+        let cases = [
+            (Code::InvalidArgument, 422),
+            (Code::Unauthenticated, 401),
+            (Code::PermissionDenied, 403),
+            (Code::NotFound, 404),
+            (Code::AlreadyExists, 409),
+            (Code::ResourceExhausted, 429),
+            (Code::Unavailable, 503),
+            (Code::DeadlineExceeded, 504),
+            (Code::Internal, 500),
+        ];
+        for (code, expected) in cases {
+            assert_eq!(http_status(code).as_u16(), expected, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn internal_messages_do_not_leak() {
+        let error = ApiError::from(tonic::Status::internal("relation \"users\" does not exist"));
+        assert_eq!(error.errors["body"], vec!["internal server error"]);
+    }
+}

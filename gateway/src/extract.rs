@@ -1,0 +1,185 @@
+//! Request extractors whose failures speak RealWorld's error format.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::{
+    extract::{
+        ConnectInfo, FromRequest, FromRequestParts, OptionalFromRequestParts, Request,
+        rejection::JsonRejection,
+    },
+    http::{StatusCode, header, request::Parts},
+};
+use quill_platform::token::{Claims, TokenError};
+use serde::de::DeserializeOwned;
+
+use crate::{error::ApiError, state::AppState};
+
+/// `axum::Json`, but malformed, mistyped or oversized bodies become
+/// `{"errors":{"body":[...]}}` with 400, 422, 413 or 415.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_error(rejection)),
+        }
+    }
+}
+
+fn json_error(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    let message = match &rejection {
+        JsonRejection::JsonDataError(e) => format!(
+            "invalid request body: {}",
+            e.body_text()
+                .trim_start_matches("Failed to deserialize the JSON body into the target type: ")
+        ),
+        JsonRejection::JsonSyntaxError(_) => "malformed JSON".to_owned(),
+        JsonRejection::MissingJsonContentType(_) => {
+            "expected Content-Type: application/json".to_owned()
+        }
+        _ if status == StatusCode::PAYLOAD_TOO_LARGE => "request body is too large".to_owned(),
+        other => other.body_text(),
+    };
+    ApiError::new(status, "body", message)
+}
+
+/// The caller, authenticated: the token verifies, and its session is not on
+/// the revocation list.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    /// The raw JWT, forwarded to services that re-check it.
+    pub token: String,
+    pub claims: Claims,
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = token_from(parts)?.ok_or_else(|| ApiError::unauthorized("is missing"))?;
+        authenticate(token, state).await
+    }
+}
+
+/// Absent credentials are fine; present but bad credentials are still a 401.
+impl OptionalFromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        match token_from(parts)? {
+            Some(token) => authenticate(token, state).await.map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Accepts RealWorld's `Token <jwt>` and the standard `Bearer <jwt>`.
+fn token_from(parts: &Parts) -> Result<Option<String>, ApiError> {
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("is malformed"))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
+                && !token.trim().is_empty() =>
+        {
+            Ok(Some(token.trim().to_owned()))
+        }
+        _ => Err(ApiError::unauthorized(
+            "must be 'Token <jwt>' or 'Bearer <jwt>'",
+        )),
+    }
+}
+
+async fn authenticate(token: String, state: &AppState) -> Result<AuthUser, ApiError> {
+    let claims = state.verifier.verify(&token).map_err(|e| {
+        ApiError::unauthorized(match e {
+            TokenError::Expired => "has expired",
+            _ => "is invalid",
+        })
+    })?;
+    let revoked = state
+        .revocations
+        .is_revoked(claims.sid)
+        .await
+        .map_err(|e| {
+            // Unknown revocation state: refuse rather than admit a revoked token.
+            tracing::error!(error = %e, "revocation list unavailable");
+            ApiError::unavailable("session store")
+        })?;
+    if revoked {
+        return Err(ApiError::unauthorized("session has ended"));
+    }
+    Ok(AuthUser { token, claims })
+}
+
+/// The client's address, for rate limits and the session list.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if state.config.trust_forwarded_for {
+            let forwarded = parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|ip| ip.trim().parse().ok());
+            if let Some(ip) = forwarded {
+                return Ok(Self(ip));
+            }
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip())
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "body", "no peer address")
+            })?;
+        Ok(Self(peer))
+    }
+}
+
+/// The `User-Agent` header, bounded.
+pub fn user_agent(parts: &axum::http::HeaderMap) -> String {
+    parts
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(512)
+        .collect()
+}
+
+/// `axum::extract::Query` with RealWorld-style 422 errors.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|e| ApiError::validation("query", e.body_text()))
+    }
+}

@@ -1,0 +1,378 @@
+//! The auth use cases: registration, login, refresh rotation, profile
+//! changes, sessions and administration. No tonic here; grpc.rs translates.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use quill_platform::{
+    authz::{Permission, Role},
+    revocation::RevocationList,
+    token::Claims,
+};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::{
+    error::{AuthError, unique_violation},
+    password::PasswordHasherPool,
+    repo::{
+        sessions::{self, SessionRow},
+        users::{self, UserChanges, UserPage, UserRow},
+    },
+    tokens::{AccessTokenIssuer, IssuedAccessToken, RefreshToken},
+    validation::{self, MAX_BIO_CHARS, MAX_IMAGE_CHARS},
+};
+
+/// What a successful register, login or refresh hands back.
+pub struct Credentials {
+    pub access: IssuedAccessToken,
+    pub refresh_token: String,
+    pub refresh_expires_at: DateTime<Utc>,
+    pub session_id: Uuid,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Client {
+    pub user_agent: String,
+    pub ip: String,
+}
+
+/// Requested profile changes, as received.
+#[derive(Debug, Default)]
+pub struct ProfileUpdate {
+    pub email: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub bio: Option<String>,
+    pub image: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Accounts {
+    pool: PgPool,
+    hasher: PasswordHasherPool,
+    issuer: Arc<AccessTokenIssuer>,
+    revocations: RevocationList,
+    refresh_ttl: Duration,
+}
+
+impl Accounts {
+    pub fn new(
+        pool: PgPool,
+        hasher: PasswordHasherPool,
+        issuer: Arc<AccessTokenIssuer>,
+        revocations: RevocationList,
+        refresh_ttl: Duration,
+    ) -> Self {
+        Self {
+            pool,
+            hasher,
+            issuer,
+            revocations,
+            refresh_ttl,
+        }
+    }
+
+    pub fn issuer(&self) -> &AccessTokenIssuer {
+        &self.issuer
+    }
+
+    pub async fn register(
+        &self,
+        email: &str,
+        username: &str,
+        password: String,
+        client: Client,
+    ) -> Result<(UserRow, Credentials), AuthError> {
+        let mut violations = Vec::new();
+        let email = validation::email(email, &mut violations);
+        let username = validation::username(username, &mut violations);
+        validation::password(&password, &mut violations);
+        validation::finish(violations)?;
+
+        let hash = self.hasher.hash(password).await?;
+        let mut tx = self.pool.begin().await?;
+        let user = users::insert(&mut *tx, Uuid::now_v7(), &email, &username, &hash)
+            .await
+            .map_err(taken_or_db)?;
+        let credentials = self.open_session(&mut tx, &user, &client).await?;
+        tx.commit().await?;
+        tracing::info!(user_id = %user.id, "user registered");
+        Ok((user, credentials))
+    }
+
+    pub async fn login(
+        &self,
+        email: &str,
+        password: String,
+        client: Client,
+    ) -> Result<(UserRow, Credentials), AuthError> {
+        let mut violations = Vec::new();
+        if email.trim().is_empty() {
+            violations.push(("email", "can't be blank".to_owned()));
+        }
+        if password.is_empty() {
+            violations.push(("password", "can't be blank".to_owned()));
+        } else if password.len() > validation::MAX_PASSWORD_BYTES {
+            return Err(AuthError::InvalidCredentials);
+        }
+        validation::finish(violations)?;
+
+        let user = users::by_email(&self.pool, email.trim()).await?;
+        let hash = user.as_ref().map(|u| u.password_hash.clone());
+        if !self.hasher.verify(password, hash).await? {
+            return Err(AuthError::InvalidCredentials);
+        }
+        let user = user.ok_or(AuthError::InvalidCredentials)?;
+        if user.banned_at.is_some() {
+            return Err(AuthError::Banned);
+        }
+        let mut tx = self.pool.begin().await?;
+        let credentials = self.open_session(&mut tx, &user, &client).await?;
+        tx.commit().await?;
+        Ok((user, credentials))
+    }
+
+    /// Rotates a refresh token. A token that was already rotated means it
+    /// leaked (or a client raced itself): the whole session is revoked.
+    pub async fn refresh(&self, presented: &str) -> Result<(UserRow, Credentials), AuthError> {
+        const REJECTED: AuthError = AuthError::Unauthenticated("refresh token is invalid");
+        let hash = RefreshToken::hash(presented.trim());
+        let mut tx = self.pool.begin().await?;
+        let token = sessions::lock_refresh_token(&mut *tx, &hash)
+            .await?
+            .ok_or(REJECTED)?;
+        if token.session_revoked_at.is_some() || token.session_expires_at <= Utc::now() {
+            return Err(REJECTED);
+        }
+        if token.rotated_at.is_some() {
+            tracing::warn!(session_id = %token.session_id, "refresh token reuse: revoking session");
+            sessions::revoke(
+                &mut *tx,
+                token.user_id,
+                token.session_id,
+                "refresh token reuse",
+            )
+            .await?;
+            self.revoke_in_cache(&[token.session_id]).await?;
+            tx.commit().await?;
+            return Err(REJECTED);
+        }
+        let user = users::by_id(&mut *tx, token.user_id)
+            .await?
+            .ok_or(REJECTED)?;
+        if user.banned_at.is_some() {
+            return Err(AuthError::Banned);
+        }
+        sessions::mark_rotated(&mut *tx, &hash).await?;
+        sessions::touch(&mut *tx, token.session_id).await?;
+        let credentials = self.issue(&mut tx, &user, token.session_id).await?;
+        tx.commit().await?;
+        Ok((user, credentials))
+    }
+
+    /// The user behind verified claims, re-checked against the database: the
+    /// session must be live and the user not banned.
+    pub async fn authenticate(&self, claims: &Claims) -> Result<UserRow, AuthError> {
+        sessions::live_session_user(&self.pool, claims.sid, claims.sub)
+            .await?
+            .ok_or(AuthError::Unauthenticated("session is no longer valid"))
+    }
+
+    pub async fn update(
+        &self,
+        user: &UserRow,
+        current_session: Uuid,
+        update: ProfileUpdate,
+    ) -> Result<UserRow, AuthError> {
+        let mut violations = Vec::new();
+        let mut changes = UserChanges {
+            email: update.email.map(|e| validation::email(&e, &mut violations)),
+            username: update
+                .username
+                .map(|u| validation::username(&u, &mut violations)),
+            bio: update
+                .bio
+                .map(|b| validation::optional_text("bio", &b, MAX_BIO_CHARS, &mut violations)),
+            image: update
+                .image
+                .map(|i| validation::optional_text("image", &i, MAX_IMAGE_CHARS, &mut violations)),
+            password_hash: None,
+        };
+        if let Some(password) = &update.password {
+            validation::password(password, &mut violations);
+        }
+        validation::finish(violations)?;
+        if let Some(password) = update.password {
+            changes.password_hash = Some(self.hasher.hash(password).await?);
+        }
+
+        let mut tx = self.pool.begin().await?;
+        let updated = users::update(&mut *tx, user.id, &changes)
+            .await
+            .map_err(taken_or_db)?;
+        if changes.password_hash.is_some() {
+            let others =
+                sessions::revoke_all(&mut *tx, user.id, Some(current_session), "password changed")
+                    .await?;
+            self.revoke_in_cache(&others).await?;
+        }
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    pub async fn by_username(&self, username: &str) -> Result<UserRow, AuthError> {
+        users::by_username(&self.pool, username.trim())
+            .await?
+            .ok_or(AuthError::NotFound("user"))
+    }
+
+    pub async fn by_ids(&self, ids: &[Uuid]) -> Result<Vec<UserRow>, AuthError> {
+        Ok(users::by_ids(&self.pool, ids).await?)
+    }
+
+    pub async fn sessions(&self, user: &UserRow) -> Result<Vec<SessionRow>, AuthError> {
+        Ok(sessions::list_active(&self.pool, user.id).await?)
+    }
+
+    pub async fn revoke_session(
+        &self,
+        user: &UserRow,
+        session: Uuid,
+        reason: &str,
+    ) -> Result<(), AuthError> {
+        let mut tx = self.pool.begin().await?;
+        if !sessions::revoke(&mut *tx, user.id, session, reason).await? {
+            return Err(AuthError::NotFound("session"));
+        }
+        self.revoke_in_cache(&[session]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn revoke_all_sessions(&self, user: &UserRow) -> Result<usize, AuthError> {
+        let mut tx = self.pool.begin().await?;
+        let revoked = sessions::revoke_all(&mut *tx, user.id, None, "logout everywhere").await?;
+        self.revoke_in_cache(&revoked).await?;
+        tx.commit().await?;
+        Ok(revoked.len())
+    }
+
+    pub async fn list_users(
+        &self,
+        actor: &UserRow,
+        query: &str,
+        limit: u32,
+        offset: u32,
+    ) -> Result<UserPage, AuthError> {
+        require(actor, Permission::UserManage)?;
+        let limit = if limit == 0 { 20 } else { limit.min(100) };
+        Ok(users::search(
+            &self.pool,
+            query.trim(),
+            i64::from(limit),
+            i64::from(offset),
+        )
+        .await?)
+    }
+
+    pub async fn set_role(
+        &self,
+        actor: &UserRow,
+        username: &str,
+        role: Role,
+    ) -> Result<UserRow, AuthError> {
+        require(actor, Permission::UserManage)?;
+        users::set_role(&self.pool, username.trim(), role.as_str())
+            .await?
+            .ok_or(AuthError::NotFound("user"))
+    }
+
+    /// Banning ends every session of the user at once.
+    pub async fn set_banned(
+        &self,
+        actor: &UserRow,
+        username: &str,
+        banned: bool,
+    ) -> Result<UserRow, AuthError> {
+        require(actor, Permission::UserManage)?;
+        let mut tx = self.pool.begin().await?;
+        let user = users::set_banned(&mut *tx, username.trim(), banned)
+            .await?
+            .ok_or(AuthError::NotFound("user"))?;
+        if banned {
+            let revoked = sessions::revoke_all(&mut *tx, user.id, None, "banned").await?;
+            self.revoke_in_cache(&revoked).await?;
+        }
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn open_session(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        user: &UserRow,
+        client: &Client,
+    ) -> Result<Credentials, AuthError> {
+        let session_id = Uuid::now_v7();
+        let expires_at = Utc::now() + self.refresh_ttl;
+        sessions::create(
+            &mut **tx,
+            session_id,
+            user.id,
+            &client.user_agent,
+            &client.ip,
+            expires_at,
+        )
+        .await?;
+        self.issue(tx, user, session_id).await
+    }
+
+    async fn issue(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        user: &UserRow,
+        session_id: Uuid,
+    ) -> Result<Credentials, AuthError> {
+        let refresh = RefreshToken::generate();
+        sessions::add_refresh_token(&mut **tx, &RefreshToken::hash(&refresh.0), session_id).await?;
+        let access = self.issuer.issue(user.id, session_id, role_of(user))?;
+        Ok(Credentials {
+            access,
+            refresh_token: refresh.0,
+            // Sliding sessions would extend this; ours end at a fixed time.
+            refresh_expires_at: Utc::now() + self.refresh_ttl,
+            session_id,
+        })
+    }
+
+    /// Writes revocations to Redis before the transaction commits: if Redis
+    /// fails the change is rolled back, and if the commit fails afterwards the
+    /// worst case is a session refused early, never one accepted late.
+    async fn revoke_in_cache(&self, sessions: &[Uuid]) -> Result<(), AuthError> {
+        // Outlive the longest-lived access token plus verifier leeway.
+        let ttl = self.issuer.ttl + Duration::from_secs(10);
+        Ok(self.revocations.revoke_all(sessions, ttl).await?)
+    }
+}
+
+pub fn role_of(user: &UserRow) -> Role {
+    // The column's CHECK constraint admits only valid names.
+    user.role.parse().unwrap_or(Role::Viewer)
+}
+
+fn require(actor: &UserRow, permission: Permission) -> Result<(), AuthError> {
+    if role_of(actor).can(permission) {
+        Ok(())
+    } else {
+        Err(AuthError::Forbidden(permission.as_str()))
+    }
+}
+
+fn taken_or_db(error: sqlx::Error) -> AuthError {
+    match unique_violation(&error).as_deref() {
+        Some("users_email_key") => AuthError::Taken("email"),
+        Some("users_username_key") => AuthError::Taken("username"),
+        _ => AuthError::Database(error),
+    }
+}

@@ -1,0 +1,71 @@
+//! What can go wrong in the auth service, and its one mapping to gRPC.
+
+use quill_platform::grpc::field_violations;
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid input")]
+    Invalid(Vec<(&'static str, String)>),
+    #[error("{0} has already been taken")]
+    Taken(&'static str),
+    #[error("email or password is invalid")]
+    InvalidCredentials,
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("account is banned")]
+    Banned,
+    #[error("missing permission {0}")]
+    Forbidden(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AuthError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid(vec![(field, message.into())])
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Invalid(violations) => field_violations(Code::InvalidArgument, &violations),
+            AuthError::Taken(field) => field_violations(
+                Code::AlreadyExists,
+                &[(field, "has already been taken".to_owned())],
+            ),
+            AuthError::InvalidCredentials => field_violations(
+                Code::Unauthenticated,
+                &[("email or password", "is invalid".to_owned())],
+            ),
+            AuthError::Unauthenticated(why) => Status::unauthenticated(why),
+            AuthError::Banned => Status::permission_denied("account is banned"),
+            AuthError::Forbidden(permission) => {
+                Status::permission_denied(format!("missing permission {permission}"))
+            }
+            AuthError::NotFound(what) => Status::not_found(format!("{what} not found")),
+            // Internal details go to the log, never to the client.
+            AuthError::Database(_) | AuthError::Redis(_) | AuthError::Internal(_) => {
+                tracing::error!(error = %error, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+/// Whether a database error is a unique violation of the given index.
+pub fn unique_violation(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Database(e) if e.code().as_deref() == Some("23505") => {
+            e.constraint().map(str::to_owned)
+        }
+        _ => None,
+    }
+}

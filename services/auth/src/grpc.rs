@@ -1,0 +1,286 @@
+//! The gRPC face of auth: authenticate the caller, translate messages, and
+//! delegate to `Accounts`.
+
+use quill_platform::{authz::Role, grpc::bearer_token, time::to_proto, token::TokenVerifier};
+use quill_proto::auth::v1::{self as pb, auth_service_server::AuthService};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    accounts::{Accounts, Client, Credentials, ProfileUpdate, role_of},
+    error::AuthError,
+    repo::{sessions::SessionRow, users::UserRow},
+};
+
+pub struct AuthGrpc {
+    accounts: Accounts,
+    verifier: TokenVerifier,
+}
+
+impl AuthGrpc {
+    pub fn new(accounts: Accounts, verifier: TokenVerifier) -> Self {
+        Self { accounts, verifier }
+    }
+
+    /// Verifies the forwarded token itself (the gateway is not the only line
+    /// of defence) and loads the user behind its live session.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<(UserRow, Uuid), AuthError> {
+        let token = bearer_token(request.metadata())
+            .ok_or(AuthError::Unauthenticated("missing access token"))?;
+        let claims = self
+            .verifier
+            .verify(token)
+            .map_err(|_| AuthError::Unauthenticated("access token is invalid or expired"))?;
+        let user = self.accounts.authenticate(&claims).await?;
+        Ok((user, claims.sid))
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl AuthService for AuthGrpc {
+    async fn register(&self, request: Request<pb::RegisterRequest>) -> Reply<pb::AuthResponse> {
+        let r = request.into_inner();
+        let (user, credentials) = self
+            .accounts
+            .register(&r.email, &r.username, r.password, client(r.client))
+            .await?;
+        Ok(Response::new(auth_response(&user, credentials)))
+    }
+
+    async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::AuthResponse> {
+        let r = request.into_inner();
+        let (user, credentials) = self
+            .accounts
+            .login(&r.email, r.password, client(r.client))
+            .await?;
+        Ok(Response::new(auth_response(&user, credentials)))
+    }
+
+    async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Reply<pb::AuthResponse> {
+        let (user, credentials) = self
+            .accounts
+            .refresh(&request.into_inner().refresh_token)
+            .await?;
+        Ok(Response::new(auth_response(&user, credentials)))
+    }
+
+    async fn get_current_user(
+        &self,
+        request: Request<pb::GetCurrentUserRequest>,
+    ) -> Reply<pb::User> {
+        let (user, _) = self.caller(&request).await?;
+        Ok(Response::new(user_message(&user)))
+    }
+
+    async fn update_user(&self, request: Request<pb::UpdateUserRequest>) -> Reply<pb::User> {
+        let (user, session) = self.caller(&request).await?;
+        let r = request.into_inner();
+        let update = ProfileUpdate {
+            email: r.email,
+            username: r.username,
+            password: r.password,
+            bio: r.bio,
+            image: r.image,
+        };
+        let updated = self.accounts.update(&user, session, update).await?;
+        Ok(Response::new(user_message(&updated)))
+    }
+
+    async fn get_user_by_username(
+        &self,
+        request: Request<pb::GetUserByUsernameRequest>,
+    ) -> Reply<pb::Profile> {
+        let user = self
+            .accounts
+            .by_username(&request.into_inner().username)
+            .await?;
+        Ok(Response::new(profile_message(&user)))
+    }
+
+    async fn get_users_by_ids(
+        &self,
+        request: Request<pb::GetUsersByIdsRequest>,
+    ) -> Reply<pb::GetUsersByIdsResponse> {
+        const MAX_IDS: usize = 1_000;
+        let ids = request.into_inner().ids;
+        if ids.len() > MAX_IDS {
+            return Err(AuthError::invalid("ids", format!("at most {MAX_IDS} per call")).into());
+        }
+        // Malformed ids cannot match a user; they are simply absent.
+        let ids: Vec<Uuid> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+        let users = self.accounts.by_ids(&ids).await?;
+        Ok(Response::new(pb::GetUsersByIdsResponse {
+            users: users.iter().map(profile_message).collect(),
+        }))
+    }
+
+    async fn get_public_keys(
+        &self,
+        _request: Request<pb::GetPublicKeysRequest>,
+    ) -> Reply<pb::GetPublicKeysResponse> {
+        let issuer = self.accounts.issuer();
+        Ok(Response::new(pb::GetPublicKeysResponse {
+            keys: vec![pb::PublicKey {
+                kid: issuer.kid().to_owned(),
+                algorithm: "EdDSA".into(),
+                public_key_pem: issuer.public_key_pem().to_owned(),
+            }],
+            issuer: issuer.issuer.clone(),
+            audience: issuer.audience.clone(),
+        }))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Reply<pb::ListSessionsResponse> {
+        let (user, current) = self.caller(&request).await?;
+        let sessions = self.accounts.sessions(&user).await?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions
+                .iter()
+                .map(|s| session_message(s, current))
+                .collect(),
+        }))
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<pb::RevokeSessionRequest>,
+    ) -> Reply<pb::RevokeSessionResponse> {
+        let (user, _) = self.caller(&request).await?;
+        let session = request
+            .get_ref()
+            .session_id
+            .parse()
+            .map_err(|_| AuthError::NotFound("session"))?;
+        self.accounts
+            .revoke_session(&user, session, "revoked by user")
+            .await?;
+        Ok(Response::new(pb::RevokeSessionResponse {}))
+    }
+
+    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Reply<pb::LogoutResponse> {
+        let (user, session) = self.caller(&request).await?;
+        self.accounts
+            .revoke_session(&user, session, "logout")
+            .await?;
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    async fn logout_all(
+        &self,
+        request: Request<pb::LogoutAllRequest>,
+    ) -> Reply<pb::LogoutAllResponse> {
+        let (user, _) = self.caller(&request).await?;
+        let revoked = self.accounts.revoke_all_sessions(&user).await?;
+        Ok(Response::new(pb::LogoutAllResponse {
+            revoked_sessions: u32::try_from(revoked).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Reply<pb::ListUsersResponse> {
+        let (actor, _) = self.caller(&request).await?;
+        let r = request.into_inner();
+        let page = self
+            .accounts
+            .list_users(&actor, &r.query, r.limit, r.offset)
+            .await?;
+        Ok(Response::new(pb::ListUsersResponse {
+            users: page.users.iter().map(user_message).collect(),
+            total: page.total,
+        }))
+    }
+
+    async fn set_user_role(&self, request: Request<pb::SetUserRoleRequest>) -> Reply<pb::User> {
+        let (actor, _) = self.caller(&request).await?;
+        let r = request.into_inner();
+        let role = pb::Role::try_from(r.role)
+            .ok()
+            .and_then(Role::from_proto)
+            .ok_or_else(|| AuthError::invalid("role", "must be viewer, creator or admin"))?;
+        let user = self.accounts.set_role(&actor, &r.username, role).await?;
+        Ok(Response::new(user_message(&user)))
+    }
+
+    async fn ban_user(&self, request: Request<pb::BanUserRequest>) -> Reply<pb::User> {
+        let (actor, _) = self.caller(&request).await?;
+        let user = self
+            .accounts
+            .set_banned(&actor, &request.get_ref().username, true)
+            .await?;
+        Ok(Response::new(user_message(&user)))
+    }
+
+    async fn unban_user(&self, request: Request<pb::UnbanUserRequest>) -> Reply<pb::User> {
+        let (actor, _) = self.caller(&request).await?;
+        let user = self
+            .accounts
+            .set_banned(&actor, &request.get_ref().username, false)
+            .await?;
+        Ok(Response::new(user_message(&user)))
+    }
+}
+
+fn client(info: Option<pb::ClientInfo>) -> Client {
+    let info = info.unwrap_or_default();
+    // Bounded: these are echoed back in the session list.
+    Client {
+        user_agent: info.user_agent.chars().take(512).collect(),
+        ip: info.ip.chars().take(64).collect(),
+    }
+}
+
+fn user_message(user: &UserRow) -> pb::User {
+    pb::User {
+        id: user.id.to_string(),
+        email: user.email.clone(),
+        username: user.username.clone(),
+        bio: user.bio.clone(),
+        image: user.image.clone(),
+        role: role_of(user).to_proto().into(),
+        banned: user.banned_at.is_some(),
+        created_at: Some(to_proto(user.created_at)),
+        updated_at: Some(to_proto(user.updated_at)),
+    }
+}
+
+fn profile_message(user: &UserRow) -> pb::Profile {
+    pb::Profile {
+        id: user.id.to_string(),
+        username: user.username.clone(),
+        bio: user.bio.clone(),
+        image: user.image.clone(),
+        banned: user.banned_at.is_some(),
+    }
+}
+
+fn session_message(session: &SessionRow, current: Uuid) -> pb::Session {
+    pb::Session {
+        id: session.id.to_string(),
+        user_agent: session.user_agent.clone(),
+        ip: session.ip.clone(),
+        created_at: Some(to_proto(session.created_at)),
+        last_used_at: Some(to_proto(session.last_used_at)),
+        expires_at: Some(to_proto(session.expires_at)),
+        current: session.id == current,
+    }
+}
+
+fn auth_response(user: &UserRow, credentials: Credentials) -> pb::AuthResponse {
+    pb::AuthResponse {
+        user: Some(user_message(user)),
+        tokens: Some(pb::Tokens {
+            access_token: credentials.access.token,
+            access_token_expires_at: Some(to_proto(credentials.access.expires_at)),
+            refresh_token: credentials.refresh_token,
+            refresh_token_expires_at: Some(to_proto(credentials.refresh_expires_at)),
+            session_id: credentials.session_id.to_string(),
+        }),
+    }
+}

@@ -1,0 +1,21 @@
+//! `quill-auth [serve|migrate]`: serves the auth gRPC API (default) or only
+//! applies its database migrations.
+
+use anyhow::Context;
+use quill_auth::{Config, server};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    quill_platform::telemetry::init();
+    let config = Config::from_env()?;
+    match std::env::args().nth(1).as_deref() {
+        Some("migrate") => server::migrate(&config).await,
+        None | Some("serve") => {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("binding AUTH_LISTEN={}", config.listen))?;
+            server::run(config, listener, quill_platform::shutdown::signal()).await
+        }
+        Some(other) => anyhow::bail!("unknown command {other:?}; expected serve or migrate"),
+    }
+}

@@ -1,0 +1,199 @@
+//! Issuing credentials: EdDSA-signed access tokens and opaque refresh tokens.
+
+use std::time::Duration;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use ed25519_dalek::{
+    SigningKey,
+    pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding},
+};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use quill_platform::{authz::Role, token::Claims};
+use rand::{RngCore, rngs::OsRng};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::AuthError;
+
+/// Signs access tokens. Holds the only copy of the private key.
+pub struct AccessTokenIssuer {
+    encoding_key: EncodingKey,
+    kid: String,
+    public_key_pem: String,
+    pub issuer: String,
+    pub audience: String,
+    pub ttl: Duration,
+}
+
+pub struct IssuedAccessToken {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("AUTH_JWT_PRIVATE_KEY is not a PKCS#8 PEM Ed25519 key: {0}")]
+pub struct KeyError(String);
+
+impl AccessTokenIssuer {
+    /// Uses the configured key, or generates one (development only: tokens
+    /// then die with the process, and replicas would disagree).
+    pub fn new(
+        private_key_pem: Option<&str>,
+        issuer: String,
+        audience: String,
+        ttl: Duration,
+    ) -> Result<Self, KeyError> {
+        let signing_key = match private_key_pem {
+            Some(pem) => SigningKey::from_pkcs8_pem(pem).map_err(|e| KeyError(e.to_string()))?,
+            None => {
+                tracing::warn!(
+                    "AUTH_JWT_PRIVATE_KEY is not set: generated a throwaway signing key; set it in production"
+                );
+                SigningKey::generate(&mut OsRng)
+            }
+        };
+        let private_pem = signing_key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| KeyError(e.to_string()))?;
+        let public_key_pem = signing_key
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| KeyError(e.to_string()))?;
+        let encoding_key = EncodingKey::from_ed_pem(private_pem.as_bytes())
+            .map_err(|e| KeyError(e.to_string()))?;
+        // The key id is derived from the public key, so every replica sharing
+        // a key announces the same kid.
+        let digest = Sha256::digest(signing_key.verifying_key().as_bytes());
+        let kid = URL_SAFE_NO_PAD.encode(&digest[..12]);
+        Ok(Self {
+            encoding_key,
+            kid,
+            public_key_pem,
+            issuer,
+            audience,
+            ttl,
+        })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn public_key_pem(&self) -> &str {
+        &self.public_key_pem
+    }
+
+    pub fn issue(
+        &self,
+        user: Uuid,
+        session: Uuid,
+        role: Role,
+    ) -> Result<IssuedAccessToken, AuthError> {
+        let now = Utc::now();
+        let expires_at = now + self.ttl;
+        let claims = Claims {
+            sub: user,
+            sid: session,
+            role,
+            exp: expires_at.timestamp(),
+            iat: now.timestamp(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        let token = encode(&header, &claims, &self.encoding_key)
+            .map_err(|e| AuthError::Internal(format!("signing token: {e}")))?;
+        Ok(IssuedAccessToken { token, expires_at })
+    }
+}
+
+/// An opaque refresh token: 256 random bits. Only its hash is stored.
+pub struct RefreshToken(pub String);
+
+impl RefreshToken {
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes);
+        Self(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    pub fn hash(token: &str) -> Vec<u8> {
+        Sha256::digest(token.as_bytes()).to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quill_platform::token::{TokenError, TokenVerifier};
+
+    fn issuer(ttl: Duration) -> AccessTokenIssuer {
+        AccessTokenIssuer::new(None, "quill-auth".into(), "quill".into(), ttl).unwrap()
+    }
+
+    #[test]
+    fn issued_tokens_verify_with_the_public_key_only() {
+        let issuer = issuer(Duration::from_secs(60));
+        let verifier = TokenVerifier::new(
+            [(issuer.kid(), issuer.public_key_pem())],
+            "quill-auth",
+            "quill",
+        )
+        .unwrap();
+        let (user, session) = (Uuid::new_v4(), Uuid::new_v4());
+        let token = issuer.issue(user, session, Role::Creator).unwrap();
+        let claims = verifier.verify(&token.token).unwrap();
+        assert_eq!(
+            (claims.sub, claims.sid, claims.role),
+            (user, session, Role::Creator)
+        );
+        assert_eq!(claims.exp - claims.iat, 60);
+    }
+
+    #[test]
+    fn a_configured_key_survives_a_restart() {
+        let pem = SigningKey::generate(&mut OsRng)
+            .to_pkcs8_pem(LineEnding::LF)
+            .unwrap();
+        let a = AccessTokenIssuer::new(Some(&pem), "i".into(), "a".into(), Duration::from_secs(60))
+            .unwrap();
+        let b = AccessTokenIssuer::new(Some(&pem), "i".into(), "a".into(), Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(a.kid(), b.kid());
+        assert!(
+            AccessTokenIssuer::new(
+                Some("not a key"),
+                "i".into(),
+                "a".into(),
+                Duration::from_secs(1)
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn another_keys_signature_is_rejected() {
+        let ours = issuer(Duration::from_secs(60));
+        let theirs = issuer(Duration::from_secs(60));
+        let verifier =
+            TokenVerifier::new([(ours.kid(), ours.public_key_pem())], "quill-auth", "quill")
+                .unwrap();
+        let forged = theirs
+            .issue(Uuid::new_v4(), Uuid::new_v4(), Role::Admin)
+            .unwrap();
+        assert!(matches!(
+            verifier.verify(&forged.token),
+            Err(TokenError::UnknownKey)
+        ));
+    }
+
+    #[test]
+    fn refresh_tokens_are_random_and_hash_stably() {
+        let (a, b) = (RefreshToken::generate(), RefreshToken::generate());
+        assert_ne!(a.0, b.0);
+        assert_eq!(a.0.len(), 43);
+        assert_eq!(RefreshToken::hash(&a.0), RefreshToken::hash(&a.0));
+    }
+}
