@@ -11,5 +11,7 @@ pub mod retry;
 pub mod revocation;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod time;
 pub mod token;

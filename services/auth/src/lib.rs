@@ -9,6 +9,8 @@ pub mod grpc;
 pub mod password;
 pub mod repo;
 pub mod server;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tokens;
 pub mod validation;
 
