@@ -3,13 +3,20 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use ed25519_dalek::{
+    SigningKey,
+    pkcs8::{EncodePrivateKey, spki::der::pem::LineEnding},
+};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use quill_platform::testing::{TestDb, TestRedis, ephemeral_listener};
+use serde_json::Value;
 use quill_proto::auth::v1::auth_service_client::AuthServiceClient;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::{Config, server};
+use crate::{Config, server, tokens::AccessTokenIssuer};
 
 pub struct TestAuth {
     pub addr: SocketAddr,
@@ -17,6 +24,8 @@ pub struct TestAuth {
     pub config: Config,
     pub redis: TestRedis,
     pub db: TestDb,
+    /// The server's signing key, so tests can mint tokens auth never issued.
+    pub signing_key_pem: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -30,7 +39,9 @@ impl TestAuth {
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let db = TestDb::new("quill_auth");
         let redis = TestRedis::new();
+        let signing_key_pem = new_signing_key_pem();
         let mut config = Config::from_env().expect("auth config");
+        config.signing_key_pem = Some(signing_key_pem.clone());
         config.database_url = db.url.clone();
         config.redis_url = redis.url.clone();
         config.redis_prefix = redis.prefix.clone();
@@ -51,6 +62,7 @@ impl TestAuth {
             config,
             redis,
             db,
+            signing_key_pem,
             stop: Some(stop),
             task: Some(task),
         }
@@ -64,12 +76,41 @@ impl TestAuth {
         AuthServiceClient::new(self.channel.clone())
     }
 
-    /// Stops the server and waits for it to drain.
-    pub async fn stop(mut self) {
-        self.shutdown().await;
+    /// Signs arbitrary claims with the server's own key.
+    pub fn sign(&self, claims: &Value) -> String {
+        let issuer = AccessTokenIssuer::new(
+            Some(&self.signing_key_pem),
+            String::new(),
+            String::new(),
+            Duration::from_secs(1),
+        )
+        .expect("test key");
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(issuer.kid().to_owned());
+        jsonwebtoken::encode(
+            &header,
+            claims,
+            &EncodingKey::from_ed_pem(self.signing_key_pem.as_bytes()).expect("test key"),
+        )
+        .expect("sign")
     }
 
-    async fn shutdown(&mut self) {
+    /// Gives a user a role directly in the database (the arrange step for
+    /// "an admin exists": the API only lets admins change roles).
+    pub async fn set_role_in_db(&self, username: &str, role: &str) {
+        let pool = sqlx::PgPool::connect(&self.db.url).await.expect("connect");
+        sqlx::query("UPDATE users SET role = $2 WHERE username = $1")
+            .bind(username)
+            .bind(role)
+            .execute(&pool)
+            .await
+            .expect("set role");
+        pool.close().await;
+    }
+
+    /// Stops the server and waits for it to drain; its database stays until
+    /// this value drops.
+    pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -104,4 +145,27 @@ pub async fn wait_until_serving(channel: &Channel) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("server did not become healthy within 10 s");
+}
+
+fn new_signing_key_pem() -> String {
+    use rand::RngCore;
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    SigningKey::from_bytes(&seed)
+        .to_pkcs8_pem(LineEnding::LF)
+        .expect("encode key")
+        .to_string()
+}
+
+/// The claims inside a token, for tests to alter and re-sign.
+pub fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("jwt payload");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64")).expect("json")
+}
+
+/// A token with `alg: none` and no signature.
+pub fn unsigned_token(claims: &Value) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    format!("{header}.{payload}.")
 }

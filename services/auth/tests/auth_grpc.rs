@@ -152,7 +152,7 @@ async fn current_user_requires_a_valid_token() {
     let mut tampered = dave.tokens.access_token.clone();
     let last = tampered.pop().unwrap();
     tampered.push(if last == 'A' { 'B' } else { 'A' });
-    let claims = claims_of(&dave, &dave.tokens.access_token);
+    let claims = claims_of(&dave.tokens.access_token);
     let mut expired = claims.clone();
     expired["exp"] = json!(claims["iat"].as_i64().unwrap() - 60);
     let mut admin_claims = claims.clone();
@@ -672,7 +672,7 @@ async fn a_ban_ends_all_sessions_and_blocks_login_until_lifted() {
 async fn access_token_lifetime_is_configurable() {
     let h = Harness::start_with(|c| c.access_token_ttl = std::time::Duration::from_secs(120)).await;
     let pia = h.register("pia").await;
-    let claims = claims_of(&pia, &pia.tokens.access_token);
+    let claims = claims_of(&pia.tokens.access_token);
     assert_eq!(
         claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
         120

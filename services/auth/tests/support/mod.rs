@@ -1,22 +1,15 @@
-//! Arrange helpers for auth's integration tests: a running auth server with a
-//! signing key the test knows, so it can also mint tokens auth never issued.
+//! Arrange helpers for auth's integration tests.
 
 #![allow(dead_code)]
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use ed25519_dalek::{
-    SigningKey,
-    pkcs8::{EncodePrivateKey, spki::der::pem::LineEnding},
-};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use quill_auth::testing::TestAuth;
+pub use quill_auth::testing::{claims_of, unsigned_token};
 use quill_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tonic::{Code, Request, transport::Channel};
 
 pub struct Harness {
     pub auth: TestAuth,
-    pub signing_key_pem: String,
 }
 
 pub struct Account {
@@ -25,31 +18,14 @@ pub struct Account {
     pub password: String,
 }
 
-pub fn new_signing_key_pem() -> String {
-    let mut seed = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
-    SigningKey::from_bytes(&seed)
-        .to_pkcs8_pem(LineEnding::LF)
-        .expect("encode key")
-        .to_string()
-}
-
 impl Harness {
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut quill_auth::Config)) -> Self {
-        let signing_key_pem = new_signing_key_pem();
-        let pem = signing_key_pem.clone();
-        let auth = TestAuth::start_with(move |c| {
-            c.signing_key_pem = Some(pem);
-            tweak(c);
-        })
-        .await;
         Self {
-            auth,
-            signing_key_pem,
+            auth: TestAuth::start_with(tweak).await,
         }
     }
 
@@ -92,19 +68,8 @@ impl Harness {
             .into_inner()
     }
 
-    /// Gives a user a role directly in the database (the arrange step for
-    /// "an admin exists"; the API itself only lets admins change roles).
     pub async fn set_role_in_db(&self, username: &str, role: &str) {
-        let pool = sqlx::PgPool::connect(&self.auth.db.url)
-            .await
-            .expect("connect");
-        sqlx::query("UPDATE users SET role = $2 WHERE username = $1")
-            .bind(username)
-            .bind(role)
-            .execute(&pool)
-            .await
-            .expect("set role");
-        pool.close().await;
+        self.auth.set_role_in_db(username, role).await;
     }
 
     pub async fn admin(&self, name: &str) -> Account {
@@ -117,27 +82,8 @@ impl Harness {
         }
     }
 
-    /// Signs arbitrary claims with the server's own key.
     pub fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid());
-        jsonwebtoken::encode(
-            &header,
-            claims,
-            &EncodingKey::from_ed_pem(self.signing_key_pem.as_bytes()).expect("key"),
-        )
-        .expect("sign")
-    }
-
-    pub fn kid(&self) -> String {
-        let key = quill_auth::tokens::AccessTokenIssuer::new(
-            Some(&self.signing_key_pem),
-            "x".into(),
-            "x".into(),
-            std::time::Duration::from_secs(60),
-        )
-        .expect("issuer");
-        key.kid().to_owned()
+        self.auth.sign(claims)
     }
 }
 
@@ -148,22 +94,6 @@ pub fn authed<T>(message: T, token: &str) -> Request<T> {
         format!("Bearer {token}").parse().expect("ascii"),
     );
     request
-}
-
-/// Claims as auth would issue them for `account`, for tests to alter.
-pub fn claims_of(account: &Account, token: &str) -> Value {
-    let payload = token.split('.').nth(1).expect("jwt payload");
-    let mut claims: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64")).expect("json");
-    claims["sub"] = json!(account.user.id);
-    claims
-}
-
-/// A token with `alg: none` and no signature.
-pub fn unsigned_token(claims: &Value) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
-    format!("{header}.{payload}.")
 }
 
 pub fn violations(status: &tonic::Status) -> Vec<(String, String)> {

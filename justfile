@@ -1,0 +1,27 @@
+# Quill's task runner. `just up` runs the whole system; `just test` runs every test.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+default:
+    @just --list
+
+# Build every binary once.
+build:
+    cargo build --workspace --bins
+
+# Migrate, then run auth, content, notification and the gateway in the foreground (Ctrl-C stops all).
+up: build
+    scripts/up.sh
+
+# Run every test against the real PostgreSQL, Redis and RabbitMQ.
+test:
+    scripts/test.sh
+
+# Formatting and lints, as CI enforces them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Apply every service's migrations (creating the databases if needed).
+migrate: build
+    target/debug/quill-auth migrate
