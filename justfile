@@ -25,3 +25,4 @@ lint:
 # Apply every service's migrations (creating the databases if needed).
 migrate: build
     target/debug/quill-auth migrate
+    target/debug/quill-content migrate

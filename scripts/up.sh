@@ -9,6 +9,7 @@ bin=target/debug
 export RUST_LOG
 
 "$bin/quill-auth" migrate
+"$bin/quill-content" migrate
 
 pids=()
 stop() {

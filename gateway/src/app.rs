@@ -30,7 +30,12 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::users::routes())
         .merge(routes::admin::routes())
+        .merge(routes::profiles::routes())
+        .merge(routes::articles::routes())
+        .merge(routes::comments::routes())
+        .merge(routes::tags::routes())
         .merge(routes::health::routes())
+        .merge(routes::docs::routes())
         .fallback(|| async { ApiError::not_found("route") })
         .layer(
             ServiceBuilder::new()

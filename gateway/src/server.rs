@@ -34,6 +34,7 @@ pub async fn run(
         .context("connecting to Redis")?;
     let upstreams = Upstreams {
         auth: lazy_channel(&config.auth_url).context("AUTH_URL")?,
+        content: lazy_channel(&config.content_url).context("CONTENT_URL")?,
     };
     let verifier = TokenVerifier::from_auth_service(upstreams.auth.clone())
         .await

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use quill_platform::{revocation::RevocationList, token::TokenVerifier};
-use quill_proto::auth::v1::auth_service_client::AuthServiceClient;
+use quill_proto::{
+    auth::v1::auth_service_client::AuthServiceClient,
+    content::v1::content_service_client::ContentServiceClient,
+};
 use redis::aio::ConnectionManager;
 use tonic::transport::Channel;
 
@@ -25,6 +28,7 @@ pub struct AppState {
 #[derive(Clone)]
 pub struct Upstreams {
     pub auth: Channel,
+    pub content: Channel,
 }
 
 impl Upstreams {
@@ -32,8 +36,15 @@ impl Upstreams {
         AuthServiceClient::new(self.auth.clone())
     }
 
+    pub fn content(&self) -> ContentServiceClient<Channel> {
+        ContentServiceClient::new(self.content.clone())
+    }
+
     /// Every upstream with the name readiness reports it under.
-    pub fn all(&self) -> [(&'static str, Channel); 1] {
-        [("auth", self.auth.clone())]
+    pub fn all(&self) -> [(&'static str, Channel); 2] {
+        [
+            ("auth", self.auth.clone()),
+            ("content", self.content.clone()),
+        ]
     }
 }

@@ -1,21 +1,21 @@
-//! `quill-content`: the content service. It serves health and reflection; its
-//! own API is added by the content issue.
+//! `quill-content [serve|migrate]`: serves the content gRPC API (default) or
+//! only applies its database migrations.
 
 use anyhow::Context;
-use quill_platform::{config::env_or, grpc, shutdown, telemetry};
+use quill_content::{Config, server};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init();
-    let listen: std::net::SocketAddr = env_or(
-        "CONTENT_LISTEN",
-        "127.0.0.1:50052".parse().expect("valid default"),
-    )?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding CONTENT_LISTEN={listen}"))?;
-    let (_health, health_service) = tonic_health::server::health_reporter();
-    let routes = grpc::base_routes(health_service)?;
-    grpc::serve(listener, routes.routes(), shutdown::signal()).await?;
-    Ok(())
+    quill_platform::telemetry::init();
+    let config = Config::from_env()?;
+    match std::env::args().nth(1).as_deref() {
+        Some("migrate") => server::migrate(&config).await,
+        None | Some("serve") => {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("binding CONTENT_LISTEN={}", config.listen))?;
+            server::run(config, listener, quill_platform::shutdown::signal()).await
+        }
+        Some(other) => anyhow::bail!("unknown command {other:?}; expected serve or migrate"),
+    }
 }

@@ -1,0 +1,440 @@
+//! Articles, the feed and favorites: RealWorld's `/articles`, plus our
+//! extensions `q` (full-text search) and `cursor` (keyset pagination).
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::IntoResponse,
+    routing::{get, post},
+};
+use quill_proto::content::v1 as pb;
+use serde::{Deserialize, de::IgnoredAny};
+use serde_json::{Value, json};
+
+use crate::{
+    error::ApiError,
+    extract::{ApiJson, ApiQuery, AuthUser},
+    json::article,
+    rpc::Rpc,
+    state::AppState,
+};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/articles", get(list_articles).post(create_article))
+        .route("/api/articles/feed", get(feed))
+        .route(
+            "/api/articles/{slug}",
+            get(get_article).put(update_article).delete(delete_article),
+        )
+        .route(
+            "/api/articles/{slug}/favorite",
+            post(favorite).delete(unfavorite),
+        )
+}
+
+// Query strings: unknown parameters are ignored rather than refused, since
+// public front ends add their own (cache busters, UI state). An empty value
+// (`?tag=`, as an empty form field sends) means the parameter is absent.
+// Numbers arrive as text so that a bad one gets a 422 naming its field.
+
+#[derive(Deserialize)]
+struct ListQuery {
+    tag: Option<String>,
+    author: Option<String>,
+    favorited: Option<String>,
+    q: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct FeedQuery {
+    limit: Option<String>,
+    offset: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Which page of a list to return. `limit` 0 leaves the page size to the
+/// content service's default.
+#[derive(Debug, PartialEq)]
+struct Page {
+    limit: u32,
+    offset: u32,
+    cursor: Option<String>,
+}
+
+impl Page {
+    fn parse(
+        limit: Option<String>,
+        offset: Option<String>,
+        cursor: Option<String>,
+    ) -> Result<Self, ApiError> {
+        Ok(Self {
+            limit: count("limit", limit)?,
+            offset: count("offset", offset)?,
+            cursor: present(cursor),
+        })
+    }
+}
+
+fn present(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty())
+}
+
+fn count(field: &str, value: Option<String>) -> Result<u32, ApiError> {
+    match present(value) {
+        None => Ok(0),
+        Some(v) => v
+            .parse()
+            .map_err(|_| ApiError::validation(field, "must be a non-negative integer")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope<T> {
+    article: T,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NewArticle {
+    title: String,
+    description: String,
+    body: String,
+    tag_list: Option<Vec<String>>,
+}
+
+/// Front ends (Angular's, for one) post back the whole article they were
+/// given, so fields we hand out are accepted and ignored.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ArticleChanges {
+    title: Option<String>,
+    description: Option<String>,
+    body: Option<String>,
+    /// Present (even empty) replaces the tags; absent or `null` keeps them.
+    tag_list: Option<Vec<String>>,
+    #[serde(rename = "slug")]
+    _slug: Option<IgnoredAny>,
+    #[serde(rename = "createdAt")]
+    _created_at: Option<IgnoredAny>,
+    #[serde(rename = "updatedAt")]
+    _updated_at: Option<IgnoredAny>,
+    #[serde(rename = "favorited")]
+    _favorited: Option<IgnoredAny>,
+    #[serde(rename = "favoritesCount")]
+    _favorites_count: Option<IgnoredAny>,
+    #[serde(rename = "author")]
+    _author: Option<IgnoredAny>,
+}
+
+fn article_body(found: pb::Article) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "article": article(found)? })))
+}
+
+/// `{"articles", "articlesCount"}`, plus `nextCursor` only when there is a
+/// next page to fetch by cursor.
+fn articles_body(page: pb::ListArticlesResponse) -> Result<Json<Value>, ApiError> {
+    let articles = page
+        .articles
+        .into_iter()
+        .map(article)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut body = json!({ "articles": articles, "articlesCount": page.articles_count });
+    if let Some(cursor) = page.next_cursor {
+        body["nextCursor"] = Value::from(cursor);
+    }
+    Ok(Json(body))
+}
+
+fn list_request(query: ListQuery) -> Result<pb::ListArticlesRequest, ApiError> {
+    let page = Page::parse(query.limit, query.offset, query.cursor)?;
+    Ok(pb::ListArticlesRequest {
+        tag: present(query.tag),
+        author: present(query.author),
+        favorited_by: present(query.favorited),
+        query: present(query.q),
+        limit: page.limit,
+        offset: page.offset,
+        cursor: page.cursor,
+    })
+}
+
+async fn list_articles(
+    State(state): State<AppState>,
+    rpc: Rpc,
+    user: Option<AuthUser>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let request = list_request(query)?;
+    let page = state
+        .upstreams
+        .content()
+        .list_articles(rpc.maybe_authed(request, user.as_ref()))
+        .await?
+        .into_inner();
+    articles_body(page)
+}
+
+async fn feed(
+    State(state): State<AppState>,
+    rpc: Rpc,
+    user: AuthUser,
+    ApiQuery(query): ApiQuery<FeedQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let page = Page::parse(query.limit, query.offset, query.cursor)?;
+    let page = state
+        .upstreams
+        .content()
+        .feed(rpc.authed(
+            pb::FeedRequest {
+                limit: page.limit,
+                offset: page.offset,
+                cursor: page.cursor,
+            },
+            &user,
+        ))
+        .await?
+        .into_inner();
+    articles_body(page)
+}
+
+async fn get_article(
+    State(state): State<AppState>,
+    rpc: Rpc,
+    user: Option<AuthUser>,
+    Path(slug): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let found = state
+        .upstreams
+        .content()
+        .get_article(rpc.maybe_authed(pb::GetArticleRequest { slug }, user.as_ref()))
+        .await?
+        .into_inner();
+    article_body(found)
+}
+
+async fn create_article(
+    State(state): State<AppState>,
+    rpc: Rpc,
+    user: AuthUser,
+    ApiJson(body): ApiJson<Envelope<NewArticle>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let new = body.article;
+    let created = state
+        .upstreams
+        .content()
+        .create_article(rpc.authed(
+            pb::CreateArticleRequest {
+                title: new.title,
+                description: new.description,
+                body: new.body,
+                tags: new.tag_list.unwrap_or_default(),
+            },
+            &user,
+        ))
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, article_body(created)?))
+}
+
+async fn update_article(
+    State(state): State<AppState>,
+    rpc: Rpc,
+    user: AuthUser,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<Envelope<ArticleChanges>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let changes = body.article;
+    let replace_tags = changes.tag_list.is_some();
+    let updated = state
+        .upstreams
+        .content()
+        .update_article(rpc.authed(
+            pb::UpdateArticleRequest {
+                slug,
+                title: changes.title,
+                description: changes.description,
+                body: changes.body,
+                tags: changes.tag_list.unwrap_or_default(),
+                replace_tags,
+            },
+            &user,
+        ))
+        .await?
+        .into_inner();
+    article_body(updated)
+}
+
+/// The content service lets the author delete, and anyone whose role may
+/// moderate articles.
+async fn delete_article(
+    State(state): State<AppState>,
+    rpc: Rpc,
+    user: AuthUser,
+    Path(slug): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    state
+        .upstreams
+        .content()
+        .delete_article(rpc.authed(pb::DeleteArticleRequest { slug }, &user))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn favorite(
+    State(state): State<AppState>,
+    rpc: Rpc,
+    user: AuthUser,
+    Path(slug): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let favorited = state
+        .upstreams
+        .content()
+        .favorite_article(rpc.authed(pb::FavoriteArticleRequest { slug }, &user))
+        .await?
+        .into_inner();
+    article_body(favorited)
+}
+
+async fn unfavorite(
+    State(state): State<AppState>,
+    rpc: Rpc,
+    user: AuthUser,
+    Path(slug): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let unfavorited = state
+        .upstreams
+        .content()
+        .unfavorite_article(rpc.authed(pb::UnfavoriteArticleRequest { slug }, &user))
+        .await?
+        .into_inner();
+    article_body(unfavorited)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{extract::Query, http::Uri};
+
+    use super::*;
+
+    fn list(query: &str) -> Result<pb::ListArticlesRequest, ApiError> {
+        let uri: Uri = format!("/api/articles?{query}").parse().unwrap();
+        list_request(Query::<ListQuery>::try_from_uri(&uri).unwrap().0)
+    }
+
+    fn error_fields(error: ApiError) -> (u16, Value) {
+        let status = error.status().as_u16();
+        let response = error.into_response();
+        let body = futures::executor::block_on(axum::body::to_bytes(response.into_body(), 4096));
+        (status, serde_json::from_slice(&body.unwrap()).unwrap())
+    }
+
+    #[test]
+    fn realworld_filters_and_our_extensions_reach_the_request() {
+        let request =
+            list("tag=dragons&author=jake&favorited=jane&q=train&limit=5&offset=10&cursor=abc")
+                .unwrap();
+        assert_eq!(
+            request,
+            pb::ListArticlesRequest {
+                tag: Some("dragons".into()),
+                author: Some("jake".into()),
+                favorited_by: Some("jane".into()),
+                query: Some("train".into()),
+                limit: 5,
+                offset: 10,
+                cursor: Some("abc".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn absent_empty_and_unknown_parameters_mean_defaults() {
+        let request = list("tag=&limit=&_=1700000000").unwrap();
+        assert_eq!(request, pb::ListArticlesRequest::default());
+    }
+
+    #[test]
+    fn negative_or_non_numeric_paging_is_a_422_naming_the_field() {
+        for (query, field) in [
+            ("limit=-1", "limit"),
+            ("limit=ten", "limit"),
+            ("offset=-5", "offset"),
+            ("offset=1.5", "offset"),
+            ("limit=4294967296", "limit"),
+        ] {
+            let (status, body) = error_fields(list(query).unwrap_err());
+            assert_eq!(status, 422, "{query}");
+            assert_eq!(
+                body,
+                json!({ "errors": { field: ["must be a non-negative integer"] } }),
+                "{query}"
+            );
+        }
+    }
+
+    #[test]
+    fn next_cursor_appears_only_when_there_is_one() {
+        let Json(body) = articles_body(pb::ListArticlesResponse {
+            articles: vec![],
+            articles_count: 0,
+            next_cursor: None,
+        })
+        .unwrap();
+        assert_eq!(body, json!({ "articles": [], "articlesCount": 0 }));
+
+        let Json(body) = articles_body(pb::ListArticlesResponse {
+            articles: vec![],
+            articles_count: 40,
+            next_cursor: Some("next".into()),
+        })
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({ "articles": [], "articlesCount": 40, "nextCursor": "next" })
+        );
+    }
+
+    #[test]
+    fn a_new_article_needs_title_description_and_body() {
+        let new: Envelope<NewArticle> = serde_json::from_value(json!({
+            "article": { "title": "t", "description": "d", "body": "b" }
+        }))
+        .unwrap();
+        assert_eq!(new.article.tag_list, None);
+        for missing in ["title", "description", "body"] {
+            let mut article = json!({ "title": "t", "description": "d", "body": "b" });
+            article.as_object_mut().unwrap().remove(missing);
+            let parsed =
+                serde_json::from_value::<Envelope<NewArticle>>(json!({ "article": article }));
+            assert!(parsed.is_err(), "{missing}");
+        }
+        assert!(serde_json::from_value::<Envelope<NewArticle>>(json!({ "title": "t" })).is_err());
+    }
+
+    #[test]
+    fn an_update_accepts_the_article_it_was_given_back() {
+        let changes: Envelope<ArticleChanges> = serde_json::from_value(json!({
+            "article": {
+                "slug": "s", "title": "New", "description": "d", "body": "b",
+                "tagList": [], "createdAt": "2026-01-02T03:04:05.678Z",
+                "updatedAt": "2026-01-02T03:04:05.678Z", "favorited": false,
+                "favoritesCount": 0, "author": { "username": "jake" }
+            }
+        }))
+        .unwrap();
+        assert_eq!(changes.article.title.as_deref(), Some("New"));
+        assert_eq!(changes.article.tag_list, Some(vec![]));
+        assert!(
+            serde_json::from_value::<Envelope<ArticleChanges>>(json!({
+                "article": { "titel": "typo" }
+            }))
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! A gateway in front of in-process auth and content servers, all on
+//! ephemeral ports, gateway and auth sharing one Redis key prefix; and
+//! helpers to speak REST to it.
+
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, time::Duration};
+
+use quill_auth::testing::TestAuth;
+use quill_content::testing::TestContent;
+use quill_gateway::{Config, server};
+use quill_platform::testing::ephemeral_listener;
+use reqwest::{Method, StatusCode, header::HeaderMap};
+use serde_json::{Value, json};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+pub struct TestGateway {
+    pub auth: TestAuth,
+    pub content: TestContent,
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+/// A registered user as the REST API returned it.
+pub struct User {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+    pub refresh_token: String,
+}
+
+impl TestGateway {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let auth = TestAuth::start().await;
+        let content = TestContent::start(&auth.url()).await;
+        let mut config = Config::from_env().expect("gateway config");
+        config.auth_url = auth.url();
+        config.content_url = content.url();
+        config.redis_url = auth.redis.url.clone();
+        config.redis_prefix = auth.redis.prefix.clone();
+        tweak(&mut config);
+        let (listener, addr) = ephemeral_listener().await;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        let gateway = Self {
+            auth,
+            content,
+            addr,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        };
+        for _ in 0..200 {
+            if gateway
+                .http
+                .get(gateway.url("/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
+                return gateway;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("gateway did not start");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends `body` as JSON (if any) with `Authorization: Token <token>`.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Token {token}"));
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Self::read(request.send().await.expect("request")).await
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Response {
+        Self::read(request.send().await.expect("request")).await
+    }
+
+    async fn read(response: reqwest::Response) -> Response {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Response {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn register(&self, username: &str) -> User {
+        let email = format!("{username}@example.com");
+        let password = format!("{username}-secret");
+        let response = self
+            .post(
+                "/api/users",
+                None,
+                json!({"user": {"username": username, "email": email, "password": password}}),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{:?}", response.body);
+        User {
+            username: username.to_owned(),
+            email,
+            password,
+            token: response.body["user"]["token"]
+                .as_str()
+                .expect("token")
+                .to_owned(),
+            refresh_token: response.body["user"]["refreshToken"]
+                .as_str()
+                .expect("refresh")
+                .to_owned(),
+        }
+    }
+
+    pub async fn login(&self, user: &User) -> Response {
+        self.post(
+            "/api/users/login",
+            None,
+            json!({"user": {"email": user.email, "password": user.password}}),
+        )
+        .await
+    }
+
+    /// Registers a user and makes them an admin; returns a token with the role.
+    pub async fn admin(&self, username: &str) -> User {
+        let user = self.register(username).await;
+        self.auth.set_role_in_db(username, "admin").await;
+        let login = self.login(&user).await;
+        User {
+            token: login.body["user"]["token"]
+                .as_str()
+                .expect("token")
+                .to_owned(),
+            ..user
+        }
+    }
+}
+
+impl TestGateway {
+    /// Publishes an article by `author`; returns it as the API did.
+    pub async fn article(&self, author: &User, title: &str, tags: &[&str]) -> Value {
+        let response = self
+            .post(
+                "/api/articles",
+                Some(&author.token),
+                json!({"article": {
+                    "title": title,
+                    "description": format!("About {title}"),
+                    "body": format!("All about {title}."),
+                    "tagList": tags,
+                }}),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{:?}", response.body);
+        response.body["article"].clone()
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The messages RealWorld's error body lists for `field`.
+pub fn errors_for(body: &Value, field: &str) -> Vec<String> {
+    body["errors"][field]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,370 @@
+//! Articles: publishing, editing, deleting, favoriting, and the lists
+//! (filtered list, search, feed) with RealWorld's limit/offset and an opaque
+//! keyset cursor for deep pages.
+
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use crate::{
+    cursor::Position,
+    error::{ContentError, unique_violation},
+    policy::{self, Caller},
+    repo::articles::{
+        self as repo, ArticleChanges, ArticleFilter, ArticlePage, ArticleRow, NewArticle,
+        PageRequest,
+    },
+    service::Content,
+    slug,
+    validation::{self, Violations},
+};
+
+/// Attempts at a free slug: the title's own, then random suffixes, whose
+/// collisions are vanishingly rare.
+const SLUG_ATTEMPTS: usize = 5;
+
+pub struct NewArticleInput {
+    pub title: String,
+    pub description: String,
+    pub body: String,
+    pub tags: Vec<String>,
+}
+
+/// Unset fields stay as they are; `tags: Some` replaces the tag list.
+pub struct ArticleUpdateInput {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub body: Option<String>,
+    pub tags: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default)]
+pub struct ListQuery {
+    pub tag: Option<String>,
+    pub author: Option<String>,
+    pub favorited_by: Option<String>,
+    pub query: Option<String>,
+    pub limit: u32,
+    pub offset: u32,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Page {
+    pub articles: Vec<ArticleRow>,
+    /// How many articles match in all (RealWorld's `articlesCount`).
+    pub total: u64,
+    /// Present when more articles follow this page (never with a search).
+    pub next_cursor: Option<String>,
+}
+
+impl Content {
+    pub async fn create_article(
+        &self,
+        caller: &Caller,
+        input: NewArticleInput,
+    ) -> Result<ArticleRow, ContentError> {
+        policy::may_publish(caller)?;
+        let mut violations = Violations::new();
+        let title = validation::title(&input.title, &mut violations);
+        let description = validation::description(&input.description, &mut violations);
+        let body = validation::body(&input.body, &mut violations);
+        let tags = validation::tags(&input.tags, &mut violations);
+        validation::finish(violations)?;
+        self.authors.ensure(caller.id).await?;
+
+        let base = slug::from_title(&title);
+        let mut candidate = base.clone();
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = false;
+        for _ in 0..SLUG_ATTEMPTS {
+            let article = NewArticle {
+                id: Uuid::now_v7(),
+                slug: &candidate,
+                title: &title,
+                description: &description,
+                body: &body,
+                author_id: caller.id,
+            };
+            if repo::insert(&mut *tx, &article).await? {
+                if !tags.is_empty() {
+                    repo::create_tags(&mut *tx, &tags).await?;
+                    repo::link_tags(&mut *tx, article.id, &tags).await?;
+                }
+                inserted = true;
+                break;
+            }
+            candidate = slug::with_random_suffix(&base, &mut rand::thread_rng());
+        }
+        if !inserted {
+            return Err(ContentError::Internal(format!(
+                "no free slug for {base:?} after {SLUG_ATTEMPTS} attempts"
+            )));
+        }
+        tx.commit().await?;
+        self.article(Some(caller.id), &candidate).await
+    }
+
+    /// One article as `viewer` sees it.
+    pub async fn article(
+        &self,
+        viewer: Option<Uuid>,
+        slug: &str,
+    ) -> Result<ArticleRow, ContentError> {
+        let mut article = repo::by_slug(&self.pool, viewer, slug)
+            .await?
+            .ok_or(ContentError::NotFound("article"))?;
+        self.fill_authors(std::slice::from_mut(&mut article))
+            .await?;
+        Ok(article)
+    }
+
+    pub async fn update_article(
+        &self,
+        caller: &Caller,
+        slug: &str,
+        input: ArticleUpdateInput,
+    ) -> Result<ArticleRow, ContentError> {
+        let mut violations = Violations::new();
+        let title = input
+            .title
+            .as_deref()
+            .map(|t| validation::title(t, &mut violations));
+        let description = input
+            .description
+            .as_deref()
+            .map(|d| validation::description(d, &mut violations));
+        let body = input
+            .body
+            .as_deref()
+            .map(|b| validation::body(b, &mut violations));
+        let tags = input
+            .tags
+            .as_deref()
+            .map(|t| validation::tags(t, &mut violations));
+        validation::finish(violations)?;
+
+        let mut tx = self.pool.begin().await?;
+        let key = repo::key_for_update(&mut *tx, slug)
+            .await?
+            .ok_or(ContentError::NotFound("article"))?;
+        policy::may_change_article(caller, key.author_id)?;
+        let changes = ArticleChanges {
+            slug: None,
+            title: title.as_deref(),
+            description: description.as_deref(),
+            body: body.as_deref(),
+        };
+        // The slug follows the title, and only a changed one: links to the
+        // article survive edits of its text.
+        let wanted = title
+            .as_deref()
+            .filter(|t| *t != key.title)
+            .map(slug::from_title)
+            .filter(|base| *base != key.slug);
+        let final_slug = match wanted {
+            Some(base) => update_with_free_slug(&mut tx, key.id, &base, &changes).await?,
+            None => {
+                repo::update(&mut *tx, key.id, &changes).await?;
+                key.slug
+            }
+        };
+        if let Some(tags) = &tags {
+            repo::unlink_tags(&mut *tx, key.id).await?;
+            if !tags.is_empty() {
+                repo::create_tags(&mut *tx, tags).await?;
+                repo::link_tags(&mut *tx, key.id, tags).await?;
+            }
+        }
+        tx.commit().await?;
+        self.article(Some(caller.id), &final_slug).await
+    }
+
+    pub async fn delete_article(&self, caller: &Caller, slug: &str) -> Result<(), ContentError> {
+        let mut tx = self.pool.begin().await?;
+        let key = repo::key_for_update(&mut *tx, slug)
+            .await?
+            .ok_or(ContentError::NotFound("article"))?;
+        policy::may_change_article(caller, key.author_id)?;
+        repo::delete(&mut *tx, key.id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Idempotent; returns the article as the caller now sees it.
+    pub async fn favorite(
+        &self,
+        caller: &Caller,
+        slug: &str,
+        favorite: bool,
+    ) -> Result<ArticleRow, ContentError> {
+        if favorite {
+            // So the favorited-by filter can find the caller by username.
+            self.authors.ensure(caller.id).await?;
+        }
+        let mut tx = self.pool.begin().await?;
+        let key = repo::key(&mut *tx, slug)
+            .await?
+            .ok_or(ContentError::NotFound("article"))?;
+        if favorite {
+            repo::favorite(&mut *tx, key.id, caller.id).await?;
+        } else {
+            repo::unfavorite(&mut *tx, key.id, caller.id).await?;
+        }
+        tx.commit().await?;
+        self.article(Some(caller.id), &key.slug).await
+    }
+
+    /// Newest first, or best match first with a `query`. A cursor replaces
+    /// the offset; it cannot be combined with a search, whose rank order
+    /// has no stable keyset (use the offset there).
+    pub async fn list_articles(
+        &self,
+        viewer: Option<&Caller>,
+        query: ListQuery,
+    ) -> Result<Page, ContentError> {
+        let mut violations = Violations::new();
+        let filter = ArticleFilter {
+            tag: validation::filter("tag", query.tag.as_deref(), &mut violations),
+            author: validation::filter("author", query.author.as_deref(), &mut violations),
+            favorited_by: validation::filter(
+                "favorited",
+                query.favorited_by.as_deref(),
+                &mut violations,
+            ),
+            query: validation::search_query(query.query.as_deref(), &mut violations),
+        };
+        let after = self.position(query.cursor.as_deref(), &mut violations);
+        if filter.query.is_some() && after.is_some() {
+            violations.push((
+                "cursor",
+                "cannot be combined with a search query; page with offset".into(),
+            ));
+        }
+        validation::finish(violations)?;
+        let page = page_request(query.limit, query.offset, after);
+        let result = repo::list(&self.pool, viewer.map(|c| c.id), &filter, page).await?;
+        self.page(result, page.limit, filter.query.is_none()).await
+    }
+
+    /// Articles by the authors the caller follows, newest first.
+    pub async fn feed(
+        &self,
+        caller: &Caller,
+        limit: u32,
+        offset: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page, ContentError> {
+        let mut violations = Violations::new();
+        let after = self.position(cursor, &mut violations);
+        validation::finish(violations)?;
+        let page = page_request(limit, offset, after);
+        let result = repo::feed(&self.pool, caller.id, page).await?;
+        self.page(result, page.limit, true).await
+    }
+
+    pub async fn tags(&self) -> Result<Vec<String>, ContentError> {
+        Ok(repo::tags_in_use(&self.pool).await?)
+    }
+
+    fn position(&self, cursor: Option<&str>, violations: &mut Violations) -> Option<Position> {
+        let cursor = cursor.map(str::trim).filter(|c| !c.is_empty())?;
+        match self.cursors.decode(cursor) {
+            Ok(position) => Some(position),
+            Err(e) => {
+                violations.push(("cursor", e.to_string()));
+                None
+            }
+        }
+    }
+
+    async fn page(
+        &self,
+        mut result: ArticlePage,
+        limit: i64,
+        keyset_ordered: bool,
+    ) -> Result<Page, ContentError> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let more = result.rows.len() > limit;
+        result.rows.truncate(limit);
+        let next_cursor = match result.rows.last() {
+            Some(last) if more && keyset_ordered => Some(self.cursors.encode(Position {
+                created_at: last.created_at,
+                id: last.id,
+            })),
+            _ => None,
+        };
+        self.fill_authors(&mut result.rows).await?;
+        Ok(Page {
+            articles: result.rows,
+            total: u64::try_from(result.total).unwrap_or(0),
+            next_cursor,
+        })
+    }
+
+    /// Fills in authors missing from the read-model with one call to auth.
+    async fn fill_authors(&self, articles: &mut [ArticleRow]) -> Result<(), ContentError> {
+        let missing: Vec<Uuid> = articles
+            .iter()
+            .filter(|a| a.author_username.is_none())
+            .map(|a| a.author_id)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let authors = self.authors.by_ids(&missing).await?;
+        for article in articles.iter_mut() {
+            if let Some(author) = authors.get(&article.author_id) {
+                article.author_username = Some(author.username.clone());
+                article.author_bio.clone_from(&author.bio);
+                article.author_image.clone_from(&author.image);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn page_request(limit: u32, offset: u32, after: Option<Position>) -> PageRequest {
+    PageRequest {
+        limit: validation::limit(limit),
+        // A keyset page starts right after the cursor; the offset is spent.
+        offset: if after.is_some() {
+            0
+        } else {
+            i64::from(offset)
+        },
+        after: after.map(|p| (p.created_at, p.id)),
+    }
+}
+
+/// Applies `changes` with the slug `base`, or `base` plus a random suffix
+/// when another article holds it. Each try runs in a savepoint, so a unique
+/// violation does not abort the surrounding transaction.
+async fn update_with_free_slug(
+    tx: &mut PgConnection,
+    id: Uuid,
+    base: &str,
+    changes: &ArticleChanges<'_>,
+) -> Result<String, ContentError> {
+    let mut candidate = base.to_owned();
+    for _ in 0..SLUG_ATTEMPTS {
+        let mut savepoint = tx.begin().await?;
+        let attempt = ArticleChanges {
+            slug: Some(&candidate),
+            ..*changes
+        };
+        match repo::update(&mut *savepoint, id, &attempt).await {
+            Ok(()) => {
+                savepoint.commit().await?;
+                return Ok(candidate);
+            }
+            Err(e) if unique_violation(&e).as_deref() == Some("articles_slug_key") => {
+                savepoint.rollback().await?;
+                candidate = slug::with_random_suffix(base, &mut rand::thread_rng());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ContentError::Internal(format!(
+        "no free slug for {base:?} after {SLUG_ATTEMPTS} attempts"
+    )))
+}

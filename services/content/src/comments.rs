@@ -1,0 +1,81 @@
+//! Comments: anyone signed in may comment; the comment's author, the
+//! article's author or a moderator may delete.
+
+use uuid::Uuid;
+
+use crate::{
+    error::ContentError,
+    policy::{self, Caller},
+    repo::{
+        articles as article_repo,
+        comments::{self as repo, CommentRow},
+    },
+    service::Content,
+    validation,
+};
+
+impl Content {
+    pub async fn add_comment(
+        &self,
+        caller: &Caller,
+        slug: &str,
+        body: &str,
+    ) -> Result<(CommentRow, String), ContentError> {
+        let body = validation::comment_body(body)?;
+        self.authors.ensure(caller.id).await?;
+        let mut tx = self.pool.begin().await?;
+        let article = article_repo::key(&mut *tx, slug)
+            .await?
+            .ok_or(ContentError::NotFound("article"))?;
+        let comment = repo::insert(&mut *tx, article.id, caller.id, &body).await?;
+        tx.commit().await?;
+        Ok((comment, article.slug))
+    }
+
+    /// Newest first, with `following` for `viewer`.
+    pub async fn comments(
+        &self,
+        viewer: Option<Uuid>,
+        slug: &str,
+    ) -> Result<Vec<CommentRow>, ContentError> {
+        let article = article_repo::key(&self.pool, slug)
+            .await?
+            .ok_or(ContentError::NotFound("article"))?;
+        let mut comments = repo::for_article(&self.pool, article.id, viewer).await?;
+        let missing: Vec<Uuid> = comments
+            .iter()
+            .filter(|c| c.author_username.is_none())
+            .map(|c| c.author_id)
+            .collect();
+        if !missing.is_empty() {
+            let authors = self.authors.by_ids(&missing).await?;
+            for comment in &mut comments {
+                if let Some(author) = authors.get(&comment.author_id) {
+                    comment.author_username = Some(author.username.clone());
+                    comment.author_bio.clone_from(&author.bio);
+                    comment.author_image.clone_from(&author.image);
+                }
+            }
+        }
+        Ok(comments)
+    }
+
+    pub async fn delete_comment(
+        &self,
+        caller: &Caller,
+        slug: &str,
+        id: i64,
+    ) -> Result<(), ContentError> {
+        let mut tx = self.pool.begin().await?;
+        let article = article_repo::key(&mut *tx, slug)
+            .await?
+            .ok_or(ContentError::NotFound("article"))?;
+        let author = repo::author_of(&mut *tx, article.id, id)
+            .await?
+            .ok_or(ContentError::NotFound("comment"))?;
+        policy::may_delete_comment(caller, author, article.author_id)?;
+        repo::delete(&mut *tx, id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! Settings of the content service, from the environment.
+
+use std::net::SocketAddr;
+
+use quill_platform::config::{ConfigError, ensure, env_opt, env_or};
+
+/// Signs cursors on a developer machine only; production sets its own.
+const DEV_CURSOR_SECRET: &str = "quill-content-dev-cursor-secret-change-me";
+
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    /// Where auth serves gRPC: public keys, and author profiles on a miss.
+    pub auth_url: String,
+    /// Key of the HMAC that makes pagination cursors tamper-evident.
+    pub cursor_secret: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &self.database_url)
+            .field("database_max_connections", &self.database_max_connections)
+            .field("auth_url", &self.auth_url)
+            .field("cursor_secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let cursor_secret = match env_opt("CONTENT_CURSOR_SECRET") {
+            Some(secret) => secret,
+            None => {
+                tracing::warn!(
+                    "CONTENT_CURSOR_SECRET is not set; using the development secret, \
+                     which lets anyone forge pagination cursors"
+                );
+                DEV_CURSOR_SECRET.to_owned()
+            }
+        };
+        let config = Self {
+            listen: env_or(
+                "CONTENT_LISTEN",
+                "127.0.0.1:50052".parse().expect("valid default"),
+            )?,
+            database_url: env_or(
+                "CONTENT_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/quill_content".to_owned(),
+            )?,
+            database_max_connections: env_or("CONTENT_DATABASE_MAX_CONNECTIONS", 10)?,
+            auth_url: env_or("AUTH_URL", "http://127.0.0.1:50051".to_owned())?,
+            cursor_secret,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        ensure(
+            self.database_max_connections > 0,
+            "CONTENT_DATABASE_MAX_CONNECTIONS",
+            self.database_max_connections,
+            "must be at least 1",
+        )?;
+        ensure(
+            self.auth_url.starts_with("http://") || self.auth_url.starts_with("https://"),
+            "AUTH_URL",
+            &self.auth_url,
+            "must be an http:// or https:// URL",
+        )?;
+        ensure(
+            self.cursor_secret.len() >= 16,
+            "CONTENT_CURSOR_SECRET",
+            "<redacted>",
+            "must be at least 16 bytes",
+        )
+    }
+}

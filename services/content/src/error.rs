@@ -1,0 +1,71 @@
+//! What can go wrong in the content service, and its one mapping to gRPC.
+
+use quill_platform::grpc::field_violations;
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    #[error("invalid input")]
+    Invalid(Vec<(&'static str, String)>),
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A dependency (auth) failed; the caller may retry.
+    #[error("{what} unavailable: {status}")]
+    Upstream {
+        what: &'static str,
+        status: Box<Status>,
+    },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ContentError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid(vec![(field, message.into())])
+    }
+
+    pub fn auth_unavailable(status: Status) -> Self {
+        Self::Upstream {
+            what: "auth",
+            status: Box::new(status),
+        }
+    }
+}
+
+impl From<ContentError> for Status {
+    fn from(error: ContentError) -> Self {
+        match error {
+            ContentError::Invalid(violations) => {
+                field_violations(Code::InvalidArgument, &violations)
+            }
+            ContentError::Unauthenticated(why) => Status::unauthenticated(why),
+            ContentError::Forbidden(why) => Status::permission_denied(why),
+            ContentError::NotFound(what) => Status::not_found(format!("{what} not found")),
+            ContentError::Upstream { what, ref status } => {
+                tracing::warn!(error = %status, "{what} call failed");
+                Status::unavailable(format!("{what} is unavailable, try again"))
+            }
+            // Internal details go to the log, never to the client.
+            ContentError::Database(_) | ContentError::Internal(_) => {
+                tracing::error!(error = %error, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+/// The constraint a unique violation tripped, if `error` is one.
+pub fn unique_violation(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Database(e) if e.code().as_deref() == Some("23505") => {
+            e.constraint().map(str::to_owned)
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,346 @@
+//! The gRPC face of content: authenticate the caller from the forwarded
+//! token, translate messages, and delegate to `Content`.
+
+use std::{pin::Pin, sync::Arc};
+
+use futures::Stream;
+use quill_platform::{grpc::bearer_token, time::to_proto, token::TokenVerifier};
+use quill_proto::content::v1::{self as pb, content_service_server::ContentService};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    articles::{ArticleUpdateInput, ListQuery, NewArticleInput, Page},
+    error::ContentError,
+    policy::Caller,
+    profiles::{ProfileView, follower_batch_size},
+    repo::{articles::ArticleRow, comments::CommentRow},
+    service::Content,
+};
+
+pub struct ContentGrpc {
+    content: Arc<Content>,
+    verifier: TokenVerifier,
+}
+
+impl ContentGrpc {
+    pub fn new(content: Content, verifier: TokenVerifier) -> Self {
+        Self {
+            content: Arc::new(content),
+            verifier,
+        }
+    }
+
+    /// The caller, if the request carries a token. A token that is present
+    /// but invalid is an error even where anonymous calls are fine: the
+    /// client meant to act as someone and must learn it did not.
+    fn maybe_caller<T>(&self, request: &Request<T>) -> Result<Option<Caller>, ContentError> {
+        let Some(token) = bearer_token(request.metadata()) else {
+            return Ok(None);
+        };
+        let claims = self
+            .verifier
+            .verify(token)
+            .map_err(|_| ContentError::Unauthenticated("access token is invalid or expired"))?;
+        Ok(Some(Caller::from(&claims)))
+    }
+
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, ContentError> {
+        self.maybe_caller(request)?
+            .ok_or(ContentError::Unauthenticated("missing access token"))
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl ContentService for ContentGrpc {
+    async fn create_article(
+        &self,
+        request: Request<pb::CreateArticleRequest>,
+    ) -> Reply<pb::Article> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let input = NewArticleInput {
+            title: r.title,
+            description: r.description,
+            body: r.body,
+            tags: r.tags,
+        };
+        let article = self.content.create_article(&caller, input).await?;
+        Ok(Response::new(article_message(article)))
+    }
+
+    async fn get_article(&self, request: Request<pb::GetArticleRequest>) -> Reply<pb::Article> {
+        let viewer = self.maybe_caller(&request)?;
+        let article = self
+            .content
+            .article(viewer.map(|c| c.id), &request.get_ref().slug)
+            .await?;
+        Ok(Response::new(article_message(article)))
+    }
+
+    async fn update_article(
+        &self,
+        request: Request<pb::UpdateArticleRequest>,
+    ) -> Reply<pb::Article> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let input = ArticleUpdateInput {
+            title: r.title,
+            description: r.description,
+            body: r.body,
+            tags: r.replace_tags.then_some(r.tags),
+        };
+        let article = self.content.update_article(&caller, &r.slug, input).await?;
+        Ok(Response::new(article_message(article)))
+    }
+
+    async fn delete_article(
+        &self,
+        request: Request<pb::DeleteArticleRequest>,
+    ) -> Reply<pb::DeleteArticleResponse> {
+        let caller = self.caller(&request)?;
+        self.content
+            .delete_article(&caller, &request.get_ref().slug)
+            .await?;
+        Ok(Response::new(pb::DeleteArticleResponse {}))
+    }
+
+    async fn list_articles(
+        &self,
+        request: Request<pb::ListArticlesRequest>,
+    ) -> Reply<pb::ListArticlesResponse> {
+        let viewer = self.maybe_caller(&request)?;
+        let r = request.into_inner();
+        let query = ListQuery {
+            tag: r.tag,
+            author: r.author,
+            favorited_by: r.favorited_by,
+            query: r.query,
+            limit: r.limit,
+            offset: r.offset,
+            cursor: r.cursor,
+        };
+        let page = self.content.list_articles(viewer.as_ref(), query).await?;
+        Ok(Response::new(page_message(page)))
+    }
+
+    async fn feed(&self, request: Request<pb::FeedRequest>) -> Reply<pb::ListArticlesResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let page = self
+            .content
+            .feed(&caller, r.limit, r.offset, r.cursor.as_deref())
+            .await?;
+        Ok(Response::new(page_message(page)))
+    }
+
+    async fn favorite_article(
+        &self,
+        request: Request<pb::FavoriteArticleRequest>,
+    ) -> Reply<pb::Article> {
+        let caller = self.caller(&request)?;
+        let article = self
+            .content
+            .favorite(&caller, &request.get_ref().slug, true)
+            .await?;
+        Ok(Response::new(article_message(article)))
+    }
+
+    async fn unfavorite_article(
+        &self,
+        request: Request<pb::UnfavoriteArticleRequest>,
+    ) -> Reply<pb::Article> {
+        let caller = self.caller(&request)?;
+        let article = self
+            .content
+            .favorite(&caller, &request.get_ref().slug, false)
+            .await?;
+        Ok(Response::new(article_message(article)))
+    }
+
+    async fn add_comment(&self, request: Request<pb::AddCommentRequest>) -> Reply<pb::Comment> {
+        let caller = self.caller(&request)?;
+        let r = request.into_inner();
+        let (comment, slug) = self.content.add_comment(&caller, &r.slug, &r.body).await?;
+        Ok(Response::new(comment_message(comment, &slug)))
+    }
+
+    async fn list_comments(
+        &self,
+        request: Request<pb::ListCommentsRequest>,
+    ) -> Reply<pb::ListCommentsResponse> {
+        let viewer = self.maybe_caller(&request)?;
+        let slug = &request.get_ref().slug;
+        let comments = self.content.comments(viewer.map(|c| c.id), slug).await?;
+        Ok(Response::new(pb::ListCommentsResponse {
+            comments: comments
+                .into_iter()
+                .map(|c| comment_message(c, slug))
+                .collect(),
+        }))
+    }
+
+    async fn delete_comment(
+        &self,
+        request: Request<pb::DeleteCommentRequest>,
+    ) -> Reply<pb::DeleteCommentResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.get_ref();
+        self.content.delete_comment(&caller, &r.slug, r.id).await?;
+        Ok(Response::new(pb::DeleteCommentResponse {}))
+    }
+
+    async fn list_tags(
+        &self,
+        _request: Request<pb::ListTagsRequest>,
+    ) -> Reply<pb::ListTagsResponse> {
+        let tags = self.content.tags().await?;
+        Ok(Response::new(pb::ListTagsResponse { tags }))
+    }
+
+    async fn get_profile(&self, request: Request<pb::GetProfileRequest>) -> Reply<pb::Profile> {
+        let viewer = self.maybe_caller(&request)?;
+        let profile = self
+            .content
+            .profile(viewer.as_ref(), &request.get_ref().username)
+            .await?;
+        Ok(Response::new(profile_message(profile)))
+    }
+
+    async fn follow(&self, request: Request<pb::FollowRequest>) -> Reply<pb::Profile> {
+        let caller = self.caller(&request)?;
+        let profile = self
+            .content
+            .follow(&caller, &request.get_ref().username, true)
+            .await?;
+        Ok(Response::new(profile_message(profile)))
+    }
+
+    async fn unfollow(&self, request: Request<pb::UnfollowRequest>) -> Reply<pb::Profile> {
+        let caller = self.caller(&request)?;
+        let profile = self
+            .content
+            .follow(&caller, &request.get_ref().username, false)
+            .await?;
+        Ok(Response::new(profile_message(profile)))
+    }
+
+    type StreamFollowerIdsStream =
+        Pin<Box<dyn Stream<Item = Result<pb::FollowerIdBatch, Status>> + Send + 'static>>;
+
+    /// An internal fan-out RPC (notification calls it without a user token):
+    /// keyset pages of follower ids, one SQL statement per batch.
+    async fn stream_follower_ids(
+        &self,
+        request: Request<pb::StreamFollowerIdsRequest>,
+    ) -> Reply<Self::StreamFollowerIdsStream> {
+        let r = request.into_inner();
+        let user_id: Uuid = r
+            .user_id
+            .trim()
+            .parse()
+            .map_err(|_| ContentError::invalid("user_id", "is not a valid id"))?;
+        let size = follower_batch_size(r.batch_size);
+        let content = Arc::clone(&self.content);
+        // State: the last id sent, or `None` once the last batch went out.
+        let batches =
+            futures::stream::try_unfold(Some(None), move |after: Option<Option<Uuid>>| {
+                let content = Arc::clone(&content);
+                async move {
+                    let Some(after) = after else {
+                        return Ok(None);
+                    };
+                    let ids = content
+                        .follower_batch(user_id, after, size)
+                        .await
+                        .map_err(Status::from)?;
+                    if ids.is_empty() {
+                        return Ok(None);
+                    }
+                    let full = ids.len() >= usize::try_from(size).unwrap_or(usize::MAX);
+                    let next = full.then(|| ids.last().copied());
+                    let batch = pb::FollowerIdBatch {
+                        user_ids: ids.iter().map(Uuid::to_string).collect(),
+                    };
+                    Ok(Some((batch, next)))
+                }
+            });
+        Ok(Response::new(Box::pin(batches)))
+    }
+}
+
+fn profile_fields(
+    id: Uuid,
+    username: Option<String>,
+    bio: Option<String>,
+    image: Option<String>,
+    following: bool,
+) -> pb::Profile {
+    pb::Profile {
+        id: id.to_string(),
+        // Only an author auth no longer knows has no username.
+        username: username.unwrap_or_default(),
+        bio,
+        image,
+        following,
+    }
+}
+
+fn profile_message(view: ProfileView) -> pb::Profile {
+    profile_fields(
+        view.author.id,
+        Some(view.author.username),
+        view.author.bio,
+        view.author.image,
+        view.following,
+    )
+}
+
+fn article_message(row: ArticleRow) -> pb::Article {
+    pb::Article {
+        id: row.id.to_string(),
+        slug: row.slug,
+        title: row.title,
+        description: row.description,
+        body: row.body,
+        tags: row.tags,
+        created_at: Some(to_proto(row.created_at)),
+        updated_at: Some(to_proto(row.updated_at)),
+        favorited: row.favorited,
+        favorites_count: u64::try_from(row.favorites_count).unwrap_or(0),
+        author: Some(profile_fields(
+            row.author_id,
+            row.author_username,
+            row.author_bio,
+            row.author_image,
+            row.following,
+        )),
+    }
+}
+
+fn page_message(page: Page) -> pb::ListArticlesResponse {
+    pb::ListArticlesResponse {
+        articles: page.articles.into_iter().map(article_message).collect(),
+        articles_count: page.total,
+        next_cursor: page.next_cursor,
+    }
+}
+
+fn comment_message(row: CommentRow, slug: &str) -> pb::Comment {
+    pb::Comment {
+        id: row.id,
+        body: row.body,
+        created_at: Some(to_proto(row.created_at)),
+        updated_at: Some(to_proto(row.updated_at)),
+        author: Some(profile_fields(
+            row.author_id,
+            row.author_username,
+            row.author_bio,
+            row.author_image,
+            row.following,
+        )),
+        article_slug: slug.to_owned(),
+    }
+}

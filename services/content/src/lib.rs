@@ -1,0 +1,25 @@
+//! The content service: Quill's articles, comments, tags, favorites, follows
+//! and the feed. It verifies the callers' access tokens itself with the
+//! public keys auth publishes, decides what they may do from the shared
+//! permission table, and keeps a read-model of authors (username, bio, image)
+//! so listing articles never calls auth per row: a miss costs one batched
+//! `GetUsersByIds` call.
+
+pub mod articles;
+pub mod authors;
+pub mod comments;
+pub mod config;
+pub mod cursor;
+pub mod error;
+pub mod grpc;
+pub mod policy;
+pub mod profiles;
+pub mod repo;
+pub mod server;
+pub mod service;
+pub mod slug;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod validation;
+
+pub use config::Config;

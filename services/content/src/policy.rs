@@ -1,0 +1,103 @@
+//! Who may do what to which content. Decisions come from the shared
+//! permission table (`quill_platform::authz`) plus ownership; handlers ask
+//! here instead of comparing roles themselves.
+
+use quill_platform::{
+    authz::{Permission, Role},
+    token::Claims,
+};
+use uuid::Uuid;
+
+use crate::error::ContentError;
+
+/// The verified identity behind a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub id: Uuid,
+    pub role: Role,
+}
+
+impl From<&Claims> for Caller {
+    fn from(claims: &Claims) -> Self {
+        Self {
+            id: claims.sub,
+            role: claims.role,
+        }
+    }
+}
+
+pub fn may_publish(caller: &Caller) -> Result<(), ContentError> {
+    if caller.role.can(Permission::ArticleCreate) {
+        Ok(())
+    } else {
+        Err(ContentError::Forbidden(
+            "your role may not publish articles",
+        ))
+    }
+}
+
+/// Update and delete: the author, or a moderator.
+pub fn may_change_article(caller: &Caller, author_id: Uuid) -> Result<(), ContentError> {
+    if caller.id == author_id || caller.role.can(Permission::ArticleModerate) {
+        Ok(())
+    } else {
+        Err(ContentError::Forbidden(
+            "only the author or a moderator may change this article",
+        ))
+    }
+}
+
+/// The comment's author, the article's author (it is their page), or a
+/// moderator.
+pub fn may_delete_comment(
+    caller: &Caller,
+    comment_author: Uuid,
+    article_author: Uuid,
+) -> Result<(), ContentError> {
+    if caller.id == comment_author
+        || caller.id == article_author
+        || caller.role.can(Permission::CommentModerate)
+    {
+        Ok(())
+    } else {
+        Err(ContentError::Forbidden(
+            "only the comment's author, the article's author or a moderator may delete this comment",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(role: Role) -> Caller {
+        Caller {
+            id: Uuid::new_v4(),
+            role,
+        }
+    }
+
+    #[test]
+    fn viewers_may_not_publish() {
+        assert!(may_publish(&caller(Role::Viewer)).is_err());
+        assert!(may_publish(&caller(Role::Creator)).is_ok());
+        assert!(may_publish(&caller(Role::Admin)).is_ok());
+    }
+
+    #[test]
+    fn articles_change_by_their_author_or_a_moderator() {
+        let author = caller(Role::Creator);
+        assert!(may_change_article(&author, author.id).is_ok());
+        assert!(may_change_article(&caller(Role::Creator), author.id).is_err());
+        assert!(may_change_article(&caller(Role::Admin), author.id).is_ok());
+    }
+
+    #[test]
+    fn comments_go_by_their_author_the_articles_author_or_a_moderator() {
+        let (writer, owner) = (caller(Role::Viewer), caller(Role::Creator));
+        assert!(may_delete_comment(&writer, writer.id, owner.id).is_ok());
+        assert!(may_delete_comment(&owner, writer.id, owner.id).is_ok());
+        assert!(may_delete_comment(&caller(Role::Creator), writer.id, owner.id).is_err());
+        assert!(may_delete_comment(&caller(Role::Admin), writer.id, owner.id).is_ok());
+    }
+}

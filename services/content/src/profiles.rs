@@ -1,0 +1,95 @@
+//! Profiles and follows, and the follower fan-out other services stream.
+
+use uuid::Uuid;
+
+use crate::{
+    error::ContentError,
+    policy::Caller,
+    repo::{authors::AuthorRow, follows},
+    service::Content,
+};
+
+pub const DEFAULT_FOLLOWER_BATCH: u32 = 500;
+pub const MAX_FOLLOWER_BATCH: u32 = 5_000;
+
+/// A user as the viewer sees them.
+#[derive(Debug, Clone)]
+pub struct ProfileView {
+    pub author: AuthorRow,
+    pub following: bool,
+}
+
+impl Content {
+    pub async fn profile(
+        &self,
+        viewer: Option<&Caller>,
+        username: &str,
+    ) -> Result<ProfileView, ContentError> {
+        let author = self.authors.by_username(username.trim()).await?;
+        let following = match viewer {
+            Some(viewer) => follows::exists(&self.pool, viewer.id, author.id).await?,
+            None => false,
+        };
+        Ok(ProfileView { author, following })
+    }
+
+    /// Idempotent in both directions; following yourself is refused.
+    pub async fn follow(
+        &self,
+        caller: &Caller,
+        username: &str,
+        follow: bool,
+    ) -> Result<ProfileView, ContentError> {
+        let author = self.authors.by_username(username.trim()).await?;
+        if author.id == caller.id {
+            return Err(ContentError::invalid(
+                "username",
+                "is you; you cannot follow yourself",
+            ));
+        }
+        if follow {
+            self.authors.ensure(caller.id).await?;
+        }
+        let mut tx = self.pool.begin().await?;
+        if follow {
+            follows::insert(&mut *tx, caller.id, author.id).await?;
+        } else {
+            follows::delete(&mut *tx, caller.id, author.id).await?;
+        }
+        tx.commit().await?;
+        Ok(ProfileView {
+            author,
+            following: follow,
+        })
+    }
+
+    /// One batch of the followers of `user_id` after `after`.
+    pub async fn follower_batch(
+        &self,
+        user_id: Uuid,
+        after: Option<Uuid>,
+        batch_size: u32,
+    ) -> Result<Vec<Uuid>, ContentError> {
+        Ok(follows::follower_ids(&self.pool, user_id, after, i64::from(batch_size)).await?)
+    }
+}
+
+/// 0 means the default; larger than the maximum is capped.
+pub fn follower_batch_size(requested: u32) -> u32 {
+    match requested {
+        0 => DEFAULT_FOLLOWER_BATCH,
+        n => n.min(MAX_FOLLOWER_BATCH),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_sizes_default_and_cap() {
+        assert_eq!(follower_batch_size(0), 500);
+        assert_eq!(follower_batch_size(3), 3);
+        assert_eq!(follower_batch_size(1_000_000), 5_000);
+    }
+}

@@ -1,0 +1,364 @@
+//! Articles, their tags and favorites. Every read returns `ArticleRow`: the
+//! article, its sorted tags, favorites count, whether the viewer favorited
+//! it and follows its author, all computed in the same statement.
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgExecutor, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ArticleRow {
+    pub id: Uuid,
+    pub slug: String,
+    pub title: String,
+    pub description: String,
+    pub body: String,
+    pub author_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// `None` when the author is missing from the read-model.
+    pub author_username: Option<String>,
+    pub author_bio: Option<String>,
+    pub author_image: Option<String>,
+    pub tags: Vec<String>,
+    pub favorites_count: i64,
+    pub favorited: bool,
+    pub following: bool,
+}
+
+/// The columns of `ArticleRow` for article `a` joined with author `au`, as
+/// seen by the viewer bound to parameter `$viewer` (NULL for anonymous).
+macro_rules! article_columns {
+    ($viewer:literal) => {
+        concat!(
+            "a.id, a.slug, a.title, a.description, a.body, a.author_id, a.created_at, \
+             a.updated_at, au.username AS author_username, au.bio AS author_bio, \
+             au.image AS author_image, \
+             COALESCE((SELECT array_agg(t.name ORDER BY t.name COLLATE \"C\") FROM article_tags at \
+                       JOIN tags t ON t.id = at.tag_id WHERE at.article_id = a.id), \
+                      '{}'::text[]) AS tags, \
+             (SELECT count(*) FROM favorites f WHERE f.article_id = a.id) AS favorites_count, \
+             EXISTS (SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = ",
+            $viewer,
+            "::uuid) AS favorited, \
+             EXISTS (SELECT 1 FROM follows fo WHERE fo.followee_id = a.author_id \
+                     AND fo.follower_id = ",
+            $viewer,
+            "::uuid) AS following \
+             FROM articles a LEFT JOIN authors au ON au.id = a.author_id "
+        )
+    };
+}
+
+/// The filters of the article list; each unset one is NULL and folds away
+/// when PostgreSQL plans the statement with its parameters (the pool forces
+/// such custom plans, see `server::connect_options`). The set filters are
+/// `= ANY (ARRAY(subquery))`: an init plan whose result is an index
+/// condition on `articles`, where `IN (subquery)` under an `OR` would stay a
+/// per-row filter over the whole table.
+/// $1 tag, $2 author username, $3 favorited-by username, $4 search query.
+macro_rules! list_filters {
+    () => {
+        "WHERE ($1::text IS NULL OR a.id = ANY (ARRAY( \
+             SELECT at.article_id FROM article_tags at JOIN tags t ON t.id = at.tag_id \
+             WHERE t.name = $1))) \
+           AND ($2::text IS NULL OR a.author_id = ANY (ARRAY( \
+             SELECT u.id FROM authors u WHERE lower(u.username) = lower($2)))) \
+           AND ($3::text IS NULL OR a.id = ANY (ARRAY( \
+             SELECT fv.article_id FROM favorites fv JOIN authors u ON u.id = fv.user_id \
+             WHERE lower(u.username) = lower($3)))) \
+           AND ($4::text IS NULL OR a.search @@ websearch_to_tsquery('english', $4)) "
+    };
+}
+
+/// One page of the article list: filters $1-$4, viewer $5, keyset position
+/// $6/$7 (NULL for the first page), limit $8, offset $9. With a search query
+/// the order is rank first, then newest.
+pub const LIST_PAGE_SQL: &str = concat!(
+    "SELECT ",
+    article_columns!("$5"),
+    list_filters!(),
+    "AND ($6::timestamptz IS NULL OR (a.created_at, a.id) < ($6, $7::uuid)) \
+     ORDER BY CASE WHEN $4::text IS NULL THEN 0 \
+                   ELSE ts_rank(a.search, websearch_to_tsquery('english', $4)) END DESC, \
+              a.created_at DESC, a.id DESC \
+     LIMIT $8 OFFSET $9"
+);
+
+/// How many articles match the list filters $1-$4.
+pub const LIST_COUNT_SQL: &str = concat!("SELECT count(*) FROM articles a ", list_filters!());
+
+/// Articles by authors `$1` follows; keyset position $2/$3, limit $4, offset $5.
+pub const FEED_PAGE_SQL: &str = concat!(
+    "SELECT ",
+    article_columns!("$1"),
+    "WHERE a.author_id = ANY (ARRAY( \
+         SELECT fo.followee_id FROM follows fo WHERE fo.follower_id = $1)) \
+       AND ($2::timestamptz IS NULL OR (a.created_at, a.id) < ($2, $3::uuid)) \
+     ORDER BY a.created_at DESC, a.id DESC \
+     LIMIT $4 OFFSET $5"
+);
+
+pub const FEED_COUNT_SQL: &str = "SELECT count(*) FROM articles a WHERE a.author_id = ANY (ARRAY( \
+     SELECT fo.followee_id FROM follows fo WHERE fo.follower_id = $1))";
+
+/// Which articles a list is about.
+#[derive(Debug, Clone, Default)]
+pub struct ArticleFilter {
+    pub tag: Option<String>,
+    pub author: Option<String>,
+    pub favorited_by: Option<String>,
+    pub query: Option<String>,
+}
+
+/// Which slice of them.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    pub limit: i64,
+    pub offset: i64,
+    /// Start strictly after this (created_at, id).
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+}
+
+#[derive(Debug)]
+pub struct ArticlePage {
+    /// Up to `limit + 1` rows: the extra row tells that another page exists.
+    pub rows: Vec<ArticleRow>,
+    pub total: i64,
+}
+
+/// The article list: exactly two statements, the page and the count.
+pub async fn list(
+    db: &PgPool,
+    viewer: Option<Uuid>,
+    filter: &ArticleFilter,
+    page: PageRequest,
+) -> Result<ArticlePage, sqlx::Error> {
+    let rows = sqlx::query_as(LIST_PAGE_SQL)
+        .bind(filter.tag.as_deref())
+        .bind(filter.author.as_deref())
+        .bind(filter.favorited_by.as_deref())
+        .bind(filter.query.as_deref())
+        .bind(viewer)
+        .bind(page.after.map(|(at, _)| at))
+        .bind(page.after.map(|(_, id)| id))
+        .bind(page.limit + 1)
+        .bind(page.offset)
+        .fetch_all(db);
+    let total = sqlx::query_scalar(LIST_COUNT_SQL)
+        .bind(filter.tag.as_deref())
+        .bind(filter.author.as_deref())
+        .bind(filter.favorited_by.as_deref())
+        .bind(filter.query.as_deref())
+        .fetch_one(db);
+    let (rows, total) = tokio::try_join!(rows, total)?;
+    Ok(ArticlePage { rows, total })
+}
+
+/// The feed of `follower`: exactly two statements, the page and the count.
+pub async fn feed(
+    db: &PgPool,
+    follower: Uuid,
+    page: PageRequest,
+) -> Result<ArticlePage, sqlx::Error> {
+    let rows = sqlx::query_as(FEED_PAGE_SQL)
+        .bind(follower)
+        .bind(page.after.map(|(at, _)| at))
+        .bind(page.after.map(|(_, id)| id))
+        .bind(page.limit + 1)
+        .bind(page.offset)
+        .fetch_all(db);
+    let total = sqlx::query_scalar(FEED_COUNT_SQL)
+        .bind(follower)
+        .fetch_one(db);
+    let (rows, total) = tokio::try_join!(rows, total)?;
+    Ok(ArticlePage { rows, total })
+}
+
+pub async fn by_slug(
+    db: impl PgExecutor<'_>,
+    viewer: Option<Uuid>,
+    slug: &str,
+) -> Result<Option<ArticleRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        article_columns!("$1"),
+        "WHERE a.slug = $2"
+    ))
+    .bind(viewer)
+    .bind(slug)
+    .fetch_optional(db)
+    .await
+}
+
+/// What a write needs to know about an article before changing it.
+#[derive(Debug, Clone, FromRow)]
+pub struct ArticleKey {
+    pub id: Uuid,
+    pub slug: String,
+    pub title: String,
+    pub author_id: Uuid,
+}
+
+/// Locks the row for the rest of the transaction, so concurrent edits of
+/// one article serialize.
+pub async fn key_for_update(
+    db: impl PgExecutor<'_>,
+    slug: &str,
+) -> Result<Option<ArticleKey>, sqlx::Error> {
+    sqlx::query_as("SELECT id, slug, title, author_id FROM articles WHERE slug = $1 FOR UPDATE")
+        .bind(slug)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn key(db: impl PgExecutor<'_>, slug: &str) -> Result<Option<ArticleKey>, sqlx::Error> {
+    sqlx::query_as("SELECT id, slug, title, author_id FROM articles WHERE slug = $1")
+        .bind(slug)
+        .fetch_optional(db)
+        .await
+}
+
+pub struct NewArticle<'a> {
+    pub id: Uuid,
+    pub slug: &'a str,
+    pub title: &'a str,
+    pub description: &'a str,
+    pub body: &'a str,
+    pub author_id: Uuid,
+}
+
+/// Inserts the article unless its slug is taken; `false` means taken (the
+/// transaction stays usable, unlike after a unique violation).
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    article: &NewArticle<'_>,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO articles (id, slug, title, description, body, author_id) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (slug) DO NOTHING",
+    )
+    .bind(article.id)
+    .bind(article.slug)
+    .bind(article.title)
+    .bind(article.description)
+    .bind(article.body)
+    .bind(article.author_id)
+    .execute(db)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Unset fields keep their value.
+pub struct ArticleChanges<'a> {
+    pub slug: Option<&'a str>,
+    pub title: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub body: Option<&'a str>,
+}
+
+pub async fn update(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    changes: &ArticleChanges<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE articles SET slug = COALESCE($2, slug), title = COALESCE($3, title), \
+             description = COALESCE($4, description), body = COALESCE($5, body), \
+             updated_at = clock_timestamp() \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(changes.slug)
+    .bind(changes.title)
+    .bind(changes.description)
+    .bind(changes.body)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Comments, tags links and favorites go with it (ON DELETE CASCADE).
+pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM articles WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Makes sure every tag name exists.
+pub async fn create_tags(db: impl PgExecutor<'_>, names: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO tags (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NOTHING")
+        .bind(names)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Links the article to the (existing) tags. Runs after `create_tags` as
+/// its own statement, so it sees tags another transaction committed
+/// meanwhile.
+pub async fn link_tags(
+    db: impl PgExecutor<'_>,
+    article_id: Uuid,
+    names: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO article_tags (article_id, tag_id) \
+         SELECT $1, id FROM tags WHERE name = ANY($2) ON CONFLICT DO NOTHING",
+    )
+    .bind(article_id)
+    .bind(names)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn unlink_tags(db: impl PgExecutor<'_>, article_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM article_tags WHERE article_id = $1")
+        .bind(article_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Tags used by at least one article, sorted by code point (as the
+/// article's own tag lists are, whatever the database's collation).
+pub async fn tags_in_use(db: impl PgExecutor<'_>) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT t.name FROM tags t \
+         WHERE EXISTS (SELECT 1 FROM article_tags at WHERE at.tag_id = t.id) ORDER BY t.name COLLATE \"C\"",
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Idempotent.
+pub async fn favorite(
+    db: impl PgExecutor<'_>,
+    article_id: Uuid,
+    user_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO favorites (article_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(article_id)
+    .bind(user_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn unfavorite(
+    db: impl PgExecutor<'_>,
+    article_id: Uuid,
+    user_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM favorites WHERE article_id = $1 AND user_id = $2")
+        .bind(article_id)
+        .bind(user_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}

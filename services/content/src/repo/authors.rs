@@ -1,0 +1,64 @@
+//! The authors read-model: auth's profile data, copied here so listings
+//! join it instead of calling auth per row.
+
+use sqlx::{FromRow, PgExecutor};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+pub struct AuthorRow {
+    pub id: Uuid,
+    pub username: String,
+    pub bio: Option<String>,
+    pub image: Option<String>,
+    pub banned: bool,
+}
+
+pub async fn by_ids(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<AuthorRow>, sqlx::Error> {
+    sqlx::query_as("SELECT id, username, bio, image, banned FROM authors WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(db)
+        .await
+}
+
+/// Case-insensitive, like auth's usernames. Several rows can carry a name
+/// while a rename has not reached us; the freshest wins.
+pub async fn by_username(
+    db: impl PgExecutor<'_>,
+    username: &str,
+) -> Result<Option<AuthorRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, username, bio, image, banned FROM authors \
+         WHERE lower(username) = lower($1) ORDER BY refreshed_at DESC LIMIT 1",
+    )
+    .bind(username)
+    .fetch_optional(db)
+    .await
+}
+
+/// Inserts or refreshes `authors` in one statement.
+pub async fn upsert(db: impl PgExecutor<'_>, authors: &[AuthorRow]) -> Result<(), sqlx::Error> {
+    if authors.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = authors.iter().map(|a| a.id).collect();
+    let usernames: Vec<&str> = authors.iter().map(|a| a.username.as_str()).collect();
+    let bios: Vec<Option<&str>> = authors.iter().map(|a| a.bio.as_deref()).collect();
+    let images: Vec<Option<&str>> = authors.iter().map(|a| a.image.as_deref()).collect();
+    let banned: Vec<bool> = authors.iter().map(|a| a.banned).collect();
+    sqlx::query(
+        "INSERT INTO authors (id, username, bio, image, banned, refreshed_at) \
+         SELECT id, username, bio, image, banned, now() \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[]) \
+              AS input (id, username, bio, image, banned) \
+         ON CONFLICT (id) DO UPDATE SET username = EXCLUDED.username, bio = EXCLUDED.bio, \
+             image = EXCLUDED.image, banned = EXCLUDED.banned, refreshed_at = now()",
+    )
+    .bind(ids)
+    .bind(usernames)
+    .bind(bios)
+    .bind(images)
+    .bind(banned)
+    .execute(db)
+    .await?;
+    Ok(())
+}

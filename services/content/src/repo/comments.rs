@@ -1,0 +1,87 @@
+//! Comments on articles.
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgExecutor};
+use uuid::Uuid;
+
+/// A comment with its author's profile as the viewer sees it.
+#[derive(Debug, Clone, FromRow)]
+pub struct CommentRow {
+    pub id: i64,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub author_id: Uuid,
+    pub author_username: Option<String>,
+    pub author_bio: Option<String>,
+    pub author_image: Option<String>,
+    pub following: bool,
+}
+
+/// Comments on one page are bounded; the newest are kept.
+pub const MAX_LISTED: i64 = 500;
+
+/// Inserts and returns the comment joined with its author (the caller does
+/// not follow themselves, so `following` is false).
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    article_id: Uuid,
+    author_id: Uuid,
+    body: &str,
+) -> Result<CommentRow, sqlx::Error> {
+    sqlx::query_as(
+        "WITH c AS (INSERT INTO comments (article_id, author_id, body) VALUES ($1, $2, $3) \
+                    RETURNING id, body, created_at, updated_at, author_id) \
+         SELECT c.id, c.body, c.created_at, c.updated_at, c.author_id, \
+                au.username AS author_username, au.bio AS author_bio, au.image AS author_image, \
+                false AS following \
+         FROM c LEFT JOIN authors au ON au.id = c.author_id",
+    )
+    .bind(article_id)
+    .bind(author_id)
+    .bind(body)
+    .fetch_one(db)
+    .await
+}
+
+/// Newest first, with `following` for `viewer`, in one statement.
+pub async fn for_article(
+    db: impl PgExecutor<'_>,
+    article_id: Uuid,
+    viewer: Option<Uuid>,
+) -> Result<Vec<CommentRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.id, c.body, c.created_at, c.updated_at, c.author_id, \
+                au.username AS author_username, au.bio AS author_bio, au.image AS author_image, \
+                EXISTS (SELECT 1 FROM follows fo \
+                        WHERE fo.follower_id = $2 AND fo.followee_id = c.author_id) AS following \
+         FROM comments c LEFT JOIN authors au ON au.id = c.author_id \
+         WHERE c.article_id = $1 ORDER BY c.id DESC LIMIT $3",
+    )
+    .bind(article_id)
+    .bind(viewer)
+    .bind(MAX_LISTED)
+    .fetch_all(db)
+    .await
+}
+
+/// The author of comment `id` on article `article_id`, if it is there.
+pub async fn author_of(
+    db: impl PgExecutor<'_>,
+    article_id: Uuid,
+    id: i64,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT author_id FROM comments WHERE id = $1 AND article_id = $2")
+        .bind(id)
+        .bind(article_id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn delete(db: impl PgExecutor<'_>, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM comments WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}

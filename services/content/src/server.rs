@@ -1,0 +1,86 @@
+//! Wiring: database, auth (keys and the author read-model's source), and the
+//! gRPC server.
+
+use std::{future::Future, str::FromStr, time::Duration};
+
+use anyhow::Context;
+use quill_platform::{db, grpc, retry::with_backoff, token::TokenVerifier};
+use quill_proto::content::v1::content_service_server::ContentServiceServer;
+use sqlx::{
+    PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use tokio::net::TcpListener;
+use tonic::transport::Endpoint;
+
+use crate::{
+    authors::Authors, config::Config, cursor::CursorCodec, grpc::ContentGrpc, service::Content,
+};
+
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Creates the database if needed and applies the migrations.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    db::prepare(&config.database_url, 2, &MIGRATOR).await?;
+    Ok(())
+}
+
+/// Connection options of the service's pool. The list statements carry
+/// optional filters as `($n IS NULL OR ...)`; planning them with their
+/// actual parameters (custom plans) folds the unset ones away so each filter
+/// uses its index, where a cached generic plan could not.
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(PgConnectOptions::from_str(url)?.options([("plan_cache_mode", "force_custom_plan")]))
+}
+
+/// Creates the database if needed, connects and applies the migrations.
+pub async fn prepare_database(config: &Config) -> anyhow::Result<PgPool> {
+    db::create_database_if_missing(&config.database_url).await?;
+    let options = connect_options(&config.database_url).context("CONTENT_DATABASE_URL")?;
+    let pool = with_backoff("connecting to PostgreSQL", 10, || {
+        PgPoolOptions::new()
+            .max_connections(config.database_max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.clone())
+    })
+    .await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+/// Runs the service on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let pool = prepare_database(&config)
+        .await
+        .context("preparing the content database")?;
+    let auth = Endpoint::from_shared(config.auth_url.clone())
+        .with_context(|| format!("AUTH_URL={} is not a valid URL", config.auth_url))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let verifier = TokenVerifier::from_auth_service(auth.clone())
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("fetching auth's public keys from {}: {e}", config.auth_url)
+        })?;
+    let content = Content::new(
+        pool.clone(),
+        Authors::new(pool, auth),
+        CursorCodec::new(config.cursor_secret.as_bytes()),
+    );
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ContentServiceServer<ContentGrpc>>()
+        .await;
+    let mut routes = grpc::base_routes(health_service)?;
+    routes.add_service(ContentServiceServer::new(ContentGrpc::new(
+        content, verifier,
+    )));
+    grpc::serve(listener, routes.routes(), shutdown).await?;
+    Ok(())
+}

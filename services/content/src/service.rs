@@ -1,0 +1,24 @@
+//! The use cases of the content service, callable without gRPC: each takes
+//! the verified caller and plain values, checks the rules, and runs its SQL
+//! (state changes in one transaction each, where the outbox event announcing
+//! them will be written too).
+
+use sqlx::PgPool;
+
+use crate::{authors::Authors, cursor::CursorCodec};
+
+pub struct Content {
+    pub(crate) pool: PgPool,
+    pub(crate) authors: Authors,
+    pub(crate) cursors: CursorCodec,
+}
+
+impl Content {
+    pub fn new(pool: PgPool, authors: Authors, cursors: CursorCodec) -> Self {
+        Self {
+            pool,
+            authors,
+            cursors,
+        }
+    }
+}
