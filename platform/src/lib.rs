@@ -6,6 +6,7 @@
 pub mod authz;
 pub mod config;
 pub mod db;
+pub mod events;
 pub mod grpc;
 pub mod retry;
 pub mod revocation;

@@ -106,3 +106,186 @@ pub async fn ephemeral_listener() -> (TcpListener, SocketAddr) {
     let addr = listener.local_addr().expect("local address");
     (listener, addr)
 }
+
+/// Broker URL tests connect to.
+pub fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| crate::events::config::DEFAULT_AMQP_URL.into())
+}
+
+/// Isolation on the shared RabbitMQ vhost: every exchange and queue of a test
+/// is named under a unique prefix and deleted when this value drops.
+pub struct TestBroker {
+    pub url: String,
+    pub prefix: String,
+    topologies: std::sync::Mutex<Vec<crate::events::Topology>>,
+}
+
+impl TestBroker {
+    pub fn new() -> Self {
+        Self {
+            url: amqp_url(),
+            prefix: format!("test.{}", uuid::Uuid::new_v4().simple()),
+            topologies: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// This test's topic exchange.
+    pub fn exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
+    /// A topology for queue `<prefix>.<name>` with short retry delays (50 ms,
+    /// 100 ms) and 3 attempts, so retry tests finish fast. Deleted on drop.
+    pub fn topology(&self, name: &str, bindings: &[&str]) -> crate::events::Topology {
+        let topology = crate::events::Topology {
+            exchange: self.exchange(),
+            queue: format!("{}.{name}", self.prefix),
+            bindings: bindings.iter().map(|b| (*b).to_owned()).collect(),
+            max_attempts: 3,
+            retry_delays: vec![
+                std::time::Duration::from_millis(50),
+                std::time::Duration::from_millis(100),
+            ],
+        };
+        self.track(topology.clone());
+        topology
+    }
+
+    /// Has `topology`'s queues deleted on drop too.
+    pub fn track(&self, topology: crate::events::Topology) {
+        if let Ok(mut topologies) = self.topologies.lock() {
+            topologies.push(topology);
+        }
+    }
+
+    /// The broker URL with its host and port replaced by `addr` (a [`TcpProxy`]).
+    pub fn url_via(&self, addr: SocketAddr) -> String {
+        format!("amqp://guest:guest@{addr}/%2f")
+    }
+}
+
+impl Default for TestBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+        let url = self.url.clone();
+        let mut exchanges = vec![self.exchange()];
+        let mut queues = Vec::new();
+        if let Ok(topologies) = self.topologies.lock() {
+            for t in topologies.iter() {
+                exchanges.push(t.exchange.clone());
+                exchanges.push(t.dead_letter_exchange());
+                queues.extend(t.queues());
+            }
+        }
+        exchanges.sort();
+        exchanges.dedup();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime
+                .block_on(async move {
+                    let conn = crate::events::broker::connect(&url, "test-cleanup").await?;
+                    let channel = conn.create_channel().await?;
+                    for queue in queues {
+                        channel
+                            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                            .await?;
+                    }
+                    for exchange in exchanges {
+                        channel
+                            .exchange_delete(
+                                exchange.as_str().into(),
+                                ExchangeDeleteOptions::default(),
+                            )
+                            .await?;
+                    }
+                    let _ = conn.close(200, "test done".into()).await;
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+                })
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        .join();
+    }
+}
+
+/// A TCP proxy in front of a real server, for outage tests: [`TcpProxy::cut`]
+/// drops every live connection and refuses new ones until
+/// [`TcpProxy::restore`]. Stops when dropped.
+pub struct TcpProxy {
+    addr: SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    // Bumped on every cut; live pipes watch it and close. Dropping the
+    // sender (with the proxy) closes them too.
+    cuts: tokio::sync::watch::Sender<u64>,
+    accept_loop: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Listens on an ephemeral loopback port and forwards to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let (listener, addr) = ephemeral_listener().await;
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let accept_loop = tokio::spawn({
+            let cut = cut.clone();
+            let cuts = cuts.clone();
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if cut.load(std::sync::atomic::Ordering::SeqCst) {
+                        // Refused: close at once, so the client sees the outage.
+                        drop(inbound);
+                        continue;
+                    }
+                    let mut cut_signal = cuts.subscribe();
+                    tokio::spawn(async move {
+                        let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await
+                        else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = cut_signal.changed() => {}
+                        }
+                    });
+                }
+            }
+        });
+        Self {
+            addr,
+            cut,
+            cuts,
+            accept_loop,
+        }
+    }
+
+    /// The address clients connect to instead of the upstream.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Drops live connections and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Accepts and forwards connections again.
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+        self.cut();
+    }
+}

@@ -1,0 +1,349 @@
+//! The event consumer: applies each delivery once, in the handler's own
+//! database transaction, and acks only after that transaction commits.
+//!
+//! Per delivery: decode the envelope (undecodable: park in the DLQ), begin a
+//! transaction, record the `event_id` in `processed_events` (already there:
+//! a redelivery, commit and ack without running the handler), run the
+//! handler, commit, ack. A failed handler rolls back; the message is
+//! republished (with a confirm) to a retry queue with `x-attempts + 1`, or to
+//! the DLQ once it has had `max_attempts` runs, and only then acked, so a
+//! poison message never blocks the queue.
+//!
+//! Deliveries are handled concurrently, up to the prefetch (`basic.qos`),
+//! on the consumer's task: handlers are I/O bound, and the bound keeps a slow
+//! handler from pulling the whole queue into memory. Concurrency means events
+//! of one queue may be applied out of order; handlers must not assume order.
+
+use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
+
+use async_trait::async_trait;
+use futures::{FutureExt, StreamExt};
+use lapin::{
+    BasicProperties, Channel, Connection,
+    message::Delivery,
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+        BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    },
+    types::{AMQPValue, FieldTable},
+};
+use prost::Message;
+use quill_proto::events::v1::Envelope;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::events::{
+    Backoff, EventsError, Shutdown,
+    broker::{self, ATTEMPTS_HEADER, LAST_ERROR_HEADER, Topology},
+    shared_shutdown, sleep_or_shutdown,
+};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a handler could not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// May succeed later (a dependency down, a conflict): retried with backoff.
+    #[error("{0}")]
+    Transient(BoxError),
+    /// Will fail the same way every time (bad payload): parked in the DLQ at once.
+    #[error("{0}")]
+    Permanent(BoxError),
+}
+
+impl HandlerError {
+    pub fn transient(e: impl Into<BoxError>) -> Self {
+        Self::Transient(e.into())
+    }
+
+    pub fn permanent(e: impl Into<BoxError>) -> Self {
+        Self::Permanent(e.into())
+    }
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Transient(Box::new(e))
+    }
+}
+
+/// Applies one kind of event to a service's state. Everything it writes goes
+/// through `tx`, which also records the event as processed: both commit
+/// together or neither does.
+#[async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError>;
+}
+
+/// Consumes one service queue until shutdown, supervising the connection.
+pub struct Consumer<H> {
+    pool: PgPool,
+    amqp_url: String,
+    topology: Topology,
+    prefetch: u16,
+    handler: Arc<H>,
+}
+
+/// What became of one delivery.
+enum Outcome {
+    Applied,
+    Duplicate,
+    Failed(HandlerError),
+}
+
+impl<H: EventHandler> Consumer<H> {
+    pub fn new(pool: PgPool, amqp_url: impl Into<String>, topology: Topology, handler: H) -> Self {
+        Self {
+            pool,
+            amqp_url: amqp_url.into(),
+            topology,
+            prefetch: 32,
+            handler: Arc::new(handler),
+        }
+    }
+
+    /// Unacked deliveries in flight, handled concurrently (default 32).
+    pub fn prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = prefetch.max(1);
+        self
+    }
+
+    /// Consumes until `shutdown` resolves, then drains: stops taking
+    /// deliveries, finishes and acks those in flight, cancels and closes.
+    /// Deliveries prefetched but not started go back to the queue on close.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let shutdown = shared_shutdown(shutdown);
+        let mut backoff = Backoff::new();
+        while shutdown.peek().is_none() {
+            match self.open().await {
+                Ok((connection, channel)) => {
+                    backoff.reset();
+                    let result = self.consume(&channel, &shutdown).await;
+                    let _ = connection.close(200, "consumer stopping".into()).await;
+                    match result {
+                        Ok(()) if shutdown.peek().is_some() => break,
+                        Ok(()) => {
+                            tracing::warn!(queue = %self.topology.queue, "consumer cancelled by the broker, reconnecting")
+                        }
+                        Err(e) => {
+                            tracing::warn!(queue = %self.topology.queue, error = %e, "consumer lost its connection, reconnecting")
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(queue = %self.topology.queue, error = %e, "consumer cannot reach the broker");
+                }
+            }
+            if sleep_or_shutdown(backoff.next_delay(), &shutdown).await {
+                break;
+            }
+        }
+        tracing::info!(queue = %self.topology.queue, "consumer stopped");
+    }
+
+    async fn open(&self) -> Result<(Connection, Channel), EventsError> {
+        let name = format!("consumer:{}", self.topology.queue);
+        let connection = broker::connect(&self.amqp_url, &name).await?;
+        let channel = connection.create_channel().await?;
+        self.topology.declare(&channel).await?;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await?;
+        // Retries and parked messages are republished on this channel and
+        // must be confirmed before the original is acked.
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok((connection, channel))
+    }
+
+    /// Handles deliveries until shutdown (then drains) or until the
+    /// connection fails.
+    async fn consume(&self, channel: &Channel, shutdown: &Shutdown) -> Result<(), EventsError> {
+        let consumer = channel
+            .basic_consume(
+                self.topology.queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let tag = consumer.tag();
+        let mut failure = None;
+        consumer
+            .take_until(shutdown.clone())
+            .filter_map(|delivery| {
+                let delivery = delivery.map_err(|e| failure = Some(e)).ok();
+                async move { delivery }
+            })
+            .for_each_concurrent(usize::from(self.prefetch), |delivery| {
+                self.settle(channel, delivery)
+            })
+            .await;
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        if shutdown.peek().is_some() {
+            let _ = channel
+                .basic_cancel(tag, BasicCancelOptions::default())
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Applies one delivery and settles it with the broker. Errors here only
+    /// get logged: an unacked delivery comes back when the channel closes.
+    async fn settle(&self, channel: &Channel, delivery: Delivery) {
+        let settled = match self.apply(&delivery.data).await {
+            Outcome::Applied | Outcome::Duplicate => delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map(drop)
+                .map_err(EventsError::from),
+            Outcome::Failed(e) => self.retry_or_park(channel, &delivery, e).await,
+        };
+        if let Err(e) = settled {
+            tracing::warn!(queue = %self.topology.queue, error = %e, "delivery not settled; it will be redelivered");
+        }
+    }
+
+    async fn apply(&self, data: &[u8]) -> Outcome {
+        let envelope = match Envelope::decode(data) {
+            Ok(envelope) => envelope,
+            Err(e) => return Outcome::Failed(HandlerError::permanent(e)),
+        };
+        let event_id = match Uuid::parse_str(&envelope.event_id) {
+            Ok(id) => id,
+            Err(e) => return Outcome::Failed(HandlerError::permanent(e)),
+        };
+        match self.apply_once(event_id, &envelope).await {
+            Ok(true) => Outcome::Applied,
+            Ok(false) => Outcome::Duplicate,
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+
+    /// Runs the handler unless `event_id` was already processed; returns
+    /// whether it ran. A concurrent duplicate waits on the first one's row
+    /// lock and then sees the conflict, so the two never both apply.
+    async fn apply_once(&self, event_id: Uuid, envelope: &Envelope) -> Result<bool, HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO processed_events (event_id, consumer) VALUES ($1, $2)
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(&self.topology.queue)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            // A panicking handler must not take the consumer (and every other
+            // in-flight delivery) down with it: treat it as a failed run.
+            AssertUnwindSafe(self.handler.handle(&mut tx, envelope))
+                .catch_unwind()
+                .await
+                .map_err(|_| HandlerError::transient("event handler panicked"))??;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Republishes a failed delivery to its next retry queue or the DLQ,
+    /// then acks the original. If the republish is not confirmed, the
+    /// original is requeued instead, so it is never lost.
+    async fn retry_or_park(
+        &self,
+        channel: &Channel,
+        delivery: &Delivery,
+        error: HandlerError,
+    ) -> Result<(), EventsError> {
+        let attempts = attempts(&delivery.properties).saturating_add(1);
+        let (exchange, routing_key) = match &error {
+            HandlerError::Transient(_) => match self.topology.retry_queue_after(attempts) {
+                Some(retry_queue) => (String::new(), retry_queue),
+                None => self.dead_letter_route(),
+            },
+            HandlerError::Permanent(_) => self.dead_letter_route(),
+        };
+        let parked = exchange == self.topology.dead_letter_exchange();
+        if parked {
+            tracing::error!(queue = %self.topology.queue, attempts, %error, "event parked in the dead-letter queue");
+        } else {
+            tracing::warn!(queue = %self.topology.queue, attempts, %error, "event handling failed, will retry");
+        }
+        let properties = with_attempts(&delivery.properties, attempts, &error.to_string());
+        let confirmed = async {
+            let confirmation = channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    routing_key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &delivery.data,
+                    properties,
+                )
+                .await?
+                .await?;
+            Ok::<_, EventsError>(confirmation.is_ack())
+        }
+        .await;
+        match confirmed {
+            Ok(true) => {
+                delivery.acker.ack(BasicAckOptions::default()).await?;
+                Ok(())
+            }
+            Ok(false) | Err(_) => {
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                };
+                delivery.acker.nack(requeue).await?;
+                Err(confirmed.err().unwrap_or(EventsError::Nacked))
+            }
+        }
+    }
+
+    fn dead_letter_route(&self) -> (String, String) {
+        (
+            self.topology.dead_letter_exchange(),
+            self.topology.queue.clone(),
+        )
+    }
+}
+
+/// Failed runs so far, from the `x-attempts` header (absent: none).
+pub fn attempts(properties: &BasicProperties) -> u32 {
+    let value = properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get(ATTEMPTS_HEADER).cloned());
+    let n = match value {
+        Some(AMQPValue::ShortShortInt(n)) => i64::from(n),
+        Some(AMQPValue::ShortShortUInt(n)) => i64::from(n),
+        Some(AMQPValue::ShortInt(n)) => i64::from(n),
+        Some(AMQPValue::ShortUInt(n)) => i64::from(n),
+        Some(AMQPValue::LongInt(n)) => i64::from(n),
+        Some(AMQPValue::LongUInt(n)) => i64::from(n),
+        Some(AMQPValue::LongLongInt(n)) => n,
+        _ => 0,
+    };
+    u32::try_from(n).unwrap_or(0)
+}
+
+fn with_attempts(properties: &BasicProperties, attempts: u32, last_error: &str) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        ATTEMPTS_HEADER.into(),
+        AMQPValue::LongLongInt(i64::from(attempts)),
+    );
+    // Header values are capped to keep a huge error message out of the broker.
+    let last_error: String = last_error.chars().take(512).collect();
+    headers.insert(LAST_ERROR_HEADER.into(), broker::string_value(&last_error));
+    properties.clone().with_headers(headers)
+}

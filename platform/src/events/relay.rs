@@ -1,0 +1,257 @@
+//! The outbox relay: publishes unsent outbox rows and marks them sent.
+//!
+//! Each batch runs in one database transaction: lock the oldest unsent rows
+//! with `FOR UPDATE SKIP LOCKED` (so relay replicas share the work and never
+//! publish the same row concurrently), publish them all, wait for the
+//! broker's confirms, then mark them sent and commit. Any broker failure rolls
+//! the transaction back, so the rows stay unsent and go out after the
+//! reconnect: an outage delays events, it never loses them. A crash between
+//! the confirms and the commit publishes a batch twice; consumers deduplicate
+//! on `event_id`.
+
+use std::{future::Future, time::Duration};
+
+use futures::future::try_join_all;
+use lapin::{
+    BasicProperties, Channel, Connection,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+    types::FieldTable,
+};
+use prost::Message;
+use quill_proto::events::v1::Envelope;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::events::{Backoff, EventsError, broker, shared_shutdown, sleep_or_shutdown};
+
+/// Content type of every event message: a prost-encoded `Envelope`.
+pub const CONTENT_TYPE: &str = "application/protobuf";
+/// AMQP delivery mode 2: the broker writes the message to disk.
+const PERSISTENT: u8 = 2;
+/// How long the broker may take to confirm a batch before the relay gives up
+/// on the connection (a blackholed broker never answers).
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Number of events waiting to be published, for the outbox backlog gauge.
+pub async fn backlog(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(pool)
+        .await
+}
+
+/// Publishes a service's outbox to the event exchange. Run one per replica.
+#[derive(Debug, Clone)]
+pub struct OutboxRelay {
+    pool: PgPool,
+    amqp_url: String,
+    exchange: String,
+    batch_size: i64,
+    poll_interval: Duration,
+}
+
+impl OutboxRelay {
+    pub fn new(pool: PgPool, amqp_url: impl Into<String>, exchange: impl Into<String>) -> Self {
+        Self {
+            pool,
+            amqp_url: amqp_url.into(),
+            exchange: exchange.into(),
+            batch_size: 100,
+            poll_interval: Duration::from_millis(200),
+        }
+    }
+
+    /// How long an idle relay waits before looking for new rows (default 200 ms).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Rows published per transaction (default 100).
+    pub fn batch_size(mut self, rows: i64) -> Self {
+        self.batch_size = rows.max(1);
+        self
+    }
+
+    /// Publishes until `shutdown` resolves, reconnecting with backoff whenever
+    /// the broker or the database fails. A batch in flight when shutdown comes
+    /// either commits or rolls back; nothing is half-sent.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let shutdown = shared_shutdown(shutdown);
+        let mut backoff = Backoff::new();
+        let mut publisher: Option<Publisher> = None;
+        loop {
+            if shutdown.peek().is_some() {
+                break;
+            }
+            let channel = match &publisher {
+                Some(p) if p.connection.status().connected() => p.channel.clone(),
+                _ => match self.open().await {
+                    Ok(p) => {
+                        let channel = p.channel.clone();
+                        publisher = Some(p);
+                        channel
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbox relay cannot reach the broker");
+                        if sleep_or_shutdown(backoff.next_delay(), &shutdown).await {
+                            break;
+                        }
+                        continue;
+                    }
+                },
+            };
+            let idle = match self.relay_batch(&channel).await {
+                Ok(sent) => {
+                    backoff.reset();
+                    sent < self.batch_size as usize
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox batch not published, will retry");
+                    if !matches!(e, EventsError::Db(_)) {
+                        // The channel may be unusable; start again from a fresh connection.
+                        if let Some(p) = publisher.take() {
+                            p.close().await;
+                        }
+                    }
+                    if sleep_or_shutdown(backoff.next_delay(), &shutdown).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            if idle && sleep_or_shutdown(self.poll_interval, &shutdown).await {
+                break;
+            }
+        }
+        if let Some(p) = publisher {
+            p.close().await;
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    async fn open(&self) -> Result<Publisher, EventsError> {
+        let connection = broker::connect(&self.amqp_url, "outbox-relay").await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        broker::declare_exchange(&channel, &self.exchange).await?;
+        Ok(Publisher {
+            connection,
+            channel,
+        })
+    }
+
+    /// Publishes one batch; returns how many rows it sent.
+    async fn relay_batch(&self, channel: &Channel) -> Result<usize, EventsError> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(Uuid, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, routing_key, payload FROM outbox
+             WHERE published_at IS NULL
+             ORDER BY created_at
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(self.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<Uuid> = rows.iter().map(|(id, _, _)| *id).collect();
+        match self.publish_all(channel, &rows).await {
+            Ok(()) => {
+                sqlx::query(
+                    "UPDATE outbox SET published_at = now(), attempts = attempts + 1
+                     WHERE id = ANY($1)",
+                )
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(rows.len())
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                // Best effort: the count only informs operators.
+                let _ = sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1
+                     WHERE id = ANY($1) AND published_at IS NULL",
+                )
+                .bind(&ids)
+                .execute(&self.pool)
+                .await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Publishes every row, then waits for all confirms: pipelining the batch
+    /// costs one round trip instead of one per event.
+    async fn publish_all(
+        &self,
+        channel: &Channel,
+        rows: &[(Uuid, String, Vec<u8>)],
+    ) -> Result<(), EventsError> {
+        let mut confirms = Vec::with_capacity(rows.len());
+        for (id, routing_key, payload) in rows {
+            let confirm = channel
+                .basic_publish(
+                    self.exchange.as_str().into(),
+                    routing_key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    payload,
+                    properties(*id, routing_key, payload),
+                )
+                .await?;
+            confirms.push(confirm);
+        }
+        let confirmations = tokio::time::timeout(CONFIRM_TIMEOUT, try_join_all(confirms))
+            .await
+            .map_err(|_| EventsError::Timeout(CONFIRM_TIMEOUT))??;
+        if confirmations.iter().all(lapin::Confirmation::is_ack) {
+            Ok(())
+        } else {
+            Err(EventsError::Nacked)
+        }
+    }
+}
+
+/// AMQP properties of an event message. The trace context travels as a
+/// header so the consumer's span joins the producer's trace.
+fn properties(id: Uuid, routing_key: &str, payload: &[u8]) -> BasicProperties {
+    let mut properties = BasicProperties::default()
+        .with_content_type(CONTENT_TYPE.into())
+        .with_delivery_mode(PERSISTENT)
+        .with_message_id(id.to_string().into())
+        .with_type(routing_key.into());
+    if let Ok(envelope) = Envelope::decode(payload) {
+        if !envelope.producer.is_empty() {
+            properties = properties.with_app_id(envelope.producer.as_str().into());
+        }
+        let mut headers = FieldTable::default();
+        for (name, value) in [
+            ("traceparent", &envelope.traceparent),
+            ("tracestate", &envelope.tracestate),
+        ] {
+            if !value.is_empty() {
+                headers.insert(name.into(), broker::string_value(value));
+            }
+        }
+        if !headers.inner().is_empty() {
+            properties = properties.with_headers(headers);
+        }
+    }
+    properties
+}
+
+struct Publisher {
+    connection: Connection,
+    channel: Channel,
+}
+
+impl Publisher {
+    async fn close(self) {
+        let _ = self.connection.close(200, "relay stopping".into()).await;
+    }
+}

@@ -1,0 +1,601 @@
+//! The event backbone against the real PostgreSQL and RabbitMQ: outbox,
+//! relay, consumer, retries, DLQ, and broker outages.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use lapin::{
+    BasicProperties,
+    options::{BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions},
+    types::{AMQPValue, FieldTable},
+};
+use prost::Message;
+use quill_platform::{
+    db,
+    events::{
+        Consumer, EventHandler, HandlerError, OUTBOX_AND_INBOX_SQL, OutboxRelay, Topology,
+        async_trait, backlog, broker, consumer::attempts, enqueue, new_envelope,
+    },
+    testing::{TcpProxy, TestBroker, TestDb},
+};
+use quill_proto::events::v1::{Envelope, UserFollowed, envelope::Payload};
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio::{sync::Notify, task::JoinHandle};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(8);
+
+async fn database() -> anyhow::Result<(TestDb, PgPool)> {
+    let db = TestDb::new("events");
+    db::create_database_if_missing(&db.url).await?;
+    let pool = db::connect(&db.url, 10).await?;
+    sqlx::raw_sql(OUTBOX_AND_INBOX_SQL).execute(&pool).await?;
+    sqlx::raw_sql(
+        "CREATE TABLE items (id uuid PRIMARY KEY, name text NOT NULL);
+         -- No unique key on purpose: a double application would show up.
+         CREATE TABLE applied (event_id uuid NOT NULL, routing_key text NOT NULL);",
+    )
+    .execute(&pool)
+    .await?;
+    Ok((db, pool))
+}
+
+fn followed(n: usize) -> Envelope {
+    new_envelope(
+        "test",
+        Payload::UserFollowed(UserFollowed {
+            follower_id: Uuid::new_v4().to_string(),
+            follower_username: format!("follower{n}"),
+            followee_id: Uuid::new_v4().to_string(),
+            followee_username: "followee".into(),
+        }),
+    )
+}
+
+/// Records every event it applies in `applied`, in the consumer's
+/// transaction. It can be told to fail on one event, or to hang on one.
+#[derive(Clone, Default)]
+struct Recorder {
+    calls: Arc<Mutex<HashMap<String, u32>>>,
+    poison: Option<String>,
+    panic_on: Option<String>,
+    hang_on: Option<(String, Arc<Notify>)>,
+}
+
+impl Recorder {
+    fn calls(&self, event_id: &str) -> u32 {
+        self.calls
+            .lock()
+            .unwrap()
+            .get(event_id)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl EventHandler for Recorder {
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        *self
+            .calls
+            .lock()
+            .unwrap()
+            .entry(envelope.event_id.clone())
+            .or_default() += 1;
+        let id = Uuid::parse_str(&envelope.event_id).map_err(HandlerError::permanent)?;
+        sqlx::query("INSERT INTO applied (event_id, routing_key) VALUES ($1, $2)")
+            .bind(id)
+            .bind(&envelope.r#type)
+            .execute(&mut **tx)
+            .await?;
+        if self.poison.as_deref() == Some(envelope.event_id.as_str()) {
+            return Err(HandlerError::transient("this event always fails"));
+        }
+        if self.panic_on.as_deref() == Some(envelope.event_id.as_str()) {
+            panic!("handler bug");
+        }
+        if let Some((hang_id, started)) = &self.hang_on
+            && hang_id == &envelope.event_id
+        {
+            started.notify_one();
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+}
+
+/// A background task stopped through its shutdown future.
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    fn spawn<F>(run: impl FnOnce(futures::future::BoxFuture<'static, ()>) -> F) -> Self
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = Box::pin(async move {
+            let _ = stopped.await;
+        });
+        Self {
+            stop,
+            task: tokio::spawn(run(shutdown)),
+        }
+    }
+
+    /// Signals shutdown and waits for the drain to finish.
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .context("did not drain within 5 s")??;
+        Ok(())
+    }
+}
+
+fn relay(pool: &PgPool, url: &str, broker: &TestBroker) -> Running {
+    let relay = OutboxRelay::new(pool.clone(), url, broker.exchange())
+        .poll_interval(Duration::from_millis(20));
+    Running::spawn(|shutdown| relay.run(shutdown))
+}
+
+fn consumer(pool: &PgPool, url: &str, topology: &Topology, handler: Recorder) -> Running {
+    let consumer = Consumer::new(pool.clone(), url, topology.clone(), handler);
+    Running::spawn(|shutdown| consumer.run(shutdown))
+}
+
+/// Declares `topology` up front: events published before any queue is bound
+/// would be dropped by the exchange.
+async fn declare(url: &str, topology: &Topology) -> anyhow::Result<()> {
+    let conn = broker::connect(url, "test-declare").await?;
+    let channel = conn.create_channel().await?;
+    topology.declare(&channel).await?;
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
+
+/// Publishes raw bytes to the exchange, confirmed, as a misbehaving or
+/// repeating producer would.
+async fn publish_raw(
+    url: &str,
+    exchange: &str,
+    key: &str,
+    payloads: &[Vec<u8>],
+) -> anyhow::Result<()> {
+    let conn = broker::connect(url, "test-publisher").await?;
+    let channel = conn.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    for payload in payloads {
+        let confirmation = channel
+            .basic_publish(
+                exchange.into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                payload,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?
+            .await?;
+        anyhow::ensure!(confirmation.is_ack(), "publish not confirmed");
+    }
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// (rows in `applied`, distinct event ids among them).
+async fn applied(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
+    Ok(
+        sqlx::query_as("SELECT count(*), count(DISTINCT event_id) FROM applied")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+async fn enqueue_with_item(pool: &PgPool, envelope: &Envelope) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO items (id, name) VALUES ($1, 'x')")
+        .bind(Uuid::new_v4())
+        .execute(&mut *tx)
+        .await?;
+    enqueue(&mut tx, envelope).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn get_parked(url: &str, topology: &Topology) -> anyhow::Result<lapin::message::Delivery> {
+    let conn = broker::connect(url, "test-dlq").await?;
+    let channel = conn.create_channel().await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = channel
+            .basic_get(
+                topology.dead_letter_queue().as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await?;
+        if let Some(message) = got {
+            conn.close(200, "done".into()).await?;
+            return Ok(message.delivery);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("nothing arrived in {}", topology.dead_letter_queue());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_change_is_published_and_consumed_and_a_rolled_back_one_is_not()
+-> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.*"]);
+    declare(&broker.url, &topology).await?;
+
+    let committed = followed(1);
+    enqueue_with_item(&pool, &committed).await?;
+    let rolled_back = followed(2);
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO items (id, name) VALUES ($1, 'gone')")
+        .bind(Uuid::new_v4())
+        .execute(&mut *tx)
+        .await?;
+    enqueue(&mut tx, &rolled_back).await?;
+    tx.rollback().await?;
+    assert_eq!(backlog(&pool).await?, 1);
+
+    let consumer = consumer(&pool, &broker.url, &topology, Recorder::default());
+    let relay = relay(&pool, &broker.url, &broker);
+    eventually("the event is applied", || async {
+        Ok(applied(&pool).await?.0 >= 1)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let rows: Vec<(Uuid, String)> = sqlx::query_as("SELECT event_id, routing_key FROM applied")
+        .fetch_all(&pool)
+        .await?;
+    assert_eq!(
+        rows,
+        vec![(committed.event_id.parse()?, "user.followed".to_owned())]
+    );
+    let published: bool =
+        sqlx::query_scalar("SELECT published_at IS NOT NULL FROM outbox WHERE id = $1")
+            .bind(Uuid::parse_str(&committed.event_id)?)
+            .fetch_one(&pool)
+            .await?;
+    assert!(published, "the relay marks the row published");
+    assert_eq!(backlog(&pool).await?, 0);
+    relay.stop().await?;
+    consumer.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_event_is_applied_once() -> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.followed"]);
+    declare(&broker.url, &topology).await?;
+    let recorder = Recorder::default();
+    let running = consumer(&pool, &broker.url, &topology, recorder.clone());
+
+    let twice = followed(1).encode_to_vec();
+    let sentinel = followed(2);
+    publish_raw(
+        &broker.url,
+        &broker.exchange(),
+        "user.followed",
+        &[
+            twice.clone(),
+            twice.clone(),
+            twice,
+            sentinel.encode_to_vec(),
+        ],
+    )
+    .await?;
+    eventually("all four deliveries are processed", || async {
+        let processed: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
+            .fetch_one(&pool)
+            .await?;
+        Ok(processed == 2 && recorder.calls(&sentinel.event_id) == 1)
+    })
+    .await?;
+    // Let any straggling duplicate finish.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    assert_eq!(applied(&pool).await?, (2, 2));
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_publish_each_event_exactly_once() -> anyhow::Result<()> {
+    const N: usize = 200;
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("count", &["#"]);
+    declare(&broker.url, &topology).await?;
+
+    // Count raw deliveries, not applications: consumer-side deduplication
+    // would hide a double publish.
+    let seen: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let conn = broker::connect(&broker.url, "test-counter").await?;
+    let channel = conn.create_channel().await?;
+    let mut deliveries = channel
+        .basic_consume(
+            topology.queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let counter = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            while let Some(Ok(delivery)) = deliveries.next().await {
+                let id = delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|id| id.to_string())
+                    .unwrap_or_default();
+                *seen.lock().unwrap().entry(id).or_default() += 1;
+            }
+        }
+    });
+
+    let mut ids = Vec::with_capacity(N);
+    for chunk in 0..N / 10 {
+        let mut tx = pool.begin().await?;
+        for i in 0..10 {
+            let envelope = followed(chunk * 10 + i);
+            enqueue(&mut tx, &envelope).await?;
+            ids.push(envelope.event_id);
+        }
+        tx.commit().await?;
+    }
+    let make = || {
+        let relay = OutboxRelay::new(pool.clone(), &broker.url, broker.exchange())
+            .batch_size(7)
+            .poll_interval(Duration::from_millis(10));
+        Running::spawn(|shutdown| relay.run(shutdown))
+    };
+    let (first, second) = (make(), make());
+    eventually("every event is seen", || async {
+        let seen_all = seen.lock().unwrap().len() == N;
+        Ok(seen_all && backlog(&pool).await? == 0)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.stop().await?;
+    second.stop().await?;
+
+    let seen = seen.lock().unwrap().clone();
+    for id in &ids {
+        assert_eq!(seen.get(id), Some(&1), "event {id} published once");
+    }
+    assert_eq!(seen.len(), N);
+    counter.abort();
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_is_parked_after_max_attempts_while_others_flow() -> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.followed"]);
+    declare(&broker.url, &topology).await?;
+    let poison = followed(0);
+    let recorder = Recorder {
+        poison: Some(poison.event_id.clone()),
+        ..Recorder::default()
+    };
+    let running = consumer(&pool, &broker.url, &topology, recorder.clone());
+
+    let good: Vec<Envelope> = (1..=5).map(followed).collect();
+    let mut payloads = vec![poison.encode_to_vec()];
+    payloads.extend(good.iter().map(Message::encode_to_vec));
+    publish_raw(&broker.url, &broker.exchange(), "user.followed", &payloads).await?;
+
+    eventually("the good events are applied", || async {
+        Ok(applied(&pool).await? == (5, 5))
+    })
+    .await?;
+    let parked = get_parked(&broker.url, &topology).await?;
+    assert_eq!(
+        Envelope::decode(&parked.data[..])?.event_id,
+        poison.event_id
+    );
+    assert_eq!(attempts(&parked.properties), topology.max_attempts);
+    assert_eq!(recorder.calls(&poison.event_id), topology.max_attempts);
+    let processed: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM processed_events WHERE event_id = $1)")
+            .bind(Uuid::parse_str(&poison.event_id)?)
+            .fetch_one(&pool)
+            .await?;
+    assert!(!processed, "a failed run leaves no trace");
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_message_goes_straight_to_the_dlq() -> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.followed"]);
+    declare(&broker.url, &topology).await?;
+    let running = consumer(&pool, &broker.url, &topology, Recorder::default());
+    publish_raw(
+        &broker.url,
+        &broker.exchange(),
+        "user.followed",
+        &[b"\xff\xff not protobuf".to_vec()],
+    )
+    .await?;
+
+    let parked = get_parked(&broker.url, &topology).await?;
+    assert_eq!(attempts(&parked.properties), 1);
+    let error = parked
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-last-error").cloned());
+    assert!(matches!(error, Some(AMQPValue::LongString(_))));
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_delays_events_and_loses_none() -> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.*"]);
+    declare(&broker.url, &topology).await?;
+    let upstream: SocketAddr = "127.0.0.1:5672".parse()?;
+    let proxy = TcpProxy::start(upstream).await;
+    let via_proxy = broker.url_via(proxy.addr());
+    let relay = relay(&pool, &via_proxy, &broker);
+    let consumer = consumer(&pool, &via_proxy, &topology, Recorder::default());
+
+    for n in 0..10 {
+        enqueue_with_item(&pool, &followed(n)).await?;
+    }
+    eventually("the first events arrive", || async {
+        Ok(applied(&pool).await?.1 == 10)
+    })
+    .await?;
+
+    proxy.cut();
+    for n in 10..20 {
+        enqueue_with_item(&pool, &followed(n)).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        backlog(&pool).await?,
+        10,
+        "nothing is published during the cut"
+    );
+    assert_eq!(applied(&pool).await?, (10, 10));
+
+    proxy.restore();
+    eventually("every event arrives after the restore", || async {
+        Ok(applied(&pool).await?.1 == 20)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(applied(&pool).await?, (20, 20), "none applied twice");
+    assert_eq!(backlog(&pool).await?, 0);
+    relay.stop().await?;
+    consumer.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_consumer_dies_mid_handling_is_redelivered_and_applied_once()
+-> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.followed"]);
+    declare(&broker.url, &topology).await?;
+    let event = followed(1);
+    let started = Arc::new(Notify::new());
+    let hanging = Recorder {
+        hang_on: Some((event.event_id.clone(), started.clone())),
+        ..Recorder::default()
+    };
+    let doomed = consumer(&pool, &broker.url, &topology, hanging);
+    publish_raw(
+        &broker.url,
+        &broker.exchange(),
+        "user.followed",
+        &[event.encode_to_vec()],
+    )
+    .await?;
+    tokio::time::timeout(WAIT, started.notified())
+        .await
+        .context("the handler never started")?;
+
+    // The process dies: its transaction and its connection go away unacked.
+    doomed.task.abort();
+    let _ = doomed.task.await;
+
+    let recorder = Recorder::default();
+    let survivor = consumer(&pool, &broker.url, &topology, recorder.clone());
+    eventually("the event is applied by the new consumer", || async {
+        Ok(applied(&pool).await?.0 == 1)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(applied(&pool).await?, (1, 1));
+    assert_eq!(recorder.calls(&event.event_id), 1);
+    survivor.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_parked_and_the_consumer_keeps_going() -> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.followed"]);
+    declare(&broker.url, &topology).await?;
+    let bug = followed(0);
+    let recorder = Recorder {
+        panic_on: Some(bug.event_id.clone()),
+        ..Recorder::default()
+    };
+    let running = consumer(&pool, &broker.url, &topology, recorder.clone());
+    let after = followed(1);
+    publish_raw(
+        &broker.url,
+        &broker.exchange(),
+        "user.followed",
+        &[bug.encode_to_vec(), after.encode_to_vec()],
+    )
+    .await?;
+
+    let parked = get_parked(&broker.url, &topology).await?;
+    assert_eq!(Envelope::decode(&parked.data[..])?.event_id, bug.event_id);
+    assert_eq!(attempts(&parked.properties), topology.max_attempts);
+    eventually("the next event is applied", || async {
+        Ok(applied(&pool).await? == (1, 1))
+    })
+    .await?;
+    running.stop().await?;
+    Ok(())
+}
