@@ -10,8 +10,8 @@ use ed25519_dalek::{
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use quill_platform::testing::{TestDb, TestRedis, ephemeral_listener};
-use serde_json::Value;
 use quill_proto::auth::v1::auth_service_client::AuthServiceClient;
+use serde_json::Value;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
