@@ -26,3 +26,8 @@ lint:
 migrate: build
     target/debug/quill-auth migrate
     target/debug/quill-content migrate
+    target/debug/quill-notification migrate
+
+# Benchmarks: REST write -> notification latency, and events/s through one consumer.
+bench:
+    cargo run --release -p quill-bench

@@ -34,17 +34,22 @@ export AUTH_URL="http://$AUTH_LISTEN" CONTENT_URL="http://$CONTENT_LISTEN" NOTIF
 export AUTH_DATABASE_URL="$pg/quill_auth_$run" CONTENT_DATABASE_URL="$pg/quill_content_$run"
 export NOTIFICATION_DATABASE_URL="$pg/quill_notification_$run"
 export REDIS_PREFIX="$run:" RUST_LOG="${RUST_LOG:-info}"
+# A vhost of its own: its exchange and queues never meet a running `just up`'s.
+export AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$run"
 
 pids=()
 cleanup() {
-    kill -TERM "${pids[@]}" 2>/dev/null || true
+    [ ${#pids[@]} -eq 0 ] || kill -TERM "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
     for db in auth content notification; do
         PGOPTIONS=--client-min-messages=warning psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS quill_${db}_$run WITH (FORCE)" || true
     done
+    rabbitmqctl -q delete_vhost "$run" >/dev/null 2>&1 || true
     redis-cli -h 127.0.0.1 --scan --pattern "$run:*" | xargs -r redis-cli -h 127.0.0.1 del >/dev/null || true
 }
 trap cleanup EXIT
+rabbitmqctl -q add_vhost "$run" >/dev/null
+rabbitmqctl -q set_permissions -p "$run" guest '.*' '.*' '.*' >/dev/null
 
 for service in auth content notification gateway; do
     "target/debug/quill-$service" >"$logs/$service.log" 2>&1 &

@@ -10,6 +10,7 @@ export RUST_LOG
 
 "$bin/quill-auth" migrate
 "$bin/quill-content" migrate
+"$bin/quill-notification" migrate
 
 pids=()
 stop() {

@@ -4,10 +4,12 @@ use std::time::Duration;
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, Request},
+    extract::{DefaultBodyLimit, MatchedPath, Request},
     http::{HeaderName, StatusCode},
-    response::IntoResponse,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
 };
+use quill_platform::{metrics, trace_context};
 use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
@@ -15,9 +17,9 @@ use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     sensitive_headers::SetSensitiveRequestHeadersLayer,
     timeout::TimeoutLayer,
-    trace::{DefaultOnResponse, TraceLayer},
+    trace::{DefaultOnResponse, OnResponse, TraceLayer},
 };
-use tracing::Level;
+use tracing::{Level, field::Empty};
 
 use crate::{error::ApiError, routes, state::AppState};
 
@@ -34,8 +36,10 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::articles::routes())
         .merge(routes::comments::routes())
         .merge(routes::tags::routes())
+        .merge(routes::notifications::routes())
         .merge(routes::health::routes())
         .merge(routes::docs::routes())
+        .route("/metrics", axum::routing::get(metrics::handler))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(
             ServiceBuilder::new()
@@ -46,8 +50,9 @@ pub fn router(state: AppState) -> Router {
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(request_span)
-                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                        .on_response(on_response),
                 )
+                .layer(middleware::from_fn(record_metrics))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::new(
@@ -68,17 +73,65 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Every log line of a request carries its id, taken from the client's
-/// `x-request-id` or generated.
+/// `x-request-id` or generated. The span continues the caller's trace
+/// (W3C `traceparent`) or starts one, and carries the OpenTelemetry HTTP
+/// server attributes; the route is the matched pattern, never the raw path.
 fn request_span(request: &Request) -> tracing::Span {
     let request_id = request
         .headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!(
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let method = request.method();
+    let name = match route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_string(),
+    };
+    let span = tracing::info_span!(
         "http",
-        http.request.method = %request.method(),
+        otel.name = %name,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %method,
         url.path = %request.uri().path(),
+        http.route = route,
+        http.response.status_code = Empty,
         request_id,
-    )
+    );
+    trace_context::set_parent_from_headers(&span, request.headers());
+    span
+}
+
+fn on_response(response: &Response, latency: Duration, span: &tracing::Span) {
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    DefaultOnResponse::new()
+        .level(Level::INFO)
+        .on_response(response, latency, span);
+}
+
+/// `http_server_requests_total` and `http_server_duration_seconds`, labelled
+/// by the matched route (`unmatched` for the fallback).
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let start = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    metrics::record_http(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    response
 }

@@ -35,6 +35,7 @@ pub async fn run(
     let upstreams = Upstreams {
         auth: lazy_channel(&config.auth_url).context("AUTH_URL")?,
         content: lazy_channel(&config.content_url).context("CONTENT_URL")?,
+        notification: lazy_channel(&config.notification_url).context("NOTIFICATION_URL")?,
     };
     let verifier = TokenVerifier::from_auth_service(upstreams.auth.clone())
         .await

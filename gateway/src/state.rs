@@ -3,10 +3,15 @@
 
 use std::sync::Arc;
 
-use quill_platform::{revocation::RevocationList, token::TokenVerifier};
+use quill_platform::{
+    grpc::{self, TracedChannel},
+    revocation::RevocationList,
+    token::TokenVerifier,
+};
 use quill_proto::{
     auth::v1::auth_service_client::AuthServiceClient,
     content::v1::content_service_client::ContentServiceClient,
+    notification::v1::notification_service_client::NotificationServiceClient,
 };
 use redis::aio::ConnectionManager;
 use tonic::transport::Channel;
@@ -29,22 +34,29 @@ pub struct AppState {
 pub struct Upstreams {
     pub auth: Channel,
     pub content: Channel,
+    pub notification: Channel,
 }
 
 impl Upstreams {
-    pub fn auth(&self) -> AuthServiceClient<Channel> {
-        AuthServiceClient::new(self.auth.clone())
+    /// Clients propagate the request's trace context in their metadata.
+    pub fn auth(&self) -> AuthServiceClient<TracedChannel> {
+        AuthServiceClient::new(grpc::traced(self.auth.clone()))
     }
 
-    pub fn content(&self) -> ContentServiceClient<Channel> {
-        ContentServiceClient::new(self.content.clone())
+    pub fn content(&self) -> ContentServiceClient<TracedChannel> {
+        ContentServiceClient::new(grpc::traced(self.content.clone()))
+    }
+
+    pub fn notification(&self) -> NotificationServiceClient<TracedChannel> {
+        NotificationServiceClient::new(grpc::traced(self.notification.clone()))
     }
 
     /// Every upstream with the name readiness reports it under.
-    pub fn all(&self) -> [(&'static str, Channel); 2] {
+    pub fn all(&self) -> [(&'static str, Channel); 3] {
         [
             ("auth", self.auth.clone()),
             ("content", self.content.clone()),
+            ("notification", self.notification.clone()),
         ]
     }
 }

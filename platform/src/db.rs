@@ -81,5 +81,6 @@ pub async fn prepare(
     create_database_if_missing(url).await?;
     let pool = connect(url, max_connections).await?;
     migrator.run(&pool).await?;
+    crate::metrics::watch_pool(&pool);
     Ok(pool)
 }

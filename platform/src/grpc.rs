@@ -9,10 +9,28 @@ use tonic::{
     Code, Status,
     metadata::MetadataMap,
     service::{Routes, RoutesBuilder},
-    transport::Server,
+    transport::{Channel, Server},
 };
 use tonic_types::{ErrorDetails, StatusExt};
 use tower_http::trace::TraceLayer;
+use tracing::field::Empty;
+
+pub use crate::rpc_trace::Traced;
+use crate::{
+    rpc_trace::{RpcServerObserveLayer, split_path},
+    trace_context,
+};
+
+/// A channel whose calls carry the caller's trace context (see [`traced`]).
+pub type TracedChannel = Traced<Channel>;
+
+/// Wraps a client channel so every call gets a client span and propagates
+/// the current trace in its metadata:
+/// `AuthServiceClient::new(grpc::traced(channel))`, typed
+/// `AuthServiceClient<grpc::TracedChannel>`.
+pub fn traced(channel: Channel) -> TracedChannel {
+    Traced::new(channel)
+}
 
 /// Metadata key carrying the caller's access token (`Bearer <jwt>`).
 pub const AUTHORIZATION: &str = "authorization";
@@ -50,20 +68,36 @@ pub async fn serve(
     tracing::info!(?addr, "gRPC server listening");
     Server::builder()
         .layer(TraceLayer::new_for_grpc().make_span_with(rpc_span))
+        .layer(RpcServerObserveLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }
 
 /// One span per RPC, carrying the edge request id so a request's log lines
-/// can be found in every process it touched.
+/// can be found in every process it touched, the OpenTelemetry RPC
+/// attributes, and the caller's trace (W3C `traceparent` metadata) as parent.
+/// The status code is recorded when the call ends.
 fn rpc_span<B>(request: &http::Request<B>) -> tracing::Span {
     let request_id = request
         .headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!("rpc", rpc.method = %request.uri().path(), request_id)
+    let (service, method) = split_path(request.uri().path());
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = %format_args!("{service}/{method}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = Empty,
+        request_id,
+    );
+    trace_context::set_parent_from_headers(&span, request.headers());
+    span
 }
 
 /// The bearer token of a request, if it carries one.

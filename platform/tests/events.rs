@@ -19,12 +19,14 @@ use prost::Message;
 use quill_platform::{
     db,
     events::{
-        Consumer, EventHandler, HandlerError, OUTBOX_AND_INBOX_SQL, OutboxRelay, Topology,
-        async_trait, backlog, broker, consumer::attempts, enqueue, new_envelope,
+        Consumer, EventHandler, EventsConfig, HandlerError, OUTBOX_AND_INBOX_SQL, OutboxRelay,
+        Topology, async_trait, backlog, broker, catalog, consumer::attempts, enqueue, new_envelope,
     },
     testing::{TcpProxy, TestBroker, TestDb},
 };
-use quill_proto::events::v1::{Envelope, UserFollowed, envelope::Payload};
+use quill_proto::events::v1::{
+    Envelope, UserFollowed, UserRegistered, UserSnapshot, envelope::Payload,
+};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::{sync::Notify, task::JoinHandle};
 use uuid::Uuid;
@@ -597,5 +599,74 @@ async fn a_panicking_handler_is_parked_and_the_consumer_keeps_going() -> anyhow:
     })
     .await?;
     running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_published_before_its_consumer_first_starts_is_delivered_when_it_does()
+-> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let config = EventsConfig {
+        exchange: broker.exchange(),
+        ..EventsConfig::default()
+    };
+    let topologies = catalog::all(&config, &broker.prefix);
+    for topology in &topologies {
+        broker.track(topology.clone());
+    }
+    // Nothing is declared yet but by the relay itself, from the catalog.
+    let relay = OutboxRelay::new(pool.clone(), &broker.url, broker.exchange())
+        .poll_interval(Duration::from_millis(20))
+        .declare_queues(topologies);
+    let relay = Running::spawn(|shutdown| relay.run(shutdown));
+    let early = new_envelope(
+        "test",
+        Payload::UserRegistered(UserRegistered {
+            user: Some(UserSnapshot {
+                id: Uuid::new_v4().to_string(),
+                username: "early".into(),
+                ..UserSnapshot::default()
+            }),
+        }),
+    );
+    enqueue_with_item(&pool, &early).await?;
+    eventually("the relay has published the event", || async {
+        Ok(backlog(&pool).await? == 0)
+    })
+    .await?;
+    relay.stop().await?;
+
+    let recorder = Recorder::default();
+    let content = consumer(
+        &pool,
+        &broker.url,
+        &catalog::content(&config, &broker.prefix),
+        recorder.clone(),
+    );
+    eventually("the consumer applies the early event", || async {
+        Ok(recorder.calls(&early.event_id) == 1)
+    })
+    .await?;
+    content.stop().await?;
+
+    // Every catalog queue bound to the key holds its copy, consumer or not.
+    let conn = broker::connect(&broker.url, "test-peek").await?;
+    let channel = conn.create_channel().await?;
+    let waiting = channel
+        .basic_get(
+            catalog::notification(&config, &broker.prefix)
+                .queue
+                .as_str()
+                .into(),
+            BasicGetOptions { no_ack: true },
+        )
+        .await?
+        .context("notification's queue holds the event")?;
+    assert_eq!(
+        Envelope::decode(&waiting.delivery.data[..])?.event_id,
+        early.event_id
+    );
+    conn.close(200, "done".into()).await?;
     Ok(())
 }

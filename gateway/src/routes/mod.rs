@@ -5,6 +5,7 @@ pub mod articles;
 pub mod comments;
 pub mod docs;
 pub mod health;
+pub mod notifications;
 pub mod profiles;
 pub mod tags;
 pub mod users;

@@ -9,6 +9,7 @@ use std::{net::SocketAddr, time::Duration};
 use quill_auth::testing::TestAuth;
 use quill_content::testing::TestContent;
 use quill_gateway::{Config, server};
+use quill_notification::testing::{TestNotification, use_broker};
 use quill_platform::testing::ephemeral_listener;
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
@@ -17,6 +18,8 @@ use tokio::{sync::oneshot, task::JoinHandle};
 pub struct TestGateway {
     pub auth: TestAuth,
     pub content: TestContent,
+    /// Consumes the events auth and content publish, on auth's exchange.
+    pub notification: TestNotification,
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -45,10 +48,19 @@ impl TestGateway {
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let auth = TestAuth::start().await;
-        let content = TestContent::start(&auth.url()).await;
+        let content = TestContent::start_with(&auth.url(), |c| {
+            c.events.exchange = auth.config.events.exchange.clone();
+            c.events_queue_prefix = auth.config.events_queue_prefix.clone();
+        })
+        .await;
+        let notification = TestNotification::start(&auth.url(), &content.url(), |c| {
+            use_broker(c, &auth.broker);
+        })
+        .await;
         let mut config = Config::from_env().expect("gateway config");
         config.auth_url = auth.url();
         config.content_url = content.url();
+        config.notification_url = notification.url();
         config.redis_url = auth.redis.url.clone();
         config.redis_prefix = auth.redis.prefix.clone();
         tweak(&mut config);
@@ -60,6 +72,7 @@ impl TestGateway {
         let gateway = Self {
             auth,
             content,
+            notification,
             addr,
             http: reqwest::Client::new(),
             stop: Some(stop),

@@ -30,7 +30,11 @@ use lapin::{
 use prost::Message;
 use quill_proto::events::v1::Envelope;
 use sqlx::{PgPool, Postgres, Transaction};
+use tracing::{Instrument, Span, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
+
+use crate::{metrics, trace_context};
 
 use crate::events::{
     Backoff, EventsError, Shutdown,
@@ -97,6 +101,7 @@ enum Outcome {
 
 impl<H: EventHandler> Consumer<H> {
     pub fn new(pool: PgPool, amqp_url: impl Into<String>, topology: Topology, handler: H) -> Self {
+        metrics::watch_pool(&pool);
         Self {
             pool,
             amqp_url: amqp_url.into(),
@@ -198,18 +203,47 @@ impl<H: EventHandler> Consumer<H> {
     /// Applies one delivery and settles it with the broker. Errors here only
     /// get logged: an unacked delivery comes back when the channel closes.
     async fn settle(&self, channel: &Channel, delivery: Delivery) {
-        let settled = match self.apply(&delivery.data).await {
-            Outcome::Applied | Outcome::Duplicate => delivery
-                .acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map(drop)
-                .map_err(EventsError::from),
-            Outcome::Failed(e) => self.retry_or_park(channel, &delivery, e).await,
-        };
-        if let Err(e) = settled {
-            tracing::warn!(queue = %self.topology.queue, error = %e, "delivery not settled; it will be redelivered");
+        let span = delivery_span(&self.topology.queue, &delivery);
+        async {
+            let settled = match self.apply(&delivery.data).await {
+                outcome @ (Outcome::Applied | Outcome::Duplicate) => {
+                    let acked = delivery
+                        .acker
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .map(drop)
+                        .map_err(EventsError::from);
+                    if acked.is_ok() {
+                        let name = match outcome {
+                            Outcome::Duplicate => "duplicate",
+                            _ => "ok",
+                        };
+                        self.count(&delivery, name);
+                    }
+                    acked
+                }
+                Outcome::Failed(e) => {
+                    Span::current().record("otel.status_code", "ERROR");
+                    self.retry_or_park(channel, &delivery, e).await
+                }
+            };
+            if let Err(e) = settled {
+                tracing::warn!(queue = %self.topology.queue, error = %e, "delivery not settled; it will be redelivered");
+            }
         }
+        .instrument(span)
+        .await
+    }
+
+    fn count(&self, delivery: &Delivery, outcome: &str) {
+        metrics::get()
+            .events_consumed
+            .with_label_values(&[
+                self.topology.queue.as_str(),
+                delivery.routing_key.as_str(),
+                outcome,
+            ])
+            .inc();
     }
 
     async fn apply(&self, data: &[u8]) -> Outcome {
@@ -240,6 +274,7 @@ impl<H: EventHandler> Consumer<H> {
         .bind(event_id)
         .bind(&self.topology.queue)
         .execute(&mut *tx)
+        .instrument(crate::events::db_span("INSERT", "processed_events"))
         .await?
         .rows_affected()
             == 1;
@@ -296,6 +331,7 @@ impl<H: EventHandler> Consumer<H> {
         match confirmed {
             Ok(true) => {
                 delivery.acker.ack(BasicAckOptions::default()).await?;
+                self.count(delivery, if parked { "dead_lettered" } else { "retried" });
                 Ok(())
             }
             Ok(false) | Err(_) => {
@@ -315,6 +351,40 @@ impl<H: EventHandler> Consumer<H> {
             self.topology.queue.clone(),
         )
     }
+}
+
+/// One `process` span per delivery, a child of the context the message
+/// carries (AMQP headers, else the envelope's fields): the consumer continues
+/// the trace of the request that raised the event.
+fn delivery_span(queue: &str, delivery: &Delivery) -> Span {
+    let message_id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.as_str().to_owned())
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "process",
+        otel.name = %format_args!("{queue} process"),
+        otel.kind = "consumer",
+        otel.status_code = Empty,
+        messaging.system = "rabbitmq",
+        messaging.operation = "process",
+        messaging.destination.name = %queue,
+        messaging.rabbitmq.destination.routing_key = %delivery.routing_key.as_str(),
+        messaging.message.id = %message_id,
+    );
+    let parent =
+        trace_context::from_amqp_headers(delivery.properties.headers().as_ref()).or_else(|| {
+            let envelope = Envelope::decode(delivery.data.as_slice()).ok()?;
+            let cx = trace_context::from_strings(&envelope.traceparent, &envelope.tracestate);
+            use opentelemetry::trace::TraceContextExt as _;
+            cx.span().span_context().is_valid().then_some(cx)
+        });
+    if let Some(cx) = parent {
+        let _ = span.set_parent(cx);
+    }
+    span
 }
 
 /// Failed runs so far, from the `x-attempts` header (absent: none).

@@ -40,8 +40,9 @@ pub fn new_envelope(producer: &str, payload: Payload) -> Envelope {
 }
 
 /// The W3C `traceparent` and `tracestate` of the change that raises the
-/// event. Empty until trace propagation is wired; this is the one place that
-/// will read them from the current span.
+/// event, read from the current span (empty strings when untraced). The
+/// outbox keeps them, so the consumer continues the original request's trace
+/// however late the relay publishes.
 fn current_trace_context() -> (String, String) {
-    (String::new(), String::new())
+    crate::trace_context::to_strings(&tracing::Span::current())
 }

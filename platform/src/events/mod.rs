@@ -8,6 +8,7 @@
 //! exactly-once. A broker outage only delays events.
 
 pub mod broker;
+pub mod catalog;
 pub mod config;
 pub mod consumer;
 pub mod envelope;
@@ -46,6 +47,18 @@ pub(crate) type Shutdown = Shared<BoxFuture<'static, ()>>;
 
 pub(crate) fn shared_shutdown(signal: impl Future<Output = ()> + Send + 'static) -> Shutdown {
     signal.boxed().shared()
+}
+
+/// A client span around one statement (`db.system=postgresql`).
+pub(crate) fn db_span(operation: &'static str, table: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "db",
+        otel.name = %format_args!("{operation} {table}"),
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation.name = operation,
+        db.collection.name = table,
+    )
 }
 
 /// Sleeps for `delay`; returns `true` if shutdown came first.

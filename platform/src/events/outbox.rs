@@ -5,6 +5,7 @@
 use prost::Message;
 use quill_proto::events::v1::Envelope;
 use sqlx::PgConnection;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Tables every producing or consuming service needs. Each service copies
@@ -40,6 +41,7 @@ pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> Result<(),
         .bind(&envelope.r#type)
         .bind(envelope.encode_to_vec())
         .execute(conn)
+        .instrument(crate::events::db_span("INSERT", "outbox"))
         .await?;
     Ok(())
 }

@@ -20,9 +20,13 @@ use lapin::{
 use prost::Message;
 use quill_proto::events::v1::Envelope;
 use sqlx::PgPool;
+use tracing::{Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
-use crate::events::{Backoff, EventsError, broker, shared_shutdown, sleep_or_shutdown};
+use crate::{metrics, trace_context};
+
+use crate::events::{Backoff, EventsError, Topology, broker, shared_shutdown, sleep_or_shutdown};
 
 /// Content type of every event message: a prost-encoded `Envelope`.
 pub const CONTENT_TYPE: &str = "application/protobuf";
@@ -47,17 +51,34 @@ pub struct OutboxRelay {
     exchange: String,
     batch_size: i64,
     poll_interval: Duration,
+    queues: Vec<Topology>,
 }
 
 impl OutboxRelay {
     pub fn new(pool: PgPool, amqp_url: impl Into<String>, exchange: impl Into<String>) -> Self {
+        metrics::watch_pool(&pool);
         Self {
             pool,
             amqp_url: amqp_url.into(),
             exchange: exchange.into(),
             batch_size: 100,
             poll_interval: Duration::from_millis(200),
+            queues: Vec::new(),
         }
+    }
+
+    /// Declares these consumers' queues and bindings on every connect
+    /// (idempotent), so what the relay publishes before a consumer first
+    /// starts waits in its queue: the exchange drops what no binding routes.
+    /// Retry queues are left to each consumer, whose retry delays this
+    /// process's settings may not share (redeclaring a queue with other
+    /// arguments fails).
+    pub fn declare_queues(mut self, topologies: impl IntoIterator<Item = Topology>) -> Self {
+        self.queues.extend(topologies.into_iter().map(|t| Topology {
+            retry_delays: Vec::new(),
+            ..t
+        }));
+        self
     }
 
     /// How long an idle relay waits before looking for new rows (default 200 ms).
@@ -79,6 +100,9 @@ impl OutboxRelay {
         let shutdown = shared_shutdown(shutdown);
         let mut backoff = Backoff::new();
         let mut publisher: Option<Publisher> = None;
+        let backlog_gauge = metrics::get()
+            .outbox_backlog
+            .with_label_values(&[metrics::db_label(&self.pool)]);
         loop {
             if shutdown.peek().is_some() {
                 break;
@@ -100,7 +124,11 @@ impl OutboxRelay {
                     }
                 },
             };
-            let idle = match self.relay_batch(&channel).await {
+            let batch = self.relay_batch(&channel).await;
+            if let Ok(n) = backlog(&self.pool).await {
+                backlog_gauge.set(n);
+            }
+            let idle = match batch {
                 Ok(sent) => {
                     backoff.reset();
                     sent < self.batch_size as usize
@@ -136,6 +164,9 @@ impl OutboxRelay {
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         broker::declare_exchange(&channel, &self.exchange).await?;
+        for topology in &self.queues {
+            topology.declare(&channel).await?;
+        }
         Ok(Publisher {
             connection,
             channel,
@@ -169,6 +200,12 @@ impl OutboxRelay {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
+                for (_, routing_key, _) in &rows {
+                    metrics::get()
+                        .events_published
+                        .with_label_values(&[routing_key.as_str()])
+                        .inc();
+                }
                 Ok(rows.len())
             }
             Err(e) => {
@@ -195,14 +232,17 @@ impl OutboxRelay {
     ) -> Result<(), EventsError> {
         let mut confirms = Vec::with_capacity(rows.len());
         for (id, routing_key, payload) in rows {
+            let envelope = Envelope::decode(payload.as_slice()).ok();
+            let span = publish_span(&self.exchange, routing_key, *id, envelope.as_ref());
             let confirm = channel
                 .basic_publish(
                     self.exchange.as_str().into(),
                     routing_key.as_str().into(),
                     BasicPublishOptions::default(),
                     payload,
-                    properties(*id, routing_key, payload),
+                    properties(*id, routing_key, envelope.as_ref(), &span),
                 )
+                .instrument(span)
                 .await?;
             confirms.push(confirm);
         }
@@ -217,22 +257,55 @@ impl OutboxRelay {
     }
 }
 
+/// The span of one publish: a child of the request that raised the event
+/// (its context was captured in the envelope at enqueue time), so the trace
+/// reads request -> publish -> consume however late the relay runs.
+fn publish_span(exchange: &str, routing_key: &str, id: Uuid, envelope: Option<&Envelope>) -> Span {
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format_args!("{exchange} publish"),
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation = "publish",
+        messaging.destination.name = %exchange,
+        messaging.rabbitmq.destination.routing_key = %routing_key,
+        messaging.message.id = %id,
+    );
+    if let Some(envelope) = envelope {
+        let cx = trace_context::from_strings(&envelope.traceparent, &envelope.tracestate);
+        let _ = span.set_parent(cx);
+    }
+    span
+}
+
 /// AMQP properties of an event message. The trace context travels as a
-/// header so the consumer's span joins the producer's trace.
-fn properties(id: Uuid, routing_key: &str, payload: &[u8]) -> BasicProperties {
+/// header so the consumer's span joins the producer's trace: the publish
+/// span's context, or the envelope's when the span is not traced.
+fn properties(
+    id: Uuid,
+    routing_key: &str,
+    envelope: Option<&Envelope>,
+    span: &Span,
+) -> BasicProperties {
     let mut properties = BasicProperties::default()
         .with_content_type(CONTENT_TYPE.into())
         .with_delivery_mode(PERSISTENT)
         .with_message_id(id.to_string().into())
         .with_type(routing_key.into());
-    if let Ok(envelope) = Envelope::decode(payload) {
+    if let Some(envelope) = envelope {
         if !envelope.producer.is_empty() {
             properties = properties.with_app_id(envelope.producer.as_str().into());
         }
+        let (traceparent, tracestate) = match trace_context::to_strings(span) {
+            (parent, _) if parent.is_empty() => {
+                (envelope.traceparent.clone(), envelope.tracestate.clone())
+            }
+            context => context,
+        };
         let mut headers = FieldTable::default();
         for (name, value) in [
-            ("traceparent", &envelope.traceparent),
-            ("tracestate", &envelope.tracestate),
+            (trace_context::TRACEPARENT, &traceparent),
+            (trace_context::TRACESTATE, &tracestate),
         ] {
             if !value.is_empty() {
                 headers.insert(name.into(), broker::string_value(value));

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     error::{AuthError, unique_violation},
+    events,
     password::PasswordHasherPool,
     repo::{
         sessions::{self, SessionRow},
@@ -95,6 +96,7 @@ impl Accounts {
         let user = users::insert(&mut *tx, Uuid::now_v7(), &email, &username, &hash)
             .await
             .map_err(taken_or_db)?;
+        events::announce(&mut tx, events::registered(&user)).await?;
         let credentials = self.open_session(&mut tx, &user, &client).await?;
         tx.commit().await?;
         tracing::info!(user_id = %user.id, "user registered");
@@ -203,6 +205,12 @@ impl Accounts {
             validation::password(password, &mut violations);
         }
         validation::finish(violations)?;
+        // Other services copy these fields; a password change alone is
+        // nothing to announce.
+        let announced = changes.email.is_some()
+            || changes.username.is_some()
+            || changes.bio.is_some()
+            || changes.image.is_some();
         if let Some(password) = update.password {
             changes.password_hash = Some(self.hasher.hash(password).await?);
         }
@@ -211,6 +219,9 @@ impl Accounts {
         let updated = users::update(&mut *tx, user.id, &changes)
             .await
             .map_err(taken_or_db)?;
+        if announced {
+            events::announce(&mut tx, events::updated(&updated)).await?;
+        }
         if changes.password_hash.is_some() {
             let others =
                 sessions::revoke_all(&mut *tx, user.id, Some(current_session), "password changed")
@@ -288,7 +299,8 @@ impl Accounts {
             .ok_or(AuthError::NotFound("user"))
     }
 
-    /// Banning ends every session of the user at once.
+    /// Banning ends every session of the user at once; lifting a ban is
+    /// announced like a ban, with `banned` false.
     pub async fn set_banned(
         &self,
         actor: &UserRow,
@@ -300,6 +312,9 @@ impl Accounts {
         let user = users::set_banned(&mut *tx, username.trim(), banned)
             .await?
             .ok_or(AuthError::NotFound("user"))?;
+        // Announced on every call, repeats included: consumers converge on
+        // the snapshot whatever they saw before.
+        events::announce(&mut tx, events::banned(&user)).await?;
         if banned {
             let revoked = sessions::revoke_all(&mut *tx, user.id, None, "banned").await?;
             self.revoke_in_cache(&revoked).await?;

@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use quill_platform::config::{ConfigError, ensure, env_opt, env_or, env_secs};
+use quill_platform::{
+    config::{ConfigError, ensure, env_opt, env_or, env_secs},
+    events::EventsConfig,
+};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -20,6 +23,11 @@ pub struct Config {
     pub refresh_token_ttl: Duration,
     /// Upper bound on concurrent argon2 hashes (each takes 19 MiB and a core).
     pub max_concurrent_hashes: usize,
+    /// Where the outbox relay publishes (`AMQP_URL`, `EVENTS_EXCHANGE`, ...).
+    pub events: EventsConfig,
+    /// `EVENTS_QUEUE_PREFIX`: prefixes the consumer queues the relay
+    /// declares; empty in production, where they are named `content`...
+    pub events_queue_prefix: String,
 }
 
 impl Config {
@@ -53,6 +61,8 @@ impl Config {
                 "AUTH_MAX_CONCURRENT_HASHES",
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )?,
+            events: EventsConfig::from_env()?,
+            events_queue_prefix: env_or("EVENTS_QUEUE_PREFIX", String::new())?,
         };
         config.validate()?;
         Ok(config)

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod password;
 pub mod repo;

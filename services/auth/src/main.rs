@@ -6,7 +6,7 @@ use quill_auth::{Config, server};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    quill_platform::telemetry::init();
+    let _telemetry = quill_platform::telemetry::init("auth");
     let config = Config::from_env()?;
     match std::env::args().nth(1).as_deref() {
         Some("migrate") => server::migrate(&config).await,
@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("binding AUTH_LISTEN={}", config.listen))?;
+            quill_platform::metrics::spawn_admin_server("127.0.0.1:9101")?;
             server::run(config, listener, quill_platform::shutdown::signal()).await
         }
         Some(other) => anyhow::bail!("unknown command {other:?}; expected serve or migrate"),

@@ -1,16 +1,19 @@
-//! Wiring: database, Redis, keys, and the gRPC server.
+//! Wiring: database, Redis, keys, the gRPC server, and the outbox relay
+//! publishing auth's events.
 
 use std::{future::Future, sync::Arc};
 
 use anyhow::Context;
 use quill_platform::{
-    db, grpc,
+    db,
+    events::{OutboxRelay, catalog},
+    grpc,
     revocation::{self, RevocationList},
     token::TokenVerifier,
 };
 use quill_proto::auth::v1::auth_service_server::AuthServiceServer;
 use sqlx::migrate::Migrator;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::oneshot};
 
 use crate::{
     accounts::Accounts, config::Config, grpc::AuthGrpc, password::PasswordHasherPool,
@@ -25,7 +28,9 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the service on `listener` until `shutdown` resolves.
+/// Runs the service on `listener` until `shutdown` resolves. The outbox
+/// relay stops after the gRPC server has drained, so the events of the last
+/// requests still go out.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -52,6 +57,13 @@ pub async fn run(
         &config.issuer,
         &config.audience,
     )?;
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        &config.events.amqp_url,
+        &config.events.exchange,
+    )
+    .poll_interval(config.events.relay_poll_interval)
+    .declare_queues(catalog::all(&config.events, &config.events_queue_prefix));
     let accounts = Accounts::new(
         pool,
         PasswordHasherPool::new(config.max_concurrent_hashes)?,
@@ -64,6 +76,14 @@ pub async fn run(
     health.set_serving::<AuthServiceServer<AuthGrpc>>().await;
     let mut routes = grpc::base_routes(health_service)?;
     routes.add_service(AuthServiceServer::new(AuthGrpc::new(accounts, verifier)));
-    grpc::serve(listener, routes.routes(), shutdown).await?;
+    // Dropping `stop_relay` (this future cancelled) stops the relay too.
+    let (stop_relay, relay_stopped) = oneshot::channel::<()>();
+    let relay = tokio::spawn(relay.run(async move {
+        let _ = relay_stopped.await;
+    }));
+    let served = grpc::serve(listener, routes.routes(), shutdown).await;
+    let _ = stop_relay.send(());
+    let _ = relay.await;
+    served?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! An auth server running in-process on an ephemeral port, on its own
-//! database and Redis prefix, for integration tests of this and other crates.
+//! database, Redis prefix and event exchange, for integration tests of this
+//! and other crates.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -9,8 +10,11 @@ use ed25519_dalek::{
     pkcs8::{EncodePrivateKey, spki::der::pem::LineEnding},
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use quill_platform::testing::{TestDb, TestRedis, ephemeral_listener};
-use quill_proto::auth::v1::auth_service_client::AuthServiceClient;
+use quill_platform::{
+    events::catalog,
+    testing::{TestBroker, TestDb, TestRedis, ephemeral_listener},
+};
+use quill_proto::{auth::v1::auth_service_client::AuthServiceClient, events::v1::Envelope};
 use serde_json::Value;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::{Channel, Endpoint};
@@ -24,6 +28,10 @@ pub struct TestAuth {
     pub config: Config,
     pub redis: TestRedis,
     pub db: TestDb,
+    /// The exchange auth publishes to and the prefix of the consumer queues
+    /// it declares (`config.events.exchange`, `config.events_queue_prefix`);
+    /// other servers of the same test consume from them.
+    pub broker: TestBroker,
     /// The server's signing key, so tests can mint tokens auth never issued.
     pub signing_key_pem: String,
     stop: Option<oneshot::Sender<()>>,
@@ -39,6 +47,7 @@ impl TestAuth {
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let db = TestDb::new("quill_auth");
         let redis = TestRedis::new();
+        let broker = TestBroker::new();
         let signing_key_pem = new_signing_key_pem();
         let mut config = Config::from_env().expect("auth config");
         config.signing_key_pem = Some(signing_key_pem.clone());
@@ -46,7 +55,13 @@ impl TestAuth {
         config.redis_url = redis.url.clone();
         config.redis_prefix = redis.prefix.clone();
         config.database_max_connections = 5;
+        config.events.exchange = broker.exchange();
+        config.events_queue_prefix = broker.prefix.clone();
+        config.events.relay_poll_interval = Duration::from_millis(20);
         tweak(&mut config);
+        for topology in catalog::all(&config.events, &config.events_queue_prefix) {
+            broker.track(topology);
+        }
         let (listener, addr) = ephemeral_listener().await;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server::run(config.clone(), listener, async move {
@@ -62,6 +77,7 @@ impl TestAuth {
             config,
             redis,
             db,
+            broker,
             signing_key_pem,
             stop: Some(stop),
             task: Some(task),
@@ -74,6 +90,11 @@ impl TestAuth {
 
     pub fn client(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(self.channel.clone())
+    }
+
+    /// A probe of the events auth publishes with these routing keys.
+    pub async fn probe(&self, name: &str, keys: &[&str]) -> EventProbe {
+        EventProbe::bind(&self.broker, name, keys).await
     }
 
     /// Signs arbitrary claims with the server's own key.
@@ -128,6 +149,64 @@ impl Drop for TestAuth {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+/// A test's own queue on a [`TestBroker`]'s exchange, to see what gets
+/// published there. Bind it before acting: the exchange drops what no queue
+/// is bound to yet.
+pub struct EventProbe {
+    connection: lapin::Connection,
+    channel: lapin::Channel,
+    queue: String,
+}
+
+impl EventProbe {
+    /// Queue `<prefix>.<name>` bound to `keys`; deleted with `broker`.
+    pub async fn bind(broker: &TestBroker, name: &str, keys: &[&str]) -> Self {
+        let topology = broker.topology(name, keys);
+        let connection = quill_platform::events::broker::connect(&broker.url, "test-probe")
+            .await
+            .expect("connect to RabbitMQ");
+        let channel = connection.create_channel().await.expect("channel");
+        topology.declare(&channel).await.expect("declare the probe");
+        Self {
+            connection,
+            channel,
+            queue: topology.queue,
+        }
+    }
+
+    /// The next event, waiting up to 10 s for it.
+    pub async fn next(&self) -> Envelope {
+        self.next_within(Duration::from_secs(10))
+            .await
+            .expect("no event published within 10 s")
+    }
+
+    /// The next event, if one arrives within `wait`.
+    pub async fn next_within(&self, wait: Duration) -> Option<Envelope> {
+        use lapin::options::BasicGetOptions;
+        use prost::Message;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let got = self
+                .channel
+                .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get");
+            if let Some(message) = got {
+                return Some(Envelope::decode(&message.delivery.data[..]).expect("an Envelope"));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn close(self) {
+        let _ = self.connection.close(200, "probe done".into()).await;
     }
 }
 

@@ -2,12 +2,16 @@
 //! (filtered list, search, feed) with RealWorld's limit/offset and an opaque
 //! keyset cursor for deep pages.
 
+use quill_proto::events::v1::{
+    ArticleDeleted, ArticleFavorited, ArticlePublished, ArticleUpdated, envelope::Payload,
+};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::{
     cursor::Position,
     error::{ContentError, unique_violation},
+    events::{announce, article_snapshot},
     policy::{self, Caller},
     repo::articles::{
         self as repo, ArticleChanges, ArticleFilter, ArticlePage, ArticleRow, NewArticle,
@@ -75,7 +79,7 @@ impl Content {
         let base = slug::from_title(&title);
         let mut candidate = base.clone();
         let mut tx = self.pool.begin().await?;
-        let mut inserted = false;
+        let mut inserted = None;
         for _ in 0..SLUG_ATTEMPTS {
             let article = NewArticle {
                 id: Uuid::now_v7(),
@@ -90,16 +94,24 @@ impl Content {
                     repo::create_tags(&mut *tx, &tags).await?;
                     repo::link_tags(&mut *tx, article.id, &tags).await?;
                 }
-                inserted = true;
+                inserted = Some(article.id);
                 break;
             }
             candidate = slug::with_random_suffix(&base, &mut rand::thread_rng());
         }
-        if !inserted {
+        let Some(id) = inserted else {
             return Err(ContentError::Internal(format!(
                 "no free slug for {base:?} after {SLUG_ATTEMPTS} attempts"
             )));
-        }
+        };
+        let article = article_snapshot(&mut tx, id).await?;
+        announce(
+            &mut tx,
+            Payload::ArticlePublished(ArticlePublished {
+                article: Some(article),
+            }),
+        )
+        .await?;
         tx.commit().await?;
         self.article(Some(caller.id), &candidate).await
     }
@@ -110,12 +122,12 @@ impl Content {
         viewer: Option<Uuid>,
         slug: &str,
     ) -> Result<ArticleRow, ContentError> {
-        let mut article = repo::by_slug(&self.pool, viewer, slug)
+        let article = repo::by_slug(&self.pool, viewer, slug)
             .await?
             .ok_or(ContentError::NotFound("article"))?;
-        self.fill_authors(std::slice::from_mut(&mut article))
-            .await?;
-        Ok(article)
+        let mut found = vec![article];
+        self.fill_authors(&mut found).await?;
+        found.pop().ok_or(ContentError::NotFound("article"))
     }
 
     pub async fn update_article(
@@ -165,7 +177,7 @@ impl Content {
             Some(base) => update_with_free_slug(&mut tx, key.id, &base, &changes).await?,
             None => {
                 repo::update(&mut *tx, key.id, &changes).await?;
-                key.slug
+                key.slug.clone()
             }
         };
         if let Some(tags) = &tags {
@@ -175,6 +187,15 @@ impl Content {
                 repo::link_tags(&mut *tx, key.id, tags).await?;
             }
         }
+        let article = article_snapshot(&mut tx, key.id).await?;
+        announce(
+            &mut tx,
+            Payload::ArticleUpdated(ArticleUpdated {
+                article: Some(article),
+                previous_slug: (final_slug != key.slug).then_some(key.slug),
+            }),
+        )
+        .await?;
         tx.commit().await?;
         self.article(Some(caller.id), &final_slug).await
     }
@@ -186,27 +207,49 @@ impl Content {
             .ok_or(ContentError::NotFound("article"))?;
         policy::may_change_article(caller, key.author_id)?;
         repo::delete(&mut *tx, key.id).await?;
+        announce(
+            &mut tx,
+            Payload::ArticleDeleted(ArticleDeleted {
+                article_id: key.id.to_string(),
+                slug: key.slug,
+                author_id: key.author_id.to_string(),
+            }),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Idempotent; returns the article as the caller now sees it.
+    /// Idempotent; returns the article as the caller now sees it. Only a
+    /// new favorite is announced.
     pub async fn favorite(
         &self,
         caller: &Caller,
         slug: &str,
         favorite: bool,
     ) -> Result<ArticleRow, ContentError> {
-        if favorite {
-            // So the favorited-by filter can find the caller by username.
-            self.authors.ensure(caller.id).await?;
-        }
+        // So the favorited-by filter can find the caller by username.
+        let fan = match favorite {
+            true => Some(self.authors.ensure(caller.id).await?),
+            false => None,
+        };
         let mut tx = self.pool.begin().await?;
         let key = repo::key(&mut *tx, slug)
             .await?
             .ok_or(ContentError::NotFound("article"))?;
-        if favorite {
-            repo::favorite(&mut *tx, key.id, caller.id).await?;
+        if let Some(fan) = fan {
+            if repo::favorite(&mut *tx, key.id, caller.id).await? {
+                let article = article_snapshot(&mut tx, key.id).await?;
+                announce(
+                    &mut tx,
+                    Payload::ArticleFavorited(ArticleFavorited {
+                        user_id: fan.id.to_string(),
+                        username: fan.username,
+                        article: Some(article),
+                    }),
+                )
+                .await?;
+            }
         } else {
             repo::unfavorite(&mut *tx, key.id, caller.id).await?;
         }
@@ -301,8 +344,10 @@ impl Content {
         })
     }
 
-    /// Fills in authors missing from the read-model with one call to auth.
-    async fn fill_authors(&self, articles: &mut [ArticleRow]) -> Result<(), ContentError> {
+    /// Fills in authors missing from the read-model with one call to auth,
+    /// dropping the articles of those it reports banned (the queries hide
+    /// only the bans the read-model knows).
+    async fn fill_authors(&self, articles: &mut Vec<ArticleRow>) -> Result<(), ContentError> {
         let missing: Vec<Uuid> = articles
             .iter()
             .filter(|a| a.author_username.is_none())
@@ -319,6 +364,11 @@ impl Content {
                 article.author_image.clone_from(&author.image);
             }
         }
+        articles.retain(|a| {
+            !authors
+                .get(&a.author_id)
+                .is_some_and(|author| author.banned)
+        });
         Ok(())
     }
 }

@@ -1,10 +1,12 @@
-//! The authors read-model: who wrote what, as auth last told us. A miss
-//! costs one batched call to auth for every missing id of a request, never a
-//! call per row. Every user content stores (author, commenter, favoriter,
+//! The authors read-model: who wrote what, as auth last told us. `user.*`
+//! events keep it current (see `events`); a miss costs one batched call to
+//! auth for every missing id of a request, never a call per row. Every user content stores (author, commenter, favoriter,
 //! follower, followee) is put here when they first act, so listings and
 //! username filters join it in SQL.
 
 use std::{collections::HashMap, time::Duration};
+
+use chrono::Utc;
 
 use quill_proto::auth::v1::{
     self as auth_pb, GetUserByUsernameRequest, GetUsersByIdsRequest,
@@ -72,6 +74,7 @@ impl Authors {
         if let Some(author) = authors::by_username(&self.pool, username).await? {
             return Ok(author);
         }
+        let asked_at = Utc::now();
         let mut request = tonic::Request::new(GetUserByUsernameRequest {
             username: username.to_owned(),
         });
@@ -84,11 +87,12 @@ impl Authors {
             Err(status) => return Err(ContentError::auth_unavailable(status)),
         };
         let author = author_of(profile).ok_or(ContentError::NotFound("profile"))?;
-        authors::upsert(&self.pool, std::slice::from_ref(&author)).await?;
+        authors::upsert(&self.pool, std::slice::from_ref(&author), asked_at).await?;
         Ok(author)
     }
 
     async fn fetch_and_store(&self, ids: &[Uuid]) -> Result<Vec<AuthorRow>, ContentError> {
+        let asked_at = Utc::now();
         let mut request = tonic::Request::new(GetUsersByIdsRequest {
             ids: ids.iter().map(Uuid::to_string).collect(),
         });
@@ -102,7 +106,7 @@ impl Authors {
             .into_inner()
             .users;
         let fetched: Vec<AuthorRow> = users.into_iter().filter_map(author_of).collect();
-        authors::upsert(&self.pool, &fetched).await?;
+        authors::upsert(&self.pool, &fetched, asked_at).await?;
         Ok(fetched)
     }
 }

@@ -1,10 +1,12 @@
 //! Comments: anyone signed in may comment; the comment's author, the
 //! article's author or a moderator may delete.
 
+use quill_proto::events::v1::{CommentAdded, envelope::Payload};
 use uuid::Uuid;
 
 use crate::{
     error::ContentError,
+    events::{announce, article_snapshot},
     policy::{self, Caller},
     repo::{
         articles as article_repo,
@@ -22,17 +24,31 @@ impl Content {
         body: &str,
     ) -> Result<(CommentRow, String), ContentError> {
         let body = validation::comment_body(body)?;
-        self.authors.ensure(caller.id).await?;
+        let commenter = self.authors.ensure(caller.id).await?;
         let mut tx = self.pool.begin().await?;
         let article = article_repo::key(&mut *tx, slug)
             .await?
             .ok_or(ContentError::NotFound("article"))?;
         let comment = repo::insert(&mut *tx, article.id, caller.id, &body).await?;
+        // The article's author comes with it, so notification can tell them.
+        let snapshot = article_snapshot(&mut tx, article.id).await?;
+        announce(
+            &mut tx,
+            Payload::CommentAdded(CommentAdded {
+                comment_id: comment.id,
+                body: comment.body.clone(),
+                commenter_id: commenter.id.to_string(),
+                commenter_username: commenter.username,
+                article: Some(snapshot),
+            }),
+        )
+        .await?;
         tx.commit().await?;
         Ok((comment, article.slug))
     }
 
-    /// Newest first, with `following` for `viewer`.
+    /// Newest first, with `following` for `viewer`; banned authors'
+    /// comments are left out, and a banned author's article has none.
     pub async fn comments(
         &self,
         viewer: Option<Uuid>,
@@ -56,6 +72,11 @@ impl Content {
                     comment.author_image.clone_from(&author.image);
                 }
             }
+            comments.retain(|c| {
+                !authors
+                    .get(&c.author_id)
+                    .is_some_and(|author| author.banned)
+            });
         }
         Ok(comments)
     }

@@ -2,7 +2,10 @@
 
 use std::net::SocketAddr;
 
-use quill_platform::config::{ConfigError, ensure, env_opt, env_or};
+use quill_platform::{
+    config::{ConfigError, ensure, env_opt, env_or},
+    events::EventsConfig,
+};
 
 /// Signs cursors on a developer machine only; production sets its own.
 const DEV_CURSOR_SECRET: &str = "quill-content-dev-cursor-secret-change-me";
@@ -16,6 +19,11 @@ pub struct Config {
     pub auth_url: String,
     /// Key of the HMAC that makes pagination cursors tamper-evident.
     pub cursor_secret: String,
+    /// The broker: content consumes `user.*` and publishes its own events.
+    pub events: EventsConfig,
+    /// `EVENTS_QUEUE_PREFIX`: prefixes the queue names (empty in
+    /// production, where content consumes queue `content`).
+    pub events_queue_prefix: String,
 }
 
 impl std::fmt::Debug for Config {
@@ -26,7 +34,10 @@ impl std::fmt::Debug for Config {
             .field("database_max_connections", &self.database_max_connections)
             .field("auth_url", &self.auth_url)
             .field("cursor_secret", &"<redacted>")
-            .finish()
+            // Not the AMQP URL: it carries the broker password.
+            .field("events_exchange", &self.events.exchange)
+            .field("events_queue_prefix", &self.events_queue_prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -54,6 +65,8 @@ impl Config {
             database_max_connections: env_or("CONTENT_DATABASE_MAX_CONNECTIONS", 10)?,
             auth_url: env_or("AUTH_URL", "http://127.0.0.1:50051".to_owned())?,
             cursor_secret,
+            events: EventsConfig::from_env()?,
+            events_queue_prefix: env_or("EVENTS_QUEUE_PREFIX", String::new())?,
         };
         config.validate()?;
         Ok(config)

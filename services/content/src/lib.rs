@@ -1,9 +1,10 @@
 //! The content service: Quill's articles, comments, tags, favorites, follows
 //! and the feed. It verifies the callers' access tokens itself with the
 //! public keys auth publishes, decides what they may do from the shared
-//! permission table, and keeps a read-model of authors (username, bio, image)
-//! so listing articles never calls auth per row: a miss costs one batched
-//! `GetUsersByIds` call.
+//! permission table, and keeps a read-model of authors (username, bio, image,
+//! banned) fed by auth's `user.*` events, so listing articles never calls
+//! auth per row: a miss costs one batched `GetUsersByIds` call. Its own
+//! changes leave as events through a transactional outbox.
 
 pub mod articles;
 pub mod authors;
@@ -11,6 +12,7 @@ pub mod comments;
 pub mod config;
 pub mod cursor;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod policy;
 pub mod profiles;

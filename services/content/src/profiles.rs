@@ -1,9 +1,11 @@
 //! Profiles and follows, and the follower fan-out other services stream.
 
+use quill_proto::events::v1::{UserFollowed, envelope::Payload};
 use uuid::Uuid;
 
 use crate::{
     error::ContentError,
+    events::announce,
     policy::Caller,
     repo::{authors::AuthorRow, follows},
     service::Content,
@@ -33,7 +35,8 @@ impl Content {
         Ok(ProfileView { author, following })
     }
 
-    /// Idempotent in both directions; following yourself is refused.
+    /// Idempotent in both directions; following yourself is refused. Only a
+    /// new follow is announced.
     pub async fn follow(
         &self,
         caller: &Caller,
@@ -47,12 +50,24 @@ impl Content {
                 "is you; you cannot follow yourself",
             ));
         }
-        if follow {
-            self.authors.ensure(caller.id).await?;
-        }
+        let follower = match follow {
+            true => Some(self.authors.ensure(caller.id).await?),
+            false => None,
+        };
         let mut tx = self.pool.begin().await?;
-        if follow {
-            follows::insert(&mut *tx, caller.id, author.id).await?;
+        if let Some(follower) = follower {
+            if follows::insert(&mut *tx, caller.id, author.id).await? {
+                announce(
+                    &mut tx,
+                    Payload::UserFollowed(UserFollowed {
+                        follower_id: follower.id.to_string(),
+                        follower_username: follower.username,
+                        followee_id: author.id.to_string(),
+                        followee_username: author.username.clone(),
+                    }),
+                )
+                .await?;
+            }
         } else {
             follows::delete(&mut *tx, caller.id, author.id).await?;
         }

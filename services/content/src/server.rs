@@ -1,21 +1,30 @@
-//! Wiring: database, auth (keys and the author read-model's source), and the
-//! gRPC server.
+//! Wiring: database, auth (keys and the author read-model's source), the
+//! gRPC server, the outbox relay publishing content's events and the
+//! consumer applying auth's.
 
 use std::{future::Future, str::FromStr, time::Duration};
 
 use anyhow::Context;
-use quill_platform::{db, grpc, retry::with_backoff, token::TokenVerifier};
+use futures::FutureExt;
+use quill_platform::{
+    db,
+    events::{Consumer, OutboxRelay, catalog},
+    grpc,
+    retry::with_backoff,
+    token::TokenVerifier,
+};
 use quill_proto::content::v1::content_service_server::ContentServiceServer;
 use sqlx::{
     PgPool,
     migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::Endpoint;
 
 use crate::{
-    authors::Authors, config::Config, cursor::CursorCodec, grpc::ContentGrpc, service::Content,
+    authors::Authors, config::Config, cursor::CursorCodec, events::UserEvents, grpc::ContentGrpc,
+    service::Content,
 };
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -49,7 +58,9 @@ pub async fn prepare_database(config: &Config) -> anyhow::Result<PgPool> {
     Ok(pool)
 }
 
-/// Runs the service on `listener` until `shutdown` resolves.
+/// Runs the service on `listener` until `shutdown` resolves. The relay and
+/// the consumer stop after the gRPC server has drained, so the events of the
+/// last requests still go out; the consumer finishes what it holds.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -67,6 +78,17 @@ pub async fn run(
         .map_err(|e| {
             anyhow::anyhow!("fetching auth's public keys from {}: {e}", config.auth_url)
         })?;
+    let events = &config.events;
+    let relay = OutboxRelay::new(pool.clone(), &events.amqp_url, &events.exchange)
+        .poll_interval(events.relay_poll_interval)
+        .declare_queues(catalog::all(events, &config.events_queue_prefix));
+    let consumer = Consumer::new(
+        pool.clone(),
+        &events.amqp_url,
+        catalog::content(events, &config.events_queue_prefix),
+        UserEvents,
+    )
+    .prefetch(events.prefetch);
     let content = Content::new(
         pool.clone(),
         Authors::new(pool, auth),
@@ -81,6 +103,18 @@ pub async fn run(
     routes.add_service(ContentServiceServer::new(ContentGrpc::new(
         content, verifier,
     )));
-    grpc::serve(listener, routes.routes(), shutdown).await?;
+    // Dropping `stop_events` (this future cancelled) stops them too.
+    let (stop_events, events_stopped) = oneshot::channel::<()>();
+    let events_stopped = async move {
+        let _ = events_stopped.await;
+    }
+    .boxed()
+    .shared();
+    let relay = tokio::spawn(relay.run(events_stopped.clone()));
+    let consumer = tokio::spawn(consumer.run(events_stopped));
+    let served = grpc::serve(listener, routes.routes(), shutdown).await;
+    let _ = stop_events.send(());
+    let _ = tokio::join!(relay, consumer);
+    served?;
     Ok(())
 }

@@ -1,10 +1,14 @@
 //! A content server running in-process on an ephemeral port, on its own
-//! database, talking to the auth server at a given URL, for integration
-//! tests of this and other crates (the gateway's).
+//! database and event exchange (or a given one, to hear an auth server's
+//! events), talking to the auth server at a given URL, for integration tests
+//! of this and other crates (the gateway's).
 
 use std::{net::SocketAddr, time::Duration};
 
-use quill_platform::testing::{TestDb, ephemeral_listener};
+use quill_platform::{
+    events::catalog,
+    testing::{TestBroker, TestDb, ephemeral_listener},
+};
 use quill_proto::content::v1::content_service_client::ContentServiceClient;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::{Channel, Endpoint};
@@ -17,6 +21,9 @@ pub struct TestContent {
     pub channel: Channel,
     pub config: Config,
     pub db: TestDb,
+    /// Deletes the queues of `config`'s exchange when dropped; the exchange
+    /// is this broker's unless `start_with` set another.
+    pub broker: TestBroker,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -30,12 +37,19 @@ impl TestContent {
     /// Starts with settings adjusted by `tweak`.
     pub async fn start_with(auth_url: &str, tweak: impl FnOnce(&mut Config)) -> Self {
         let db = TestDb::new("quill_content");
+        let broker = TestBroker::new();
         let mut config = Config::from_env().expect("content config");
         config.database_url = db.url.clone();
         config.database_max_connections = 5;
         config.auth_url = auth_url.to_owned();
         config.cursor_secret = "test cursor secret, not for production".to_owned();
+        config.events.exchange = broker.exchange();
+        config.events_queue_prefix = broker.prefix.clone();
+        config.events.relay_poll_interval = Duration::from_millis(20);
         tweak(&mut config);
+        for topology in catalog::all(&config.events, &config.events_queue_prefix) {
+            broker.track(topology);
+        }
         let (listener, addr) = ephemeral_listener().await;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server::run(config.clone(), listener, async move {
@@ -50,6 +64,7 @@ impl TestContent {
             channel,
             config,
             db,
+            broker,
             stop: Some(stop),
             task: Some(task),
         }

@@ -527,7 +527,8 @@ async fn every_filter_the_feed_and_search_use_an_index() {
             "no filter",
             filter(None, None, None, None),
             false,
-            &["articles_created_idx"],
+            // The banned-author anti-join too.
+            &["articles_created_idx", "authors_banned_idx"],
         ),
         (
             "keyset page",
@@ -587,7 +588,11 @@ async fn every_filter_the_feed_and_search_use_an_index() {
     .await;
     assert_uses(
         &feed,
-        &["follows_pkey", "articles_author_created_idx"],
+        &[
+            "follows_pkey",
+            "articles_author_created_idx",
+            "authors_banned_idx",
+        ],
         "feed",
     );
     let feed_count = plan(&pool, articles::FEED_COUNT_SQL, |q| q.bind(viewer)).await;

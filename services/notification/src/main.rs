@@ -1,21 +1,23 @@
-//! `quill-notification`: the notification service. It serves health and reflection; its
-//! own API is added by the notification issue.
+//! `quill-notification [serve|migrate]`: serves the notification gRPC API
+//! and consumes its event queue (default), or only applies its database
+//! migrations.
 
 use anyhow::Context;
-use quill_platform::{config::env_or, grpc, shutdown, telemetry};
+use quill_notification::{Config, server};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init();
-    let listen: std::net::SocketAddr = env_or(
-        "NOTIFICATION_LISTEN",
-        "127.0.0.1:50053".parse().expect("valid default"),
-    )?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding NOTIFICATION_LISTEN={listen}"))?;
-    let (_health, health_service) = tonic_health::server::health_reporter();
-    let routes = grpc::base_routes(health_service)?;
-    grpc::serve(listener, routes.routes(), shutdown::signal()).await?;
-    Ok(())
+    let _telemetry = quill_platform::telemetry::init("notification");
+    let config = Config::from_env()?;
+    match std::env::args().nth(1).as_deref() {
+        Some("migrate") => server::migrate(&config).await,
+        None | Some("serve") => {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("binding NOTIFICATION_LISTEN={}", config.listen))?;
+            quill_platform::metrics::spawn_admin_server("127.0.0.1:9103")?;
+            server::run(config, listener, quill_platform::shutdown::signal()).await
+        }
+        Some(other) => anyhow::bail!("unknown command {other:?}; expected serve or migrate"),
+    }
 }

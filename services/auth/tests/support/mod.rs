@@ -1,6 +1,6 @@
 //! Arrange helpers for auth's integration tests.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use quill_auth::testing::TestAuth;
 pub use quill_auth::testing::{claims_of, unsigned_token};

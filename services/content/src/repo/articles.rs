@@ -26,6 +26,15 @@ pub struct ArticleRow {
     pub following: bool,
 }
 
+/// Article `a` is visible: its author is not banned. An anti-join on the
+/// partial index of banned authors, which stays tiny; an author missing
+/// from the read-model is not known to be banned.
+macro_rules! visible {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM authors ban WHERE ban.id = a.author_id AND ban.banned) "
+    };
+}
+
 /// The columns of `ArticleRow` for article `a` joined with author `au`, as
 /// seen by the viewer bound to parameter `$viewer` (NULL for anonymous).
 macro_rules! article_columns {
@@ -57,9 +66,11 @@ macro_rules! article_columns {
 /// condition on `articles`, where `IN (subquery)` under an `OR` would stay a
 /// per-row filter over the whole table.
 /// $1 tag, $2 author username, $3 favorited-by username, $4 search query.
+/// Articles of banned authors are never listed.
 macro_rules! list_filters {
     () => {
-        "WHERE ($1::text IS NULL OR a.id = ANY (ARRAY( \
+        concat!(
+            "WHERE ($1::text IS NULL OR a.id = ANY (ARRAY( \
              SELECT at.article_id FROM article_tags at JOIN tags t ON t.id = at.tag_id \
              WHERE t.name = $1))) \
            AND ($2::text IS NULL OR a.author_id = ANY (ARRAY( \
@@ -67,7 +78,10 @@ macro_rules! list_filters {
            AND ($3::text IS NULL OR a.id = ANY (ARRAY( \
              SELECT fv.article_id FROM favorites fv JOIN authors u ON u.id = fv.user_id \
              WHERE lower(u.username) = lower($3)))) \
-           AND ($4::text IS NULL OR a.search @@ websearch_to_tsquery('english', $4)) "
+           AND ($4::text IS NULL OR a.search @@ websearch_to_tsquery('english', $4)) \
+           AND ",
+            visible!()
+        )
     };
 }
 
@@ -94,13 +108,18 @@ pub const FEED_PAGE_SQL: &str = concat!(
     article_columns!("$1"),
     "WHERE a.author_id = ANY (ARRAY( \
          SELECT fo.followee_id FROM follows fo WHERE fo.follower_id = $1)) \
-       AND ($2::timestamptz IS NULL OR (a.created_at, a.id) < ($2, $3::uuid)) \
+       AND ",
+    visible!(),
+    "AND ($2::timestamptz IS NULL OR (a.created_at, a.id) < ($2, $3::uuid)) \
      ORDER BY a.created_at DESC, a.id DESC \
      LIMIT $4 OFFSET $5"
 );
 
-pub const FEED_COUNT_SQL: &str = "SELECT count(*) FROM articles a WHERE a.author_id = ANY (ARRAY( \
-     SELECT fo.followee_id FROM follows fo WHERE fo.follower_id = $1))";
+pub const FEED_COUNT_SQL: &str = concat!(
+    "SELECT count(*) FROM articles a WHERE a.author_id = ANY (ARRAY( \
+     SELECT fo.followee_id FROM follows fo WHERE fo.follower_id = $1)) AND ",
+    visible!()
+);
 
 /// Which articles a list is about.
 #[derive(Debug, Clone, Default)]
@@ -183,7 +202,8 @@ pub async fn by_slug(
     sqlx::query_as(concat!(
         "SELECT ",
         article_columns!("$1"),
-        "WHERE a.slug = $2"
+        "WHERE a.slug = $2 AND ",
+        visible!()
     ))
     .bind(viewer)
     .bind(slug)
@@ -212,11 +232,16 @@ pub async fn key_for_update(
         .await
 }
 
+/// A visible article's key: a banned author's articles take no comments
+/// or favorites, and list none.
 pub async fn key(db: impl PgExecutor<'_>, slug: &str) -> Result<Option<ArticleKey>, sqlx::Error> {
-    sqlx::query_as("SELECT id, slug, title, author_id FROM articles WHERE slug = $1")
-        .bind(slug)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(concat!(
+        "SELECT a.id, a.slug, a.title, a.author_id FROM articles a WHERE a.slug = $1 AND ",
+        visible!()
+    ))
+    .bind(slug)
+    .fetch_optional(db)
+    .await
 }
 
 pub struct NewArticle<'a> {
@@ -334,20 +359,51 @@ pub async fn tags_in_use(db: impl PgExecutor<'_>) -> Result<Vec<String>, sqlx::E
     .await
 }
 
-/// Idempotent.
+/// Idempotent; `true` when the favorite is new.
 pub async fn favorite(
     db: impl PgExecutor<'_>,
     article_id: Uuid,
     user_id: Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
         "INSERT INTO favorites (article_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
     )
     .bind(article_id)
     .bind(user_id)
     .execute(db)
     .await?;
-    Ok(())
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// What events tell about an article: its identity, text and tags.
+#[derive(Debug, Clone, FromRow)]
+pub struct ArticleSummary {
+    pub id: Uuid,
+    pub slug: String,
+    pub title: String,
+    pub description: String,
+    pub author_id: Uuid,
+    pub author_username: Option<String>,
+    pub tags: Vec<String>,
+}
+
+/// The article as it stands (inside the caller's transaction), banned
+/// author or not.
+pub async fn summary(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<ArticleSummary>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.id, a.slug, a.title, a.description, a.author_id, \
+                au.username AS author_username, \
+                COALESCE((SELECT array_agg(t.name ORDER BY t.name COLLATE \"C\") \
+                          FROM article_tags at JOIN tags t ON t.id = at.tag_id \
+                          WHERE at.article_id = a.id), '{}'::text[]) AS tags \
+         FROM articles a LEFT JOIN authors au ON au.id = a.author_id WHERE a.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn unfavorite(

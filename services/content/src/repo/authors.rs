@@ -1,6 +1,8 @@
 //! The authors read-model: auth's profile data, copied here so listings
-//! join it instead of calling auth per row.
+//! join it instead of calling auth per row. `refreshed_at` is when auth's
+//! data was as copied (an event's time, or when auth was asked).
 
+use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgExecutor};
 use uuid::Uuid;
 
@@ -35,8 +37,15 @@ pub async fn by_username(
     .await
 }
 
-/// Inserts or refreshes `authors` in one statement.
-pub async fn upsert(db: impl PgExecutor<'_>, authors: &[AuthorRow]) -> Result<(), sqlx::Error> {
+/// Inserts or refreshes `authors` in one statement, with what auth told as
+/// of `as_of`: a row already holding a later state is left alone, so an
+/// event applied late (consumers run concurrently) or a lookup answered
+/// before a change cannot undo that change.
+pub async fn upsert(
+    db: impl PgExecutor<'_>,
+    authors: &[AuthorRow],
+    as_of: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     if authors.is_empty() {
         return Ok(());
     }
@@ -47,17 +56,20 @@ pub async fn upsert(db: impl PgExecutor<'_>, authors: &[AuthorRow]) -> Result<()
     let banned: Vec<bool> = authors.iter().map(|a| a.banned).collect();
     sqlx::query(
         "INSERT INTO authors (id, username, bio, image, banned, refreshed_at) \
-         SELECT id, username, bio, image, banned, now() \
+         SELECT id, username, bio, image, banned, $6 \
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[]) \
               AS input (id, username, bio, image, banned) \
          ON CONFLICT (id) DO UPDATE SET username = EXCLUDED.username, bio = EXCLUDED.bio, \
-             image = EXCLUDED.image, banned = EXCLUDED.banned, refreshed_at = now()",
+             image = EXCLUDED.image, banned = EXCLUDED.banned, \
+             refreshed_at = EXCLUDED.refreshed_at \
+         WHERE authors.refreshed_at <= EXCLUDED.refreshed_at",
     )
     .bind(ids)
     .bind(usernames)
     .bind(bios)
     .bind(images)
     .bind(banned)
+    .bind(as_of)
     .execute(db)
     .await?;
     Ok(())

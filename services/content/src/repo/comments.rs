@@ -44,7 +44,8 @@ pub async fn insert(
     .await
 }
 
-/// Newest first, with `following` for `viewer`, in one statement.
+/// Newest first, with `following` for `viewer`, in one statement. Banned
+/// authors' comments are left out.
 pub async fn for_article(
     db: impl PgExecutor<'_>,
     article_id: Uuid,
@@ -56,7 +57,7 @@ pub async fn for_article(
                 EXISTS (SELECT 1 FROM follows fo \
                         WHERE fo.follower_id = $2 AND fo.followee_id = c.author_id) AS following \
          FROM comments c LEFT JOIN authors au ON au.id = c.author_id \
-         WHERE c.article_id = $1 ORDER BY c.id DESC LIMIT $3",
+         WHERE c.article_id = $1 AND au.banned IS NOT TRUE ORDER BY c.id DESC LIMIT $3",
     )
     .bind(article_id)
     .bind(viewer)

@@ -3,13 +3,13 @@
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-/// Idempotent: following twice is following.
+/// Idempotent: following twice is following. `true` when the follow is new.
 pub async fn insert(
     db: impl PgExecutor<'_>,
     follower: Uuid,
     followee: Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
         "INSERT INTO follows (follower_id, followee_id) VALUES ($1, $2) \
          ON CONFLICT DO NOTHING",
     )
@@ -17,7 +17,7 @@ pub async fn insert(
     .bind(followee)
     .execute(db)
     .await?;
-    Ok(())
+    Ok(inserted.rows_affected() == 1)
 }
 
 pub async fn delete(

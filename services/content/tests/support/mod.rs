@@ -28,9 +28,15 @@ pub struct User {
 }
 
 impl World {
+    /// Content hears auth's events: it consumes from auth's exchange, and
+    /// publishes its own there too, for probes to see.
     pub async fn start() -> Self {
         let auth = TestAuth::start().await;
-        let content = TestContent::start(&auth.url()).await;
+        let content = TestContent::start_with(&auth.url(), |config| {
+            config.events.exchange = auth.config.events.exchange.clone();
+            config.events_queue_prefix = auth.config.events_queue_prefix.clone();
+        })
+        .await;
         Self { content, auth }
     }
 

@@ -1,0 +1,290 @@
+//! `quill-bench` (`just bench`): starts auth, content, notification and the
+//! gateway in this process against the real PostgreSQL, Redis and RabbitMQ
+//! (each on throwaway databases, key prefix and queues, like the tests) and
+//! prints:
+//!
+//! 1. the latency from a REST write (a comment on someone's article) to the
+//!    notification arriving on the article author's SSE stream, p50/p99/max;
+//! 2. the sustained events per second one notification consumer applies,
+//!    from a queue filled before it starts.
+//!
+//! Figures depend on the machine; compare runs on one machine only.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use lapin::{BasicProperties, options::BasicPublishOptions};
+use prost::Message;
+use quill_auth::testing::TestAuth;
+use quill_content::testing::TestContent;
+use quill_notification::testing::{TestNotification, use_broker};
+use quill_platform::{
+    events::{broker, new_envelope},
+    testing::{TestBroker, ephemeral_listener},
+};
+use quill_proto::events::v1::{UserFollowed, envelope::Payload};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+const LATENCY_SAMPLES: usize = 200;
+const THROUGHPUT_EVENTS: usize = 5_000;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let latencies = rest_to_notification_latency(LATENCY_SAMPLES).await?;
+    println!(
+        "REST comment -> SSE notification ({} samples): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.99)),
+        ms(percentile(&latencies, 1.0)),
+    );
+    let (elapsed, rate) = consumer_throughput(THROUGHPUT_EVENTS).await?;
+    println!(
+        "one notification consumer: {THROUGHPUT_EVENTS} queued user.followed events drained in {:.2} s after start-up = {rate:.0} events/s",
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The whole system, wired as in production but on ephemeral ports.
+struct System {
+    _auth: TestAuth,
+    _content: TestContent,
+    _notification: TestNotification,
+    gateway: SocketAddr,
+    http: reqwest::Client,
+    _stop: oneshot::Sender<()>,
+}
+
+impl System {
+    async fn start() -> anyhow::Result<Self> {
+        let auth = TestAuth::start().await;
+        let content = TestContent::start_with(&auth.url(), |c| {
+            c.events.exchange = auth.config.events.exchange.clone();
+            c.events_queue_prefix = auth.config.events_queue_prefix.clone();
+        })
+        .await;
+        let notification =
+            TestNotification::start(&auth.url(), &content.url(), |c| use_broker(c, &auth.broker))
+                .await;
+        let mut config = quill_gateway::Config::from_env()?;
+        config.auth_url = auth.url();
+        config.content_url = content.url();
+        config.notification_url = notification.url();
+        config.redis_url = auth.redis.url.clone();
+        config.redis_prefix = auth.redis.prefix.clone();
+        let (listener, gateway) = ephemeral_listener().await;
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(quill_gateway::server::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        let system = Self {
+            _auth: auth,
+            _content: content,
+            _notification: notification,
+            gateway,
+            http: reqwest::Client::new(),
+            _stop: stop,
+        };
+        for _ in 0..200 {
+            if system
+                .http
+                .get(system.url("/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(system);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("the system did not become ready")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gateway)
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> anyhow::Result<Value> {
+        let mut request = self.http.post(self.url(path)).json(&body);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Token {token}"));
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("POST {path}: {status} {body}");
+        }
+        Ok(body)
+    }
+
+    async fn register(&self, name: &str) -> anyhow::Result<String> {
+        let body = self
+            .post(
+                "/api/users",
+                None,
+                json!({"user": {"username": name, "email": format!("{name}@bench.example"), "password": "bench-password"}}),
+            )
+            .await?;
+        Ok(body["user"]["token"].as_str().context("token")?.to_owned())
+    }
+}
+
+async fn rest_to_notification_latency(samples: usize) -> anyhow::Result<Vec<Duration>> {
+    let system = System::start().await?;
+    let author = system.register("author").await?;
+    let reader = system.register("reader").await?;
+    let article = system
+        .post(
+            "/api/articles",
+            Some(&author),
+            json!({"article": {"title": "Benchmarks", "description": "d", "body": "b"}}),
+        )
+        .await?;
+    let slug = article["article"]["slug"]
+        .as_str()
+        .context("slug")?
+        .to_owned();
+
+    let mut arrivals = sse_arrivals(&system, &author).await?;
+    let path = format!("/api/articles/{slug}/comments");
+    let comment = |i: usize| {
+        system.post(
+            &path,
+            Some(&reader),
+            json!({"comment": {"body": format!("comment {i}")}}),
+        )
+    };
+    // Warm-up: the stream is live once the first event arrives.
+    comment(0).await?;
+    tokio::time::timeout(Duration::from_secs(30), arrivals.recv())
+        .await
+        .context("no notification within 30 s")?;
+
+    let mut latencies = Vec::with_capacity(samples);
+    for i in 1..=samples {
+        let started = Instant::now();
+        comment(i).await?;
+        let arrived = tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
+            .await
+            .context("no notification within 10 s")?
+            .context("stream ended")?;
+        latencies.push(arrived.duration_since(started));
+    }
+    Ok(latencies)
+}
+
+/// The instants at which notifications arrive on `token`'s SSE stream.
+async fn sse_arrivals(system: &System, token: &str) -> anyhow::Result<mpsc::Receiver<Instant>> {
+    let response = system
+        .http
+        .get(system.url("/api/notifications/stream"))
+        .header("authorization", format!("Token {token}"))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("stream: {}", response.status());
+    }
+    let (tx, rx) = mpsc::channel(1024);
+    tokio::spawn(async move {
+        let mut body = response.bytes_stream();
+        let mut pending = String::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            pending.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = pending.find('\n') {
+                let line: String = pending.drain(..=end).collect();
+                if line.starts_with("data:") && tx.send(Instant::now()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+async fn consumer_throughput(events: usize) -> anyhow::Result<(Duration, f64)> {
+    let broker = TestBroker::new();
+    let mut config = quill_notification::Config::from_env()?;
+    use_broker(&mut config, &broker);
+    // Fill the queue before any consumer runs, so the figure is the
+    // consumer's rate and not the producer's.
+    let connection = broker::connect(&config.events.amqp_url, "bench-publisher").await?;
+    let channel = connection.create_channel().await?;
+    config.topology().declare(&channel).await?;
+    channel.confirm_select(Default::default()).await?;
+    let followee = uuid::Uuid::now_v7().to_string();
+    let mut confirms = Vec::with_capacity(events);
+    for i in 0..events {
+        let envelope = new_envelope(
+            "bench",
+            Payload::UserFollowed(UserFollowed {
+                follower_id: uuid::Uuid::now_v7().to_string(),
+                follower_username: format!("follower{i}"),
+                followee_id: followee.clone(),
+                followee_username: "celebrity".into(),
+            }),
+        );
+        confirms.push(
+            channel
+                .basic_publish(
+                    config.events.exchange.as_str().into(),
+                    envelope.r#type.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &envelope.encode_to_vec(),
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await?,
+        );
+    }
+    for confirm in confirms {
+        confirm.await?;
+    }
+
+    // Content is not on this path (user.followed needs no fan-out); auth is
+    // needed only for token keys.
+    let auth = TestAuth::start().await;
+    let notification = TestNotification::start(&auth.url(), "http://127.0.0.1:9", |c| {
+        use_broker(c, &broker)
+    })
+    .await;
+    let pool = sqlx::PgPool::connect(&notification.db.url).await?;
+    let applied = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM processed_events")
+            .fetch_one(&pool)
+            .await
+            .map(|n| n as usize)
+    };
+    // Timed from when the service is up; what it applied while starting is
+    // subtracted, so start-up (migrations, connections) is not counted.
+    let (started, before) = (Instant::now(), applied().await?);
+    loop {
+        let done = applied().await?;
+        if done >= events {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("only {done} of {events} events applied in 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    pool.close().await;
+    Ok((elapsed, (events - before) as f64 / elapsed.as_secs_f64()))
+}
+
+fn percentile(sorted_or_not: &[Duration], p: f64) -> Duration {
+    let mut sorted = sorted_or_not.to_vec();
+    sorted.sort();
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

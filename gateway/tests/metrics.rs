@@ -1,0 +1,141 @@
+//! Prometheus metrics: the gateway's `/metrics` (HTTP server families) and a
+//! service admin port (RPC server families), after a few real requests.
+
+mod support;
+
+use quill_platform::metrics;
+use support::TestGateway;
+
+/// The value of the first sample of `family` whose labels include every one
+/// of `labels` (`name="value"` strings), in any order.
+fn sample(text: &str, family: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (name_labels, value) = line.rsplit_once(' ')?;
+            let (name, rest) = name_labels.split_once('{').unwrap_or((name_labels, ""));
+            (name == family && labels.iter().all(|l| rest.contains(l)))
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+        .next()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_and_admin_port_serve_prometheus_metrics() {
+    let gateway = TestGateway::start().await;
+    let author = gateway.register("metered").await;
+    let article = gateway.article(&author, "Counted", &["metrics"]).await;
+    let slug = article["slug"].as_str().expect("slug").to_owned();
+    let fetched = gateway.get(&format!("/api/articles/{slug}"), None).await;
+    assert_eq!(fetched.status, 200);
+    let missing = gateway.get("/api/no-such-route", None).await;
+    assert_eq!(missing.status, 404);
+
+    let scrape = gateway
+        .http
+        .get(gateway.url("/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(scrape.status(), 200);
+    assert!(
+        scrape.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = scrape.text().await.expect("body");
+
+    let created = sample(
+        &text,
+        "http_server_requests_total",
+        &[
+            r#"method="POST""#,
+            r#"route="/api/articles""#,
+            r#"status="201""#,
+        ],
+    );
+    assert!(created >= Some(1.0), "{text}");
+    let registered = sample(
+        &text,
+        "http_server_requests_total",
+        &[
+            r#"method="POST""#,
+            r#"route="/api/users""#,
+            r#"status="201""#,
+        ],
+    );
+    assert!(registered >= Some(1.0), "{text}");
+    let unmatched = sample(
+        &text,
+        "http_server_requests_total",
+        &[r#"route="unmatched""#, r#"status="404""#],
+    );
+    assert!(unmatched >= Some(1.0), "{text}");
+    let latency = sample(
+        &text,
+        "http_server_duration_seconds_count",
+        &[r#"method="POST""#, r#"route="/api/articles""#],
+    );
+    assert!(latency >= Some(1.0), "{text}");
+    assert!(
+        sample(
+            &text,
+            "http_server_duration_seconds_bucket",
+            &[r#"route="/api/articles""#, r#"le="+Inf""#]
+        ) >= Some(1.0)
+    );
+    // The route label is the pattern, never the raw path.
+    assert!(!text.contains(&slug), "raw path leaked into labels: {text}");
+
+    // A service's admin port serves the same registry; the services here run
+    // in-process, so their RPC families are in it.
+    let admin = metrics::spawn_admin_server("127.0.0.1:0")
+        .expect("admin server")
+        .expect("enabled");
+    let text = gateway
+        .http
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .expect("admin scrape")
+        .text()
+        .await
+        .expect("body");
+    let rpc = sample(
+        &text,
+        "rpc_server_requests_total",
+        &[
+            r#"service="quill.content.v1.ContentService""#,
+            r#"method="CreateArticle""#,
+            r#"code="OK""#,
+        ],
+    );
+    assert!(rpc >= Some(1.0), "{text}");
+    let register_rpc = sample(
+        &text,
+        "rpc_server_requests_total",
+        &[
+            r#"service="quill.auth.v1.AuthService""#,
+            r#"method="Register""#,
+            r#"code="OK""#,
+        ],
+    );
+    assert!(register_rpc >= Some(1.0), "{text}");
+    assert!(
+        sample(
+            &text,
+            "rpc_server_duration_seconds_count",
+            &[
+                r#"service="quill.content.v1.ContentService""#,
+                r#"method="CreateArticle""#
+            ],
+        ) >= Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "db_pool_connections", &[r#"state="size""#]) >= Some(1.0),
+        "{text}"
+    );
+}

@@ -1,0 +1,193 @@
+//! Notifications end to end: a REST action in content becomes an event
+//! (outbox, relay, RabbitMQ), the notification service turns it into a
+//! notification, which the REST API lists and the SSE stream pushes.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::{TestGateway, errors_for};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Polls the caller's list until `kind` shows up; returns the list.
+async fn wait_for_kind(gw: &TestGateway, token: &str, kind: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let list = gw.get("/api/notifications", Some(token)).await;
+        assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+        let found = list.body["notifications"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|n| n["kind"] == kind));
+        if found {
+            return list.body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {kind} notification: {}",
+            list.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads Server-Sent Events until one whose data has `kind`.
+async fn next_event_of_kind(stream: &mut reqwest::Response, kind: &str) -> Value {
+    let mut buffer = String::new();
+    let read = async {
+        loop {
+            while let Some(end) = buffer.find("\n\n") {
+                let event: String = buffer.drain(..end + 2).collect();
+                let data: String = event
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                let value: Value = serde_json::from_str(&data).expect("JSON data");
+                if value["kind"] == kind {
+                    return value;
+                }
+            }
+            let chunk = stream
+                .chunk()
+                .await
+                .expect("read stream")
+                .expect("stream open");
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .unwrap_or_else(|_| panic!("no {kind} event on the stream"))
+}
+
+#[tokio::test]
+async fn a_follow_through_rest_is_listed_streamed_and_marked_read() {
+    let gw = TestGateway::start().await;
+    let jake = gw.register("jake").await;
+    let jane = gw.register("jane").await;
+    // auth's user.registered: a welcome for each.
+    wait_for_kind(&gw, &jake.token, "welcome").await;
+
+    let mut stream = gw
+        .http
+        .get(gw.url("/api/notifications/stream"))
+        .header("authorization", format!("Token {}", jake.token))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+
+    let followed = gw
+        .call(
+            Method::POST,
+            "/api/profiles/jake/follow",
+            Some(&jane.token),
+            None,
+        )
+        .await;
+    assert_eq!(followed.status, StatusCode::OK, "{}", followed.body);
+
+    let pushed = next_event_of_kind(&mut stream, "new_follower").await;
+    assert_eq!(pushed["title"], "jane followed you");
+    assert_eq!(pushed["actorUsername"], "jane");
+    assert_eq!(pushed["articleSlug"], Value::Null);
+    assert_eq!(pushed["read"], false);
+
+    let list = wait_for_kind(&gw, &jake.token, "new_follower").await;
+    assert_eq!(list["notificationsCount"], 2);
+    assert_eq!(list["notifications"][0], pushed, "newest first, as pushed");
+    assert_eq!(list["notifications"][1]["kind"], "welcome");
+
+    let unread = gw
+        .get("/api/notifications/unread-count", Some(&jake.token))
+        .await;
+    assert_eq!(unread.body, json!({ "count": 2 }));
+
+    let id = pushed["id"].as_str().unwrap();
+    let path = format!("/api/notifications/{id}/read");
+    let not_hers = gw.call(Method::POST, &path, Some(&jane.token), None).await;
+    assert_eq!(not_hers.status, StatusCode::NOT_FOUND);
+    let read = gw.call(Method::POST, &path, Some(&jake.token), None).await;
+    assert_eq!(read.status, StatusCode::NO_CONTENT);
+    let unread_only = gw
+        .get("/api/notifications?unread=true&limit=10", Some(&jake.token))
+        .await;
+    assert_eq!(unread_only.body["notificationsCount"], 1);
+    assert_eq!(unread_only.body["notifications"][0]["kind"], "welcome");
+
+    let all = gw
+        .call(
+            Method::POST,
+            "/api/notifications/read-all",
+            Some(&jake.token),
+            None,
+        )
+        .await;
+    assert_eq!(all.body, json!({ "marked": 1 }));
+
+    let anonymous = gw.get("/api/notifications", None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn preferences_are_read_and_changed_through_rest() {
+    let gw = TestGateway::start().await;
+    let jake = gw.register("jake").await;
+
+    let defaults = gw
+        .get("/api/notifications/preferences", Some(&jake.token))
+        .await;
+    assert_eq!(defaults.status, StatusCode::OK, "{}", defaults.body);
+    assert_eq!(defaults.body["preferences"]["emailEnabled"], true);
+    assert_eq!(
+        defaults.body["preferences"]["kinds"][2],
+        json!({ "kind": "comment", "inApp": true, "email": true })
+    );
+
+    let updated = gw
+        .call(
+            Method::PUT,
+            "/api/notifications/preferences",
+            Some(&jake.token),
+            Some(json!({ "preferences": {
+                "emailEnabled": false,
+                "kinds": [{ "kind": "comment", "inApp": true, "email": false }],
+            }})),
+        )
+        .await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
+    assert_eq!(updated.body["preferences"]["emailEnabled"], false);
+    assert_eq!(
+        updated.body["preferences"]["kinds"][2],
+        json!({ "kind": "comment", "inApp": true, "email": false })
+    );
+
+    let unknown = gw
+        .call(
+            Method::PUT,
+            "/api/notifications/preferences",
+            Some(&jake.token),
+            Some(json!({ "preferences": {
+                "kinds": [{ "kind": "spam", "inApp": true, "email": true }],
+            }})),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        !errors_for(&unknown.body, "kinds").is_empty(),
+        "{}",
+        unknown.body
+    );
+}

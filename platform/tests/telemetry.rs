@@ -1,0 +1,190 @@
+//! Trace propagation through the event backbone and the metrics it records:
+//! an event raised inside a span is consumed inside a span of the same trace,
+//! however late the relay publishes it. Own test binary: telemetry is
+//! process-global.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use prost::Message;
+use quill_platform::{
+    db,
+    events::{
+        Consumer, EventHandler, HandlerError, OUTBOX_AND_INBOX_SQL, OutboxRelay, async_trait,
+        broker, enqueue, new_envelope,
+    },
+    metrics, telemetry,
+    testing::{TestBroker, TestDb},
+    trace_context,
+};
+use quill_proto::events::v1::{Envelope, UserFollowed, envelope::Payload};
+use sqlx::{Postgres, Transaction};
+use tracing::Instrument;
+use uuid::Uuid;
+
+#[derive(Clone, Default)]
+struct SeenIn(Arc<Mutex<Vec<(String, String, String)>>>);
+
+#[async_trait]
+impl EventHandler for SeenIn {
+    async fn handle(
+        &self,
+        _tx: &mut Transaction<'_, Postgres>,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        let (trace_id, span_id) = trace_context::ids(&tracing::Span::current()).unwrap_or_default();
+        self.0
+            .lock()
+            .unwrap()
+            .push((envelope.event_id.clone(), trace_id, span_id));
+        Ok(())
+    }
+}
+
+#[test]
+fn traceparent_round_trips_through_strings() {
+    let _telemetry = telemetry::init("platform-tests");
+    let span = tracing::info_span!("origin");
+    let (traceparent, _) = trace_context::to_strings(&span);
+    let (trace_id, span_id) = trace_context::ids(&span).expect("traced");
+    assert_eq!(traceparent, format!("00-{trace_id}-{span_id}-01"));
+
+    let child = tracing::info_span!(parent: None, "remote child");
+    let mut headers = http::HeaderMap::new();
+    headers.insert("traceparent", traceparent.parse().unwrap());
+    trace_context::set_parent_from_headers(&child, &headers);
+    let (child_trace, child_span) = trace_context::ids(&child).expect("traced");
+    assert_eq!(child_trace, trace_id);
+    assert_ne!(child_span, span_id);
+
+    // Garbage starts a new trace instead of failing.
+    let orphan = tracing::info_span!(parent: None, "orphan");
+    headers.insert("traceparent", "00-nonsense".parse().unwrap());
+    trace_context::set_parent_from_headers(&orphan, &headers);
+    assert_ne!(trace_context::ids(&orphan).expect("traced").0, trace_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_continues_the_trace_that_raised_the_event() -> anyhow::Result<()> {
+    let _telemetry = telemetry::init("platform-tests");
+    let test_db = TestDb::new("telemetry");
+    db::create_database_if_missing(&test_db.url).await?;
+    let pool = db::connect(&test_db.url, 5).await?;
+    sqlx::raw_sql(OUTBOX_AND_INBOX_SQL).execute(&pool).await?;
+    let test_broker = TestBroker::new();
+    let topology = test_broker.topology("traced", &["user.followed"]);
+    // Declare the queue first: the exchange drops what no binding routes.
+    let connection = broker::connect(&test_broker.url, "telemetry-test").await?;
+    topology
+        .declare(&connection.create_channel().await?)
+        .await?;
+
+    // The request that raises the event: its context goes into the outbox.
+    let request = tracing::info_span!("request");
+    let (request_trace, _) = trace_context::ids(&request).expect("traced");
+    let envelope = async {
+        let envelope = new_envelope(
+            "test",
+            Payload::UserFollowed(UserFollowed {
+                follower_id: Uuid::new_v4().to_string(),
+                follower_username: "a".into(),
+                followee_id: Uuid::new_v4().to_string(),
+                followee_username: "b".into(),
+            }),
+        );
+        let mut tx = pool.begin().await?;
+        enqueue(&mut tx, &envelope).await?;
+        tx.commit().await?;
+        anyhow::Ok(envelope)
+    }
+    .instrument(request.clone())
+    .await?;
+    assert!(envelope.traceparent.contains(&request_trace));
+    drop(request);
+
+    let seen = SeenIn::default();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stopped = futures::FutureExt::shared(async move {
+        let _ = stopped.await;
+    });
+    let relay = tokio::spawn(
+        OutboxRelay::new(pool.clone(), &test_broker.url, test_broker.exchange())
+            .poll_interval(Duration::from_millis(20))
+            .run(stopped.clone()),
+    );
+    let consumer = tokio::spawn(
+        Consumer::new(
+            pool.clone(),
+            &test_broker.url,
+            topology.clone(),
+            seen.clone(),
+        )
+        .run(stopped.clone()),
+    );
+    let mut handled = None;
+    for _ in 0..200 {
+        if let Some(entry) = seen.0.lock().unwrap().first().cloned() {
+            handled = Some(entry);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (event_id, trace_id, _) = handled.expect("event consumed");
+    assert_eq!(event_id, envelope.event_id);
+    assert_eq!(
+        trace_id, request_trace,
+        "the consumer joined the request's trace"
+    );
+    // The stored envelope kept the original context.
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT payload FROM outbox")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(
+        Envelope::decode(stored.as_slice())?.traceparent,
+        envelope.traceparent
+    );
+
+    // Give the relay one more poll to refresh the backlog gauge.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = stop.send(());
+    let _ = relay.await;
+    let _ = consumer.await;
+    let _ = connection.close(200, "done".into()).await;
+
+    let text = metrics::get().render();
+    let line = |family: &str, labels: &[&str]| {
+        text.lines().any(|l| {
+            l.starts_with(family) && labels.iter().all(|x| l.contains(x)) && !l.ends_with(" 0")
+        })
+    };
+    assert!(
+        line(
+            "events_published_total",
+            &[r#"routing_key="user.followed""#]
+        ),
+        "{text}"
+    );
+    assert!(
+        line(
+            "events_consumed_total",
+            &[
+                &format!(r#"queue="{}""#, topology.queue),
+                r#"routing_key="user.followed""#,
+                r#"outcome="ok""#,
+            ]
+        ),
+        "{text}"
+    );
+    let db = metrics::db_label(&pool);
+    assert!(
+        text.contains(&format!(r#"outbox_backlog{{db="{db}"}} 0"#)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(r#"db_pool_connections{{db="{db}",state="size"}}"#)),
+        "{text}"
+    );
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! Settings of the notification service, from the environment.
+
+use std::{net::SocketAddr, time::Duration};
+
+use quill_platform::{
+    config::{ConfigError, ensure, env_millis, env_opt, env_or},
+    events::{EventsConfig, catalog},
+};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    /// Where auth serves gRPC: the public keys that verify callers' tokens.
+    pub auth_url: String,
+    /// Where content serves gRPC: the follower fan-out stream.
+    pub content_url: String,
+    /// `None` disables email (with a warning at start).
+    pub smtp: Option<SmtpServer>,
+    /// `MAIL_FROM`: the sender of every mail.
+    pub mail_from: String,
+    /// Follower ids per `StreamFollowerIds` batch, each one INSERT.
+    pub fanout_batch: u32,
+    /// How often an idle mail sender looks for mail it was not woken for.
+    pub mail_poll_interval: Duration,
+    /// Delivery attempts before a mail is marked failed.
+    pub mail_max_attempts: i32,
+    pub events: EventsConfig,
+    /// `EVENTS_QUEUE_PREFIX`: the queue consumed is `<prefix>.notification`
+    /// (plain `notification` when empty), as in the event catalog.
+    pub events_queue_prefix: String,
+}
+
+/// A plain-SMTP relay (`SMTP_URL=smtp://host:port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpServer {
+    pub host: String,
+    pub port: u16,
+}
+
+impl SmtpServer {
+    /// Parses `smtp://host[:port]` (port 25 when omitted).
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("smtp://")
+            .ok_or("must be smtp://host[:port] (TLS is not built in)")?;
+        let authority = rest.trim_end_matches('/');
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse::<u16>()
+                    .map_err(|e| format!("port {port:?}: {e}"))?,
+            ),
+            None => (authority, 25),
+        };
+        if host.is_empty() || host.contains(['/', '@']) {
+            return Err("needs a host and nothing else".into());
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let smtp = match env_opt("SMTP_URL") {
+            Some(url) => Some(SmtpServer::parse(&url).map_err(|reason| ConfigError {
+                name: "SMTP_URL".into(),
+                value: url.clone(),
+                reason,
+            })?),
+            None => None,
+        };
+        let config = Self {
+            listen: env_or(
+                "NOTIFICATION_LISTEN",
+                "127.0.0.1:50053".parse().expect("valid default"),
+            )?,
+            database_url: env_or(
+                "NOTIFICATION_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/quill_notification".to_owned(),
+            )?,
+            database_max_connections: env_or("NOTIFICATION_DATABASE_MAX_CONNECTIONS", 10)?,
+            auth_url: env_or("AUTH_URL", "http://127.0.0.1:50051".to_owned())?,
+            content_url: env_or("CONTENT_URL", "http://127.0.0.1:50052".to_owned())?,
+            smtp,
+            mail_from: env_or("MAIL_FROM", "Quill <no-reply@quill.localhost>".to_owned())?,
+            fanout_batch: env_or("NOTIFICATION_FANOUT_BATCH", 500)?,
+            mail_poll_interval: env_millis("MAIL_POLL_INTERVAL_MS", 2_000)?,
+            mail_max_attempts: env_or("MAIL_MAX_ATTEMPTS", 8)?,
+            events: EventsConfig::from_env()?,
+            events_queue_prefix: env_or("EVENTS_QUEUE_PREFIX", String::new())?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        // The event listener holds one connection for good.
+        ensure(
+            self.database_max_connections >= 2,
+            "NOTIFICATION_DATABASE_MAX_CONNECTIONS",
+            self.database_max_connections,
+            "must be at least 2",
+        )?;
+        for (name, url) in [
+            ("AUTH_URL", &self.auth_url),
+            ("CONTENT_URL", &self.content_url),
+        ] {
+            ensure(
+                url.starts_with("http://") || url.starts_with("https://"),
+                name,
+                url,
+                "must be an http:// or https:// URL",
+            )?;
+        }
+        ensure(
+            self.mail_from.parse::<lettre::message::Mailbox>().is_ok(),
+            "MAIL_FROM",
+            &self.mail_from,
+            "must be an address such as `Quill <no-reply@example.com>`",
+        )?;
+        ensure(
+            (1..=5_000).contains(&self.fanout_batch),
+            "NOTIFICATION_FANOUT_BATCH",
+            self.fanout_batch,
+            "must be between 1 and 5000",
+        )?;
+        ensure(
+            !self.mail_poll_interval.is_zero(),
+            "MAIL_POLL_INTERVAL_MS",
+            0,
+            "must be positive",
+        )?;
+        ensure(
+            self.mail_max_attempts > 0,
+            "MAIL_MAX_ATTEMPTS",
+            self.mail_max_attempts,
+            "must be at least 1",
+        )
+    }
+
+    /// The broker topology of this service's queue; replicas compete on it.
+    pub fn topology(&self) -> quill_platform::events::Topology {
+        catalog::notification(&self.events, &self.events_queue_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smtp_urls_parse_with_and_without_port() {
+        assert_eq!(
+            SmtpServer::parse("smtp://127.0.0.1:2525").unwrap(),
+            SmtpServer {
+                host: "127.0.0.1".into(),
+                port: 2525
+            }
+        );
+        assert_eq!(SmtpServer::parse("smtp://mail.internal").unwrap().port, 25);
+        assert!(SmtpServer::parse("smtps://mail.internal").is_err());
+        assert!(SmtpServer::parse("smtp://:25").is_err());
+        assert!(SmtpServer::parse("smtp://host:x").is_err());
+    }
+}

@@ -1,0 +1,33 @@
+//! What can go wrong in the notification service, and its one mapping to gRPC.
+
+use quill_platform::grpc::field_violations;
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotificationError {
+    #[error("invalid {0}: {1}")]
+    Invalid(&'static str, String),
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<NotificationError> for Status {
+    fn from(error: NotificationError) -> Self {
+        match error {
+            NotificationError::Invalid(field, message) => {
+                field_violations(Code::InvalidArgument, &[(field, message)])
+            }
+            NotificationError::Unauthenticated(why) => Status::unauthenticated(why),
+            NotificationError::NotFound(what) => Status::not_found(format!("{what} not found")),
+            // Internal details go to the log, never to the client.
+            NotificationError::Database(_) => {
+                tracing::error!(error = %error, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The event handler: applies each event's effects (see `rules`) inside the
+//! consumer's transaction, so notifications, queued mail, the recipients
+//! model and the inbox row commit together or not at all.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use quill_platform::events::{EventHandler, HandlerError, async_trait};
+use quill_proto::{
+    content::v1::{StreamFollowerIdsRequest, content_service_client::ContentServiceClient},
+    events::v1::Envelope,
+};
+use sqlx::{PgConnection, Postgres, Transaction};
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use crate::{
+    repo,
+    rules::{self, Draft, Effect, MailDraft},
+};
+
+/// How long the whole follower stream of one article may take.
+const FANOUT_DEADLINE: Duration = Duration::from_secs(60);
+
+pub struct NotificationEvents {
+    content: Channel,
+    fanout_batch: u32,
+    /// False when no SMTP server is configured: no mail is queued at all,
+    /// rather than piling up rows nobody will send.
+    mail_enabled: bool,
+}
+
+impl NotificationEvents {
+    pub fn new(content: Channel, fanout_batch: u32, mail_enabled: bool) -> Self {
+        Self {
+            content,
+            fanout_batch,
+            mail_enabled,
+        }
+    }
+
+    async fn notify(
+        &self,
+        conn: &mut PgConnection,
+        event_id: Uuid,
+        user: Uuid,
+        draft: &Draft,
+        mail: Option<&MailDraft>,
+    ) -> Result<(), HandlerError> {
+        let (in_app, email) = repo::delivery(conn, user, draft.kind).await?;
+        if in_app {
+            repo::insert_for_users(conn, event_id, &[user], draft).await?;
+        }
+        if let Some(mail) = mail.filter(|_| email && self.mail_enabled)
+            && !repo::queue_mail(conn, user, mail).await?
+        {
+            // Users registered before this service ran have no address
+            // here until their next user.updated.
+            tracing::info!(%user, kind = draft.kind.as_str(), "no address known; mail skipped");
+        }
+        Ok(())
+    }
+
+    /// Notifies every follower of `author`, a batch at a time as content
+    /// streams them: one multi-row INSERT per batch. The whole fan-out is
+    /// one transaction, so a failure part-way retries from scratch without
+    /// duplicates.
+    async fn notify_followers(
+        &self,
+        conn: &mut PgConnection,
+        event_id: Uuid,
+        author: Uuid,
+        draft: &Draft,
+    ) -> Result<(), HandlerError> {
+        let mut request = tonic::Request::new(StreamFollowerIdsRequest {
+            user_id: author.to_string(),
+            batch_size: self.fanout_batch,
+        });
+        request.set_timeout(FANOUT_DEADLINE);
+        let mut batches = ContentServiceClient::new(self.content.clone())
+            .stream_follower_ids(request)
+            .await
+            .map_err(HandlerError::transient)?
+            .into_inner();
+        let mut created = 0;
+        while let Some(batch) = batches.try_next().await.map_err(HandlerError::transient)? {
+            let followers = batch
+                .user_ids
+                .iter()
+                .map(|id| Uuid::parse_str(id))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(HandlerError::permanent)?;
+            created += repo::insert_for_users(conn, event_id, &followers, draft).await?;
+        }
+        tracing::debug!(%author, created, "new article fanned out");
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventHandler for NotificationEvents {
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        let effects = rules::plan(envelope).map_err(HandlerError::permanent)?;
+        if effects.is_empty() {
+            return Ok(());
+        }
+        let event_id = Uuid::parse_str(&envelope.event_id).map_err(HandlerError::permanent)?;
+        for effect in effects {
+            match effect {
+                Effect::UpsertRecipient(recipient) => {
+                    repo::upsert_recipient(tx, &recipient).await?;
+                }
+                Effect::Notify {
+                    user_id,
+                    draft,
+                    mail,
+                } => {
+                    self.notify(tx, event_id, user_id, &draft, mail.as_ref())
+                        .await?;
+                }
+                Effect::NotifyFollowers { author_id, draft } => {
+                    self.notify_followers(tx, event_id, author_id, &draft)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! The gRPC face of notification: authenticate the caller from the
+//! forwarded token, translate messages, and run the (small) queries.
+
+use std::{collections::HashMap, pin::Pin};
+
+use futures::{Stream, StreamExt};
+use quill_platform::{grpc::bearer_token, time::to_proto, token::TokenVerifier};
+use quill_proto::notification::v1::{self as pb, notification_service_server::NotificationService};
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{error::NotificationError, live::Hub, repo, rules::Kind};
+
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 100;
+
+pub struct NotificationGrpc {
+    pool: PgPool,
+    verifier: TokenVerifier,
+    hub: Hub,
+}
+
+impl NotificationGrpc {
+    pub fn new(pool: PgPool, verifier: TokenVerifier, hub: Hub) -> Self {
+        Self {
+            pool,
+            verifier,
+            hub,
+        }
+    }
+
+    /// The calling user's id; every call here acts for a user.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Uuid, NotificationError> {
+        let token = bearer_token(request.metadata())
+            .ok_or(NotificationError::Unauthenticated("missing access token"))?;
+        let claims = self.verifier.verify(token).map_err(|_| {
+            NotificationError::Unauthenticated("access token is invalid or expired")
+        })?;
+        Ok(claims.sub)
+    }
+
+    async fn preferences(&self, user: Uuid) -> Result<pb::Preferences, NotificationError> {
+        let email_enabled = repo::email_enabled(&self.pool, user).await?.unwrap_or(true);
+        let stored: HashMap<String, (bool, bool)> = repo::kind_preferences(&self.pool, user)
+            .await?
+            .into_iter()
+            .map(|(kind, in_app, email)| (kind, (in_app, email)))
+            .collect();
+        Ok(pb::Preferences {
+            email_enabled,
+            kinds: Kind::ALL
+                .into_iter()
+                .map(|kind| {
+                    let (in_app, email) =
+                        stored.get(kind.as_str()).copied().unwrap_or((true, true));
+                    pb::KindPreference {
+                        kind: kind.to_proto().into(),
+                        in_app,
+                        email,
+                    }
+                })
+                .collect(),
+        })
+    }
+}
+
+/// A stored notification as the API shows it.
+pub fn notification_message(row: repo::NotificationRow) -> pb::Notification {
+    let kind = Kind::parse(&row.kind).map_or(pb::NotificationKind::Unspecified, Kind::to_proto);
+    pb::Notification {
+        id: row.id.to_string(),
+        kind: kind.into(),
+        title: row.title,
+        body: row.body,
+        actor_username: row.actor_username,
+        article_slug: row.article_slug,
+        read: row.read_at.is_some(),
+        created_at: Some(to_proto(row.created_at)),
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl NotificationService for NotificationGrpc {
+    async fn list_notifications(
+        &self,
+        request: Request<pb::ListNotificationsRequest>,
+    ) -> Reply<pb::ListNotificationsResponse> {
+        let user = self.caller(&request)?;
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => DEFAULT_LIMIT,
+            n => n.min(MAX_LIMIT),
+        };
+        let rows = repo::list(
+            &self.pool,
+            user,
+            r.unread_only,
+            i64::from(limit),
+            i64::from(r.offset),
+        )
+        .await
+        .map_err(NotificationError::from)?;
+        let total = repo::count(&self.pool, user, r.unread_only)
+            .await
+            .map_err(NotificationError::from)?;
+        Ok(Response::new(pb::ListNotificationsResponse {
+            notifications: rows.into_iter().map(notification_message).collect(),
+            total: total.unsigned_abs(),
+        }))
+    }
+
+    async fn unread_count(
+        &self,
+        request: Request<pb::UnreadCountRequest>,
+    ) -> Reply<pb::UnreadCountResponse> {
+        let user = self.caller(&request)?;
+        let count = repo::count(&self.pool, user, true)
+            .await
+            .map_err(NotificationError::from)?;
+        Ok(Response::new(pb::UnreadCountResponse {
+            count: count.unsigned_abs(),
+        }))
+    }
+
+    async fn mark_read(
+        &self,
+        request: Request<pb::MarkReadRequest>,
+    ) -> Reply<pb::MarkReadResponse> {
+        let user = self.caller(&request)?;
+        // Someone else's notification and no notification look the same.
+        let id = Uuid::parse_str(request.get_ref().id.trim())
+            .map_err(|_| NotificationError::NotFound("notification"))?;
+        if !repo::mark_read(&self.pool, user, id)
+            .await
+            .map_err(NotificationError::from)?
+        {
+            return Err(NotificationError::NotFound("notification").into());
+        }
+        Ok(Response::new(pb::MarkReadResponse {}))
+    }
+
+    async fn mark_all_read(
+        &self,
+        request: Request<pb::MarkAllReadRequest>,
+    ) -> Reply<pb::MarkAllReadResponse> {
+        let user = self.caller(&request)?;
+        let marked = repo::mark_all_read(&self.pool, user)
+            .await
+            .map_err(NotificationError::from)?;
+        Ok(Response::new(pb::MarkAllReadResponse { marked }))
+    }
+
+    async fn get_preferences(
+        &self,
+        request: Request<pb::GetPreferencesRequest>,
+    ) -> Reply<pb::Preferences> {
+        let user = self.caller(&request)?;
+        Ok(Response::new(self.preferences(user).await?))
+    }
+
+    async fn update_preferences(
+        &self,
+        request: Request<pb::UpdatePreferencesRequest>,
+    ) -> Reply<pb::Preferences> {
+        let user = self.caller(&request)?;
+        let r = request.into_inner();
+        let kinds = r
+            .kinds
+            .iter()
+            .map(|k| {
+                Kind::from_proto(k.kind())
+                    .map(|kind| (kind, k.in_app, k.email))
+                    .ok_or_else(|| {
+                        NotificationError::Invalid("kinds", "has an unknown kind".into())
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut tx = self.pool.begin().await.map_err(NotificationError::from)?;
+        if let Some(enabled) = r.email_enabled {
+            repo::set_email_enabled(&mut tx, user, enabled)
+                .await
+                .map_err(NotificationError::from)?;
+        }
+        for (kind, in_app, email) in kinds {
+            repo::set_kind_preference(&mut tx, user, kind, in_app, email)
+                .await
+                .map_err(NotificationError::from)?;
+        }
+        tx.commit().await.map_err(NotificationError::from)?;
+        Ok(Response::new(self.preferences(user).await?))
+    }
+
+    type SubscribeStream =
+        Pin<Box<dyn Stream<Item = Result<pb::Notification, Status>> + Send + 'static>>;
+
+    /// Registered before the response goes out, so anything committed after
+    /// the client sees the response headers reaches it. The stream ends
+    /// when the client goes away (tonic drops it, which unregisters it).
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Reply<Self::SubscribeStream> {
+        let user = self.caller(&request)?;
+        let stream = self.hub.subscribe(user).map(Ok);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

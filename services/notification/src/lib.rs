@@ -1,0 +1,21 @@
+//! The notification service: consumes auth's and content's events and turns
+//! them into in-app notifications (new follower, comment or favorite on your
+//! article, new article by someone you follow, fanned out over content's
+//! follower stream) and mail (welcome, comments) over SMTP, each obeying the
+//! recipient's preferences. It serves the caller's list, unread count, read
+//! marks and preferences, and a live `Subscribe` stream fed by PostgreSQL
+//! LISTEN/NOTIFY, so every replica pushes every commit.
+
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod live;
+pub mod mail;
+pub mod repo;
+pub mod rules;
+pub mod server;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::Config;

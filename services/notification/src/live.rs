@@ -1,0 +1,223 @@
+//! Live delivery. Every instance LISTENs on PostgreSQL: a notification is
+//! announced with NOTIFY in the transaction that creates it, so each
+//! instance hears each commit (never an uncommitted or rolled-back one),
+//! whichever replica consumed the event, and pushes it to its own
+//! subscribers of that user through an in-process broadcast.
+//!
+//! Limitation: NOTIFY is fire-and-forget. While an instance's listener
+//! connection is down, it misses announcements; its subscribers then see
+//! those notifications in the list, not live.
+
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::{Stream, StreamExt};
+use quill_proto::notification::v1::Notification;
+use sqlx::{
+    PgPool,
+    postgres::{PgListener, PgNotification},
+};
+use tokio::sync::{Notify, broadcast};
+use tokio_stream::wrappers::BroadcastStream;
+use uuid::Uuid;
+
+use crate::{
+    grpc::notification_message,
+    repo::{self, MAIL_CHANNEL, NOTIFICATIONS_CHANNEL},
+};
+
+/// Notifications buffered per user for a slow stream; a subscriber that
+/// falls further behind skips the oldest (they stay in the list).
+const PER_USER_BUFFER: usize = 64;
+
+type Senders = HashMap<Uuid, broadcast::Sender<Notification>>;
+
+/// The live subscribers of this instance, by user.
+#[derive(Clone, Default)]
+pub struct Hub {
+    senders: Arc<Mutex<Senders>>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Hub {
+    pub fn subscribe(&self, user: Uuid) -> Subscription {
+        let mut senders = lock(&self.senders);
+        let receiver = if self.closed.load(Ordering::SeqCst) {
+            // Its sender is gone at once: the stream ends immediately.
+            broadcast::channel(1).1
+        } else {
+            senders
+                .entry(user)
+                .or_insert_with(|| broadcast::channel(PER_USER_BUFFER).0)
+                .subscribe()
+        };
+        Subscription {
+            user,
+            senders: Arc::clone(&self.senders),
+            stream: BroadcastStream::new(receiver),
+        }
+    }
+
+    /// Ends every stream (their senders drop), so the server's graceful
+    /// shutdown is not held up by subscribers that would never leave.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        lock(&self.senders).clear();
+    }
+
+    fn is_watched(&self, user: Uuid) -> bool {
+        lock(&self.senders).contains_key(&user)
+    }
+
+    fn publish(&self, user: Uuid, notification: Notification) {
+        if let Some(sender) = lock(&self.senders).get(&user) {
+            // No receiver left: the entry goes when its last stream drops.
+            let _ = sender.send(notification);
+        }
+    }
+}
+
+/// A poisoned lock only means another thread panicked mid-update of a map
+/// that stays consistent; keep serving.
+fn lock(senders: &Mutex<Senders>) -> std::sync::MutexGuard<'_, Senders> {
+    senders.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One user's live notifications; unregisters itself when dropped (the
+/// client went away).
+pub struct Subscription {
+    user: Uuid,
+    senders: Arc<Mutex<Senders>>,
+    stream: BroadcastStream<Notification>,
+}
+
+impl Stream for Subscription {
+    type Item = Notification;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            match self.stream.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(notification))) => return Poll::Ready(Some(notification)),
+                Poll::Ready(Some(Err(lagged))) => {
+                    tracing::debug!(user = %self.user, %lagged, "slow subscriber skipped notifications");
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut senders = lock(&self.senders);
+        // This stream's own receiver is still alive here.
+        if senders
+            .get(&self.user)
+            .is_some_and(|s| s.receiver_count() <= 1)
+        {
+            senders.remove(&self.user);
+        }
+    }
+}
+
+/// The instance's LISTEN connection, fanning announcements out to the hub
+/// and waking the mail sender.
+pub struct Listener {
+    pool: PgPool,
+    listener: PgListener,
+    hub: Hub,
+    mail_wakeup: Arc<Notify>,
+}
+
+impl Listener {
+    /// Connects and LISTENs before returning, so nothing committed after
+    /// start-up is missed.
+    pub async fn connect(
+        pool: PgPool,
+        hub: Hub,
+        mail_wakeup: Arc<Notify>,
+    ) -> Result<Self, sqlx::Error> {
+        let listener = listen(&pool).await?;
+        Ok(Self {
+            pool,
+            listener,
+            hub,
+            mail_wakeup,
+        })
+    }
+
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let received = tokio::select! {
+                () = &mut shutdown => break,
+                received = self.listener.try_recv() => received,
+            };
+            match received {
+                Ok(Some(notification)) => self.dispatch(&notification).await,
+                Ok(None) => {
+                    tracing::warn!("notification listener reconnecting; live pushes may be missed");
+                    // Mail queued meanwhile would otherwise wait for the poll.
+                    self.mail_wakeup.notify_one();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "notification listener failed, reconnecting");
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    match listen(&self.pool).await {
+                        Ok(listener) => self.listener = listener,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "notification listener cannot connect")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn dispatch(&self, announced: &PgNotification) {
+        if announced.channel() == MAIL_CHANNEL {
+            self.mail_wakeup.notify_one();
+            return;
+        }
+        let Some((user, id)) = announced
+            .payload()
+            .split_once(' ')
+            .and_then(|(u, n)| Some((Uuid::parse_str(u).ok()?, Uuid::parse_str(n).ok()?)))
+        else {
+            tracing::warn!(
+                payload = announced.payload(),
+                "unreadable notification announcement"
+            );
+            return;
+        };
+        // Most users are not connected: only their subscribers cost a read.
+        if !self.hub.is_watched(user) {
+            return;
+        }
+        match repo::notification(&self.pool, id).await {
+            Ok(Some(row)) => self.hub.publish(user, notification_message(row)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, %id, "cannot load a notification to push"),
+        }
+    }
+}
+
+async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener
+        .listen_all([NOTIFICATIONS_CHANNEL, MAIL_CHANNEL])
+        .await?;
+    Ok(listener)
+}

@@ -1,0 +1,132 @@
+//! A notification server running in-process on an ephemeral port, on its
+//! own database, talking to the auth and content servers at given URLs, for
+//! integration tests of this and other crates (the gateway's).
+
+use std::{net::SocketAddr, time::Duration};
+
+use quill_platform::{
+    events::broker,
+    testing::{TestBroker, TestDb, ephemeral_listener},
+};
+use quill_proto::notification::v1::notification_service_client::NotificationServiceClient;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::{Config, server};
+
+pub struct TestNotification {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    pub config: Config,
+    pub db: TestDb,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestNotification {
+    /// Starts against auth and content at the given URLs, with settings
+    /// adjusted by `tweak` (see [`use_broker`]). Its
+    /// queue is declared before this returns, so events published from
+    /// then on reach it.
+    pub async fn start(auth_url: &str, content_url: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDb::new("quill_notification");
+        let mut config = Config::from_env().expect("notification config");
+        config.database_url = db.url.clone();
+        config.database_max_connections = 5;
+        config.auth_url = auth_url.to_owned();
+        config.content_url = content_url.to_owned();
+        config.smtp = None;
+        config.mail_poll_interval = Duration::from_millis(200);
+        tweak(&mut config);
+        declare(&config).await;
+        let (listener, addr) = ephemeral_listener().await;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(config.clone(), listener, async move {
+            let _ = stopped.await;
+        }));
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .expect("valid url")
+            .connect_lazy();
+        wait_until_serving(&channel, &task).await;
+        Self {
+            addr,
+            channel,
+            config,
+            db,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn client(&self) -> NotificationServiceClient<Channel> {
+        NotificationServiceClient::new(self.channel.clone())
+    }
+
+    /// Stops the server and waits for it to drain.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+impl Drop for TestNotification {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Consume from `broker`'s exchange, on a queue of its own (deleted with
+/// it), with short retry delays.
+pub fn use_broker(config: &mut Config, broker: &TestBroker) {
+    config.events.amqp_url = broker.url.clone();
+    config.events.exchange = broker.exchange();
+    config.events_queue_prefix = broker.prefix.clone();
+    config.events.max_attempts = 3;
+    config.events.retry_delays = vec![Duration::from_millis(50), Duration::from_millis(100)];
+    broker.track(config.topology());
+}
+
+/// Declares the queue and its bindings up front: an event published before
+/// the consumer's first connection would otherwise be dropped.
+async fn declare(config: &Config) {
+    let connection = broker::connect(&config.events.amqp_url, "test-declare")
+        .await
+        .expect("connect to RabbitMQ");
+    let channel = connection.create_channel().await.expect("channel");
+    config.topology().declare(&channel).await.expect("declare");
+    let _ = connection.close(200, "declared".into()).await;
+}
+
+/// Polls the health service until it reports SERVING, failing fast if the
+/// server task ended with an error.
+async fn wait_until_serving(channel: &Channel, task: &JoinHandle<anyhow::Result<()>>) {
+    for _ in 0..400 {
+        if task.is_finished() {
+            panic!("notification server exited during start-up");
+        }
+        let check = HealthClient::new(channel.clone())
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        if check.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("notification server did not become healthy within 20 s");
+}

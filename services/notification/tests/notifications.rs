@@ -1,0 +1,420 @@
+//! The notification service against real auth, content, PostgreSQL,
+//! RabbitMQ and an SMTP server on loopback: each rule, preferences,
+//! idempotency, the read API, live streams, and two replicas on one queue.
+
+mod support;
+
+use std::{collections::HashSet, time::Duration};
+
+use futures::StreamExt;
+use quill_proto::notification::v1::{
+    GetPreferencesRequest, KindPreference, ListNotificationsRequest, MarkAllReadRequest,
+    MarkReadRequest, NotificationKind, SubscribeRequest, UnreadCountRequest,
+    UpdatePreferencesRequest,
+};
+use support::{Stack, article, commented, eventually, favorited, followed, published, registered};
+use tonic::Code;
+use uuid::Uuid;
+
+#[tokio::test]
+async fn a_new_user_gets_a_welcome_notification_and_mail() {
+    let stack = Stack::start().await;
+    let jake = stack.user("jake");
+
+    stack.publish(registered(&jake)).await;
+
+    let list = stack.wait_for_notifications(&jake, 1).await;
+    assert_eq!(list[0].kind(), NotificationKind::Welcome);
+    assert_eq!(list[0].title, "Welcome to Quill, jake!");
+    assert!(!list[0].read);
+    let mails = stack.smtp.wait_for("jake@example.com", 1).await;
+    assert_eq!(mails[0].subject, "Welcome to Quill");
+    assert_eq!(mails[0].from, "no-reply@quill.localhost");
+    assert!(mails[0].body.contains("Hello jake,"), "{:?}", mails[0].body);
+}
+
+#[tokio::test]
+async fn a_follow_notifies_the_followee() {
+    let stack = Stack::start().await;
+    let (jake, jane) = (stack.user("jake"), stack.user("jane"));
+
+    stack.publish(followed(&jane, &jake)).await;
+
+    let list = stack.wait_for_notifications(&jake, 1).await;
+    assert_eq!(list[0].kind(), NotificationKind::NewFollower);
+    assert_eq!(list[0].title, "jane followed you");
+    assert_eq!(list[0].actor_username.as_deref(), Some("jane"));
+    assert!(stack.list(&jane).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_comment_notifies_and_mails_the_author_but_not_on_their_own_article() {
+    let stack = Stack::start().await;
+    let jake = stack.registered("jake").await;
+    let jane = stack.user("jane");
+    let dragons = article(&jake, "Dragons");
+
+    let own = stack
+        .publish(commented(&jake, dragons.clone(), "Adding a note"))
+        .await;
+    stack.processed(&own).await;
+    stack
+        .publish(commented(&jane, dragons, "Great read!\nThanks."))
+        .await;
+
+    let list = stack.wait_for_notifications(&jake, 2).await;
+    let comment = &list[0];
+    assert_eq!(comment.kind(), NotificationKind::Comment);
+    assert_eq!(comment.title, "jane commented on \"Dragons\"");
+    assert_eq!(comment.body, "Great read!\nThanks.");
+    assert_eq!(comment.actor_username.as_deref(), Some("jane"));
+    assert_eq!(comment.article_slug.as_deref(), Some("dragons"));
+    assert_eq!(list[1].kind(), NotificationKind::Welcome);
+
+    // The welcome mail, then the comment mail.
+    let mails = stack.smtp.wait_for("jake@example.com", 2).await;
+    let mail = mails
+        .iter()
+        .find(|m| m.subject != "Welcome to Quill")
+        .expect("comment mail");
+    assert_eq!(mail.to, vec!["jake@example.com".to_owned()]);
+    assert_eq!(mail.subject, "jane commented on \"Dragons\"");
+    assert!(mail.body.contains("Hello jake,"), "{:?}", mail.body);
+    assert!(
+        mail.body.contains("Great read!\nThanks."),
+        "{:?}",
+        mail.body
+    );
+    assert!(mail.body.contains("/article/dragons"), "{:?}", mail.body);
+}
+
+#[tokio::test]
+async fn a_favorite_notifies_the_author_but_not_their_own() {
+    let stack = Stack::start().await;
+    let (jake, jane) = (stack.user("jake"), stack.user("jane"));
+    let dragons = article(&jake, "Dragons");
+
+    let own = stack.publish(favorited(&jake, dragons.clone())).await;
+    stack.processed(&own).await;
+    stack.publish(favorited(&jane, dragons)).await;
+
+    let list = stack.wait_for_notifications(&jake, 1).await;
+    assert_eq!(list[0].kind(), NotificationKind::Favorite);
+    assert_eq!(list[0].title, "jane favorited \"Dragons\"");
+    assert_eq!(list[0].article_slug.as_deref(), Some("dragons"));
+}
+
+#[tokio::test]
+async fn a_new_article_reaches_every_follower_over_several_batches() {
+    // 23 followers in batches of 5: five StreamFollowerIds batches.
+    let stack = Stack::start_with(|c| c.fanout_batch = 5).await;
+    let jake = stack.user("jake");
+    let followers: Vec<_> = (0..23).map(|n| stack.user(&format!("reader{n}"))).collect();
+    let ids: Vec<Uuid> = followers.iter().map(|f| f.id).collect();
+    stack.follow_in_content(jake.id, &ids).await;
+    // One follower wants no new-article notifications.
+    let picky = &followers[0];
+    stack
+        .notification
+        .client()
+        .update_preferences(picky.request(UpdatePreferencesRequest {
+            email_enabled: None,
+            kinds: vec![KindPreference {
+                kind: NotificationKind::NewArticle.into(),
+                in_app: false,
+                email: true,
+            }],
+        }))
+        .await
+        .expect("preferences");
+
+    let event = stack.publish(published(article(&jake, "Dragons"))).await;
+    stack.processed(&event).await;
+
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT user_id, count(*) FROM notifications WHERE kind = 'new_article' GROUP BY user_id",
+    )
+    .fetch_all(&stack.db)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 22);
+    assert!(rows.iter().all(|(_, n)| *n == 1));
+    let reached: HashSet<Uuid> = rows.iter().map(|(id, _)| *id).collect();
+    assert_eq!(reached, ids[1..].iter().copied().collect());
+    let list = stack.list(&followers[7]).await;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].kind(), NotificationKind::NewArticle);
+    assert_eq!(list[0].title, "jake published \"Dragons\"");
+    assert_eq!(list[0].body, "About Dragons");
+    assert!(stack.list(&jake).await.is_empty());
+}
+
+#[tokio::test]
+async fn preferences_default_to_on_and_switch_channels_off() {
+    let stack = Stack::start().await;
+    let jake = stack.registered("jake").await;
+    let mut client = stack.notification.client();
+
+    let defaults = client
+        .get_preferences(jake.request(GetPreferencesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(defaults.email_enabled);
+    assert_eq!(defaults.kinds.len(), 5);
+    assert!(defaults.kinds.iter().all(|k| k.in_app && k.email));
+
+    // In-app off for followers; comment mail off.
+    let updated = client
+        .update_preferences(jake.request(UpdatePreferencesRequest {
+            email_enabled: None,
+            kinds: vec![
+                KindPreference {
+                    kind: NotificationKind::NewFollower.into(),
+                    in_app: false,
+                    email: true,
+                },
+                KindPreference {
+                    kind: NotificationKind::Comment.into(),
+                    in_app: true,
+                    email: false,
+                },
+            ],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let comment = updated
+        .kinds
+        .iter()
+        .find(|k| k.kind() == NotificationKind::Comment)
+        .unwrap();
+    assert!(comment.in_app && !comment.email);
+
+    let jane = stack.user("jane");
+    let follow = stack.publish(followed(&jane, &jake)).await;
+    let comment = stack
+        .publish(commented(&jane, article(&jake, "Dragons"), "Hi"))
+        .await;
+    stack.processed(&follow).await;
+    stack.processed(&comment).await;
+    let kinds: Vec<_> = stack.list(&jake).await.iter().map(|n| n.kind()).collect();
+    assert_eq!(
+        kinds,
+        vec![NotificationKind::Comment, NotificationKind::Welcome]
+    );
+    // Only the welcome mail was queued.
+    assert_eq!(stack.queued_mail("jake@example.com").await, 1);
+
+    // The master switch silences mail of kinds still on.
+    client
+        .update_preferences(jake.request(UpdatePreferencesRequest {
+            email_enabled: Some(false),
+            kinds: vec![KindPreference {
+                kind: NotificationKind::Comment.into(),
+                in_app: true,
+                email: true,
+            }],
+        }))
+        .await
+        .unwrap();
+    let again = stack
+        .publish(commented(&jane, article(&jake, "Wyverns"), "Hello"))
+        .await;
+    stack.processed(&again).await;
+    assert_eq!(stack.list(&jake).await.len(), 3);
+    assert_eq!(stack.queued_mail("jake@example.com").await, 1);
+
+    let unknown = client
+        .update_preferences(jake.request(UpdatePreferencesRequest {
+            email_enabled: None,
+            kinds: vec![KindPreference::default()],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn the_same_event_twice_has_one_effect() {
+    let stack = Stack::start().await;
+    let (jake, jane) = (stack.user("jake"), stack.user("jane"));
+    let envelope = stack.publish(followed(&jane, &jake)).await;
+
+    stack.publisher.publish(&envelope).await;
+    stack.publisher.publish(&envelope).await;
+    stack.processed(&envelope).await;
+    // Give the redeliveries time to be handled (and ignored).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    assert_eq!(stack.list(&jake).await.len(), 1);
+}
+
+#[tokio::test]
+async fn notifications_are_listed_counted_and_marked_read_by_their_owner_only() {
+    let stack = Stack::start().await;
+    let (jake, jane) = (stack.user("jake"), stack.user("jane"));
+    for n in 0..3 {
+        stack
+            .publish(followed(&stack.user(&format!("fan{n}")), &jake))
+            .await;
+    }
+    stack.wait_for_notifications(&jake, 3).await;
+    let mut client = stack.notification.client();
+
+    let page = client
+        .list_notifications(jake.request(ListNotificationsRequest {
+            limit: 2,
+            offset: 0,
+            unread_only: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.total, 3);
+    assert_eq!(page.notifications.len(), 2);
+    let times: Vec<_> = page
+        .notifications
+        .iter()
+        .map(|n| {
+            n.created_at.unwrap().seconds * 1_000_000_000 + i64::from(n.created_at.unwrap().nanos)
+        })
+        .collect();
+    assert!(times[0] >= times[1], "newest first");
+    let first = page.notifications[0].id.clone();
+
+    let theirs = client
+        .mark_read(jane.request(MarkReadRequest { id: first.clone() }))
+        .await
+        .unwrap_err();
+    assert_eq!(theirs.code(), Code::NotFound);
+    let unknown = client
+        .mark_read(jake.request(MarkReadRequest {
+            id: Uuid::now_v7().to_string(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    client
+        .mark_read(jake.request(MarkReadRequest { id: first.clone() }))
+        .await
+        .unwrap();
+    let unread = client
+        .unread_count(jake.request(UnreadCountRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unread.count, 2);
+    let unread_page = client
+        .list_notifications(jake.request(ListNotificationsRequest {
+            limit: 10,
+            offset: 0,
+            unread_only: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unread_page.total, 2);
+    assert!(
+        unread_page
+            .notifications
+            .iter()
+            .all(|n| n.id != first && !n.read)
+    );
+
+    let marked = client
+        .mark_all_read(jake.request(MarkAllReadRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(marked.marked, 2);
+    let unread = client
+        .unread_count(jake.request(UnreadCountRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unread.count, 0);
+    assert!(stack.list(&jake).await.iter().all(|n| n.read));
+
+    let anonymous = client
+        .unread_count(UnreadCountRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_subscriber_receives_new_notifications_live() {
+    let stack = Stack::start().await;
+    let (jake, jane) = (stack.user("jake"), stack.user("jane"));
+    let mut stream = stack
+        .notification
+        .client()
+        .subscribe(jake.request(SubscribeRequest {}))
+        .await
+        .expect("subscribe")
+        .into_inner();
+
+    stack.publish(followed(&jane, &jake)).await;
+
+    let pushed = tokio::time::timeout(support::WAIT, stream.next())
+        .await
+        .expect("a live notification in time")
+        .expect("stream open")
+        .expect("notification");
+    assert_eq!(pushed.kind(), NotificationKind::NewFollower);
+    assert_eq!(pushed.title, "jane followed you");
+    assert_eq!(stack.list(&jake).await[0].id, pushed.id);
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_queue_apply_each_event_exactly_once_and_both_push_live() {
+    let stack = Stack::start().await;
+    let replica = stack.replica().await;
+    let jake = stack.user("jake");
+    let subscribe = |client: &mut quill_proto::notification::v1::notification_service_client::NotificationServiceClient<tonic::transport::Channel>| {
+        let request = jake.request(SubscribeRequest {});
+        let mut client = client.clone();
+        async move { client.subscribe(request).await.expect("subscribe").into_inner() }
+    };
+    let mut on_first = subscribe(&mut stack.notification.client()).await;
+    let mut on_replica = subscribe(&mut replica.client()).await;
+
+    // 50 follows, each delivered twice (as after a relay crash).
+    for n in 0..50 {
+        let envelope = stack
+            .publish(followed(&stack.user(&format!("fan{n}")), &jake))
+            .await;
+        stack.publisher.publish(&envelope).await;
+    }
+
+    eventually("50 notifications exist", || async {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications")
+            .fetch_one(&stack.db)
+            .await
+            .unwrap();
+        count >= 50
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rows, events): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT event_id) FROM notifications")
+            .fetch_one(&stack.db)
+            .await
+            .unwrap();
+    assert_eq!((rows, events), (50, 50));
+
+    // Each instance pushed all 50, whichever one consumed the event.
+    for stream in [&mut on_first, &mut on_replica] {
+        let mut seen = HashSet::new();
+        while seen.len() < 50 {
+            let next = tokio::time::timeout(support::WAIT, stream.next())
+                .await
+                .expect("50 live notifications in time")
+                .expect("stream open")
+                .expect("notification");
+            seen.insert(next.id);
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! A notification service between real auth, content, RabbitMQ (its own
+//! exchange and queue), PostgreSQL and an SMTP sink on loopback; events are
+//! published to the test exchange the way the relays publish them.
+
+#![allow(dead_code)]
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use lapin::{
+    BasicProperties, Channel, Connection,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+};
+use prost::Message;
+use quill_auth::testing::TestAuth;
+use quill_content::testing::TestContent;
+use quill_notification::{
+    Config,
+    testing::{TestNotification, use_broker},
+};
+use quill_platform::{
+    events::{broker, new_envelope},
+    testing::{TestBroker, ephemeral_listener},
+};
+use quill_proto::{
+    events::v1::{
+        ArticleFavorited, ArticlePublished, ArticleSnapshot, CommentAdded, Envelope, UserFollowed,
+        UserRegistered, UserSnapshot, envelope::Payload,
+    },
+    notification::v1::{ListNotificationsRequest, Notification},
+};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::TcpListener,
+};
+use uuid::Uuid;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Fields drop in order: the notification servers stop before their
+/// dependencies, the broker's queues go last.
+pub struct Stack {
+    pub notification: TestNotification,
+    pub content: TestContent,
+    pub auth: TestAuth,
+    pub smtp: SmtpSink,
+    pub publisher: Publisher,
+    pub db: PgPool,
+    pub broker: TestBroker,
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let broker = TestBroker::new();
+        let smtp = SmtpSink::start().await;
+        let auth = TestAuth::start().await;
+        let content = TestContent::start(&auth.url()).await;
+        let notification = TestNotification::start(&auth.url(), &content.url(), |config| {
+            use_broker(config, &broker);
+            config.smtp = Some(smtp.server());
+            tweak(config);
+        })
+        .await;
+        let db = PgPool::connect(&notification.config.database_url)
+            .await
+            .expect("notification database");
+        let publisher = Publisher::connect(&broker).await;
+        Self {
+            notification,
+            content,
+            auth,
+            smtp,
+            publisher,
+            db,
+            broker,
+        }
+    }
+
+    /// Another instance on the same database and queue, as a replica.
+    pub async fn replica(&self) -> TestNotification {
+        let config = self.notification.config.clone();
+        TestNotification::start(&self.auth.url(), &self.content.url(), move |c| *c = config).await
+    }
+
+    /// A user with a valid access token, as auth would issue it. Only
+    /// the token exists: registration is what the events say.
+    pub fn user(&self, username: &str) -> TestUser {
+        let id = Uuid::new_v4();
+        let now = chrono::Utc::now().timestamp();
+        let token = self.auth.sign(&json!({
+            "sub": id,
+            "sid": Uuid::new_v4(),
+            "role": "creator",
+            "iat": now,
+            "exp": now + 600,
+            "iss": self.auth.config.issuer,
+            "aud": self.auth.config.audience,
+        }));
+        TestUser {
+            id,
+            username: username.to_owned(),
+            email: format!("{username}@example.com"),
+            token,
+        }
+    }
+
+    /// A user the service has heard of through `user.registered`.
+    pub async fn registered(&self, username: &str) -> TestUser {
+        let user = self.user(username);
+        let event = self.publish(registered(&user)).await;
+        self.processed(&event).await;
+        user
+    }
+
+    pub async fn publish(&self, payload: Payload) -> Envelope {
+        let envelope = new_envelope("test", payload);
+        self.publisher.publish(&envelope).await;
+        envelope
+    }
+
+    /// Waits until the service has applied (committed) `event`.
+    pub async fn processed(&self, event: &Envelope) {
+        let id = Uuid::parse_str(&event.event_id).expect("event id");
+        eventually("the event is processed", || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM processed_events WHERE event_id = $1)",
+            )
+            .bind(id)
+            .fetch_one(&self.db)
+            .await
+            .expect("query")
+        })
+        .await;
+    }
+
+    pub async fn list(&self, user: &TestUser) -> Vec<Notification> {
+        self.notification
+            .client()
+            .list_notifications(user.request(ListNotificationsRequest {
+                limit: 100,
+                ..Default::default()
+            }))
+            .await
+            .expect("list")
+            .into_inner()
+            .notifications
+    }
+
+    /// Waits until `user` has `n` notifications, and returns them.
+    pub async fn wait_for_notifications(&self, user: &TestUser, n: usize) -> Vec<Notification> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let list = self.list(user).await;
+            if list.len() >= n || tokio::time::Instant::now() > deadline {
+                assert_eq!(list.len(), n, "{list:?}");
+                return list;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Mail queued for `address` (sent or not).
+    pub async fn queued_mail(&self, address: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM outbox_mail WHERE recipient = $1")
+            .bind(address)
+            .fetch_one(&self.db)
+            .await
+            .expect("query")
+    }
+
+    /// Makes `followers` follow `author` in content's own database (the
+    /// arrange step for a large audience, without a login per follower).
+    pub async fn follow_in_content(&self, author: Uuid, followers: &[Uuid]) {
+        let pool = PgPool::connect(&self.content.db.url)
+            .await
+            .expect("content db");
+        sqlx::query(
+            "INSERT INTO follows (follower_id, followee_id) SELECT f, $2 FROM unnest($1::uuid[]) f",
+        )
+        .bind(followers)
+        .bind(author)
+        .execute(&pool)
+        .await
+        .expect("follows");
+        pool.close().await;
+    }
+}
+
+pub struct TestUser {
+    pub id: Uuid,
+    pub username: String,
+    pub email: String,
+    pub token: String,
+}
+
+impl TestUser {
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.token).parse().expect("header"),
+        );
+        request
+    }
+}
+
+pub fn registered(user: &TestUser) -> Payload {
+    Payload::UserRegistered(UserRegistered {
+        user: Some(UserSnapshot {
+            id: user.id.to_string(),
+            username: user.username.clone(),
+            email: user.email.clone(),
+            ..Default::default()
+        }),
+    })
+}
+
+pub fn followed(follower: &TestUser, followee: &TestUser) -> Payload {
+    Payload::UserFollowed(UserFollowed {
+        follower_id: follower.id.to_string(),
+        follower_username: follower.username.clone(),
+        followee_id: followee.id.to_string(),
+        followee_username: followee.username.clone(),
+    })
+}
+
+pub fn article(author: &TestUser, title: &str) -> ArticleSnapshot {
+    ArticleSnapshot {
+        id: Uuid::new_v4().to_string(),
+        slug: title.to_lowercase().replace(' ', "-"),
+        title: title.to_owned(),
+        description: format!("About {title}"),
+        author_id: author.id.to_string(),
+        author_username: author.username.clone(),
+        tags: vec![],
+    }
+}
+
+pub fn commented(commenter: &TestUser, article: ArticleSnapshot, body: &str) -> Payload {
+    Payload::CommentAdded(CommentAdded {
+        comment_id: 1,
+        body: body.to_owned(),
+        commenter_id: commenter.id.to_string(),
+        commenter_username: commenter.username.clone(),
+        article: Some(article),
+    })
+}
+
+pub fn favorited(user: &TestUser, article: ArticleSnapshot) -> Payload {
+    Payload::ArticleFavorited(ArticleFavorited {
+        user_id: user.id.to_string(),
+        username: user.username.clone(),
+        article: Some(article),
+    })
+}
+
+pub fn published(article: ArticleSnapshot) -> Payload {
+    Payload::ArticlePublished(ArticlePublished {
+        article: Some(article),
+    })
+}
+
+/// Publishes envelopes to the test exchange as the outbox relay does:
+/// persistent, routed by type, confirmed.
+pub struct Publisher {
+    exchange: String,
+    _connection: Connection,
+    channel: Channel,
+}
+
+impl Publisher {
+    pub async fn connect(broker: &TestBroker) -> Self {
+        let connection = broker::connect(&broker.url, "test-publisher")
+            .await
+            .expect("connect to RabbitMQ");
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        Self {
+            exchange: broker.exchange(),
+            _connection: connection,
+            channel,
+        }
+    }
+
+    pub async fn publish(&self, envelope: &Envelope) {
+        let confirmation = self
+            .channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                envelope.r#type.as_str().into(),
+                BasicPublishOptions::default(),
+                &envelope.encode_to_vec(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirmation.is_ack(), "publish not confirmed");
+    }
+}
+
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// One message an SMTP client handed over.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub from: String,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub body: String,
+}
+
+/// A minimal SMTP server on loopback that accepts everything and records
+/// it: enough of RFC 5321 for lettre (greeting, EHLO/HELO, MAIL, RCPT,
+/// DATA with dot-unstuffing, RSET, NOOP, QUIT).
+pub struct SmtpSink {
+    pub addr: std::net::SocketAddr,
+    mails: Arc<Mutex<Vec<Mail>>>,
+    accept_loop: tokio::task::JoinHandle<()>,
+}
+
+impl SmtpSink {
+    pub async fn start() -> Self {
+        let (listener, addr) = ephemeral_listener().await;
+        let mails = Arc::new(Mutex::new(Vec::new()));
+        let accept_loop = tokio::spawn(accept(listener, Arc::clone(&mails)));
+        Self {
+            addr,
+            mails,
+            accept_loop,
+        }
+    }
+
+    pub fn server(&self) -> quill_notification::config::SmtpServer {
+        quill_notification::config::SmtpServer {
+            host: self.addr.ip().to_string(),
+            port: self.addr.port(),
+        }
+    }
+
+    pub fn mails(&self) -> Vec<Mail> {
+        self.mails.lock().expect("mails").clone()
+    }
+
+    pub fn mails_to(&self, address: &str) -> Vec<Mail> {
+        self.mails()
+            .into_iter()
+            .filter(|m| m.to.iter().any(|to| to == address))
+            .collect()
+    }
+
+    /// Waits until `address` has received `n` mails, and returns them.
+    pub async fn wait_for(&self, address: &str, n: usize) -> Vec<Mail> {
+        eventually(&format!("{n} mail(s) reach {address}"), || async {
+            self.mails_to(address).len() >= n
+        })
+        .await;
+        self.mails_to(address)
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+    }
+}
+
+async fn accept(listener: TcpListener, mails: Arc<Mutex<Vec<Mail>>>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let mails = Arc::clone(&mails);
+        tokio::spawn(async move {
+            let _ = session(stream, mails).await;
+        });
+    }
+}
+
+async fn session(
+    stream: tokio::net::TcpStream,
+    mails: Arc<Mutex<Vec<Mail>>>,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read);
+    write.write_all(b"220 sink ESMTP ready\r\n").await?;
+    let (mut from, mut to) = (String::new(), Vec::new());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let command = line.trim_end().to_owned();
+        let verb = command
+            .split([' ', ':'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        let reply: &[u8] = match verb.as_str() {
+            "EHLO" | "HELO" => b"250 sink\r\n",
+            "MAIL" => {
+                from = address_in(&command);
+                to.clear();
+                b"250 OK\r\n"
+            }
+            "RCPT" => {
+                to.push(address_in(&command));
+                b"250 OK\r\n"
+            }
+            "DATA" => {
+                write.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
+                let mut data = String::new();
+                loop {
+                    line.clear();
+                    if lines.read_line(&mut line).await? == 0 {
+                        return Ok(());
+                    }
+                    if line == ".\r\n" || line == ".\n" {
+                        break;
+                    }
+                    data.push_str(line.strip_prefix('.').unwrap_or(&line));
+                }
+                let (subject, body) = parse_message(&data);
+                mails.lock().expect("mails").push(Mail {
+                    from: from.clone(),
+                    to: std::mem::take(&mut to),
+                    subject,
+                    body,
+                });
+                b"250 OK queued\r\n"
+            }
+            "RSET" | "NOOP" => b"250 OK\r\n",
+            "QUIT" => {
+                write.write_all(b"221 bye\r\n").await?;
+                return Ok(());
+            }
+            _ => b"502 not implemented\r\n",
+        };
+        write.write_all(reply).await?;
+    }
+}
+
+fn address_in(command: &str) -> String {
+    command
+        .split_once('<')
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map(|(address, _)| address.to_owned())
+        .unwrap_or_default()
+}
+
+/// The subject and the decoded text body of an RFC 5322 message.
+fn parse_message(data: &str) -> (String, String) {
+    let data = data.replace("\r\n", "\n");
+    let (headers, body) = data.split_once("\n\n").unwrap_or((&data, ""));
+    // Unfold long headers (RFC 5322 2.2.3).
+    let headers = headers.replace("\n ", " ").replace("\n\t", " ");
+    let header = |name: &str| {
+        headers
+            .lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+            .unwrap_or_default()
+    };
+    let body = if header("Content-Transfer-Encoding").eq_ignore_ascii_case("quoted-printable") {
+        decode_quoted_printable(body)
+    } else {
+        body.to_owned()
+    };
+    (header("Subject"), body)
+}
+
+fn decode_quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'='
+            && let Some(hex) = joined.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
