@@ -5,7 +5,7 @@ use quill_gateway::{Config, server};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _telemetry = quill_platform::telemetry::init("gateway");
+    let _telemetry = quill_platform::telemetry::init("quill-gateway");
     let config = Config::from_env()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -5,6 +5,7 @@
 //! and Prometheus metrics.
 
 pub mod authz;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod events;

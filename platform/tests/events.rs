@@ -412,6 +412,22 @@ async fn two_relays_publish_each_event_exactly_once() -> anyhow::Result<()> {
         assert_eq!(seen.get(id), Some(&1), "event {id} published once");
     }
     assert_eq!(seen.len(), N);
+    let metrics = quill_platform::metrics::get();
+    assert_eq!(
+        metrics
+            .events_published
+            .with_label_values(&["user.followed"])
+            .get(),
+        N as u64,
+        "the relays count each confirmed publish once"
+    );
+    assert_eq!(
+        metrics
+            .outbox_backlog
+            .with_label_values(&[quill_platform::metrics::db_label(&pool)])
+            .get(),
+        0
+    );
     counter.abort();
     conn.close(200, "done".into()).await?;
     Ok(())
@@ -445,6 +461,15 @@ async fn a_poison_message_is_parked_after_max_attempts_while_others_flow() -> an
         poison.event_id
     );
     assert_eq!(attempts(&parked.properties), topology.max_attempts);
+    let kept_key = parked
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-routing-key").cloned());
+    assert!(
+        matches!(&kept_key, Some(AMQPValue::LongString(key)) if key.to_string() == "user.followed"),
+        "the parked message keeps its routing key: {kept_key:?}"
+    );
     assert_eq!(recorder.calls(&poison.event_id), topology.max_attempts);
     let processed: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM processed_events WHERE event_id = $1)")
@@ -452,6 +477,26 @@ async fn a_poison_message_is_parked_after_max_attempts_while_others_flow() -> an
             .fetch_one(&pool)
             .await?;
     assert!(!processed, "a failed run leaves no trace");
+
+    let consumed = |outcome: &str| {
+        quill_platform::metrics::get()
+            .events_consumed
+            .with_label_values(&[topology.queue.as_str(), "user.followed", outcome])
+            .get()
+    };
+    assert_eq!(consumed("ok"), 5);
+    assert_eq!(consumed("retried"), u64::from(topology.max_attempts - 1));
+    assert_eq!(consumed("dead_lettered"), 1);
+    let scrape = quill_platform::metrics::get().render();
+    assert!(
+        scrape
+            .lines()
+            .any(|line| line.starts_with("events_consumed_total{")
+                && line.contains(r#"outcome="dead_lettered""#)
+                && line.contains(&topology.queue)
+                && line.ends_with(" 1")),
+        "{scrape}"
+    );
     running.stop().await?;
     Ok(())
 }

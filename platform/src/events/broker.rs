@@ -35,6 +35,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const ATTEMPTS_HEADER: &str = "x-attempts";
 /// Header carrying the last handler error of a retried or parked message.
 pub const LAST_ERROR_HEADER: &str = "x-last-error";
+/// Header carrying the event's own routing key once a retry has republished
+/// it to a retry queue (whose dead-lettering replaces the routing key).
+pub const ROUTING_KEY_HEADER: &str = "x-routing-key";
 
 /// Opens one connection, named so it can be told apart in `rabbitmqctl`.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, EventsError> {

@@ -38,7 +38,7 @@ use crate::{metrics, trace_context};
 
 use crate::events::{
     Backoff, EventsError, Shutdown,
-    broker::{self, ATTEMPTS_HEADER, LAST_ERROR_HEADER, Topology},
+    broker::{self, ATTEMPTS_HEADER, LAST_ERROR_HEADER, ROUTING_KEY_HEADER, Topology},
     shared_shutdown, sleep_or_shutdown,
 };
 
@@ -240,7 +240,7 @@ impl<H: EventHandler> Consumer<H> {
             .events_consumed
             .with_label_values(&[
                 self.topology.queue.as_str(),
-                delivery.routing_key.as_str(),
+                routing_key(delivery).as_str(),
                 outcome,
             ])
             .inc();
@@ -313,7 +313,7 @@ impl<H: EventHandler> Consumer<H> {
         } else {
             tracing::warn!(queue = %self.topology.queue, attempts, %error, "event handling failed, will retry");
         }
-        let properties = with_attempts(&delivery.properties, attempts, &error.to_string());
+        let properties = with_attempts(delivery, attempts, &error.to_string());
         let confirmed = async {
             let confirmation = channel
                 .basic_publish(
@@ -371,7 +371,7 @@ fn delivery_span(queue: &str, delivery: &Delivery) -> Span {
         messaging.system = "rabbitmq",
         messaging.operation = "process",
         messaging.destination.name = %queue,
-        messaging.rabbitmq.destination.routing_key = %delivery.routing_key.as_str(),
+        messaging.rabbitmq.destination.routing_key = %routing_key(delivery),
         messaging.message.id = %message_id,
     );
     let parent =
@@ -385,6 +385,19 @@ fn delivery_span(queue: &str, delivery: &Delivery) -> Span {
         let _ = span.set_parent(cx);
     }
     span
+}
+
+/// The routing key the event was published with: a retried delivery comes
+/// back from its retry queue under the queue's name, the original is kept in
+/// a header.
+fn routing_key(delivery: &Delivery) -> String {
+    let kept = delivery.properties.headers().as_ref().and_then(|headers| {
+        match headers.inner().get(ROUTING_KEY_HEADER) {
+            Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+            _ => None,
+        }
+    });
+    kept.unwrap_or_else(|| delivery.routing_key.to_string())
 }
 
 /// Failed runs so far, from the `x-attempts` header (absent: none).
@@ -406,8 +419,13 @@ pub fn attempts(properties: &BasicProperties) -> u32 {
     u32::try_from(n).unwrap_or(0)
 }
 
-fn with_attempts(properties: &BasicProperties, attempts: u32, last_error: &str) -> BasicProperties {
+fn with_attempts(delivery: &Delivery, attempts: u32, last_error: &str) -> BasicProperties {
+    let properties = &delivery.properties;
     let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        ROUTING_KEY_HEADER.into(),
+        broker::string_value(&routing_key(delivery)),
+    );
     headers.insert(
         ATTEMPTS_HEADER.into(),
         AMQPValue::LongLongInt(i64::from(attempts)),

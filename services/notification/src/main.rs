@@ -1,23 +1,22 @@
-//! `quill-notification [serve|migrate]`: serves the notification gRPC API
-//! and consumes its event queue (default), or only applies its database
-//! migrations.
+//! `quill-notification [serve|migrate|health]`: serves the notification gRPC API and
+//! consumes its event queue (default), applies its database migrations, or
+//! checks a running server's health (for container health checks).
 
-use anyhow::Context;
 use quill_notification::{Config, server};
+use quill_platform::cli::{self, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _telemetry = quill_platform::telemetry::init("notification");
+    let command = Command::from_args()?;
+    let _telemetry = quill_platform::telemetry::init("quill-notification");
     let config = Config::from_env()?;
-    match std::env::args().nth(1).as_deref() {
-        Some("migrate") => server::migrate(&config).await,
-        None | Some("serve") => {
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
-                .with_context(|| format!("binding NOTIFICATION_LISTEN={}", config.listen))?;
+    match command {
+        Command::Migrate => server::migrate(&config).await,
+        Command::Health => Ok(cli::check_health(config.listen).await?),
+        Command::Serve => {
+            let listener = cli::bind("NOTIFICATION_LISTEN", config.listen).await?;
             quill_platform::metrics::spawn_admin_server("127.0.0.1:9103")?;
             server::run(config, listener, quill_platform::shutdown::signal()).await
         }
-        Some(other) => anyhow::bail!("unknown command {other:?}; expected serve or migrate"),
     }
 }
