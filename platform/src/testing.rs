@@ -289,3 +289,64 @@ impl Drop for TcpProxy {
         self.cut();
     }
 }
+
+/// A producer outside the services, for tests that feed a consumer what no
+/// relay would (a poison message) and look at where it ended up.
+impl TestBroker {
+    /// Publishes `body` as is to this test's exchange under `routing_key`,
+    /// persistent and confirmed, as the outbox relay publishes.
+    pub async fn publish_raw(&self, routing_key: &str, body: &[u8]) {
+        use lapin::{BasicProperties, options::BasicPublishOptions};
+        let connection = crate::events::broker::connect(&self.url, "test-publisher")
+            .await
+            .expect("connect to RabbitMQ");
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        let confirmation = channel
+            .basic_publish(
+                self.exchange().as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirmation.is_ack(), "publish not confirmed");
+        let _ = connection.close(200, "published".into()).await;
+    }
+
+    /// Publishes `envelope` under its type, encoded as the relay encodes it.
+    pub async fn publish(&self, envelope: &quill_proto::events::v1::Envelope) {
+        use prost::Message;
+        self.publish_raw(&envelope.r#type, &envelope.encode_to_vec())
+            .await;
+    }
+
+    /// Messages ready in `queue`, which must exist (a passive declare).
+    pub async fn ready_messages(&self, queue: &str) -> u32 {
+        use lapin::{options::QueueDeclareOptions, types::FieldTable};
+        let connection = crate::events::broker::connect(&self.url, "test-inspect")
+            .await
+            .expect("connect to RabbitMQ");
+        let channel = connection.create_channel().await.expect("channel");
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("queue {queue}: {e}"));
+        let _ = connection.close(200, "inspected".into()).await;
+        declared.message_count()
+    }
+}

@@ -1,18 +1,24 @@
-//! A gateway in front of in-process auth and content servers, all on
-//! ephemeral ports, gateway and auth sharing one Redis key prefix; and
-//! helpers to speak REST to it.
+//! A gateway in front of in-process auth, content and notification servers,
+//! all on ephemeral ports, gateway and auth sharing one Redis key prefix,
+//! mail going to an SMTP sink on loopback; and helpers to speak REST to it.
 
 #![allow(dead_code)]
 
-use std::{net::SocketAddr, time::Duration};
+pub mod smtp;
+
+use std::{
+    net::{SocketAddr, ToSocketAddrs},
+    time::Duration,
+};
 
 use quill_auth::testing::TestAuth;
 use quill_content::testing::TestContent;
 use quill_gateway::{Config, server};
 use quill_notification::testing::{TestNotification, use_broker};
-use quill_platform::testing::ephemeral_listener;
+use quill_platform::testing::{TcpProxy, amqp_url, ephemeral_listener};
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
+use smtp::SmtpSink;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 pub struct TestGateway {
@@ -20,6 +26,8 @@ pub struct TestGateway {
     pub content: TestContent,
     /// Consumes the events auth and content publish, on auth's exchange.
     pub notification: TestNotification,
+    /// The SMTP server the notification service delivers mail to.
+    pub smtp: SmtpSink,
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -47,14 +55,37 @@ impl TestGateway {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
-        let auth = TestAuth::start().await;
+        Self::launch(None, tweak).await
+    }
+
+    /// Starts with every service reaching RabbitMQ through `proxy` (relays,
+    /// consumers, queue declarations), so a test can cut the link.
+    pub async fn start_behind(proxy: &TcpProxy) -> Self {
+        Self::launch(Some(broker_url_via(proxy.addr())), |_| {}).await
+    }
+
+    async fn launch(amqp_url: Option<String>, tweak: impl FnOnce(&mut Config)) -> Self {
+        let auth = TestAuth::start_with(|c| {
+            if let Some(url) = &amqp_url {
+                c.events.amqp_url = url.clone();
+            }
+        })
+        .await;
         let content = TestContent::start_with(&auth.url(), |c| {
             c.events.exchange = auth.config.events.exchange.clone();
             c.events_queue_prefix = auth.config.events_queue_prefix.clone();
+            if let Some(url) = &amqp_url {
+                c.events.amqp_url = url.clone();
+            }
         })
         .await;
+        let smtp = SmtpSink::start().await;
         let notification = TestNotification::start(&auth.url(), &content.url(), |c| {
             use_broker(c, &auth.broker);
+            if let Some(url) = &amqp_url {
+                c.events.amqp_url = url.clone();
+            }
+            c.smtp = Some(smtp.server());
         })
         .await;
         let mut config = Config::from_env().expect("gateway config");
@@ -73,6 +104,7 @@ impl TestGateway {
             auth,
             content,
             notification,
+            smtp,
             addr,
             http: reqwest::Client::new(),
             stop: Some(stop),
@@ -214,6 +246,84 @@ impl TestGateway {
     }
 }
 
+impl TestGateway {
+    /// `follower` follows `username`; returns the profile.
+    pub async fn follow(&self, follower: &User, username: &str) -> Value {
+        let path = format!("/api/profiles/{username}/follow");
+        let response = self
+            .call(Method::POST, &path, Some(&follower.token), None)
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "{:?}", response.body);
+        assert_eq!(response.body["profile"]["following"], true);
+        response.body["profile"].clone()
+    }
+
+    /// `commenter` comments on the article `slug`; returns the comment.
+    pub async fn comment(&self, commenter: &User, slug: &str, body: &str) -> Value {
+        let response = self
+            .post(
+                &format!("/api/articles/{slug}/comments"),
+                Some(&commenter.token),
+                json!({"comment": {"body": body}}),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "{:?}", response.body);
+        response.body["comment"].clone()
+    }
+
+    /// `fan` favorites the article `slug`; returns the article.
+    pub async fn favorite(&self, fan: &User, slug: &str) -> Value {
+        let path = format!("/api/articles/{slug}/favorite");
+        let response = self.call(Method::POST, &path, Some(&fan.token), None).await;
+        assert_eq!(response.status, StatusCode::OK, "{:?}", response.body);
+        assert_eq!(response.body["article"]["favorited"], true);
+        response.body["article"].clone()
+    }
+
+    /// `user`'s notifications, newest first, as `GET /api/notifications`
+    /// lists them; the reply's total must be its length.
+    pub async fn notifications(&self, user: &User) -> Vec<Value> {
+        let list = self
+            .get("/api/notifications?limit=100", Some(&user.token))
+            .await;
+        assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+        let notifications = list.body["notifications"]
+            .as_array()
+            .expect("notifications")
+            .clone();
+        assert_eq!(
+            list.body["notificationsCount"],
+            notifications.len(),
+            "{}",
+            list.body
+        );
+        notifications
+    }
+
+    /// Changes `user`'s delivery preferences for one kind of notification.
+    pub async fn set_preference(&self, user: &User, kind: &str, in_app: bool, email: bool) {
+        let response = self
+            .call(
+                Method::PUT,
+                "/api/notifications/preferences",
+                Some(&user.token),
+                Some(json!({ "preferences": {
+                    "kinds": [{ "kind": kind, "inApp": in_app, "email": email }],
+                }})),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+        let kinds = response.body["preferences"]["kinds"]
+            .as_array()
+            .expect("kinds");
+        assert!(
+            kinds.contains(&json!({ "kind": kind, "inApp": in_app, "email": email })),
+            "{}",
+            response.body
+        );
+    }
+}
+
 impl Drop for TestGateway {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -222,6 +332,38 @@ impl Drop for TestGateway {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+/// The address of the RabbitMQ server tests use, for a [`TcpProxy`] in
+/// front of it.
+pub fn broker_addr() -> SocketAddr {
+    let url = amqp_url();
+    let (_, authority, _) = split_broker_url(&url);
+    authority
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .unwrap_or_else(|| panic!("no address for the broker in {url}"))
+}
+
+/// The URL tests reach RabbitMQ at, with its host and port replaced by
+/// `addr`: credentials and vhost stay.
+fn broker_url_via(addr: SocketAddr) -> String {
+    let url = amqp_url();
+    let (credentials, _, vhost) = split_broker_url(&url);
+    format!("amqp://{credentials}{addr}{vhost}")
+}
+
+/// `amqp://user:pass@host:port/vhost` -> (`user:pass@`, `host:port`, `/vhost`).
+fn split_broker_url(url: &str) -> (&str, &str, &str) {
+    let rest = url
+        .strip_prefix("amqp://")
+        .unwrap_or_else(|| panic!("not an amqp:// URL: {url}"));
+    let (server, vhost) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match server.rfind('@') {
+        Some(at) => (&server[..=at], &server[at + 1..], vhost),
+        None => ("", server, vhost),
     }
 }
 

@@ -94,8 +94,16 @@ impl NotificationService for NotificationGrpc {
             0 => DEFAULT_LIMIT,
             n => n.min(MAX_LIMIT),
         };
+        // The page and its total come from one snapshot: two plain reads let
+        // a notification committed in between make them disagree (an empty
+        // page with a total of 1).
+        let mut snapshot = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+            .map_err(NotificationError::from)?;
         let rows = repo::list(
-            &self.pool,
+            &mut *snapshot,
             user,
             r.unread_only,
             i64::from(limit),
@@ -103,9 +111,10 @@ impl NotificationService for NotificationGrpc {
         )
         .await
         .map_err(NotificationError::from)?;
-        let total = repo::count(&self.pool, user, r.unread_only)
+        let total = repo::count(&mut *snapshot, user, r.unread_only)
             .await
             .map_err(NotificationError::from)?;
+        snapshot.commit().await.map_err(NotificationError::from)?;
         Ok(Response::new(pb::ListNotificationsResponse {
             notifications: rows.into_iter().map(notification_message).collect(),
             total: total.unsigned_abs(),
