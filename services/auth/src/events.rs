@@ -22,6 +22,7 @@ pub fn snapshot(user: &UserRow) -> UserSnapshot {
         bio: user.bio.clone(),
         image: user.image.clone(),
         banned: user.banned_at.is_some(),
+        updated_at: Some(quill_platform::time::to_proto(user.updated_at)),
     }
 }
 

@@ -60,6 +60,8 @@ async fn registering_publishes_user_registered_with_the_new_user() {
             bio: None,
             image: None,
             banned: false,
+            // The row's version, as GetUsersByIds reports it too.
+            updated_at: ada.user.updated_at,
         }
     );
     assert_eq!(outbox_rows(&h, "user.registered").await, 1);
@@ -129,6 +131,12 @@ async fn profile_changes_publish_user_updated_and_a_password_change_alone_does_n
     let event = probe.next().await;
     assert_eq!(event.r#type, "user.updated");
     assert_eq!(event.producer, "auth");
+    let version = user_of(&event).0.updated_at;
+    assert!(
+        version.as_ref().map(|t| (t.seconds, t.nanos))
+            > cy.user.updated_at.as_ref().map(|t| (t.seconds, t.nanos)),
+        "an update moves the version forward"
+    );
     assert_eq!(
         user_of(&event).0,
         UserSnapshot {
@@ -138,6 +146,7 @@ async fn profile_changes_publish_user_updated_and_a_password_change_alone_does_n
             bio: Some("Writes.".into()),
             image: Some("https://example.com/cy.png".into()),
             banned: false,
+            updated_at: version,
         }
     );
 

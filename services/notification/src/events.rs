@@ -51,12 +51,8 @@ impl NotificationEvents {
         if in_app {
             repo::insert_for_users(conn, event_id, &[user], draft).await?;
         }
-        if let Some(mail) = mail.filter(|_| email && self.mail_enabled)
-            && !repo::queue_mail(conn, user, mail).await?
-        {
-            // Users registered before this service ran have no address
-            // here until their next user.updated.
-            tracing::info!(%user, kind = draft.kind.as_str(), "no address known; mail skipped");
+        if let Some(mail) = mail.filter(|_| email && self.mail_enabled) {
+            repo::queue_mail(conn, user, mail).await?;
         }
         Ok(())
     }

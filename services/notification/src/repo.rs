@@ -26,18 +26,24 @@ pub struct NotificationRow {
 
 const COLUMNS: &str = "id, kind, title, body, actor_username, article_slug, read_at, created_at";
 
+/// Keeps the newest state of a recipient by auth's version of the user row;
+/// an older event arriving late changes nothing.
 pub async fn upsert_recipient(
     conn: &mut PgConnection,
     recipient: &Recipient,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO recipients (user_id, username, email) VALUES ($1, $2, $3)
+        "INSERT INTO recipients (user_id, username, email, version)
+         VALUES ($1, $2, $3, coalesce($4, '-infinity'))
          ON CONFLICT (user_id) DO UPDATE
-         SET username = EXCLUDED.username, email = EXCLUDED.email, updated_at = now()",
+         SET username = EXCLUDED.username, email = EXCLUDED.email,
+             version = EXCLUDED.version, updated_at = now()
+         WHERE recipients.version <= EXCLUDED.version",
     )
     .bind(recipient.user_id)
     .bind(&recipient.username)
     .bind(&recipient.email)
+    .bind(recipient.version)
     .execute(conn)
     .await?;
     Ok(())
@@ -105,32 +111,26 @@ pub async fn insert_for_users(
     Ok(created.unsigned_abs())
 }
 
-/// Queues `mail` to `user`'s address from the recipients model and wakes
-/// the senders on commit. Returns `false` when the address is unknown.
+/// Queues `mail` to `user` and wakes the mail senders. The address is looked
+/// up when the mail is sent, so mail to a user whose `user.registered` has
+/// not been applied yet waits for it.
 pub async fn queue_mail(
     conn: &mut PgConnection,
     user: Uuid,
     mail: &MailDraft,
-) -> Result<bool, sqlx::Error> {
-    let queued = sqlx::query(
-        "INSERT INTO outbox_mail (id, recipient, subject, body)
-         SELECT $1, email, $3, $4 FROM recipients WHERE user_id = $2",
-    )
-    .bind(Uuid::now_v7())
-    .bind(user)
-    .bind(&mail.subject)
-    .bind(&mail.body)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if queued {
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(MAIL_CHANNEL)
-            .execute(conn)
-            .await?;
-    }
-    Ok(queued)
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO outbox_mail (id, user_id, subject, body) VALUES ($1, $2, $3, $4)")
+        .bind(Uuid::now_v7())
+        .bind(user)
+        .bind(&mail.subject)
+        .bind(&mail.body)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(MAIL_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 pub async fn notification(
@@ -274,17 +274,21 @@ pub struct PendingMail {
     pub attempts: i32,
 }
 
-/// Locks up to `limit` mails due for delivery; other senders skip them.
+/// Locks up to `limit` mails due for delivery whose address is known, with
+/// the recipient's current address; other senders skip them.
 pub async fn claim_mail(
     conn: &mut PgConnection,
     limit: i64,
 ) -> Result<Vec<PendingMail>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, recipient, subject, body, attempts FROM outbox_mail
-         WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now()
-         ORDER BY next_attempt_at
+        "SELECT m.id, coalesce(r.email, m.recipient) AS recipient, m.subject, m.body, m.attempts
+         FROM outbox_mail m
+         LEFT JOIN recipients r ON r.user_id = m.user_id
+         WHERE m.sent_at IS NULL AND m.failed_at IS NULL AND m.next_attempt_at <= now()
+           AND coalesce(r.email, m.recipient) IS NOT NULL
+         ORDER BY m.next_attempt_at
          LIMIT $1
-         FOR UPDATE SKIP LOCKED",
+         FOR UPDATE OF m SKIP LOCKED",
     )
     .bind(limit)
     .fetch_all(conn)

@@ -1,6 +1,7 @@
 //! What each event means for whom: which notification, which mail. Plain
 //! values in, plain values out; no SQL, no network.
 
+use chrono::{DateTime, Utc};
 use quill_proto::{
     events::v1::{ArticleSnapshot, Envelope, UserSnapshot, envelope::Payload},
     notification::v1::NotificationKind,
@@ -81,6 +82,8 @@ pub struct Recipient {
     pub user_id: Uuid,
     pub username: String,
     pub email: String,
+    /// auth's version of the user row; `None` from producers predating it.
+    pub version: Option<DateTime<Utc>>,
 }
 
 /// One thing an event causes.
@@ -97,6 +100,12 @@ pub enum Effect {
     },
     /// Notify every follower of `author_id`.
     NotifyFollowers { author_id: Uuid, draft: Draft },
+}
+
+fn version(user: &UserSnapshot) -> Option<DateTime<Utc>> {
+    user.updated_at
+        .as_ref()
+        .and_then(quill_platform::time::from_proto)
 }
 
 /// The event's payload does not make sense; retrying cannot help.
@@ -131,6 +140,7 @@ pub fn plan(envelope: &Envelope) -> Result<Vec<Effect>, MalformedEvent> {
                     user_id,
                     username: user.username.clone(),
                     email: user.email.clone(),
+                    version: version(&user),
                 }),
                 Effect::Notify {
                     user_id,
@@ -159,6 +169,7 @@ pub fn plan(envelope: &Envelope) -> Result<Vec<Effect>, MalformedEvent> {
             let user = user(&updated.user)?;
             vec![Effect::UpsertRecipient(Recipient {
                 user_id: id("user.id", &user.id)?,
+                version: version(&user),
                 username: user.username,
                 email: user.email,
             })]

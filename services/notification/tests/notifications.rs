@@ -12,7 +12,9 @@ use quill_proto::notification::v1::{
     MarkReadRequest, NotificationKind, SubscribeRequest, UnreadCountRequest,
     UpdatePreferencesRequest,
 };
-use support::{Stack, article, commented, eventually, favorited, followed, published, registered};
+use support::{
+    Stack, article, commented, eventually, favorited, followed, published, registered, updated,
+};
 use tonic::Code;
 use uuid::Uuid;
 
@@ -86,6 +88,60 @@ async fn a_comment_notifies_and_mails_the_author_but_not_on_their_own_article() 
         mail.body
     );
     assert!(mail.body.contains("/article/dragons"), "{:?}", mail.body);
+}
+
+#[tokio::test]
+async fn a_mail_queued_before_the_address_is_known_waits_for_it() {
+    let stack = Stack::start().await;
+    // Events are consumed concurrently: the comment may be applied before
+    // the author's registration.
+    let jake = stack.user("jake");
+    let jane = stack.user("jane");
+    let early = stack
+        .publish(commented(&jane, article(&jake, "Dragons"), "First!"))
+        .await;
+    stack.processed(&early).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(stack.smtp.mails_to("jake@example.com").is_empty());
+
+    stack.publish(registered(&jake)).await;
+    let mails = stack.smtp.wait_for("jake@example.com", 2).await;
+    let mut subjects: Vec<&str> = mails.iter().map(|m| m.subject.as_str()).collect();
+    subjects.sort_unstable();
+    assert_eq!(
+        subjects,
+        ["Welcome to Quill", "jane commented on \"Dragons\""]
+    );
+}
+
+#[tokio::test]
+async fn a_late_older_user_event_never_brings_back_an_old_address() {
+    let stack = Stack::start().await;
+    let jake = stack.registered("jake").await;
+    let now = chrono::Utc::now();
+    let newer = stack
+        .publish(updated(&jake, "jake@new.example.com", now))
+        .await;
+    stack.processed(&newer).await;
+    let older = stack
+        .publish(updated(
+            &jake,
+            "jake@old.example.com",
+            now - chrono::Duration::seconds(5),
+        ))
+        .await;
+    stack.processed(&older).await;
+
+    stack
+        .publish(commented(
+            &stack.user("jane"),
+            article(&jake, "Dragons"),
+            "Hi",
+        ))
+        .await;
+    let mails = stack.smtp.wait_for("jake@new.example.com", 1).await;
+    assert_eq!(mails[0].subject, "jane commented on \"Dragons\"");
+    assert!(stack.smtp.mails_to("jake@old.example.com").is_empty());
 }
 
 #[tokio::test]

@@ -111,7 +111,7 @@ pub async fn update(
             password_hash = COALESCE($4, password_hash),
             bio = CASE WHEN $5 THEN $6 ELSE bio END,
             image = CASE WHEN $7 THEN $8 ELSE image END,
-            updated_at = now()
+            updated_at = greatest(now(), updated_at + interval '1 microsecond')
          WHERE id = $1
          RETURNING ",
         columns!()
@@ -171,7 +171,7 @@ pub async fn set_role(
     username: &str,
     role: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as(concat!("UPDATE users SET role = $2, updated_at = now() WHERE lower(username) = lower($1) RETURNING ", columns!()))
+    sqlx::query_as(concat!("UPDATE users SET role = $2, updated_at = greatest(now(), updated_at + interval '1 microsecond') WHERE lower(username) = lower($1) RETURNING ", columns!()))
     .bind(username)
     .bind(role)
     .fetch_optional(db)
@@ -185,7 +185,7 @@ pub async fn set_banned(
 ) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as(concat!(
         "UPDATE users
-         SET banned_at = CASE WHEN $2 THEN COALESCE(banned_at, now()) END, updated_at = now()
+         SET banned_at = CASE WHEN $2 THEN COALESCE(banned_at, now()) END, updated_at = greatest(now(), updated_at + interval '1 microsecond')
          WHERE lower(username) = lower($1)
          RETURNING ",
         columns!()

@@ -27,7 +27,7 @@ use quill_platform::{
 use quill_proto::{
     events::v1::{
         ArticleFavorited, ArticlePublished, ArticleSnapshot, CommentAdded, Envelope, UserFollowed,
-        UserRegistered, UserSnapshot, envelope::Payload,
+        UserRegistered, UserSnapshot, UserUpdated, envelope::Payload,
     },
     notification::v1::{ListNotificationsRequest, Notification},
 };
@@ -169,11 +169,14 @@ impl Stack {
 
     /// Mail queued for `address` (sent or not).
     pub async fn queued_mail(&self, address: &str) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM outbox_mail WHERE recipient = $1")
-            .bind(address)
-            .fetch_one(&self.db)
-            .await
-            .expect("query")
+        sqlx::query_scalar(
+            "SELECT count(*) FROM outbox_mail m LEFT JOIN recipients r ON r.user_id = m.user_id
+             WHERE coalesce(r.email, m.recipient) = $1",
+        )
+        .bind(address)
+        .fetch_one(&self.db)
+        .await
+        .expect("query")
     }
 
     /// Makes `followers` follow `author` in content's own database (the
@@ -218,6 +221,19 @@ pub fn registered(user: &TestUser) -> Payload {
             id: user.id.to_string(),
             username: user.username.clone(),
             email: user.email.clone(),
+            ..Default::default()
+        }),
+    })
+}
+
+/// `user.updated` with `email`, as auth's row stood at `version`.
+pub fn updated(user: &TestUser, email: &str, version: chrono::DateTime<chrono::Utc>) -> Payload {
+    Payload::UserUpdated(UserUpdated {
+        user: Some(UserSnapshot {
+            id: user.id.to_string(),
+            username: user.username.clone(),
+            email: email.to_owned(),
+            updated_at: Some(quill_platform::time::to_proto(version)),
             ..Default::default()
         }),
     })
