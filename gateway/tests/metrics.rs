@@ -31,6 +31,16 @@ async fn gateway_and_admin_port_serve_prometheus_metrics() {
     assert_eq!(fetched.status, 200);
     let missing = gateway.get("/api/no-such-route", None).await;
     assert_eq!(missing.status, 404);
+    let brewed = gateway
+        .http
+        .request(
+            reqwest::Method::from_bytes(b"BREW").unwrap(),
+            gateway.url("/api/tags"),
+        )
+        .send()
+        .await
+        .expect("custom method");
+    assert!(brewed.status().is_client_error());
 
     let scrape = gateway
         .http
@@ -86,8 +96,17 @@ async fn gateway_and_admin_port_serve_prometheus_metrics() {
             &[r#"route="/api/articles""#, r#"le="+Inf""#]
         ) >= Some(1.0)
     );
-    // The route label is the pattern, never the raw path.
+    // The route label is the pattern, never the raw path; methods outside
+    // the standard set share one label value.
     assert!(!text.contains(&slug), "raw path leaked into labels: {text}");
+    assert!(
+        !text.contains("BREW"),
+        "raw method leaked into labels: {text}"
+    );
+    assert!(
+        sample(&text, "http_server_requests_total", &[r#"method="_OTHER""#]) >= Some(1.0),
+        "{text}"
+    );
 
     // A service's admin port serves the same registry; the services here run
     // in-process, so their RPC families are in it.

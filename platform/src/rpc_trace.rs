@@ -44,6 +44,10 @@ struct Finish {
     done: bool,
 }
 
+const UNIMPLEMENTED: i32 = 12;
+/// The label value for whatever is not one of our own names (OTel's `_OTHER`).
+const OTHER: &str = "_OTHER";
+
 impl Finish {
     fn record(&mut self, code: i32) {
         if std::mem::replace(&mut self.done, true) {
@@ -59,6 +63,13 @@ impl Finish {
             self.span.record("otel.status_code", "ERROR");
         }
         if let Some((service, method)) = &self.server {
+            // UNIMPLEMENTED answers a path no service registered: the path is
+            // the caller's to choose, so it must not become a label value.
+            let (service, method) = if code == UNIMPLEMENTED {
+                (OTHER, OTHER)
+            } else {
+                (service.as_str(), method.as_str())
+            };
             metrics::record_rpc(service, method, code, self.start.elapsed().as_secs_f64());
         }
     }

@@ -8,6 +8,7 @@ use std::{collections::HashMap, time::Duration};
 
 use chrono::Utc;
 
+use quill_platform::grpc::{self, TracedChannel};
 use quill_proto::auth::v1::{
     self as auth_pb, GetUserByUsernameRequest, GetUsersByIdsRequest,
     auth_service_client::AuthServiceClient,
@@ -27,14 +28,14 @@ const AUTH_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Authors {
     pool: PgPool,
-    auth: AuthServiceClient<Channel>,
+    auth: AuthServiceClient<TracedChannel>,
 }
 
 impl Authors {
     pub fn new(pool: PgPool, auth: Channel) -> Self {
         Self {
             pool,
-            auth: AuthServiceClient::new(auth),
+            auth: AuthServiceClient::new(grpc::traced(auth)),
         }
     }
 

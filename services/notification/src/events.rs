@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use quill_platform::events::{EventHandler, HandlerError, async_trait};
+use quill_platform::{
+    events::{EventHandler, HandlerError, async_trait},
+    grpc,
+};
 use quill_proto::{
     content::v1::{StreamFollowerIdsRequest, content_service_client::ContentServiceClient},
     events::v1::Envelope,
@@ -73,7 +76,7 @@ impl NotificationEvents {
             batch_size: self.fanout_batch,
         });
         request.set_timeout(FANOUT_DEADLINE);
-        let mut batches = ContentServiceClient::new(self.content.clone())
+        let mut batches = ContentServiceClient::new(grpc::traced(self.content.clone()))
             .stream_follower_ids(request)
             .await
             .map_err(HandlerError::transient)?
