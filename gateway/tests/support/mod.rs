@@ -4,8 +4,6 @@
 
 #![allow(dead_code)]
 
-pub mod smtp;
-
 use std::{
     net::{SocketAddr, ToSocketAddrs},
     time::Duration,
@@ -14,11 +12,11 @@ use std::{
 use quill_auth::testing::TestAuth;
 use quill_content::testing::TestContent;
 use quill_gateway::{Config, server};
+use quill_notification::testing::smtp::SmtpSink;
 use quill_notification::testing::{TestNotification, use_broker};
 use quill_platform::testing::{TcpProxy, amqp_url, ephemeral_listener};
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
-use smtp::SmtpSink;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 pub struct TestGateway {

@@ -15,6 +15,8 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{Config, server};
 
+pub mod smtp;
+
 pub struct TestNotification {
     pub addr: SocketAddr,
     pub channel: Channel,

@@ -1,7 +1,6 @@
-//! A real SMTP server on loopback that the notification service of a
-//! [`super::TestGateway`] delivers to, recording every message. The same
-//! subset of RFC 5321 as the notification crate's own test sink: the two
-//! could share one copy in `quill_notification::testing`.
+//! A real SMTP server on loopback that records every message, for tests
+//! that assert on the mail the notification service sends (this crate's and
+//! the gateway's).
 
 use std::{
     sync::{Arc, Mutex},
@@ -46,8 +45,8 @@ impl SmtpSink {
         }
     }
 
-    pub fn server(&self) -> quill_notification::config::SmtpServer {
-        quill_notification::config::SmtpServer {
+    pub fn server(&self) -> crate::config::SmtpServer {
+        crate::config::SmtpServer {
             host: self.addr.ip().to_string(),
             port: self.addr.port(),
         }
