@@ -20,6 +20,10 @@ pub struct Config {
     /// that sets it; otherwise clients could pick their own rate-limit key).
     pub trust_forwarded_for: bool,
     pub rate_limits: RateLimits,
+    /// How often an open notification stream re-checks that its session is
+    /// not revoked (logout, ban, password change); the stream ends when it
+    /// is. `GATEWAY_STREAM_RECHECK_SECS`, 30 by default.
+    pub stream_recheck: Duration,
 }
 
 /// Requests allowed per window, per client IP and per account.
@@ -52,6 +56,7 @@ impl Config {
                 login_per_account: env_or("RATE_LIMIT_LOGIN_PER_ACCOUNT", 10)?,
                 register_per_ip: env_or("RATE_LIMIT_REGISTER_PER_IP", 20)?,
             },
+            stream_recheck: env_secs("GATEWAY_STREAM_RECHECK_SECS", 30)?,
         };
         ensure(
             !config.rate_limits.window.is_zero(),
@@ -64,6 +69,12 @@ impl Config {
             "GATEWAY_RPC_DEADLINE_MS",
             0,
             "must be positive",
+        )?;
+        ensure(
+            !config.stream_recheck.is_zero(),
+            "GATEWAY_STREAM_RECHECK_SECS",
+            0,
+            "must be at least 1",
         )?;
         for (name, url) in [
             ("AUTH_URL", &config.auth_url),

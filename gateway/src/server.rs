@@ -14,7 +14,7 @@ use crate::{
     app::router,
     config::Config,
     rate_limit::RateLimiter,
-    state::{AppState, Upstreams},
+    state::{AppState, Shutdown, Upstreams},
 };
 
 fn lazy_channel(url: &str) -> anyhow::Result<Channel> {
@@ -40,6 +40,7 @@ pub async fn run(
     let verifier = TokenVerifier::from_auth_service(upstreams.auth.clone())
         .await
         .map_err(|e| anyhow::anyhow!("fetching token keys from auth: {e}"))?;
+    let (trigger, signal) = Shutdown::new();
     let state = AppState {
         revocations: RevocationList::new(redis.clone(), config.redis_prefix.clone()),
         rate_limiter: RateLimiter::new(redis.clone(), config.redis_prefix.clone()),
@@ -47,13 +48,19 @@ pub async fn run(
         verifier: Arc::new(verifier),
         upstreams,
         config: Arc::new(config),
+        shutdown: signal,
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
     axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    // Graceful shutdown waits for every response to finish: end the
+    // endless ones (notification streams) as soon as it begins.
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        trigger.fire();
+    })
     .await?;
     Ok(())
 }

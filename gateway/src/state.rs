@@ -1,5 +1,6 @@
 //! What every handler may use: configuration, upstream clients, the token
-//! verifier, and Redis-backed revocation list and rate limiter.
+//! verifier, Redis-backed revocation list and rate limiter, and the shutdown
+//! signal long-lived responses end on.
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use quill_proto::{
     notification::v1::notification_service_client::NotificationServiceClient,
 };
 use redis::aio::ConnectionManager;
+use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use crate::{config::Config, rate_limit::RateLimiter};
@@ -26,6 +28,38 @@ pub struct AppState {
     pub rate_limiter: RateLimiter,
     pub redis: ConnectionManager,
     pub upstreams: Upstreams,
+    /// Fires when the server starts shutting down, so responses that would
+    /// never finish by themselves (Server-Sent Events) end and let graceful
+    /// shutdown complete.
+    pub shutdown: Shutdown,
+}
+
+/// The receiving side of the server's shutdown signal; cheap to clone.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+/// Fires the [`Shutdown`] signal of every clone, present and future.
+pub struct ShutdownTrigger(watch::Sender<bool>);
+
+impl Shutdown {
+    pub fn new() -> (ShutdownTrigger, Self) {
+        let (trigger, signal) = watch::channel(false);
+        (ShutdownTrigger(trigger), Self(signal))
+    }
+
+    /// Resolves once shutdown has begun (at once if it already has).
+    pub async fn fired(&self) {
+        let mut signal = self.0.clone();
+        // An error means the trigger is gone, which only happens once the
+        // server is done: treat it as shutdown too.
+        let _ = signal.wait_for(|fired| *fired).await;
+    }
+}
+
+impl ShutdownTrigger {
+    pub fn fire(&self) {
+        self.0.send_replace(true);
+    }
 }
 
 /// gRPC channels to the services. Channels are cheap to clone and reconnect

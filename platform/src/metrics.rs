@@ -5,7 +5,7 @@
 //! - `rpc_server_requests_total{service,method,code}`, `rpc_server_duration_seconds{service,method}`
 //! - `http_server_requests_total{method,route,status}`, `http_server_duration_seconds{method,route}`
 //! - `events_published_total{routing_key}`
-//! - `events_consumed_total{queue,routing_key,outcome}` (ok|retried|dead_lettered|duplicate)
+//! - `events_consumed_total{queue,routing_key,outcome}` (ok|duplicate|retried|requeued|dead_lettered)
 //! - `outbox_backlog{db}`: unsent outbox rows, updated by the relay every poll
 //! - `db_pool_connections{db,state}` (size|idle), sampled at scrape time
 
@@ -96,7 +96,7 @@ impl Metrics {
             ),
             events_consumed: counter(
                 "events_consumed_total",
-                "Deliveries settled by consumers, by outcome (ok, retried, dead_lettered, duplicate)",
+                "Deliveries settled by consumers, by outcome (ok, retried, dead_lettered, duplicate, requeued)",
                 &["queue", "routing_key", "outcome"],
             ),
             outbox_backlog: gauge(

@@ -350,3 +350,99 @@ impl TestBroker {
         declared.message_count()
     }
 }
+
+/// One of our gRPC servers running in-process on an ephemeral port, for
+/// integration tests: started by [`TestServer::spawn`], ready (health
+/// SERVING) when that returns, stopped by [`TestServer::stop`] or on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    /// A lazily connected channel to it.
+    pub channel: tonic::transport::Channel,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The shutdown signal [`TestServer::spawn`] hands the server.
+pub type StopSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+impl TestServer {
+    /// Runs `run(listener, stop)` (a service's `server::run`) on a fresh
+    /// listener and waits until its health service answers. Panics if the
+    /// server ends during start-up or is not serving within 20 s.
+    pub async fn spawn<Run, Fut, E>(name: &str, run: Run) -> Self
+    where
+        Run: FnOnce(TcpListener, StopSignal) -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Debug + Send + 'static,
+    {
+        let (listener, addr) = ephemeral_listener().await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = run(
+            listener,
+            Box::pin(async move {
+                let _ = stopped.await;
+            }),
+        );
+        let label = name.to_owned();
+        let task = tokio::spawn(async move {
+            if let Err(e) = server.await {
+                eprintln!("{label} server failed: {e:?}");
+            }
+        });
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("valid url")
+            .connect_lazy();
+        let mut server = Self {
+            addr,
+            channel,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        server.wait_until_serving(name).await;
+        server
+    }
+
+    async fn wait_until_serving(&mut self, name: &str) {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        for _ in 0..400 {
+            if self.task.as_ref().is_some_and(|t| t.is_finished()) {
+                panic!("{name} server exited during start-up");
+            }
+            let check = HealthClient::new(self.channel.clone())
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await;
+            if check.is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{name} server did not become healthy within 20 s");
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Signals shutdown and waits (up to 10 s) for the server to drain.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

@@ -22,12 +22,12 @@ use quill_platform::{
         Consumer, EventHandler, EventsConfig, HandlerError, OUTBOX_AND_INBOX_SQL, OutboxRelay,
         Topology, async_trait, backlog, broker, catalog, consumer::attempts, enqueue, new_envelope,
     },
-    testing::{TcpProxy, TestBroker, TestDb},
+    testing::{TcpProxy, TestBroker, TestDb, postgres_server_url},
 };
 use quill_proto::events::v1::{
     Envelope, UserFollowed, UserRegistered, UserSnapshot, envelope::Payload,
 };
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
 use tokio::{sync::Notify, task::JoinHandle};
 use uuid::Uuid;
 
@@ -68,6 +68,11 @@ struct Recorder {
     poison: Option<String>,
     panic_on: Option<String>,
     hang_on: Option<(String, Arc<Notify>)>,
+    /// This event finds a dependency unavailable on its first n runs.
+    unavailable_for: Option<(String, u32)>,
+    /// The first run of this event signals `started`, then waits for
+    /// `resume` before writing.
+    hold_once: Option<(String, Arc<Notify>, Arc<Notify>)>,
 }
 
 impl Recorder {
@@ -88,18 +93,31 @@ impl EventHandler for Recorder {
         tx: &mut Transaction<'_, Postgres>,
         envelope: &Envelope,
     ) -> Result<(), HandlerError> {
-        *self
-            .calls
-            .lock()
-            .unwrap()
-            .entry(envelope.event_id.clone())
-            .or_default() += 1;
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            let call = calls.entry(envelope.event_id.clone()).or_default();
+            *call += 1;
+            *call
+        };
         let id = Uuid::parse_str(&envelope.event_id).map_err(HandlerError::permanent)?;
+        if let Some((hold_id, started, resume)) = &self.hold_once
+            && hold_id == &envelope.event_id
+            && call == 1
+        {
+            started.notify_one();
+            resume.notified().await;
+        }
         sqlx::query("INSERT INTO applied (event_id, routing_key) VALUES ($1, $2)")
             .bind(id)
             .bind(&envelope.r#type)
             .execute(&mut **tx)
             .await?;
+        if let Some((down_id, runs)) = &self.unavailable_for
+            && down_id == &envelope.event_id
+            && call <= *runs
+        {
+            return Err(HandlerError::unavailable("a dependency is down"));
+        }
         if self.poison.as_deref() == Some(envelope.event_id.as_str()) {
             return Err(HandlerError::transient("this event always fails"));
         }
@@ -153,8 +171,11 @@ fn relay(pool: &PgPool, url: &str, broker: &TestBroker) -> Running {
     Running::spawn(|shutdown| relay.run(shutdown))
 }
 
+/// A consumer with short outage pauses (10 ms up to 100 ms), so outage
+/// tests finish fast.
 fn consumer(pool: &PgPool, url: &str, topology: &Topology, handler: Recorder) -> Running {
-    let consumer = Consumer::new(pool.clone(), url, topology.clone(), handler);
+    let consumer = Consumer::new(pool.clone(), url, topology.clone(), handler)
+        .unavailable_backoff(Duration::from_millis(10), Duration::from_millis(100));
     Running::spawn(|shutdown| consumer.run(shutdown))
 }
 
@@ -255,6 +276,33 @@ async fn get_parked(url: &str, topology: &Topology) -> anyhow::Result<lapin::mes
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// `events_consumed_total` for `topology`'s queue, `user.followed` and `outcome`.
+fn consumed_total(topology: &Topology, outcome: &str) -> u64 {
+    quill_platform::metrics::get()
+        .events_consumed
+        .with_label_values(&[topology.queue.as_str(), "user.followed", outcome])
+        .get()
+}
+
+/// Lets connections into `database` again, or refuses them and ends the
+/// ones open (a database outage, as the consumer sees it).
+async fn allow_connections(database: &str, allow: bool) -> anyhow::Result<()> {
+    let mut admin = PgConnection::connect(&format!("{}/postgres", postgres_server_url())).await?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS {allow}"
+        )))
+        .await?;
+    if !allow {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(database)
+            .execute(&mut admin)
+            .await?;
+    }
+    admin.close().await?;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -713,5 +761,186 @@ async fn an_event_published_before_its_consumer_first_starts_is_delivered_when_i
         early.event_id
     );
     conn.close(200, "done".into()).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_dependency_requeues_the_event_without_spending_its_attempts()
+-> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.followed"]);
+    declare(&broker.url, &topology).await?;
+    // More unavailable runs than attempts: counted, they would park it.
+    let down_runs = topology.max_attempts + 3;
+    let event = followed(1);
+    let other = followed(2);
+    let recorder = Recorder {
+        unavailable_for: Some((event.event_id.clone(), down_runs)),
+        ..Recorder::default()
+    };
+    let running = consumer(&pool, &broker.url, &topology, recorder.clone());
+    publish_raw(
+        &broker.url,
+        &broker.exchange(),
+        "user.followed",
+        &[event.encode_to_vec(), other.encode_to_vec()],
+    )
+    .await?;
+
+    eventually("both events are applied", || async {
+        Ok(applied(&pool).await? == (2, 2))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(applied(&pool).await?, (2, 2), "applied once, none twice");
+    assert_eq!(recorder.calls(&event.event_id), down_runs + 1);
+    assert_eq!(recorder.calls(&other.event_id), 1);
+    assert_eq!(consumed_total(&topology, "requeued"), u64::from(down_runs));
+    // Only a republish writes x-attempts: none happened, nothing was parked.
+    assert_eq!(consumed_total(&topology, "retried"), 0);
+    assert_eq!(consumed_total(&topology, "dead_lettered"), 0);
+    assert_eq!(consumed_total(&topology, "ok"), 2);
+    for queue in topology.queues() {
+        assert_eq!(broker.ready_messages(&queue).await, 0, "{queue} is empty");
+    }
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_paused_by_an_outage_stops_at_once_and_leaves_the_event_queued_intact()
+-> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.followed"]);
+    declare(&broker.url, &topology).await?;
+    let event = followed(1);
+    let recorder = Recorder {
+        unavailable_for: Some((event.event_id.clone(), u32::MAX)),
+        ..Recorder::default()
+    };
+    let long_pause = Duration::from_secs(60);
+    let consumer = Consumer::new(
+        pool.clone(),
+        &broker.url,
+        topology.clone(),
+        recorder.clone(),
+    )
+    .unavailable_backoff(long_pause, long_pause);
+    let running = Running::spawn(|shutdown| consumer.run(shutdown));
+    publish_raw(
+        &broker.url,
+        &broker.exchange(),
+        "user.followed",
+        &[event.encode_to_vec()],
+    )
+    .await?;
+    eventually("the handler has run", || async {
+        Ok(recorder.calls(&event.event_id) == 1)
+    })
+    .await?;
+
+    let stopping = tokio::time::Instant::now();
+    running.stop().await?;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "shutdown cuts the pause short, took {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(consumed_total(&topology, "requeued"), 1);
+    let conn = broker::connect(&broker.url, "test-peek").await?;
+    let channel = conn.create_channel().await?;
+    let back = channel
+        .basic_get(
+            topology.queue.as_str().into(),
+            BasicGetOptions { no_ack: true },
+        )
+        .await?
+        .context("the event is back in its queue")?;
+    assert_eq!(
+        Envelope::decode(&back.delivery.data[..])?.event_id,
+        event.event_id
+    );
+    assert!(back.delivery.redelivered);
+    assert_eq!(attempts(&back.delivery.properties), 0, "no attempt spent");
+    conn.close(200, "done".into()).await?;
+    assert_eq!(
+        broker.ready_messages(&topology.dead_letter_queue()).await,
+        0
+    );
+    assert_eq!(applied(&pool).await?, (0, 0));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_requeues_the_event_until_it_ends_and_parks_nothing() -> anyhow::Result<()>
+{
+    let (db, pool) = database().await?;
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .context("database name")?
+        .to_owned();
+    // The consumer's own pool, as a service has.
+    let consumer_pool = db::connect(&db.url, 2).await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.followed"]);
+    declare(&broker.url, &topology).await?;
+    let event = followed(1);
+    let (started, resume) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let recorder = Recorder {
+        hold_once: Some((event.event_id.clone(), started.clone(), resume.clone())),
+        ..Recorder::default()
+    };
+    let running = consumer(&consumer_pool, &broker.url, &topology, recorder.clone());
+    publish_raw(
+        &broker.url,
+        &broker.exchange(),
+        "user.followed",
+        &[event.encode_to_vec()],
+    )
+    .await?;
+    tokio::time::timeout(WAIT, started.notified())
+        .await
+        .context("the handler never started")?;
+
+    // The database goes away under the running handler, and stays away:
+    // its write fails, and so does every later `begin`.
+    allow_connections(&name, false).await?;
+    resume.notify_one();
+    eventually(
+        "the event is requeued more times than it has attempts",
+        || async { Ok(consumed_total(&topology, "requeued") > u64::from(topology.max_attempts)) },
+    )
+    .await?;
+    assert_eq!(
+        broker.ready_messages(&topology.dead_letter_queue()).await,
+        0
+    );
+    assert_eq!(consumed_total(&topology, "retried"), 0);
+    assert_eq!(
+        recorder.calls(&event.event_id),
+        1,
+        "no handler run without a database"
+    );
+
+    allow_connections(&name, true).await?;
+    eventually("the event is applied after the outage", || async {
+        Ok(applied(&pool).await? == (1, 1))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(applied(&pool).await?, (1, 1), "applied once");
+    assert_eq!(recorder.calls(&event.event_id), 2);
+    assert_eq!(consumed_total(&topology, "ok"), 1);
+    assert_eq!(consumed_total(&topology, "retried"), 0);
+    assert_eq!(consumed_total(&topology, "dead_lettered"), 0);
+    assert_eq!(
+        broker.ready_messages(&topology.dead_letter_queue()).await,
+        0
+    );
+    running.stop().await?;
     Ok(())
 }

@@ -2,7 +2,10 @@
 //! marks, delivery preferences, and a live Server-Sent Events stream fed by
 //! the notification service's `Subscribe` RPC.
 
-use std::{convert::Infallible, time::Duration};
+use std::{
+    convert::Infallible,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use axum::{
     Json, Router,
@@ -15,6 +18,7 @@ use axum::{
     routing::{get, post},
 };
 use futures::{Stream, StreamExt};
+use quill_platform::token::Claims;
 use quill_proto::notification::v1::{self as pb, NotificationKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -232,7 +236,10 @@ async fn update_preferences(
 }
 
 /// The caller's new notifications as Server-Sent Events, until either side
-/// goes away. The subscription is in place before the response starts.
+/// goes away, the access token expires, its session is revoked, or the
+/// gateway shuts down; then the stream simply ends and the client reconnects
+/// (with a fresh token). The subscription is in place before the response
+/// starts.
 async fn stream(
     State(state): State<AppState>,
     rpc: Rpc,
@@ -248,23 +255,94 @@ async fn stream(
         .subscribe(request)
         .await?
         .into_inner();
-    let events = notifications
-        .take_while(|item| {
-            let open = match item {
-                Ok(_) => true,
-                Err(status) => {
+    let end = Box::pin(stream_end(state, user.claims));
+    let events = futures::stream::unfold(Some((notifications, end)), |open| async move {
+        let (mut notifications, mut end) = open?;
+        tokio::select! {
+            // An ended session gets nothing more, even if notifications
+            // are waiting.
+            biased;
+            reason = &mut end => {
+                tracing::info!(reason = reason.as_str(), "notification stream closed");
+                None
+            }
+            item = notifications.next() => match item {
+                Some(Ok(n)) => Some((Ok(event(n)), Some((notifications, end)))),
+                Some(Err(status)) => {
                     tracing::info!(code = ?status.code(), "notification stream ended");
-                    false
+                    None
                 }
-            };
-            async move { open }
-        })
-        .filter_map(|item| async move { item.ok() })
-        .map(|n| {
-            let id = n.id.clone();
-            Ok(Event::default().id(id).data(notification(n).to_string()))
-        });
+                None => None,
+            },
+        }
+    });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+fn event(n: pb::Notification) -> Event {
+    let id = n.id.clone();
+    Event::default().id(id).data(notification(n).to_string())
+}
+
+/// Why the gateway closed a notification stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamEnd {
+    TokenExpired,
+    SessionRevoked,
+    /// The revocation list could not be read: refuse rather than keep
+    /// serving a session that may have ended (as the extractor does).
+    SessionUnverifiable,
+    Shutdown,
+}
+
+impl StreamEnd {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::TokenExpired => "token expired",
+            Self::SessionRevoked => "session revoked",
+            Self::SessionUnverifiable => "session store unavailable",
+            Self::Shutdown => "shutting down",
+        }
+    }
+}
+
+/// Resolves when a stream authenticated by `claims` must end: at the token's
+/// `exp`, when a periodic check finds its session revoked, or at shutdown.
+async fn stream_end(state: AppState, claims: Claims) -> StreamEnd {
+    let expiry = tokio::time::sleep(until_unix(claims.exp));
+    let revoked = async {
+        let period = state.config.stream_recheck;
+        // The extractor has just checked; the first re-check is one period on.
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let check = state.revocations.is_revoked(claims.sid);
+            match tokio::time::timeout(state.config.rpc_deadline, check).await {
+                Ok(Ok(false)) => {}
+                Ok(Ok(true)) => return StreamEnd::SessionRevoked,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "revocation list unavailable");
+                    return StreamEnd::SessionUnverifiable;
+                }
+                Err(_) => {
+                    tracing::error!("revocation list timed out");
+                    return StreamEnd::SessionUnverifiable;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = state.shutdown.fired() => StreamEnd::Shutdown,
+        () = expiry => StreamEnd::TokenExpired,
+        reason = revoked => reason,
+    }
+}
+
+/// How long until the Unix time `secs` (zero if it has passed).
+fn until_unix(secs: i64) -> Duration {
+    let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    at.duration_since(SystemTime::now()).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -9,12 +9,24 @@
 //! the DLQ once it has had `max_attempts` runs, and only then acked, so a
 //! poison message never blocks the queue.
 //!
+//! An outage is not a poison message: when the consumer's own database (or
+//! another dependency, as the handler reports with
+//! [`HandlerError::Unavailable`]) is down, the run does not count as an
+//! attempt. The consumer pauses, consumer-wide and for longer each time the
+//! outage persists, then requeues the delivery intact (`basic.nack` with
+//! `requeue`), so the DLQ only ever holds messages that fail by themselves.
+//!
 //! Deliveries are handled concurrently, up to the prefetch (`basic.qos`),
 //! on the consumer's task: handlers are I/O bound, and the bound keeps a slow
 //! handler from pulling the whole queue into memory. Concurrency means events
 //! of one queue may be applied out of order; handlers must not assume order.
 
-use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
+use std::{
+    future::Future,
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
@@ -30,6 +42,7 @@ use lapin::{
 use prost::Message;
 use quill_proto::events::v1::Envelope;
 use sqlx::{PgPool, Postgres, Transaction};
+use tokio::time::Instant;
 use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
@@ -47,12 +60,21 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Why a handler could not apply an event.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    /// May succeed later (a dependency down, a conflict): retried with backoff.
+    /// This event failed, but another run may succeed (a conflict, a
+    /// serialization failure, a timeout): retried with growing delays, each
+    /// run counted in `x-attempts`, parked in the DLQ after `max_attempts`.
     #[error("{0}")]
     Transient(BoxError),
     /// Will fail the same way every time (bad payload): parked in the DLQ at once.
     #[error("{0}")]
     Permanent(BoxError),
+    /// Something the consumer depends on is down (its database, another
+    /// service answering gRPC `Unavailable`): says nothing about the event.
+    /// Not counted as an attempt and never parked: the consumer pauses (a
+    /// consumer-wide backoff) and requeues the delivery intact, for as long
+    /// as the outage lasts.
+    #[error("{0}")]
+    Unavailable(BoxError),
 }
 
 impl HandlerError {
@@ -63,11 +85,44 @@ impl HandlerError {
     pub fn permanent(e: impl Into<BoxError>) -> Self {
         Self::Permanent(e.into())
     }
+
+    pub fn unavailable(e: impl Into<BoxError>) -> Self {
+        Self::Unavailable(e.into())
+    }
 }
 
+/// A lost or unobtainable database connection is [`HandlerError::Unavailable`]
+/// (see [`is_connection_error`]); any other database error (a constraint
+/// violation, a serialization failure, a statement timeout) is
+/// [`HandlerError::Transient`].
 impl From<sqlx::Error> for HandlerError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Transient(Box::new(e))
+        if is_connection_error(&e) {
+            Self::Unavailable(Box::new(e))
+        } else {
+            Self::Transient(Box::new(e))
+        }
+    }
+}
+
+/// Whether `e` means the database could not be reached or the connection was
+/// lost (rather than a statement failing): I/O and TLS errors, pool timeouts
+/// (an exhausted pool or an unreachable server), a closed pool, and the
+/// SQLSTATEs of connection failures (class `08`), of a server shutting down
+/// or terminating the session (`57P..`) and of too many connections
+/// (`53300`). A protocol error is not counted: if a statement reliably
+/// triggers one, treating it as an outage would requeue the event forever.
+pub fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        }),
+        _ => false,
     }
 }
 
@@ -90,6 +145,7 @@ pub struct Consumer<H> {
     topology: Topology,
     prefetch: u16,
     handler: Arc<H>,
+    pause: Mutex<Pause>,
 }
 
 /// What became of one delivery.
@@ -108,12 +164,21 @@ impl<H: EventHandler> Consumer<H> {
             topology,
             prefetch: 32,
             handler: Arc::new(handler),
+            pause: Mutex::new(Pause::new(Pause::FIRST, Pause::MAX)),
         }
     }
 
     /// Unacked deliveries in flight, handled concurrently (default 32).
     pub fn prefetch(mut self, prefetch: u16) -> Self {
         self.prefetch = prefetch.max(1);
+        self
+    }
+
+    /// The pause before requeueing a delivery that met an unavailable
+    /// dependency: `first`, doubling while the outage lasts, up to `max`
+    /// (default 500 ms up to 30 s).
+    pub fn unavailable_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.pause = Mutex::new(Pause::new(first, max));
         self
     }
 
@@ -186,7 +251,7 @@ impl<H: EventHandler> Consumer<H> {
                 async move { delivery }
             })
             .for_each_concurrent(usize::from(self.prefetch), |delivery| {
-                self.settle(channel, delivery)
+                self.settle(channel, delivery, shutdown)
             })
             .await;
         if let Some(e) = failure {
@@ -202,11 +267,12 @@ impl<H: EventHandler> Consumer<H> {
 
     /// Applies one delivery and settles it with the broker. Errors here only
     /// get logged: an unacked delivery comes back when the channel closes.
-    async fn settle(&self, channel: &Channel, delivery: Delivery) {
+    async fn settle(&self, channel: &Channel, delivery: Delivery, shutdown: &Shutdown) {
         let span = delivery_span(&self.topology.queue, &delivery);
         async {
             let settled = match self.apply(&delivery.data).await {
                 outcome @ (Outcome::Applied | Outcome::Duplicate) => {
+                    self.lock_pause().reset();
                     let acked = delivery
                         .acker
                         .ack(BasicAckOptions::default())
@@ -221,6 +287,10 @@ impl<H: EventHandler> Consumer<H> {
                         self.count(&delivery, name);
                     }
                     acked
+                }
+                Outcome::Failed(HandlerError::Unavailable(e)) => {
+                    Span::current().record("otel.status_code", "ERROR");
+                    self.pause_and_requeue(&delivery, &e, shutdown).await
                 }
                 Outcome::Failed(e) => {
                     Span::current().record("otel.status_code", "ERROR");
@@ -265,8 +335,13 @@ impl<H: EventHandler> Consumer<H> {
     /// Runs the handler unless `event_id` was already processed; returns
     /// whether it ran. A concurrent duplicate waits on the first one's row
     /// lock and then sees the conflict, so the two never both apply.
+    ///
+    /// A failure to begin or to record the event cannot depend on the event:
+    /// it is [`HandlerError::Unavailable`]. A failed commit is classified like
+    /// any database error: it may be the handler's own conflict (a deferred
+    /// constraint, a serialization failure), which must count as an attempt.
     async fn apply_once(&self, event_id: Uuid, envelope: &Envelope) -> Result<bool, HandlerError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.map_err(HandlerError::unavailable)?;
         let inserted = sqlx::query(
             "INSERT INTO processed_events (event_id, consumer) VALUES ($1, $2)
              ON CONFLICT (event_id) DO NOTHING",
@@ -275,7 +350,8 @@ impl<H: EventHandler> Consumer<H> {
         .bind(&self.topology.queue)
         .execute(&mut *tx)
         .instrument(crate::events::db_span("INSERT", "processed_events"))
-        .await?
+        .await
+        .map_err(HandlerError::unavailable)?
         .rows_affected()
             == 1;
         if inserted {
@@ -290,6 +366,41 @@ impl<H: EventHandler> Consumer<H> {
         Ok(inserted)
     }
 
+    fn lock_pause(&self) -> std::sync::MutexGuard<'_, Pause> {
+        self.pause.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A dependency is down: waits out the consumer-wide pause (cut short by
+    /// shutdown), then hands the delivery back to the broker as it came, its
+    /// `x-attempts` untouched. While waiting it holds its prefetch slot, so
+    /// an outage also stops the consumer from taking more deliveries.
+    async fn pause_and_requeue(
+        &self,
+        delivery: &Delivery,
+        error: &BoxError,
+        shutdown: &Shutdown,
+    ) -> Result<(), EventsError> {
+        let now = Instant::now();
+        let (until, started) = self.lock_pause().unavailable(now);
+        let queue = self.topology.queue.as_str();
+        match started {
+            Some(pause) => {
+                tracing::warn!(queue, error = %error, ?pause, "a dependency of the consumer is unavailable; pausing, then requeueing")
+            }
+            None => {
+                tracing::debug!(queue, error = %error, "a dependency of the consumer is unavailable; requeueing after the pause")
+            }
+        }
+        sleep_or_shutdown(until.saturating_duration_since(now), shutdown).await;
+        let requeue = BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        };
+        delivery.acker.nack(requeue).await?;
+        self.count(delivery, "requeued");
+        Ok(())
+    }
+
     /// Republishes a failed delivery to its next retry queue or the DLQ,
     /// then acks the original. If the republish is not confirmed, the
     /// original is requeued instead, so it is never lost.
@@ -301,10 +412,14 @@ impl<H: EventHandler> Consumer<H> {
     ) -> Result<(), EventsError> {
         let attempts = attempts(&delivery.properties).saturating_add(1);
         let (exchange, routing_key) = match &error {
-            HandlerError::Transient(_) => match self.topology.retry_queue_after(attempts) {
-                Some(retry_queue) => (String::new(), retry_queue),
-                None => self.dead_letter_route(),
-            },
+            // Unavailable is requeued before it gets here; were it not, a
+            // retry is the safe reading.
+            HandlerError::Transient(_) | HandlerError::Unavailable(_) => {
+                match self.topology.retry_queue_after(attempts) {
+                    Some(retry_queue) => (String::new(), retry_queue),
+                    None => self.dead_letter_route(),
+                }
+            }
             HandlerError::Permanent(_) => self.dead_letter_route(),
         };
         let parked = exchange == self.topology.dead_letter_exchange();
@@ -350,6 +465,53 @@ impl<H: EventHandler> Consumer<H> {
             self.topology.dead_letter_exchange(),
             self.topology.queue.clone(),
         )
+    }
+}
+
+/// The consumer-wide pause while a dependency is unavailable. Every delivery
+/// that finds it down waits until the same deadline; the first to find it
+/// still down after the deadline doubles the pause (up to `max`) and sets the
+/// next one, so the pause grows per round of probes, not per delivery in
+/// flight. Any success resets it.
+#[derive(Debug)]
+struct Pause {
+    first: Duration,
+    max: Duration,
+    /// The current pause; zero while healthy.
+    current: Duration,
+    until: Instant,
+}
+
+impl Pause {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(30);
+
+    fn new(first: Duration, max: Duration) -> Self {
+        Self {
+            first,
+            max: max.max(first),
+            current: Duration::ZERO,
+            until: Instant::now(),
+        }
+    }
+
+    /// A delivery found a dependency unavailable at `now`: returns until when
+    /// it waits, and the new pause if this started or grew one.
+    fn unavailable(&mut self, now: Instant) -> (Instant, Option<Duration>) {
+        if !self.current.is_zero() && now < self.until {
+            return (self.until, None);
+        }
+        self.current = if self.current.is_zero() {
+            self.first
+        } else {
+            (self.current * 2).min(self.max)
+        };
+        self.until = now + self.current;
+        (self.until, Some(self.current))
+    }
+
+    fn reset(&mut self) {
+        self.current = Duration::ZERO;
     }
 }
 
@@ -434,4 +596,56 @@ fn with_attempts(delivery: &Delivery, attempts: u32, last_error: &str) -> BasicP
     let last_error: String = last_error.chars().take(512).collect();
     headers.insert(LAST_ERROR_HEADER.into(), broker::string_value(&last_error));
     properties.clone().with_headers(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_pause_is_shared_grows_per_round_caps_and_resets() {
+        let t0 = Instant::now();
+        let mut pause = Pause::new(ms(500), ms(1500));
+        assert_eq!(pause.unavailable(t0), (t0 + ms(500), Some(ms(500))));
+        // Others failing within the pause wait for the same deadline.
+        assert_eq!(pause.unavailable(t0 + ms(100)), (t0 + ms(500), None));
+        // Still down after it: the pause doubles, then stops at the cap.
+        assert_eq!(
+            pause.unavailable(t0 + ms(500)),
+            (t0 + ms(1500), Some(ms(1000)))
+        );
+        assert_eq!(
+            pause.unavailable(t0 + ms(1600)),
+            (t0 + ms(3100), Some(ms(1500)))
+        );
+        assert_eq!(
+            pause.unavailable(t0 + ms(3100)),
+            (t0 + ms(4600), Some(ms(1500)))
+        );
+        pause.reset();
+        assert_eq!(
+            pause.unavailable(t0 + ms(4000)),
+            (t0 + ms(4500), Some(ms(500)))
+        );
+    }
+
+    #[test]
+    fn connection_failures_are_unavailable_and_statement_failures_transient() {
+        let unavailable =
+            |e: sqlx::Error| matches!(HandlerError::from(e), HandlerError::Unavailable(_));
+        assert!(unavailable(sqlx::Error::PoolTimedOut));
+        assert!(unavailable(sqlx::Error::PoolClosed));
+        assert!(unavailable(sqlx::Error::WorkerCrashed));
+        assert!(unavailable(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset
+        ))));
+        assert!(!unavailable(sqlx::Error::RowNotFound));
+        assert!(!unavailable(sqlx::Error::Protocol(
+            "unexpected message".into()
+        )));
+    }
 }

@@ -5,7 +5,9 @@
 //! retrying with growing delays and parking poison messages in a DLQ.
 //!
 //! Delivery is at-least-once end to end; idempotent consumers make the effect
-//! exactly-once. A broker outage only delays events.
+//! exactly-once. A broker outage, or an outage of a consumer's database, only
+//! delays events: a consumer that cannot reach its dependencies requeues
+//! deliveries without spending their attempts.
 
 pub mod broker;
 pub mod catalog;

@@ -12,13 +12,11 @@ use ed25519_dalek::{
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use quill_platform::{
     events::catalog,
-    testing::{TestBroker, TestDb, TestRedis, ephemeral_listener},
+    testing::{TestBroker, TestDb, TestRedis, TestServer},
 };
 use quill_proto::{auth::v1::auth_service_client::AuthServiceClient, events::v1::Envelope};
 use serde_json::Value;
-use tokio::{sync::oneshot, task::JoinHandle};
-use tonic::transport::{Channel, Endpoint};
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic::transport::Channel;
 
 use crate::{Config, server, tokens::AccessTokenIssuer};
 
@@ -34,8 +32,7 @@ pub struct TestAuth {
     pub broker: TestBroker,
     /// The server's signing key, so tests can mint tokens auth never issued.
     pub signing_key_pem: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    server: TestServer,
 }
 
 impl TestAuth {
@@ -62,15 +59,11 @@ impl TestAuth {
         for topology in catalog::all(&config.events, &config.events_queue_prefix) {
             broker.track(topology);
         }
-        let (listener, addr) = ephemeral_listener().await;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(config.clone(), listener, async move {
-            let _ = stopped.await;
-        }));
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .expect("valid url")
-            .connect_lazy();
-        wait_until_serving(&channel).await;
+        let server = TestServer::spawn("auth", |listener, stop| {
+            server::run(config.clone(), listener, stop)
+        })
+        .await;
+        let (addr, channel) = (server.addr, server.channel.clone());
         Self {
             addr,
             channel,
@@ -79,8 +72,7 @@ impl TestAuth {
             db,
             broker,
             signing_key_pem,
-            stop: Some(stop),
-            task: Some(task),
+            server,
         }
     }
 
@@ -132,23 +124,7 @@ impl TestAuth {
     /// Stops the server and waits for it to drain; its database stays until
     /// this value drops.
     pub async fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        }
-    }
-}
-
-impl Drop for TestAuth {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        self.server.stop().await;
     }
 }
 
@@ -208,22 +184,6 @@ impl EventProbe {
     pub async fn close(self) {
         let _ = self.connection.close(200, "probe done".into()).await;
     }
-}
-
-/// Polls the health service until it reports SERVING (migrations done).
-pub async fn wait_until_serving(channel: &Channel) {
-    for _ in 0..200 {
-        let check = HealthClient::new(channel.clone())
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await;
-        if check.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not become healthy within 10 s");
 }
 
 fn new_signing_key_pem() -> String {

@@ -7,12 +7,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use quill_platform::{
     events::catalog,
-    testing::{TestBroker, TestDb, ephemeral_listener},
+    testing::{TestBroker, TestDb, TestServer},
 };
 use quill_proto::content::v1::content_service_client::ContentServiceClient;
-use tokio::{sync::oneshot, task::JoinHandle};
-use tonic::transport::{Channel, Endpoint};
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic::transport::Channel;
 
 use crate::{Config, server};
 
@@ -24,8 +22,7 @@ pub struct TestContent {
     /// Deletes the queues of `config`'s exchange when dropped; the exchange
     /// is this broker's unless `start_with` set another.
     pub broker: TestBroker,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    server: TestServer,
 }
 
 impl TestContent {
@@ -50,23 +47,18 @@ impl TestContent {
         for topology in catalog::all(&config.events, &config.events_queue_prefix) {
             broker.track(topology);
         }
-        let (listener, addr) = ephemeral_listener().await;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(config.clone(), listener, async move {
-            let _ = stopped.await;
-        }));
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .expect("valid url")
-            .connect_lazy();
-        wait_until_serving(&channel, &task).await;
+        let server = TestServer::spawn("content", |listener, stop| {
+            server::run(config.clone(), listener, stop)
+        })
+        .await;
+        let (addr, channel) = (server.addr, server.channel.clone());
         Self {
             addr,
             channel,
             config,
             db,
             broker,
-            stop: Some(stop),
-            task: Some(task),
+            server,
         }
     }
 
@@ -80,42 +72,6 @@ impl TestContent {
 
     /// Stops the server and waits for it to drain.
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        }
+        self.server.stop().await;
     }
-}
-
-impl Drop for TestContent {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-/// Polls the health service until it reports SERVING (migrations done, auth
-/// keys fetched), failing fast if the server task ended with an error.
-async fn wait_until_serving(channel: &Channel, task: &JoinHandle<anyhow::Result<()>>) {
-    for _ in 0..400 {
-        if task.is_finished() {
-            panic!("content server exited during start-up");
-        }
-        let check = HealthClient::new(channel.clone())
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await;
-        if check.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("content server did not become healthy within 20 s");
 }

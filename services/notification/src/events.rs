@@ -79,10 +79,10 @@ impl NotificationEvents {
         let mut batches = ContentServiceClient::new(grpc::traced(self.content.clone()))
             .stream_follower_ids(request)
             .await
-            .map_err(HandlerError::transient)?
+            .map_err(content_failed)?
             .into_inner();
         let mut created = 0;
-        while let Some(batch) = batches.try_next().await.map_err(HandlerError::transient)? {
+        while let Some(batch) = batches.try_next().await.map_err(content_failed)? {
             let followers = batch
                 .user_ids
                 .iter()
@@ -93,6 +93,16 @@ impl NotificationEvents {
         }
         tracing::debug!(%author, created, "new article fanned out");
         Ok(())
+    }
+}
+
+/// content being down is an outage to wait out (the event goes back to the
+/// queue untouched); anything else spends one of the event's attempts.
+fn content_failed(status: tonic::Status) -> HandlerError {
+    if status.code() == tonic::Code::Unavailable {
+        HandlerError::unavailable(status)
+    } else {
+        HandlerError::transient(status)
     }
 }
 

@@ -6,12 +6,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use quill_platform::{
     events::broker,
-    testing::{TestBroker, TestDb, ephemeral_listener},
+    testing::{TestBroker, TestDb, TestServer},
 };
 use quill_proto::notification::v1::notification_service_client::NotificationServiceClient;
-use tokio::{sync::oneshot, task::JoinHandle};
-use tonic::transport::{Channel, Endpoint};
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic::transport::Channel;
 
 use crate::{Config, server};
 
@@ -22,8 +20,7 @@ pub struct TestNotification {
     pub channel: Channel,
     pub config: Config,
     pub db: TestDb,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    server: TestServer,
 }
 
 impl TestNotification {
@@ -42,22 +39,17 @@ impl TestNotification {
         config.mail_poll_interval = Duration::from_millis(200);
         tweak(&mut config);
         declare(&config).await;
-        let (listener, addr) = ephemeral_listener().await;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(config.clone(), listener, async move {
-            let _ = stopped.await;
-        }));
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .expect("valid url")
-            .connect_lazy();
-        wait_until_serving(&channel, &task).await;
+        let server = TestServer::spawn("notification", |listener, stop| {
+            server::run(config.clone(), listener, stop)
+        })
+        .await;
+        let (addr, channel) = (server.addr, server.channel.clone());
         Self {
             addr,
             channel,
             config,
             db,
-            stop: Some(stop),
-            task: Some(task),
+            server,
         }
     }
 
@@ -71,23 +63,7 @@ impl TestNotification {
 
     /// Stops the server and waits for it to drain.
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        }
-    }
-}
-
-impl Drop for TestNotification {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        self.server.stop().await;
     }
 }
 
@@ -111,24 +87,4 @@ async fn declare(config: &Config) {
     let channel = connection.create_channel().await.expect("channel");
     config.topology().declare(&channel).await.expect("declare");
     let _ = connection.close(200, "declared".into()).await;
-}
-
-/// Polls the health service until it reports SERVING, failing fast if the
-/// server task ended with an error.
-async fn wait_until_serving(channel: &Channel, task: &JoinHandle<anyhow::Result<()>>) {
-    for _ in 0..400 {
-        if task.is_finished() {
-            panic!("notification server exited during start-up");
-        }
-        let check = HealthClient::new(channel.clone())
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await;
-        if check.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("notification server did not become healthy within 20 s");
 }
