@@ -4,8 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The binaries first: the gateway's processes test and the Postman suite
+# run the real quill-* processes (nextest builds only the gateway's).
+cargo build --workspace --bins
+
 cargo nextest run --workspace --all-targets --no-fail-fast
 
 # The official RealWorld Postman suite against the whole running system.
-cargo build --workspace --bins
 scripts/e2e-postman.sh

@@ -63,10 +63,14 @@ struct System {
 
 impl System {
     async fn start() -> anyhow::Result<Self> {
-        let auth = TestAuth::start().await;
+        // Production's outbox poll interval: the relay's idle wait is most
+        // of the latency, so measuring with the tests' 20 ms would flatter it.
+        let poll = quill_platform::events::EventsConfig::default().relay_poll_interval;
+        let auth = TestAuth::start_with(|c| c.events.relay_poll_interval = poll).await;
         let content = TestContent::start_with(&auth.url(), |c| {
             c.events.exchange = auth.config.events.exchange.clone();
             c.events_queue_prefix = auth.config.events_queue_prefix.clone();
+            c.events.relay_poll_interval = poll;
         })
         .await;
         let notification =

@@ -1,7 +1,7 @@
 //! The gRPC server skeleton every service shares (health, reflection v1 and
 //! v1alpha, graceful drain) and the metadata conventions between processes.
 
-use std::{future::Future, net::SocketAddr};
+use std::future::Future;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -12,7 +12,10 @@ use tonic::{
     transport::{Channel, Server},
 };
 use tonic_types::{ErrorDetails, StatusExt};
-use tower_http::trace::TraceLayer;
+use tower_http::{
+    classify::{GrpcCode, GrpcErrorsAsFailures, SharedClassifier},
+    trace::TraceLayer,
+};
 use tracing::field::Empty;
 
 pub use crate::rpc_trace::Traced;
@@ -64,14 +67,39 @@ pub async fn serve(
     routes: Routes,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(?addr, "gRPC server listening");
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(%addr, "gRPC server listening"),
+        Err(e) => tracing::warn!(error = %e, "gRPC server listening on an unknown address"),
+    }
     Server::builder()
-        .layer(TraceLayer::new_for_grpc().make_span_with(rpc_span))
+        .layer(TraceLayer::new(server_failures()).make_span_with(rpc_span))
         .layer(RpcServerObserveLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
+}
+
+/// What counts as the server failing, for the `response failed` ERROR line
+/// (which also marks the span as an error): not the statuses that answer a
+/// caller's mistake (NOT_FOUND, INVALID_ARGUMENT...). The same split as the
+/// span status in `rpc_trace` (OpenTelemetry RPC semantic conventions).
+fn server_failures() -> SharedClassifier<GrpcErrorsAsFailures> {
+    let callers_mistakes = [
+        GrpcCode::Cancelled,
+        GrpcCode::InvalidArgument,
+        GrpcCode::NotFound,
+        GrpcCode::AlreadyExists,
+        GrpcCode::PermissionDenied,
+        GrpcCode::ResourceExhausted,
+        GrpcCode::FailedPrecondition,
+        GrpcCode::Aborted,
+        GrpcCode::OutOfRange,
+        GrpcCode::Unauthenticated,
+    ];
+    SharedClassifier::new(callers_mistakes.into_iter().fold(
+        GrpcErrorsAsFailures::new(),
+        GrpcErrorsAsFailures::with_success,
+    ))
 }
 
 /// One span per RPC, carrying the edge request id so a request's log lines
