@@ -944,3 +944,28 @@ async fn a_database_outage_requeues_the_event_until_it_ends_and_parks_nothing() 
     running.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_relay_is_woken_by_the_commit_not_its_poll() -> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.*"]);
+    declare(&broker.url, &topology).await?;
+    // A poll so slow that only the commit's NOTIFY can explain a publish
+    // within the test's deadline.
+    let relay = OutboxRelay::new(pool.clone(), &broker.url, broker.exchange())
+        .poll_interval(Duration::from_secs(3600));
+    let relay = Running::spawn(|shutdown| relay.run(shutdown));
+    // Let the relay go idle (its first empty batch) and start listening.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    for n in 0..3 {
+        enqueue_with_item(&pool, &followed(n)).await?;
+        eventually("the committed event is published", || async {
+            Ok(backlog(&pool).await? == 0)
+        })
+        .await?;
+    }
+    relay.stop().await?;
+    Ok(())
+}

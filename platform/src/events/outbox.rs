@@ -8,6 +8,9 @@ use sqlx::PgConnection;
 use tracing::Instrument;
 use uuid::Uuid;
 
+/// `NOTIFY` channel announcing committed outbox rows to the relays.
+pub const OUTBOX_CHANNEL: &str = "quill_outbox";
+
 /// Tables every producing or consuming service needs. Each service copies
 /// this into its own migrations; tests may execute it directly.
 ///
@@ -40,8 +43,14 @@ pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> Result<(),
         .bind(id)
         .bind(&envelope.r#type)
         .bind(envelope.encode_to_vec())
-        .execute(conn)
+        .execute(&mut *conn)
         .instrument(crate::events::db_span("INSERT", "outbox"))
+        .await?;
+    // Delivered at commit (and folded into one per transaction): an idle
+    // relay publishes at once instead of at its next poll.
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(OUTBOX_CHANNEL)
+        .execute(conn)
         .await?;
     Ok(())
 }

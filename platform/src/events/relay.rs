@@ -9,7 +9,7 @@
 //! the confirms and the commit publishes a batch twice; consumers deduplicate
 //! on `event_id`.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use futures::future::try_join_all;
 use lapin::{
@@ -19,7 +19,8 @@ use lapin::{
 };
 use prost::Message;
 use quill_proto::events::v1::Envelope;
-use sqlx::PgPool;
+use sqlx::{PgPool, postgres::PgListener};
+use tokio::sync::Notify;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
@@ -103,6 +104,8 @@ impl OutboxRelay {
         let backlog_gauge = metrics::get()
             .outbox_backlog
             .with_label_values(&[metrics::db_label(&self.pool)]);
+        let wakeup = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen_for_rows(self.pool.clone(), Arc::clone(&wakeup)));
         loop {
             if shutdown.peek().is_some() {
                 break;
@@ -147,10 +150,17 @@ impl OutboxRelay {
                     continue;
                 }
             };
-            if idle && sleep_or_shutdown(self.poll_interval, &shutdown).await {
-                break;
+            if idle {
+                // Woken by a commit's NOTIFY; the poll is the fallback for
+                // a notification missed while the listener reconnects.
+                tokio::select! {
+                    () = wakeup.notified() => {}
+                    () = tokio::time::sleep(self.poll_interval) => {}
+                    () = shutdown.clone() => break,
+                }
             }
         }
+        listener.abort();
         if let Some(p) = publisher {
             p.close().await;
         }
@@ -326,5 +336,29 @@ struct Publisher {
 impl Publisher {
     async fn close(self) {
         let _ = self.connection.close(200, "relay stopping".into()).await;
+    }
+}
+
+/// Wakes the relay whenever a transaction that wrote outbox rows commits
+/// (see [`OUTBOX_CHANNEL`](crate::events::outbox::OUTBOX_CHANNEL)). Runs
+/// until aborted, reconnecting after a failure; meanwhile the relay polls.
+async fn listen_for_rows(pool: PgPool, wakeup: Arc<Notify>) {
+    let mut backoff = Backoff::new();
+    loop {
+        let listening = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener
+                .listen(crate::events::outbox::OUTBOX_CHANNEL)
+                .await?;
+            loop {
+                listener.recv().await?;
+                wakeup.notify_one();
+            }
+        };
+        let result: Result<(), sqlx::Error> = listening.await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "outbox listener lost; the relay polls meanwhile");
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
