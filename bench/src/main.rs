@@ -53,9 +53,11 @@ async fn main() -> anyhow::Result<()> {
 
 /// The whole system, wired as in production but on ephemeral ports.
 struct System {
-    _auth: TestAuth,
-    _content: TestContent,
+    // Dropped in this order: consumers before auth, whose broker clean-up
+    // deletes the queues.
     _notification: TestNotification,
+    _content: TestContent,
+    _auth: TestAuth,
     gateway: SocketAddr,
     http: reqwest::Client,
     _stop: oneshot::Sender<()>,

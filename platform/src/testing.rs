@@ -441,8 +441,26 @@ impl Drop for TestServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(task) = self.task.take() {
-            task.abort();
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        // On a multi-threaded runtime the server's consumers keep running
+        // on other workers: wait for the drain, or a consumer that sees its
+        // queue deleted by the test's broker clean-up reconnects and
+        // declares it again, leaving it behind. A current-thread runtime
+        // runs nothing else while this drop runs, and ends right after.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime)
+                if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                tokio::task::block_in_place(|| {
+                    runtime.block_on(async {
+                        let _ =
+                            tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+                    });
+                });
+            }
+            _ => task.abort(),
         }
     }
 }

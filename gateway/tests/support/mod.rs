@@ -19,11 +19,13 @@ use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
 use tokio::{sync::oneshot, task::JoinHandle};
 
+/// Fields drop in order: the consumers (notification, content) stop before
+/// auth, whose broker clean-up deletes every queue of the test.
 pub struct TestGateway {
-    pub auth: TestAuth,
-    pub content: TestContent,
     /// Consumes the events auth and content publish, on auth's exchange.
     pub notification: TestNotification,
+    pub content: TestContent,
+    pub auth: TestAuth,
     /// The SMTP server the notification service delivers mail to.
     pub smtp: SmtpSink,
     pub addr: SocketAddr,

@@ -21,6 +21,8 @@ use tonic::transport::Channel;
 use crate::{Config, server, tokens::AccessTokenIssuer};
 
 pub struct TestAuth {
+    /// First, so it stops before its database and broker are cleaned up.
+    server: TestServer,
     pub addr: SocketAddr,
     pub channel: Channel,
     pub config: Config,
@@ -32,7 +34,6 @@ pub struct TestAuth {
     pub broker: TestBroker,
     /// The server's signing key, so tests can mint tokens auth never issued.
     pub signing_key_pem: String,
-    server: TestServer,
 }
 
 impl TestAuth {

@@ -15,6 +15,8 @@ use tonic::transport::Channel;
 use crate::{Config, server};
 
 pub struct TestContent {
+    /// First, so it stops before its database and broker are cleaned up.
+    server: TestServer,
     pub addr: SocketAddr,
     pub channel: Channel,
     pub config: Config,
@@ -22,7 +24,6 @@ pub struct TestContent {
     /// Deletes the queues of `config`'s exchange when dropped; the exchange
     /// is this broker's unless `start_with` set another.
     pub broker: TestBroker,
-    server: TestServer,
 }
 
 impl TestContent {

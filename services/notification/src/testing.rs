@@ -16,11 +16,12 @@ use crate::{Config, server};
 pub mod smtp;
 
 pub struct TestNotification {
+    /// First, so it stops before its database and broker are cleaned up.
+    server: TestServer,
     pub addr: SocketAddr,
     pub channel: Channel,
     pub config: Config,
     pub db: TestDb,
-    server: TestServer,
 }
 
 impl TestNotification {
