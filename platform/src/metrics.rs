@@ -116,7 +116,12 @@ impl Metrics {
 
     /// Everything in the Prometheus text format, database pools sampled now.
     pub fn render(&self) -> String {
-        for (db, pool) in self.pools.lock().expect("pool list").iter() {
+        for (db, pool) in self
+            .pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
             self.db_pool_connections
                 .with_label_values(&[db.as_str(), "size"])
                 .set(i64::from(pool.size()));
@@ -142,7 +147,10 @@ pub fn db_label(pool: &PgPool) -> String {
 /// later calls for the same database are ignored).
 pub fn watch_pool(pool: &PgPool) {
     let db = db_label(pool);
-    let mut pools = get().pools.lock().expect("pool list");
+    let mut pools = get()
+        .pools
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !pools.iter().any(|(name, _)| *name == db) {
         pools.push((db, pool.clone()));
     }
