@@ -34,6 +34,8 @@ export AUTH_URL="http://$AUTH_LISTEN" CONTENT_URL="http://$CONTENT_LISTEN" NOTIF
 export AUTH_DATABASE_URL="$pg/quill_auth_$run" CONTENT_DATABASE_URL="$pg/quill_content_$run"
 export NOTIFICATION_DATABASE_URL="$pg/quill_notification_$run"
 export REDIS_PREFIX="$run:" RUST_LOG="${RUST_LOG:-info}"
+SERVICE_TOKEN_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export SERVICE_TOKEN_SECRET
 # A vhost of its own: its exchange and queues never meet a running `just up`'s.
 export AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$run"
 

@@ -6,7 +6,10 @@ cd "$(dirname "$0")/.."
 
 bin=target/debug
 : "${RUST_LOG:=info}"
-export RUST_LOG
+# The processes prove themselves to each other with tokens signed by this
+# secret; a fresh one per run unless you bring your own.
+: "${SERVICE_TOKEN_SECRET:=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
+export RUST_LOG SERVICE_TOKEN_SECRET
 
 "$bin/quill-auth" migrate
 "$bin/quill-content" migrate

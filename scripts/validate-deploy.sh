@@ -240,6 +240,8 @@ for file in "${rendered[@]}"; do
 done
 
 # --- docker compose -------------------------------------------------------------
+# The file demands a secret from the environment; any value renders it.
+export SERVICE_TOKEN_SECRET="${SERVICE_TOKEN_SECRET:-validate-deploy-placeholder-secret-0000}"
 check "docker-compose config (v1) docker-compose.yml" \
     docker-compose -f docker-compose.yml config -q
 check "compose-spec schema docker-compose.yml" \

@@ -69,21 +69,21 @@ impl System {
         // of the latency, so measuring with the tests' 20 ms would flatter it.
         let poll = quill_platform::events::EventsConfig::default().relay_poll_interval;
         let auth = TestAuth::start_with(|c| c.events.relay_poll_interval = poll).await;
-        let content = TestContent::start_with(&auth.url(), |c| {
+        let content = TestContent::start_with(&auth.peer(), |c| {
             c.events.exchange = auth.config.events.exchange.clone();
             c.events_queue_prefix = auth.config.events_queue_prefix.clone();
             c.events.relay_poll_interval = poll;
         })
         .await;
-        let notification =
-            TestNotification::start(&auth.url(), &content.url(), |c| use_broker(c, &auth.broker))
-                .await;
+        let notification = TestNotification::start(&auth.peer(), &content.url(), |c| {
+            use_broker(c, &auth.broker)
+        })
+        .await;
         let mut config = quill_gateway::Config::from_env()?;
         config.auth_url = auth.url();
         config.content_url = content.url();
         config.notification_url = notification.url();
-        config.redis_url = auth.redis.url.clone();
-        config.redis_prefix = auth.redis.prefix.clone();
+        config.authn = auth.config.authn.clone();
         let (listener, gateway) = ephemeral_listener().await;
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(quill_gateway::server::run(config, listener, async move {
@@ -255,7 +255,7 @@ async fn consumer_throughput(events: usize) -> anyhow::Result<(Duration, f64)> {
     // Content is not on this path (user.followed needs no fan-out); auth is
     // needed only for token keys.
     let auth = TestAuth::start().await;
-    let notification = TestNotification::start(&auth.url(), "http://127.0.0.1:9", |c| {
+    let notification = TestNotification::start(&auth.peer(), "http://127.0.0.1:9", |c| {
         use_broker(c, &broker)
     })
     .await;

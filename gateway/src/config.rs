@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use quill_platform::config::{ConfigError, ensure, env_millis, env_or, env_secs};
+use quill_platform::{
+    authn::AuthnConfig,
+    config::{ConfigError, ensure, env_millis, env_or, env_secs},
+};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -10,29 +13,18 @@ pub struct Config {
     pub auth_url: String,
     pub content_url: String,
     pub notification_url: String,
-    pub redis_url: String,
-    /// Namespaces Redis keys; must match the auth service's.
-    pub redis_prefix: String,
+    /// Redis (session cache) and the service secret, as every process.
+    pub authn: AuthnConfig,
     /// Deadline sent with every gRPC call.
     pub rpc_deadline: Duration,
     pub max_body_bytes: usize,
     /// Take the client address from `X-Forwarded-For` (only behind a proxy
     /// that sets it; otherwise clients could pick their own rate-limit key).
     pub trust_forwarded_for: bool,
-    pub rate_limits: RateLimits,
     /// How often an open notification stream re-checks that its session is
-    /// not revoked (logout, ban, password change); the stream ends when it
-    /// is. `GATEWAY_STREAM_RECHECK_SECS`, 30 by default.
+    /// live (logout, ban, password change end it).
+    /// `GATEWAY_STREAM_RECHECK_SECS`, 30 by default.
     pub stream_recheck: Duration,
-}
-
-/// Requests allowed per window, per client IP and per account.
-#[derive(Debug, Clone)]
-pub struct RateLimits {
-    pub window: Duration,
-    pub login_per_ip: u32,
-    pub login_per_account: u32,
-    pub register_per_ip: u32,
 }
 
 impl Config {
@@ -45,22 +37,15 @@ impl Config {
             auth_url: env_or("AUTH_URL", "http://127.0.0.1:50051".to_owned())?,
             content_url: env_or("CONTENT_URL", "http://127.0.0.1:50052".to_owned())?,
             notification_url: env_or("NOTIFICATION_URL", "http://127.0.0.1:50053".to_owned())?,
-            redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379".to_owned())?,
-            redis_prefix: env_or("REDIS_PREFIX", "quill:".to_owned())?,
+            authn: AuthnConfig::from_env()?,
             rpc_deadline: env_millis("GATEWAY_RPC_DEADLINE_MS", 5_000)?,
             max_body_bytes: env_or("GATEWAY_MAX_BODY_BYTES", 1024 * 1024)?,
             trust_forwarded_for: env_or("GATEWAY_TRUST_FORWARDED_FOR", false)?,
-            rate_limits: RateLimits {
-                window: env_secs("RATE_LIMIT_WINDOW_SECS", 60)?,
-                login_per_ip: env_or("RATE_LIMIT_LOGIN_PER_IP", 30)?,
-                login_per_account: env_or("RATE_LIMIT_LOGIN_PER_ACCOUNT", 10)?,
-                register_per_ip: env_or("RATE_LIMIT_REGISTER_PER_IP", 20)?,
-            },
             stream_recheck: env_secs("GATEWAY_STREAM_RECHECK_SECS", 30)?,
         };
         ensure(
-            !config.rate_limits.window.is_zero(),
-            "RATE_LIMIT_WINDOW_SECS",
+            !config.stream_recheck.is_zero(),
+            "GATEWAY_STREAM_RECHECK_SECS",
             0,
             "must be at least 1",
         )?;
@@ -69,12 +54,6 @@ impl Config {
             "GATEWAY_RPC_DEADLINE_MS",
             0,
             "must be positive",
-        )?;
-        ensure(
-            !config.stream_recheck.is_zero(),
-            "GATEWAY_STREAM_RECHECK_SECS",
-            0,
-            "must be at least 1",
         )?;
         for (name, url) in [
             ("AUTH_URL", &config.auth_url),

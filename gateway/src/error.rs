@@ -88,6 +88,11 @@ fn http_status(code: Code) -> StatusCode {
 
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
+        // A service's rate limit says when to come back (`google.rpc.RetryInfo`).
+        if let Some(retry) = status.get_details_retry_info() {
+            let secs = retry.retry_delay.map_or(1, |d| d.as_secs());
+            return Self::rate_limited(secs);
+        }
         let http = http_status(status.code());
         let mut errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
         if let Some(bad_request) = status.get_details_bad_request() {

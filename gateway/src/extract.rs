@@ -9,7 +9,7 @@ use axum::{
     },
     http::{StatusCode, header, request::Parts},
 };
-use quill_platform::token::{Claims, TokenError};
+use quill_platform::authn::{AuthnError, Caller};
 use serde::de::DeserializeOwned;
 
 use crate::{error::ApiError, state::AppState};
@@ -47,13 +47,13 @@ fn json_error(rejection: JsonRejection) -> ApiError {
     ApiError::new(status, "body", message)
 }
 
-/// The caller, authenticated: the token verifies, and its session is not on
-/// the revocation list.
+/// The caller, authenticated: the token verifies, and its session is live
+/// (the same check every service makes again on its own port).
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     /// The raw JWT, forwarded to services that re-check it.
     pub token: String,
-    pub claims: Claims,
+    pub caller: Caller,
 }
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -105,25 +105,14 @@ fn token_from(parts: &Parts) -> Result<Option<String>, ApiError> {
 }
 
 async fn authenticate(token: String, state: &AppState) -> Result<AuthUser, ApiError> {
-    let claims = state.verifier.verify(&token).map_err(|e| {
-        ApiError::unauthorized(match e {
-            TokenError::Expired => "has expired",
-            _ => "is invalid",
-        })
-    })?;
-    let revoked = state
-        .revocations
-        .is_revoked(claims.sid)
-        .await
-        .map_err(|e| {
-            // Unknown revocation state: refuse rather than admit a revoked token.
-            tracing::error!(error = %e, "revocation list unavailable");
-            ApiError::unavailable("session store")
-        })?;
-    if revoked {
-        return Err(ApiError::unauthorized("session has ended"));
+    match state.authn.authenticate(&token).await {
+        Ok(caller) => Ok(AuthUser { token, caller }),
+        Err(AuthnError::Expired) => Err(ApiError::unauthorized("has expired")),
+        Err(AuthnError::Ended) => Err(ApiError::unauthorized("session has ended")),
+        // Unknown session state: refuse rather than admit a revoked token.
+        Err(AuthnError::Unavailable) => Err(ApiError::unavailable("session store")),
+        Err(AuthnError::Invalid | AuthnError::Missing) => Err(ApiError::unauthorized("is invalid")),
     }
-    Ok(AuthUser { token, claims })
 }
 
 /// The client's address, for rate limits and the session list.

@@ -7,7 +7,6 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod json;
-pub mod rate_limit;
 pub mod routes;
 pub mod rpc;
 pub mod server;

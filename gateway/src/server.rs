@@ -1,19 +1,15 @@
-//! Wiring: Redis, upstream channels, the token verifier, and the HTTP server.
+//! Wiring: upstream channels, the authenticator, and the HTTP server.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use quill_platform::{
-    revocation::{self, RevocationList},
-    token::TokenVerifier,
-};
+use quill_platform::{authn::ServiceAuth, service_identity::Service};
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{
     app::router,
     config::Config,
-    rate_limit::RateLimiter,
     state::{AppState, Shutdown, Upstreams},
 };
 
@@ -29,23 +25,20 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let redis = revocation::connect(&config.redis_url)
+    let auth = lazy_channel(&config.auth_url).context("AUTH_URL")?;
+    let identity = ServiceAuth::connect(Service::Gateway, &config.authn, auth.clone())
         .await
-        .context("connecting to Redis")?;
+        .map_err(|e| anyhow::anyhow!("authentication against {}: {e}", config.auth_url))?;
     let upstreams = Upstreams {
-        auth: lazy_channel(&config.auth_url).context("AUTH_URL")?,
+        auth,
         content: lazy_channel(&config.content_url).context("CONTENT_URL")?,
         notification: lazy_channel(&config.notification_url).context("NOTIFICATION_URL")?,
+        credentials: identity.credentials.clone(),
     };
-    let verifier = TokenVerifier::from_auth_service(upstreams.auth.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("fetching token keys from auth: {e}"))?;
     let (trigger, signal) = Shutdown::new();
     let state = AppState {
-        revocations: RevocationList::new(redis.clone(), config.redis_prefix.clone()),
-        rate_limiter: RateLimiter::new(redis.clone(), config.redis_prefix.clone()),
-        redis,
-        verifier: Arc::new(verifier),
+        authn: identity.authn,
+        redis: identity.redis,
         upstreams,
         config: Arc::new(config),
         shutdown: signal,

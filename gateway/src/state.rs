@@ -1,13 +1,13 @@
-//! What every handler may use: configuration, upstream clients, the token
-//! verifier, Redis-backed revocation list and rate limiter, and the shutdown
-//! signal long-lived responses end on.
+//! What every handler may use: configuration, upstream clients, the
+//! authenticator (tokens and session state), and the shutdown signal
+//! long-lived responses end on.
 
 use std::sync::Arc;
 
 use quill_platform::{
-    grpc::{self, TracedChannel},
-    revocation::RevocationList,
-    token::TokenVerifier,
+    authn::Authenticator,
+    grpc::{self, ServiceChannel},
+    service_identity::ServiceCredentials,
 };
 use quill_proto::{
     auth::v1::auth_service_client::AuthServiceClient,
@@ -18,14 +18,13 @@ use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use crate::{config::Config, rate_limit::RateLimiter};
+use crate::config::Config;
 
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub verifier: Arc<TokenVerifier>,
-    pub revocations: RevocationList,
-    pub rate_limiter: RateLimiter,
+    pub authn: Authenticator,
+    /// For readiness: requests cannot be authenticated without it.
     pub redis: ConnectionManager,
     pub upstreams: Upstreams,
     /// Fires when the server starts shutting down, so responses that would
@@ -69,20 +68,24 @@ pub struct Upstreams {
     pub auth: Channel,
     pub content: Channel,
     pub notification: Channel,
+    /// Proves to the services that calls come from the gateway (which they
+    /// require for the client details it reports).
+    pub credentials: ServiceCredentials,
 }
 
 impl Upstreams {
-    /// Clients propagate the request's trace context in their metadata.
-    pub fn auth(&self) -> AuthServiceClient<TracedChannel> {
-        AuthServiceClient::new(grpc::traced(self.auth.clone()))
+    /// Clients carry the gateway's service token and propagate the
+    /// request's trace context in their metadata.
+    pub fn auth(&self) -> AuthServiceClient<ServiceChannel> {
+        AuthServiceClient::new(grpc::client(self.auth.clone(), &self.credentials))
     }
 
-    pub fn content(&self) -> ContentServiceClient<TracedChannel> {
-        ContentServiceClient::new(grpc::traced(self.content.clone()))
+    pub fn content(&self) -> ContentServiceClient<ServiceChannel> {
+        ContentServiceClient::new(grpc::client(self.content.clone(), &self.credentials))
     }
 
-    pub fn notification(&self) -> NotificationServiceClient<TracedChannel> {
-        NotificationServiceClient::new(grpc::traced(self.notification.clone()))
+    pub fn notification(&self) -> NotificationServiceClient<ServiceChannel> {
+        NotificationServiceClient::new(grpc::client(self.notification.clone(), &self.credentials))
     }
 
     /// Every upstream with the name readiness reports it under.

@@ -400,16 +400,26 @@ async fn a_ban_refuses_the_token_at_once_and_unban_restores_login() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_rate_limit_trips_and_recovers() {
-    let gw = TestGateway::start_with(|c| {
-        c.rate_limits.login_per_account = 2;
-        c.rate_limits.window = Duration::from_secs(1);
-    })
-    .await;
+async fn login_failure_limit_trips_and_recovers() {
+    let gw = TestGateway::setup()
+        .auth(|c| {
+            c.limits.login_failures_per_client.limit = 2;
+            c.limits.login_failures_per_client.window = Duration::from_secs(1);
+        })
+        .start()
+        .await;
     let pam = gw.register("pam").await;
-    assert_eq!(gw.login(&pam).await.status, StatusCode::OK);
-    assert_eq!(gw.login(&pam).await.status, StatusCode::OK);
-    let limited = gw.login(&pam).await;
+    // Successes are not counted: only failures spend the budget.
+    for _ in 0..3 {
+        assert_eq!(gw.login(&pam).await.status, StatusCode::OK);
+    }
+    let guess = support::User {
+        password: "a wrong guess".into(),
+        ..pam
+    };
+    assert_eq!(gw.login(&guess).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(gw.login(&guess).await.status, StatusCode::UNAUTHORIZED);
+    let limited = gw.login(&guess).await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     let retry_after: u64 = limited.headers["retry-after"]
         .to_str()
@@ -420,6 +430,10 @@ async fn login_rate_limit_trips_and_recovers() {
     assert_eq!(errors_for(&limited.body, "rate").len(), 1);
 
     tokio::time::sleep(Duration::from_millis(2100)).await;
+    let pam = support::User {
+        password: format!("{}-secret", guess.username),
+        ..guess
+    };
     assert_eq!(
         gw.login(&pam).await.status,
         StatusCode::OK,
@@ -429,7 +443,10 @@ async fn login_rate_limit_trips_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_is_rate_limited_per_ip() {
-    let gw = TestGateway::start_with(|c| c.rate_limits.register_per_ip = 2).await;
+    let gw = TestGateway::setup()
+        .auth(|c| c.limits.register_per_ip.limit = 2)
+        .start()
+        .await;
     gw.register("quinn1").await;
     gw.register("quinn2").await;
     let third = gw

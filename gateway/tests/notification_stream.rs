@@ -102,8 +102,7 @@ async fn an_open_stream_does_not_hold_up_graceful_shutdown() {
     config.auth_url = gw.auth.url();
     config.content_url = gw.content.url();
     config.notification_url = gw.notification.url();
-    config.redis_url = gw.auth.redis.url.clone();
-    config.redis_prefix = gw.auth.redis.prefix.clone();
+    config.authn = gw.auth.config.authn.clone();
     let (listener, addr) = ephemeral_listener().await;
     let (stop, stopped) = oneshot::channel::<()>();
     let mut gateway = tokio::spawn(server::run(config, listener, async move {

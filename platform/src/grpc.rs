@@ -7,7 +7,6 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
     Code, Status,
-    metadata::MetadataMap,
     service::{Routes, RoutesBuilder},
     transport::{Channel, Server},
 };
@@ -20,19 +19,22 @@ use tracing::field::Empty;
 
 pub use crate::rpc_trace::Traced;
 use crate::{
+    authn::{Authenticator, AuthnLayer},
     rpc_trace::{RpcServerObserveLayer, split_path},
+    service_identity::{Identified, ServiceCredentials},
     trace_context,
 };
 
-/// A channel whose calls carry the caller's trace context (see [`traced`]).
-pub type TracedChannel = Traced<Channel>;
+/// A channel to another Quill service: every call carries the calling
+/// service's token and the caller's trace context (see [`client`]).
+pub type ServiceChannel = Traced<Identified<Channel>>;
 
-/// Wraps a client channel so every call gets a client span and propagates
-/// the current trace in its metadata:
-/// `AuthServiceClient::new(grpc::traced(channel))`, typed
-/// `AuthServiceClient<grpc::TracedChannel>`.
-pub fn traced(channel: Channel) -> TracedChannel {
-    Traced::new(channel)
+/// Wraps a client channel so every call proves which service makes it, gets
+/// a client span and propagates the current trace in its metadata:
+/// `AuthServiceClient::new(grpc::client(channel, &credentials))`, typed
+/// `AuthServiceClient<grpc::ServiceChannel>`.
+pub fn client(channel: Channel, credentials: &ServiceCredentials) -> ServiceChannel {
+    Traced::new(Identified::new(channel, credentials.clone()))
 }
 
 /// Metadata key carrying the caller's access token (`Bearer <jwt>`).
@@ -61,10 +63,12 @@ pub fn base_routes(
 }
 
 /// Serves `routes` on `listener` until `shutdown` resolves, then drains
-/// in-flight calls.
+/// in-flight calls. Every call is authenticated by `authn` before it reaches
+/// a handler (see [`crate::authn`]).
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
+    authn: Authenticator,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     match listener.local_addr() {
@@ -74,6 +78,7 @@ pub async fn serve(
     Server::builder()
         .layer(TraceLayer::new(server_failures()).make_span_with(rpc_span))
         .layer(RpcServerObserveLayer)
+        .layer(AuthnLayer::new(authn))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
@@ -126,15 +131,6 @@ fn rpc_span<B>(request: &http::Request<B>) -> tracing::Span {
     );
     trace_context::set_parent_from_headers(&span, request.headers());
     span
-}
-
-/// The bearer token of a request, if it carries one.
-pub fn bearer_token(metadata: &MetadataMap) -> Option<&str> {
-    let value = metadata.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token"))
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 /// A status whose details name the offending fields (`google.rpc.BadRequest`),

@@ -1,9 +1,10 @@
 //! Plumbing every Quill process shares: configuration from the environment,
 //! shutdown, logging, database bootstrap, the gRPC server skeleton (health and
-//! reflection), access-token verification, roles and permissions, and the
-//! session revocation list in Redis; tracing (OpenTelemetry, W3C propagation)
-//! and Prometheus metrics.
+//! reflection), who is calling (access tokens, session state cached in Redis,
+//! service identity), roles and permissions, rate limits; tracing
+//! (OpenTelemetry, W3C propagation) and Prometheus metrics.
 
+pub mod authn;
 pub mod authz;
 pub mod cli;
 pub mod config;
@@ -11,9 +12,11 @@ pub mod db;
 pub mod events;
 pub mod grpc;
 pub mod metrics;
+pub mod rate_limit;
 pub mod retry;
-pub mod revocation;
 mod rpc_trace;
+pub mod service_identity;
+pub mod sessions;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]

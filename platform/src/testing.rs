@@ -77,6 +77,66 @@ impl TestRedis {
     }
 }
 
+impl TestRedis {
+    /// Deletes every key of this prefix whose name (after the prefix) starts
+    /// with `kind`, as a Redis restart without persistence would.
+    pub async fn forget(&self, kind: &str) {
+        let client = redis::Client::open(self.url.as_str()).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}{kind}*", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .expect("KEYS");
+        if !keys.is_empty() {
+            redis::cmd("DEL")
+                .arg(keys)
+                .query_async::<()>(&mut conn)
+                .await
+                .expect("DEL");
+        }
+    }
+}
+
+/// The service secret of every test system (tests that need another make
+/// their own).
+pub fn service_secret() -> crate::service_identity::ServiceSecret {
+    crate::service_identity::ServiceSecret::new("quill test service secret, never for production")
+        .expect("long enough")
+}
+
+/// The settings servers of one test need to authenticate with the same auth:
+/// its Redis prefix (shared session cache) and the test service secret.
+pub fn authn_config(redis: &TestRedis) -> crate::authn::AuthnConfig {
+    crate::authn::AuthnConfig {
+        redis_url: redis.url.clone(),
+        redis_prefix: redis.prefix.clone(),
+        service_secret: Some(service_secret()),
+    }
+}
+
+/// A channel whose calls prove to come from `service` (for tests calling
+/// internal RPCs as that service would).
+pub fn as_service(
+    channel: tonic::transport::Channel,
+    service: crate::service_identity::Service,
+) -> crate::grpc::ServiceChannel {
+    crate::grpc::client(
+        channel,
+        &crate::service_identity::ServiceCredentials::new(service, &service_secret()),
+    )
+}
+
+/// What the other servers of a test need from its auth server.
+#[derive(Debug, Clone)]
+pub struct AuthPeer {
+    pub url: String,
+    pub authn: crate::authn::AuthnConfig,
+}
+
 impl Default for TestRedis {
     fn default() -> Self {
         Self::new()

@@ -2,10 +2,7 @@
 //! marks, delivery preferences, and a live Server-Sent Events stream fed by
 //! the notification service's `Subscribe` RPC.
 
-use std::{
-    convert::Infallible,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{convert::Infallible, time::Duration};
 
 use axum::{
     Json, Router,
@@ -18,7 +15,7 @@ use axum::{
     routing::{get, post},
 };
 use futures::{Stream, StreamExt};
-use quill_platform::token::Claims;
+use quill_platform::authn::Caller;
 use quill_proto::notification::v1::{self as pb, NotificationKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -255,7 +252,7 @@ async fn stream(
         .subscribe(request)
         .await?
         .into_inner();
-    let end = Box::pin(stream_end(state, user.claims));
+    let end = Box::pin(stream_end(state, user.caller));
     let events = futures::stream::unfold(Some((notifications, end)), |open| async move {
         let (mut notifications, mut end) = open?;
         tokio::select! {
@@ -287,62 +284,29 @@ fn event(n: pb::Notification) -> Event {
 /// Why the gateway closed a notification stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StreamEnd {
-    TokenExpired,
-    SessionRevoked,
-    /// The revocation list could not be read: refuse rather than keep
-    /// serving a session that may have ended (as the extractor does).
-    SessionUnverifiable,
+    /// The token expired or the session ended (logout, ban, password
+    /// change), or its state could not be learned.
+    SessionEnded,
     Shutdown,
 }
 
 impl StreamEnd {
     fn as_str(self) -> &'static str {
         match self {
-            Self::TokenExpired => "token expired",
-            Self::SessionRevoked => "session revoked",
-            Self::SessionUnverifiable => "session store unavailable",
+            Self::SessionEnded => "session ended",
             Self::Shutdown => "shutting down",
         }
     }
 }
 
-/// Resolves when a stream authenticated by `claims` must end: at the token's
-/// `exp`, when a periodic check finds its session revoked, or at shutdown.
-async fn stream_end(state: AppState, claims: Claims) -> StreamEnd {
-    let expiry = tokio::time::sleep(until_unix(claims.exp));
-    let revoked = async {
-        let period = state.config.stream_recheck;
-        // The extractor has just checked; the first re-check is one period on.
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            let check = state.revocations.is_revoked(claims.sid);
-            match tokio::time::timeout(state.config.rpc_deadline, check).await {
-                Ok(Ok(false)) => {}
-                Ok(Ok(true)) => return StreamEnd::SessionRevoked,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "revocation list unavailable");
-                    return StreamEnd::SessionUnverifiable;
-                }
-                Err(_) => {
-                    tracing::error!("revocation list timed out");
-                    return StreamEnd::SessionUnverifiable;
-                }
-            }
-        }
-    };
+/// Resolves when a stream for `caller` must end: when its session does
+/// (the notification service ends its side too; this covers the gateway's
+/// own hold on the client) or at shutdown.
+async fn stream_end(state: AppState, caller: Caller) -> StreamEnd {
     tokio::select! {
         () = state.shutdown.fired() => StreamEnd::Shutdown,
-        () = expiry => StreamEnd::TokenExpired,
-        reason = revoked => reason,
+        () = state.authn.session_ended(&caller, state.config.stream_recheck) => StreamEnd::SessionEnded,
     }
-}
-
-/// How long until the Unix time `secs` (zero if it has passed).
-fn until_unix(secs: i64) -> Duration {
-    let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
-    at.duration_since(SystemTime::now()).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -141,6 +141,10 @@ impl System {
             ),
             ("REDIS_URL", self._redis.url.clone()),
             ("REDIS_PREFIX", self._redis.prefix.clone()),
+            (
+                "SERVICE_TOKEN_SECRET",
+                "processes-test-service-secret-of-32-bytes-or-more".into(),
+            ),
             ("AMQP_URL", self._broker.url.clone()),
             ("EVENTS_EXCHANGE", self.exchange.clone()),
             ("EVENTS_QUEUE_PREFIX", self.queue_prefix.clone()),

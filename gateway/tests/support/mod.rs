@@ -34,6 +34,58 @@ pub struct TestGateway {
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
+type Tweak<'a, C> = Box<dyn FnOnce(&mut C) + 'a>;
+
+/// Adjustments to each server's settings before the system starts.
+pub struct Setup<'a> {
+    amqp_url: Option<String>,
+    auth: Tweak<'a, quill_auth::Config>,
+    content: Tweak<'a, quill_content::Config>,
+    notification: Tweak<'a, quill_notification::Config>,
+    gateway: Tweak<'a, Config>,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Self {
+            amqp_url: None,
+            auth: Box::new(|_| {}),
+            content: Box::new(|_| {}),
+            notification: Box::new(|_| {}),
+            gateway: Box::new(|_| {}),
+        }
+    }
+}
+
+impl<'a> Setup<'a> {
+    pub fn auth(mut self, tweak: impl FnOnce(&mut quill_auth::Config) + 'a) -> Self {
+        self.auth = Box::new(tweak);
+        self
+    }
+
+    pub fn content(mut self, tweak: impl FnOnce(&mut quill_content::Config) + 'a) -> Self {
+        self.content = Box::new(tweak);
+        self
+    }
+
+    pub fn notification(
+        mut self,
+        tweak: impl FnOnce(&mut quill_notification::Config) + 'a,
+    ) -> Self {
+        self.notification = Box::new(tweak);
+        self
+    }
+
+    pub fn gateway(mut self, tweak: impl FnOnce(&mut Config) + 'a) -> Self {
+        self.gateway = Box::new(tweak);
+        self
+    }
+
+    pub async fn start(self) -> TestGateway {
+        TestGateway::launch(self).await
+    }
+}
+
 pub struct Response {
     pub status: StatusCode,
     pub headers: HeaderMap,
@@ -55,45 +107,62 @@ impl TestGateway {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::launch(None, tweak).await
+        Self::setup().gateway(tweak).start().await
+    }
+
+    /// Settings of every server of the system, for the tests that need to
+    /// adjust more than the gateway's.
+    pub fn setup<'a>() -> Setup<'a> {
+        Setup::default()
     }
 
     /// Starts with every service reaching RabbitMQ through `proxy` (relays,
     /// consumers, queue declarations), so a test can cut the link.
     pub async fn start_behind(proxy: &TcpProxy) -> Self {
-        Self::launch(Some(broker_url_via(proxy.addr())), |_| {}).await
+        let mut setup = Self::setup();
+        setup.amqp_url = Some(broker_url_via(proxy.addr()));
+        setup.start().await
     }
 
-    async fn launch(amqp_url: Option<String>, tweak: impl FnOnce(&mut Config)) -> Self {
+    async fn launch(setup: Setup<'_>) -> Self {
+        let Setup {
+            amqp_url,
+            auth,
+            content,
+            notification,
+            gateway: tweak,
+        } = setup;
         let auth = TestAuth::start_with(|c| {
             if let Some(url) = &amqp_url {
                 c.events.amqp_url = url.clone();
             }
+            auth(c);
         })
         .await;
-        let content = TestContent::start_with(&auth.url(), |c| {
+        let content = TestContent::start_with(&auth.peer(), |c| {
             c.events.exchange = auth.config.events.exchange.clone();
             c.events_queue_prefix = auth.config.events_queue_prefix.clone();
             if let Some(url) = &amqp_url {
                 c.events.amqp_url = url.clone();
             }
+            content(c);
         })
         .await;
         let smtp = SmtpSink::start().await;
-        let notification = TestNotification::start(&auth.url(), &content.url(), |c| {
+        let notification = TestNotification::start(&auth.peer(), &content.url(), |c| {
             use_broker(c, &auth.broker);
             if let Some(url) = &amqp_url {
                 c.events.amqp_url = url.clone();
             }
             c.smtp = Some(smtp.server());
+            notification(c);
         })
         .await;
         let mut config = Config::from_env().expect("gateway config");
         config.auth_url = auth.url();
         config.content_url = content.url();
         config.notification_url = notification.url();
-        config.redis_url = auth.redis.url.clone();
-        config.redis_prefix = auth.redis.prefix.clone();
+        config.authn = auth.config.authn.clone();
         tweak(&mut config);
         let (listener, addr) = ephemeral_listener().await;
         let (stop, stopped) = oneshot::channel::<()>();

@@ -3,11 +3,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use quill_platform::{
+    authn::Caller,
     authz::{Permission, Role},
-    revocation::RevocationList,
-    token::Claims,
+    sessions::{SessionError, SessionSource, SessionStatus, Sessions},
 };
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::{
     error::{AuthError, unique_violation},
     events,
+    login_guard::{Attempt, LoginGuard},
     password::PasswordHasherPool,
     repo::{
         sessions::{self, SessionRow},
@@ -38,14 +39,16 @@ pub struct Client {
     pub ip: String,
 }
 
-/// Requested profile changes, as received.
-#[derive(Debug, Default)]
+/// Requested profile changes, as received. Not `Debug`: it holds passwords.
+#[derive(Default)]
 pub struct ProfileUpdate {
     pub email: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
     pub bio: Option<String>,
     pub image: Option<String>,
+    /// Proof for an email or password change.
+    pub current_password: Option<String>,
 }
 
 #[derive(Clone)]
@@ -53,24 +56,32 @@ pub struct Accounts {
     pool: PgPool,
     hasher: PasswordHasherPool,
     issuer: Arc<AccessTokenIssuer>,
-    revocations: RevocationList,
+    sessions: Sessions,
+    guard: LoginGuard,
     refresh_ttl: Duration,
+    reauth_window: Duration,
+}
+
+/// What `Accounts` is built from, besides the database.
+pub struct AccountsParts {
+    pub hasher: PasswordHasherPool,
+    pub issuer: Arc<AccessTokenIssuer>,
+    pub sessions: Sessions,
+    pub guard: LoginGuard,
+    pub refresh_ttl: Duration,
+    pub reauth_window: Duration,
 }
 
 impl Accounts {
-    pub fn new(
-        pool: PgPool,
-        hasher: PasswordHasherPool,
-        issuer: Arc<AccessTokenIssuer>,
-        revocations: RevocationList,
-        refresh_ttl: Duration,
-    ) -> Self {
+    pub fn new(pool: PgPool, parts: AccountsParts) -> Self {
         Self {
             pool,
-            hasher,
-            issuer,
-            revocations,
-            refresh_ttl,
+            hasher: parts.hasher,
+            issuer: parts.issuer,
+            sessions: parts.sessions,
+            guard: parts.guard,
+            refresh_ttl: parts.refresh_ttl,
+            reauth_window: parts.reauth_window,
         }
     }
 
@@ -85,6 +96,7 @@ impl Accounts {
         password: String,
         client: Client,
     ) -> Result<(UserRow, Credentials), AuthError> {
+        self.guard.admit_registration(&client.ip).await?;
         let mut violations = Vec::new();
         let email = validation::email(email, &mut violations);
         let username = validation::username(username, &mut violations);
@@ -121,10 +133,24 @@ impl Accounts {
         validation::finish(violations)?;
 
         let user = users::by_email(&self.pool, email.trim()).await?;
+        let attempt = Attempt {
+            email,
+            ip: &client.ip,
+        };
+        self.guard
+            .admit_login(&attempt, async || match &user {
+                Some(user) => sessions::seen_client(&self.pool, user.id, &client.ip)
+                    .await
+                    .unwrap_or(false),
+                None => false,
+            })
+            .await?;
         let hash = user.as_ref().map(|u| u.password_hash.clone());
         if !self.hasher.verify(password, hash).await? {
+            self.guard.failed(&attempt).await;
             return Err(AuthError::InvalidCredentials);
         }
+        self.guard.succeeded(&attempt).await;
         let user = user.ok_or(AuthError::InvalidCredentials)?;
         if user.banned_at.is_some() {
             return Err(AuthError::Banned);
@@ -173,12 +199,19 @@ impl Accounts {
         Ok((user, credentials))
     }
 
-    /// The user behind verified claims, re-checked against the database: the
-    /// session must be live and the user not banned.
-    pub async fn authenticate(&self, claims: &Claims) -> Result<UserRow, AuthError> {
-        sessions::live_session_user(&self.pool, claims.sid, claims.sub)
+    /// The user acting as `caller`, whose session the authentication layer
+    /// found live.
+    pub async fn current_user(&self, caller: &Caller) -> Result<UserRow, AuthError> {
+        users::by_id(&self.pool, caller.user)
             .await?
-            .ok_or(AuthError::Unauthenticated("session is no longer valid"))
+            .filter(|user| user.banned_at.is_none())
+            .ok_or(AuthError::Unauthenticated("session has ended"))
+    }
+
+    /// Whether a session may still act, and as which role: the truth behind
+    /// every service's session check.
+    pub async fn session_status(&self, session: Uuid) -> Result<SessionStatus, AuthError> {
+        Ok(session_status(&self.pool, session).await?)
     }
 
     pub async fn update(
@@ -187,6 +220,14 @@ impl Accounts {
         current_session: Uuid,
         update: ProfileUpdate,
     ) -> Result<UserRow, AuthError> {
+        let changes_email = update
+            .email
+            .as_deref()
+            .is_some_and(|e| !e.trim().eq_ignore_ascii_case(&user.email));
+        if changes_email || update.password.is_some() {
+            self.prove_owner(user, current_session, update.current_password.clone())
+                .await?;
+        }
         let mut violations = Vec::new();
         let mut changes = UserChanges {
             email: update.email.map(|e| validation::email(&e, &mut violations)),
@@ -230,6 +271,43 @@ impl Accounts {
         }
         tx.commit().await?;
         Ok(updated)
+    }
+
+    /// A stolen access token alone must not take the account over: changing
+    /// the email or the password needs the current password, or a session
+    /// that a password login opened within the re-authentication window.
+    async fn prove_owner(
+        &self,
+        user: &UserRow,
+        session: Uuid,
+        current_password: Option<String>,
+    ) -> Result<(), AuthError> {
+        match current_password {
+            Some(password) => {
+                let key = session.to_string();
+                self.guard.admit_reauth(&key).await?;
+                if self
+                    .hasher
+                    .verify(password, Some(user.password_hash.clone()))
+                    .await?
+                {
+                    Ok(())
+                } else {
+                    self.guard.reauth_failed(&key).await;
+                    Err(AuthError::ReauthFailed)
+                }
+            }
+            None => {
+                let opened = sessions::opened_at(&self.pool, session).await?;
+                let window = TimeDelta::from_std(self.reauth_window).unwrap_or_default();
+                let fresh = opened.is_some_and(|at| Utc::now() - at <= window);
+                if fresh {
+                    Ok(())
+                } else {
+                    Err(AuthError::ReauthRequired)
+                }
+            }
+        }
     }
 
     pub async fn by_username(&self, username: &str) -> Result<UserRow, AuthError> {
@@ -294,9 +372,31 @@ impl Accounts {
         role: Role,
     ) -> Result<UserRow, AuthError> {
         require(actor, Permission::UserManage)?;
-        users::set_role(&self.pool, username.trim(), role.as_str())
+        let mut tx = self.pool.begin().await?;
+        let before = users::by_username(&mut *tx, username.trim())
             .await?
-            .ok_or(AuthError::NotFound("user"))
+            .ok_or(AuthError::NotFound("user"))?;
+        let user = users::set_role(&mut *tx, &before.username, role.as_str())
+            .await?
+            .ok_or(AuthError::NotFound("user"))?;
+        let live: Vec<Uuid> = sessions::list_active(&mut *tx, user.id)
+            .await?
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        // Every process reads the role from the session cache: overwrite it,
+        // so the change holds on the next call. A demotion is written before
+        // the commit (if Redis fails, nothing changes), a promotion after it
+        // (a failed commit never leaves a role that was not granted).
+        let demotion = role < role_of(&before);
+        if demotion {
+            self.sessions.set_live(&live, user.id, role).await?;
+        }
+        tx.commit().await?;
+        if !demotion {
+            self.sessions.set_live(&live, user.id, role).await?;
+        }
+        Ok(user)
     }
 
     /// Banning ends every session of the user at once; lifting a ban is
@@ -367,7 +467,7 @@ impl Accounts {
     async fn revoke_in_cache(&self, sessions: &[Uuid]) -> Result<(), AuthError> {
         // Outlive the longest-lived access token plus verifier leeway.
         let ttl = self.issuer.ttl + Duration::from_secs(10);
-        Ok(self.revocations.revoke_all(sessions, ttl).await?)
+        Ok(self.sessions.end(sessions, ttl).await?)
     }
 }
 
@@ -389,5 +489,29 @@ fn taken_or_db(error: sqlx::Error) -> AuthError {
         Some("users_email_key") => AuthError::Taken("email"),
         Some("users_username_key") => AuthError::Taken("username"),
         _ => AuthError::Database(error),
+    }
+}
+
+async fn session_status(pool: &PgPool, session: Uuid) -> Result<SessionStatus, sqlx::Error> {
+    Ok(match sessions::live_user_role(pool, session).await? {
+        // The column's CHECK constraint admits only valid names.
+        Some((user, role)) => SessionStatus::Live {
+            user,
+            role: role.parse().unwrap_or(Role::Viewer),
+        },
+        None => SessionStatus::Ended,
+    })
+}
+
+/// auth checks sessions against its own database; the other processes ask
+/// it over `CheckSession`.
+pub struct DbSessionSource(pub PgPool);
+
+#[async_trait::async_trait]
+impl SessionSource for DbSessionSource {
+    async fn status(&self, session: Uuid) -> Result<SessionStatus, SessionError> {
+        session_status(&self.0, session)
+            .await
+            .map_err(|e| SessionError::Unavailable(e.to_string()))
     }
 }

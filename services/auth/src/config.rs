@@ -3,8 +3,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use quill_platform::{
+    authn::AuthnConfig,
     config::{ConfigError, ensure, env_opt, env_or, env_secs},
     events::EventsConfig,
+    rate_limit::Limit,
 };
 
 #[derive(Debug, Clone)]
@@ -12,9 +14,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub database_url: String,
     pub database_max_connections: u32,
-    pub redis_url: String,
-    /// Namespaces Redis keys; the gateway must use the same prefix.
-    pub redis_prefix: String,
+    /// Redis (session cache, rate limits) and the service secret.
+    pub authn: AuthnConfig,
     /// PKCS#8 PEM of the Ed25519 signing key. Generated when absent (dev only).
     pub signing_key_pem: Option<String>,
     pub issuer: String,
@@ -28,6 +29,26 @@ pub struct Config {
     /// `EVENTS_QUEUE_PREFIX`: prefixes the consumer queues the relay
     /// declares; empty in production, where they are named `content`...
     pub events_queue_prefix: String,
+    pub limits: AuthLimits,
+    /// How recent a password login must be to change the email or password
+    /// without giving the current password (`AUTH_REAUTH_WINDOW_SECS`).
+    pub reauth_window: Duration,
+}
+
+/// Rate limits of registration and login, enforced here so they hold for
+/// calls through the gateway and straight to the gRPC port alike.
+#[derive(Debug, Clone)]
+pub struct AuthLimits {
+    /// Registrations per client address.
+    pub register_per_ip: Limit,
+    /// Failed logins per (account, client address): tight, it is the
+    /// guessing client's own budget.
+    pub login_failures_per_client: Limit,
+    /// Failed logins per client address, over every account (spraying).
+    pub login_failures_per_ip: Limit,
+    /// Failed logins per account from every client: loose, and never applied
+    /// to a client that signed in to the account before.
+    pub login_failures_per_account: Limit,
 }
 
 impl Config {
@@ -50,8 +71,7 @@ impl Config {
                 "postgres://postgres@127.0.0.1:5432/quill_auth".to_owned(),
             )?,
             database_max_connections: env_or("AUTH_DATABASE_MAX_CONNECTIONS", 10)?,
-            redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379".to_owned())?,
-            redis_prefix: env_or("REDIS_PREFIX", "quill:".to_owned())?,
+            authn: AuthnConfig::from_env()?,
             signing_key_pem,
             issuer: env_or("JWT_ISSUER", "quill-auth".to_owned())?,
             audience: env_or("JWT_AUDIENCE", "quill".to_owned())?,
@@ -63,12 +83,20 @@ impl Config {
             )?,
             events: EventsConfig::from_env()?,
             events_queue_prefix: env_or("EVENTS_QUEUE_PREFIX", String::new())?,
+            limits: AuthLimits::from_env()?,
+            reauth_window: env_secs("AUTH_REAUTH_WINDOW_SECS", 300)?,
         };
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        ensure(
+            !self.limits.register_per_ip.window.is_zero(),
+            "RATE_LIMIT_WINDOW_SECS",
+            0,
+            "must be at least 1",
+        )?;
         let access = self.access_token_ttl.as_secs();
         ensure(
             (1..=86_400).contains(&access),
@@ -88,5 +116,23 @@ impl Config {
             self.max_concurrent_hashes,
             "must be at least 1",
         )
+    }
+}
+
+impl AuthLimits {
+    fn from_env() -> Result<Self, ConfigError> {
+        let window = env_secs("RATE_LIMIT_WINDOW_SECS", 60)?;
+        let limit = |name: &str, default: u32| -> Result<Limit, ConfigError> {
+            Ok(Limit {
+                limit: env_or(name, default)?,
+                window,
+            })
+        };
+        Ok(Self {
+            register_per_ip: limit("RATE_LIMIT_REGISTER_PER_IP", 20)?,
+            login_failures_per_client: limit("RATE_LIMIT_LOGIN_FAILURES_PER_CLIENT", 5)?,
+            login_failures_per_ip: limit("RATE_LIMIT_LOGIN_FAILURES_PER_IP", 30)?,
+            login_failures_per_account: limit("RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT", 100)?,
+        })
     }
 }

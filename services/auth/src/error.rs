@@ -1,6 +1,6 @@
 //! What can go wrong in the auth service, and its one mapping to gRPC.
 
-use quill_platform::grpc::field_violations;
+use quill_platform::{grpc::field_violations, rate_limit::RateLimited};
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +19,12 @@ pub enum AuthError {
     Forbidden(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
+    #[error("changing the email or password needs the current password or a recent login")]
+    ReauthRequired,
+    #[error("current password is incorrect")]
+    ReauthFailed,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("redis error: {0}")]
@@ -51,6 +57,18 @@ impl From<AuthError> for Status {
                 Status::permission_denied(format!("missing permission {permission}"))
             }
             AuthError::NotFound(what) => Status::not_found(format!("{what} not found")),
+            AuthError::RateLimited(limited) => limited.into(),
+            AuthError::ReauthRequired => field_violations(
+                Code::PermissionDenied,
+                &[(
+                    "currentPassword",
+                    "is required to change the email or password (or sign in again)".to_owned(),
+                )],
+            ),
+            AuthError::ReauthFailed => field_violations(
+                Code::PermissionDenied,
+                &[("currentPassword", "is incorrect".to_owned())],
+            ),
             // Internal details go to the log, never to the client.
             AuthError::Database(_) | AuthError::Redis(_) | AuthError::Internal(_) => {
                 tracing::error!(error = %error, "internal error");

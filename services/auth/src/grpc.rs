@@ -1,7 +1,9 @@
 //! The gRPC face of auth: authenticate the caller, translate messages, and
 //! delegate to `Accounts`.
 
-use quill_platform::{authz::Role, grpc::bearer_token, time::to_proto, token::TokenVerifier};
+use quill_platform::{
+    authn, authz::Role, service_identity::Service, sessions::SessionStatus, time::to_proto,
+};
 use quill_proto::auth::v1::{self as pb, auth_service_server::AuthService};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -14,25 +16,19 @@ use crate::{
 
 pub struct AuthGrpc {
     accounts: Accounts,
-    verifier: TokenVerifier,
 }
 
 impl AuthGrpc {
-    pub fn new(accounts: Accounts, verifier: TokenVerifier) -> Self {
-        Self { accounts, verifier }
+    pub fn new(accounts: Accounts) -> Self {
+        Self { accounts }
     }
 
-    /// Verifies the forwarded token itself (the gateway is not the only line
-    /// of defence) and loads the user behind its live session.
-    async fn caller<T>(&self, request: &Request<T>) -> Result<(UserRow, Uuid), AuthError> {
-        let token = bearer_token(request.metadata())
-            .ok_or(AuthError::Unauthenticated("missing access token"))?;
-        let claims = self
-            .verifier
-            .verify(token)
-            .map_err(|_| AuthError::Unauthenticated("access token is invalid or expired"))?;
-        let user = self.accounts.authenticate(&claims).await?;
-        Ok((user, claims.sid))
+    /// The user behind the call's live session (established by the
+    /// authentication layer) and that session.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<(UserRow, Uuid), Status> {
+        let caller = authn::caller(request)?;
+        let user = self.accounts.current_user(&caller).await?;
+        Ok((user, caller.session))
     }
 }
 
@@ -41,20 +37,19 @@ type Reply<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl AuthService for AuthGrpc {
     async fn register(&self, request: Request<pb::RegisterRequest>) -> Reply<pb::AuthResponse> {
+        let client = client_of(&request);
         let r = request.into_inner();
         let (user, credentials) = self
             .accounts
-            .register(&r.email, &r.username, r.password, client(r.client))
+            .register(&r.email, &r.username, r.password, client)
             .await?;
         Ok(Response::new(auth_response(&user, credentials)))
     }
 
     async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::AuthResponse> {
+        let client = client_of(&request);
         let r = request.into_inner();
-        let (user, credentials) = self
-            .accounts
-            .login(&r.email, r.password, client(r.client))
-            .await?;
+        let (user, credentials) = self.accounts.login(&r.email, r.password, client).await?;
         Ok(Response::new(auth_response(&user, credentials)))
     }
 
@@ -83,6 +78,7 @@ impl AuthService for AuthGrpc {
             password: r.password,
             bio: r.bio,
             image: r.image,
+            current_password: r.current_password,
         };
         let updated = self.accounts.update(&user, session, update).await?;
         Ok(Response::new(user_message(&updated)))
@@ -104,6 +100,7 @@ impl AuthService for AuthGrpc {
         request: Request<pb::GetUsersByIdsRequest>,
     ) -> Reply<pb::GetUsersByIdsResponse> {
         const MAX_IDS: usize = 1_000;
+        authn::require_service(&request, &[Service::Content])?;
         let ids = request.into_inner().ids;
         if ids.len() > MAX_IDS {
             return Err(AuthError::invalid("ids", format!("at most {MAX_IDS} per call")).into());
@@ -129,6 +126,29 @@ impl AuthService for AuthGrpc {
             }],
             issuer: issuer.issuer.clone(),
             audience: issuer.audience.clone(),
+        }))
+    }
+
+    async fn check_session(
+        &self,
+        request: Request<pb::CheckSessionRequest>,
+    ) -> Reply<pb::CheckSessionResponse> {
+        authn::require_service(
+            &request,
+            &[Service::Gateway, Service::Content, Service::Notification],
+        )?;
+        // A malformed id names no session: it is simply not live.
+        let status = match request.get_ref().session_id.parse() {
+            Ok(session) => self.accounts.session_status(session).await?,
+            Err(_) => SessionStatus::Ended,
+        };
+        Ok(Response::new(match status {
+            SessionStatus::Live { user, role } => pb::CheckSessionResponse {
+                live: true,
+                user_id: user.to_string(),
+                role: role.to_proto().into(),
+            },
+            SessionStatus::Ended => pb::CheckSessionResponse::default(),
         }))
     }
 
@@ -227,12 +247,48 @@ impl AuthService for AuthGrpc {
     }
 }
 
-fn client(info: Option<pb::ClientInfo>) -> Client {
-    let info = info.unwrap_or_default();
+/// The client opening a session: as the gateway reports it, when the call
+/// proves it comes from the gateway; otherwise the connection's own address
+/// and user agent, since anyone else could claim any address (and pick
+/// their own rate-limit key).
+fn client_of<T: HasClient>(request: &Request<T>) -> Client {
+    let peer = || request.remote_addr().map(|a| a.ip().to_string());
+    let (user_agent, ip) = match request.get_ref().client() {
+        Some(info) if authn::calling_service(request) == Some(Service::Gateway) => {
+            let ip = Some(info.ip.clone()).filter(|ip| !ip.is_empty());
+            (info.user_agent.clone(), ip.or_else(peer))
+        }
+        _ => {
+            let agent = request
+                .metadata()
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            (agent, peer())
+        }
+    };
     // Bounded: these are echoed back in the session list.
     Client {
-        user_agent: info.user_agent.chars().take(512).collect(),
-        ip: info.ip.chars().take(64).collect(),
+        user_agent: user_agent.chars().take(512).collect(),
+        ip: ip.unwrap_or_default().chars().take(64).collect(),
+    }
+}
+
+/// Requests that may carry the gateway's report of the client.
+trait HasClient {
+    fn client(&self) -> Option<&pb::ClientInfo>;
+}
+
+impl HasClient for pb::RegisterRequest {
+    fn client(&self) -> Option<&pb::ClientInfo> {
+        self.client.as_ref()
+    }
+}
+
+impl HasClient for pb::LoginRequest {
+    fn client(&self) -> Option<&pb::ClientInfo> {
+        self.client.as_ref()
     }
 }
 

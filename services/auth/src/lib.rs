@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod grpc;
+mod login_guard;
 pub mod password;
 pub mod repo;
 pub mod server;

@@ -5,10 +5,13 @@ use std::{future::Future, sync::Arc};
 
 use anyhow::Context;
 use quill_platform::{
+    authn::Authenticator,
     db,
     events::{OutboxRelay, catalog},
     grpc,
-    revocation::{self, RevocationList},
+    rate_limit::RateLimiter,
+    service_identity::{ServiceSecret, ServiceVerifier},
+    sessions::{self, Sessions},
     token::TokenVerifier,
 };
 use quill_proto::auth::v1::auth_service_server::AuthServiceServer;
@@ -16,7 +19,11 @@ use sqlx::migrate::Migrator;
 use tokio::{net::TcpListener, sync::oneshot};
 
 use crate::{
-    accounts::Accounts, config::Config, grpc::AuthGrpc, password::PasswordHasherPool,
+    accounts::{Accounts, AccountsParts, DbSessionSource},
+    config::Config,
+    grpc::AuthGrpc,
+    login_guard::LoginGuard,
+    password::PasswordHasherPool,
     tokens::AccessTokenIssuer,
 };
 
@@ -36,6 +43,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let service_secret = ServiceSecret::required(config.authn.service_secret.as_ref())?;
     let pool = db::prepare(
         &config.database_url,
         config.database_max_connections,
@@ -43,7 +51,7 @@ pub async fn run(
     )
     .await
     .context("preparing the auth database")?;
-    let redis = revocation::connect(&config.redis_url)
+    let redis = sessions::connect(&config.authn.redis_url)
         .await
         .context("connecting to Redis")?;
     let issuer = AccessTokenIssuer::new(
@@ -64,24 +72,41 @@ pub async fn run(
     )
     .poll_interval(config.events.relay_poll_interval)
     .declare_queues(catalog::all(&config.events, &config.events_queue_prefix));
+    let sessions = Sessions::new(
+        redis.clone(),
+        config.authn.redis_prefix.clone(),
+        Arc::new(DbSessionSource(pool.clone())),
+    );
+    let authn = Authenticator::new(
+        verifier,
+        sessions.clone(),
+        ServiceVerifier::new(&service_secret),
+    );
     let accounts = Accounts::new(
         pool,
-        PasswordHasherPool::new(config.max_concurrent_hashes)?,
-        Arc::new(issuer),
-        RevocationList::new(redis, config.redis_prefix.clone()),
-        config.refresh_token_ttl,
+        AccountsParts {
+            hasher: PasswordHasherPool::new(config.max_concurrent_hashes)?,
+            issuer: Arc::new(issuer),
+            sessions,
+            guard: LoginGuard::new(
+                RateLimiter::new(redis, config.authn.redis_prefix.clone()),
+                config.limits.clone(),
+            ),
+            refresh_ttl: config.refresh_token_ttl,
+            reauth_window: config.reauth_window,
+        },
     );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AuthServiceServer<AuthGrpc>>().await;
     let mut routes = grpc::base_routes(health_service)?;
-    routes.add_service(AuthServiceServer::new(AuthGrpc::new(accounts, verifier)));
+    routes.add_service(AuthServiceServer::new(AuthGrpc::new(accounts)));
     // Dropping `stop_relay` (this future cancelled) stops the relay too.
     let (stop_relay, relay_stopped) = oneshot::channel::<()>();
     let relay = tokio::spawn(relay.run(async move {
         let _ = relay_stopped.await;
     }));
-    let served = grpc::serve(listener, routes.routes(), shutdown).await;
+    let served = grpc::serve(listener, routes.routes(), authn, shutdown).await;
     let _ = stop_relay.send(());
     let _ = relay.await;
     served?;

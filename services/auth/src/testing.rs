@@ -12,8 +12,9 @@ use ed25519_dalek::{
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use quill_platform::{
     events::catalog,
-    testing::{TestBroker, TestDb, TestRedis, TestServer},
+    testing::{self, AuthPeer, TestBroker, TestDb, TestRedis, TestServer},
 };
+use quill_platform::{grpc::ServiceChannel, service_identity::Service};
 use quill_proto::{auth::v1::auth_service_client::AuthServiceClient, events::v1::Envelope};
 use serde_json::Value;
 use tonic::transport::Channel;
@@ -50,8 +51,7 @@ impl TestAuth {
         let mut config = Config::from_env().expect("auth config");
         config.signing_key_pem = Some(signing_key_pem.clone());
         config.database_url = db.url.clone();
-        config.redis_url = redis.url.clone();
-        config.redis_prefix = redis.prefix.clone();
+        config.authn = testing::authn_config(&redis);
         config.database_max_connections = 5;
         config.events.exchange = broker.exchange();
         config.events_queue_prefix = broker.prefix.clone();
@@ -79,6 +79,20 @@ impl TestAuth {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// What the other servers of the test need to authenticate against
+    /// this auth.
+    pub fn peer(&self) -> AuthPeer {
+        AuthPeer {
+            url: self.url(),
+            authn: self.config.authn.clone(),
+        }
+    }
+
+    /// A client whose calls prove to come from `service`.
+    pub fn client_as(&self, service: Service) -> AuthServiceClient<ServiceChannel> {
+        AuthServiceClient::new(testing::as_service(self.channel.clone(), service))
     }
 
     pub fn client(&self) -> AuthServiceClient<Channel> {
@@ -120,6 +134,9 @@ impl TestAuth {
             .await
             .expect("set role");
         pool.close().await;
+        // Behind the API's back: drop the cached session states, which still
+        // hold the old role, as the API's own role change overwrites them.
+        self.redis.forget("session:").await;
     }
 
     /// Stops the server and waits for it to drain; its database stays until

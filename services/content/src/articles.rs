@@ -74,7 +74,7 @@ impl Content {
         let body = validation::body(&input.body, &mut violations);
         let tags = validation::tags(&input.tags, &mut violations);
         validation::finish(violations)?;
-        self.authors.ensure(caller.id).await?;
+        self.authors.ensure(caller.user).await?;
 
         let base = slug::from_title(&title);
         let mut candidate = base.clone();
@@ -87,7 +87,7 @@ impl Content {
                 title: &title,
                 description: &description,
                 body: &body,
-                author_id: caller.id,
+                author_id: caller.user,
             };
             if repo::insert(&mut *tx, &article).await? {
                 if !tags.is_empty() {
@@ -113,7 +113,7 @@ impl Content {
         )
         .await?;
         tx.commit().await?;
-        self.article(Some(caller.id), &candidate).await
+        self.article(Some(caller.user), &candidate).await
     }
 
     /// One article as `viewer` sees it.
@@ -197,7 +197,7 @@ impl Content {
         )
         .await?;
         tx.commit().await?;
-        self.article(Some(caller.id), &final_slug).await
+        self.article(Some(caller.user), &final_slug).await
     }
 
     pub async fn delete_article(&self, caller: &Caller, slug: &str) -> Result<(), ContentError> {
@@ -230,7 +230,7 @@ impl Content {
     ) -> Result<ArticleRow, ContentError> {
         // So the favorited-by filter can find the caller by username.
         let fan = match favorite {
-            true => Some(self.authors.ensure(caller.id).await?),
+            true => Some(self.authors.ensure(caller.user).await?),
             false => None,
         };
         let mut tx = self.pool.begin().await?;
@@ -238,7 +238,7 @@ impl Content {
             .await?
             .ok_or(ContentError::NotFound("article"))?;
         if let Some(fan) = fan {
-            if repo::favorite(&mut *tx, key.id, caller.id).await? {
+            if repo::favorite(&mut *tx, key.id, caller.user).await? {
                 let article = article_snapshot(&mut tx, key.id).await?;
                 announce(
                     &mut tx,
@@ -251,10 +251,10 @@ impl Content {
                 .await?;
             }
         } else {
-            repo::unfavorite(&mut *tx, key.id, caller.id).await?;
+            repo::unfavorite(&mut *tx, key.id, caller.user).await?;
         }
         tx.commit().await?;
-        self.article(Some(caller.id), &key.slug).await
+        self.article(Some(caller.user), &key.slug).await
     }
 
     /// Newest first, or best match first with a `query`. A cursor replaces
@@ -285,7 +285,7 @@ impl Content {
         }
         validation::finish(violations)?;
         let page = page_request(query.limit, query.offset, after);
-        let result = repo::list(&self.pool, viewer.map(|c| c.id), &filter, page).await?;
+        let result = repo::list(&self.pool, viewer.map(|c| c.user), &filter, page).await?;
         self.page(result, page.limit, filter.query.is_none()).await
     }
 
@@ -301,7 +301,7 @@ impl Content {
         let after = self.position(cursor, &mut violations);
         validation::finish(violations)?;
         let page = page_request(limit, offset, after);
-        let result = repo::feed(&self.pool, caller.id, page).await?;
+        let result = repo::feed(&self.pool, caller.user, page).await?;
         self.page(result, page.limit, true).await
     }
 

@@ -8,13 +8,13 @@ use std::{collections::HashMap, time::Duration};
 
 use chrono::Utc;
 
-use quill_platform::grpc::{self, TracedChannel};
+use quill_platform::grpc::ServiceChannel;
 use quill_proto::auth::v1::{
     self as auth_pb, GetUserByUsernameRequest, GetUsersByIdsRequest,
     auth_service_client::AuthServiceClient,
 };
 use sqlx::PgPool;
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 use uuid::Uuid;
 
 use crate::{
@@ -28,14 +28,14 @@ const AUTH_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Authors {
     pool: PgPool,
-    auth: AuthServiceClient<TracedChannel>,
+    auth: AuthServiceClient<ServiceChannel>,
 }
 
 impl Authors {
-    pub fn new(pool: PgPool, auth: Channel) -> Self {
+    pub fn new(pool: PgPool, auth: ServiceChannel) -> Self {
         Self {
             pool,
-            auth: AuthServiceClient::new(grpc::traced(auth)),
+            auth: AuthServiceClient::new(auth),
         }
     }
 

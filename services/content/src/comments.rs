@@ -24,12 +24,12 @@ impl Content {
         body: &str,
     ) -> Result<(CommentRow, String), ContentError> {
         let body = validation::comment_body(body)?;
-        let commenter = self.authors.ensure(caller.id).await?;
+        let commenter = self.authors.ensure(caller.user).await?;
         let mut tx = self.pool.begin().await?;
         let article = article_repo::key(&mut *tx, slug)
             .await?
             .ok_or(ContentError::NotFound("article"))?;
-        let comment = repo::insert(&mut *tx, article.id, caller.id, &body).await?;
+        let comment = repo::insert(&mut *tx, article.id, caller.user, &body).await?;
         // The article's author comes with it, so notification can tell them.
         let snapshot = article_snapshot(&mut tx, article.id).await?;
         announce(

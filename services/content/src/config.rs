@@ -3,8 +3,10 @@
 use std::net::SocketAddr;
 
 use quill_platform::{
-    config::{ConfigError, ensure, env_opt, env_or},
+    authn::AuthnConfig,
+    config::{ConfigError, ensure, env_opt, env_or, env_secs},
     events::EventsConfig,
+    rate_limit::Limit,
 };
 
 /// Signs cursors on a developer machine only; production sets its own.
@@ -24,6 +26,11 @@ pub struct Config {
     /// `EVENTS_QUEUE_PREFIX`: prefixes the queue names (empty in
     /// production, where content consumes queue `content`).
     pub events_queue_prefix: String,
+    /// Redis (session cache, write limits) and the service secret.
+    pub authn: AuthnConfig,
+    /// Writes per user per window (`RATE_LIMIT_WRITES_PER_USER` per
+    /// `RATE_LIMIT_WINDOW_SECS`).
+    pub writes_per_user: Limit,
 }
 
 impl std::fmt::Debug for Config {
@@ -37,6 +44,8 @@ impl std::fmt::Debug for Config {
             // Not the AMQP URL: it carries the broker password.
             .field("events_exchange", &self.events.exchange)
             .field("events_queue_prefix", &self.events_queue_prefix)
+            .field("authn", &self.authn)
+            .field("writes_per_user", &self.writes_per_user)
             .finish_non_exhaustive()
     }
 }
@@ -67,12 +76,23 @@ impl Config {
             cursor_secret,
             events: EventsConfig::from_env()?,
             events_queue_prefix: env_or("EVENTS_QUEUE_PREFIX", String::new())?,
+            authn: AuthnConfig::from_env()?,
+            writes_per_user: Limit {
+                limit: env_or("RATE_LIMIT_WRITES_PER_USER", 300)?,
+                window: env_secs("RATE_LIMIT_WINDOW_SECS", 60)?,
+            },
         };
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        ensure(
+            !self.writes_per_user.window.is_zero(),
+            "RATE_LIMIT_WINDOW_SECS",
+            0,
+            "must be at least 1",
+        )?;
         ensure(
             self.database_max_connections > 0,
             "CONTENT_DATABASE_MAX_CONNECTIONS",

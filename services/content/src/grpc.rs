@@ -4,7 +4,12 @@
 use std::{pin::Pin, sync::Arc};
 
 use futures::Stream;
-use quill_platform::{grpc::bearer_token, time::to_proto, token::TokenVerifier};
+use quill_platform::{
+    authn,
+    rate_limit::{Limit, RateLimiter},
+    service_identity::Service,
+    time::to_proto,
+};
 use quill_proto::content::v1::{self as pb, content_service_server::ContentService};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -20,34 +25,42 @@ use crate::{
 
 pub struct ContentGrpc {
     content: Arc<Content>,
-    verifier: TokenVerifier,
+    writes: WriteLimit,
+}
+
+/// Each user's budget of writes (articles, comments, favorites, follows),
+/// so one account cannot flood the pages others read.
+pub struct WriteLimit {
+    pub limiter: RateLimiter,
+    pub limit: Limit,
 }
 
 impl ContentGrpc {
-    pub fn new(content: Content, verifier: TokenVerifier) -> Self {
+    pub fn new(content: Content, writes: WriteLimit) -> Self {
         Self {
             content: Arc::new(content),
-            verifier,
+            writes,
         }
     }
 
-    /// The caller, if the request carries a token. A token that is present
-    /// but invalid is an error even where anonymous calls are fine: the
-    /// client meant to act as someone and must learn it did not.
-    fn maybe_caller<T>(&self, request: &Request<T>) -> Result<Option<Caller>, ContentError> {
-        let Some(token) = bearer_token(request.metadata()) else {
-            return Ok(None);
-        };
-        let claims = self
-            .verifier
-            .verify(token)
-            .map_err(|_| ContentError::Unauthenticated("access token is invalid or expired"))?;
-        Ok(Some(Caller::from(&claims)))
+    /// The acting user (see `quill_platform::authn`).
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        authn::caller(request)
     }
 
-    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, ContentError> {
-        self.maybe_caller(request)?
-            .ok_or(ContentError::Unauthenticated("missing access token"))
+    /// The viewer, if the call carries a token.
+    fn maybe_caller<T>(&self, request: &Request<T>) -> Result<Option<Caller>, Status> {
+        authn::maybe_caller(request)
+    }
+
+    /// The acting user, counted against their write budget.
+    async fn writer<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let caller = authn::caller(request)?;
+        self.writes
+            .limiter
+            .hit("writes:user", &caller.user.to_string(), self.writes.limit)
+            .await?;
+        Ok(caller)
     }
 }
 
@@ -59,7 +72,7 @@ impl ContentService for ContentGrpc {
         &self,
         request: Request<pb::CreateArticleRequest>,
     ) -> Reply<pb::Article> {
-        let caller = self.caller(&request)?;
+        let caller = self.writer(&request).await?;
         let r = request.into_inner();
         let input = NewArticleInput {
             title: r.title,
@@ -75,7 +88,7 @@ impl ContentService for ContentGrpc {
         let viewer = self.maybe_caller(&request)?;
         let article = self
             .content
-            .article(viewer.map(|c| c.id), &request.get_ref().slug)
+            .article(viewer.map(|c| c.user), &request.get_ref().slug)
             .await?;
         Ok(Response::new(article_message(article)))
     }
@@ -84,7 +97,7 @@ impl ContentService for ContentGrpc {
         &self,
         request: Request<pb::UpdateArticleRequest>,
     ) -> Reply<pb::Article> {
-        let caller = self.caller(&request)?;
+        let caller = self.writer(&request).await?;
         let r = request.into_inner();
         let input = ArticleUpdateInput {
             title: r.title,
@@ -100,7 +113,7 @@ impl ContentService for ContentGrpc {
         &self,
         request: Request<pb::DeleteArticleRequest>,
     ) -> Reply<pb::DeleteArticleResponse> {
-        let caller = self.caller(&request)?;
+        let caller = self.writer(&request).await?;
         self.content
             .delete_article(&caller, &request.get_ref().slug)
             .await?;
@@ -140,7 +153,7 @@ impl ContentService for ContentGrpc {
         &self,
         request: Request<pb::FavoriteArticleRequest>,
     ) -> Reply<pb::Article> {
-        let caller = self.caller(&request)?;
+        let caller = self.writer(&request).await?;
         let article = self
             .content
             .favorite(&caller, &request.get_ref().slug, true)
@@ -152,7 +165,7 @@ impl ContentService for ContentGrpc {
         &self,
         request: Request<pb::UnfavoriteArticleRequest>,
     ) -> Reply<pb::Article> {
-        let caller = self.caller(&request)?;
+        let caller = self.writer(&request).await?;
         let article = self
             .content
             .favorite(&caller, &request.get_ref().slug, false)
@@ -161,7 +174,7 @@ impl ContentService for ContentGrpc {
     }
 
     async fn add_comment(&self, request: Request<pb::AddCommentRequest>) -> Reply<pb::Comment> {
-        let caller = self.caller(&request)?;
+        let caller = self.writer(&request).await?;
         let r = request.into_inner();
         let (comment, slug) = self.content.add_comment(&caller, &r.slug, &r.body).await?;
         Ok(Response::new(comment_message(comment, &slug)))
@@ -173,7 +186,7 @@ impl ContentService for ContentGrpc {
     ) -> Reply<pb::ListCommentsResponse> {
         let viewer = self.maybe_caller(&request)?;
         let slug = &request.get_ref().slug;
-        let comments = self.content.comments(viewer.map(|c| c.id), slug).await?;
+        let comments = self.content.comments(viewer.map(|c| c.user), slug).await?;
         Ok(Response::new(pb::ListCommentsResponse {
             comments: comments
                 .into_iter()
@@ -186,7 +199,7 @@ impl ContentService for ContentGrpc {
         &self,
         request: Request<pb::DeleteCommentRequest>,
     ) -> Reply<pb::DeleteCommentResponse> {
-        let caller = self.caller(&request)?;
+        let caller = self.writer(&request).await?;
         let r = request.get_ref();
         self.content.delete_comment(&caller, &r.slug, r.id).await?;
         Ok(Response::new(pb::DeleteCommentResponse {}))
@@ -210,7 +223,7 @@ impl ContentService for ContentGrpc {
     }
 
     async fn follow(&self, request: Request<pb::FollowRequest>) -> Reply<pb::Profile> {
-        let caller = self.caller(&request)?;
+        let caller = self.writer(&request).await?;
         let profile = self
             .content
             .follow(&caller, &request.get_ref().username, true)
@@ -219,7 +232,7 @@ impl ContentService for ContentGrpc {
     }
 
     async fn unfollow(&self, request: Request<pb::UnfollowRequest>) -> Reply<pb::Profile> {
-        let caller = self.caller(&request)?;
+        let caller = self.writer(&request).await?;
         let profile = self
             .content
             .follow(&caller, &request.get_ref().username, false)
@@ -236,6 +249,7 @@ impl ContentService for ContentGrpc {
         &self,
         request: Request<pb::StreamFollowerIdsRequest>,
     ) -> Reply<Self::StreamFollowerIdsStream> {
+        authn::require_service(&request, &[Service::Notification])?;
         let r = request.into_inner();
         let user_id: Uuid = r
             .user_id

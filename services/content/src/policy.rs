@@ -2,29 +2,11 @@
 //! permission table (`quill_platform::authz`) plus ownership; handlers ask
 //! here instead of comparing roles themselves.
 
-use quill_platform::{
-    authz::{Permission, Role},
-    token::Claims,
-};
+pub use quill_platform::authn::Caller;
+use quill_platform::authz::Permission;
 use uuid::Uuid;
 
 use crate::error::ContentError;
-
-/// The verified identity behind a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller {
-    pub id: Uuid,
-    pub role: Role,
-}
-
-impl From<&Claims> for Caller {
-    fn from(claims: &Claims) -> Self {
-        Self {
-            id: claims.sub,
-            role: claims.role,
-        }
-    }
-}
 
 pub fn may_publish(caller: &Caller) -> Result<(), ContentError> {
     if caller.role.can(Permission::ArticleCreate) {
@@ -38,7 +20,7 @@ pub fn may_publish(caller: &Caller) -> Result<(), ContentError> {
 
 /// Update and delete: the author, or a moderator.
 pub fn may_change_article(caller: &Caller, author_id: Uuid) -> Result<(), ContentError> {
-    if caller.id == author_id || caller.role.can(Permission::ArticleModerate) {
+    if caller.user == author_id || caller.role.can(Permission::ArticleModerate) {
         Ok(())
     } else {
         Err(ContentError::Forbidden(
@@ -54,8 +36,8 @@ pub fn may_delete_comment(
     comment_author: Uuid,
     article_author: Uuid,
 ) -> Result<(), ContentError> {
-    if caller.id == comment_author
-        || caller.id == article_author
+    if caller.user == comment_author
+        || caller.user == article_author
         || caller.role.can(Permission::CommentModerate)
     {
         Ok(())
@@ -68,12 +50,16 @@ pub fn may_delete_comment(
 
 #[cfg(test)]
 mod tests {
+    use quill_platform::authz::Role;
+
     use super::*;
 
     fn caller(role: Role) -> Caller {
         Caller {
-            id: Uuid::new_v4(),
+            user: Uuid::new_v4(),
+            session: Uuid::new_v4(),
             role,
+            expires_at: 0,
         }
     }
 
@@ -87,17 +73,17 @@ mod tests {
     #[test]
     fn articles_change_by_their_author_or_a_moderator() {
         let author = caller(Role::Creator);
-        assert!(may_change_article(&author, author.id).is_ok());
-        assert!(may_change_article(&caller(Role::Creator), author.id).is_err());
-        assert!(may_change_article(&caller(Role::Admin), author.id).is_ok());
+        assert!(may_change_article(&author, author.user).is_ok());
+        assert!(may_change_article(&caller(Role::Creator), author.user).is_err());
+        assert!(may_change_article(&caller(Role::Admin), author.user).is_ok());
     }
 
     #[test]
     fn comments_go_by_their_author_the_articles_author_or_a_moderator() {
         let (writer, owner) = (caller(Role::Viewer), caller(Role::Creator));
-        assert!(may_delete_comment(&writer, writer.id, owner.id).is_ok());
-        assert!(may_delete_comment(&owner, writer.id, owner.id).is_ok());
-        assert!(may_delete_comment(&caller(Role::Creator), writer.id, owner.id).is_err());
-        assert!(may_delete_comment(&caller(Role::Admin), writer.id, owner.id).is_ok());
+        assert!(may_delete_comment(&writer, writer.user, owner.user).is_ok());
+        assert!(may_delete_comment(&owner, writer.user, owner.user).is_ok());
+        assert!(may_delete_comment(&caller(Role::Creator), writer.user, owner.user).is_err());
+        assert!(may_delete_comment(&caller(Role::Admin), writer.user, owner.user).is_ok());
     }
 }

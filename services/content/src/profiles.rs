@@ -29,7 +29,7 @@ impl Content {
     ) -> Result<ProfileView, ContentError> {
         let author = self.authors.by_username(username.trim()).await?;
         let following = match viewer {
-            Some(viewer) => follows::exists(&self.pool, viewer.id, author.id).await?,
+            Some(viewer) => follows::exists(&self.pool, viewer.user, author.id).await?,
             None => false,
         };
         Ok(ProfileView { author, following })
@@ -44,19 +44,19 @@ impl Content {
         follow: bool,
     ) -> Result<ProfileView, ContentError> {
         let author = self.authors.by_username(username.trim()).await?;
-        if author.id == caller.id {
+        if author.id == caller.user {
             return Err(ContentError::invalid(
                 "username",
                 "is you; you cannot follow yourself",
             ));
         }
         let follower = match follow {
-            true => Some(self.authors.ensure(caller.id).await?),
+            true => Some(self.authors.ensure(caller.user).await?),
             false => None,
         };
         let mut tx = self.pool.begin().await?;
         if let Some(follower) = follower {
-            if follows::insert(&mut *tx, caller.id, author.id).await? {
+            if follows::insert(&mut *tx, caller.user, author.id).await? {
                 announce(
                     &mut tx,
                     Payload::UserFollowed(UserFollowed {
@@ -69,7 +69,7 @@ impl Content {
                 .await?;
             }
         } else {
-            follows::delete(&mut *tx, caller.id, author.id).await?;
+            follows::delete(&mut *tx, caller.user, author.id).await?;
         }
         tx.commit().await?;
         Ok(ProfileView {

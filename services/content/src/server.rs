@@ -7,11 +7,13 @@ use std::{future::Future, str::FromStr, time::Duration};
 use anyhow::Context;
 use futures::FutureExt;
 use quill_platform::{
+    authn::ServiceAuth,
     db,
     events::{Consumer, OutboxRelay, catalog},
     grpc,
+    rate_limit::RateLimiter,
     retry::with_backoff,
-    token::TokenVerifier,
+    service_identity::Service,
 };
 use quill_proto::content::v1::content_service_server::ContentServiceServer;
 use sqlx::{
@@ -23,7 +25,11 @@ use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::Endpoint;
 
 use crate::{
-    authors::Authors, config::Config, cursor::CursorCodec, events::UserEvents, grpc::ContentGrpc,
+    authors::Authors,
+    config::Config,
+    cursor::CursorCodec,
+    events::UserEvents,
+    grpc::{ContentGrpc, WriteLimit},
     service::Content,
 };
 
@@ -73,11 +79,9 @@ pub async fn run(
         .with_context(|| format!("AUTH_URL={} is not a valid URL", config.auth_url))?
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy();
-    let verifier = TokenVerifier::from_auth_service(auth.clone())
+    let identity = ServiceAuth::connect(Service::Content, &config.authn, auth.clone())
         .await
-        .map_err(|e| {
-            anyhow::anyhow!("fetching auth's public keys from {}: {e}", config.auth_url)
-        })?;
+        .map_err(|e| anyhow::anyhow!("authentication against {}: {e}", config.auth_url))?;
     let events = &config.events;
     let relay = OutboxRelay::new(pool.clone(), &events.amqp_url, &events.exchange)
         .poll_interval(events.relay_poll_interval)
@@ -91,7 +95,7 @@ pub async fn run(
     .prefetch(events.prefetch);
     let content = Content::new(
         pool.clone(),
-        Authors::new(pool, auth),
+        Authors::new(pool, grpc::client(auth, &identity.credentials)),
         CursorCodec::new(config.cursor_secret.as_bytes()),
     );
 
@@ -100,9 +104,11 @@ pub async fn run(
         .set_serving::<ContentServiceServer<ContentGrpc>>()
         .await;
     let mut routes = grpc::base_routes(health_service)?;
-    routes.add_service(ContentServiceServer::new(ContentGrpc::new(
-        content, verifier,
-    )));
+    let writes = WriteLimit {
+        limiter: RateLimiter::new(identity.redis.clone(), config.authn.redis_prefix.clone()),
+        limit: config.writes_per_user,
+    };
+    routes.add_service(ContentServiceServer::new(ContentGrpc::new(content, writes)));
     // Dropping `stop_events` (this future cancelled) stops them too.
     let (stop_events, events_stopped) = oneshot::channel::<()>();
     let events_stopped = async move {
@@ -112,7 +118,7 @@ pub async fn run(
     .shared();
     let relay = tokio::spawn(relay.run(events_stopped.clone()));
     let consumer = tokio::spawn(consumer.run(events_stopped));
-    let served = grpc::serve(listener, routes.routes(), shutdown).await;
+    let served = grpc::serve(listener, routes.routes(), identity.authn, shutdown).await;
     let _ = stop_events.send(());
     let _ = tokio::join!(relay, consumer);
     served?;

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use quill_platform::{
     events::catalog,
-    testing::{TestBroker, TestDb, TestServer},
+    testing::{AuthPeer, TestBroker, TestDb, TestServer},
 };
 use quill_proto::content::v1::content_service_client::ContentServiceClient;
 use tonic::transport::Channel;
@@ -28,18 +28,19 @@ pub struct TestContent {
 
 impl TestContent {
     /// Starts against the auth server at `auth_url` (e.g. `TestAuth::url()`).
-    pub async fn start(auth_url: &str) -> Self {
-        Self::start_with(auth_url, |_| {}).await
+    pub async fn start(auth: &AuthPeer) -> Self {
+        Self::start_with(auth, |_| {}).await
     }
 
     /// Starts with settings adjusted by `tweak`.
-    pub async fn start_with(auth_url: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+    pub async fn start_with(auth: &AuthPeer, tweak: impl FnOnce(&mut Config)) -> Self {
         let db = TestDb::new("quill_content");
         let broker = TestBroker::new();
         let mut config = Config::from_env().expect("content config");
         config.database_url = db.url.clone();
         config.database_max_connections = 5;
-        config.auth_url = auth_url.to_owned();
+        config.auth_url = auth.url.clone();
+        config.authn = auth.authn.clone();
         config.cursor_secret = "test cursor secret, not for production".to_owned();
         config.events.exchange = broker.exchange();
         config.events_queue_prefix = broker.prefix.clone();

@@ -424,7 +424,7 @@ async fn follower_ids_stream_in_batches() {
     }
     expected.sort();
     let stream = |batch_size| {
-        let mut client = world.client();
+        let mut client = world.notification_client();
         let user_id = star.id.clone();
         async move {
             let mut stream = client
@@ -450,7 +450,7 @@ async fn follower_ids_stream_in_batches() {
     let default = stream(0).await;
     assert_eq!(default.concat(), expected);
 
-    let mut client = world.client();
+    let mut client = world.notification_client();
     let none = client
         .stream_follower_ids(pb::StreamFollowerIdsRequest {
             user_id: uuid::Uuid::now_v7().to_string(),

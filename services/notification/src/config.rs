@@ -3,7 +3,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use quill_platform::{
-    config::{ConfigError, ensure, env_millis, env_opt, env_or},
+    authn::AuthnConfig,
+    config::{ConfigError, ensure, env_millis, env_opt, env_or, env_secs},
     events::{EventsConfig, catalog},
 };
 
@@ -30,6 +31,11 @@ pub struct Config {
     /// `EVENTS_QUEUE_PREFIX`: the queue consumed is `<prefix>.notification`
     /// (plain `notification` when empty), as in the event catalog.
     pub events_queue_prefix: String,
+    /// Redis (session cache) and the service secret.
+    pub authn: AuthnConfig,
+    /// How often a live `Subscribe` stream re-checks its session; it ends
+    /// when the session does (`NOTIFICATION_STREAM_RECHECK_SECS`).
+    pub stream_recheck: Duration,
 }
 
 /// A plain-SMTP relay (`SMTP_URL=smtp://host:port`).
@@ -93,12 +99,20 @@ impl Config {
             mail_max_attempts: env_or("MAIL_MAX_ATTEMPTS", 8)?,
             events: EventsConfig::from_env()?,
             events_queue_prefix: env_or("EVENTS_QUEUE_PREFIX", String::new())?,
+            authn: AuthnConfig::from_env()?,
+            stream_recheck: env_secs("NOTIFICATION_STREAM_RECHECK_SECS", 30)?,
         };
         config.validate()?;
         Ok(config)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure(
+            !self.stream_recheck.is_zero(),
+            "NOTIFICATION_STREAM_RECHECK_SECS",
+            0,
+            "must be at least 1",
+        )?;
         // The event listener holds one connection for good.
         ensure(
             self.database_max_connections >= 2,

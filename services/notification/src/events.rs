@@ -7,14 +7,13 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use quill_platform::{
     events::{EventHandler, HandlerError, async_trait},
-    grpc,
+    grpc::ServiceChannel,
 };
 use quill_proto::{
     content::v1::{StreamFollowerIdsRequest, content_service_client::ContentServiceClient},
     events::v1::Envelope,
 };
 use sqlx::{PgConnection, Postgres, Transaction};
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::{
@@ -26,7 +25,7 @@ use crate::{
 const FANOUT_DEADLINE: Duration = Duration::from_secs(60);
 
 pub struct NotificationEvents {
-    content: Channel,
+    content: ServiceChannel,
     fanout_batch: u32,
     /// False when no SMTP server is configured: no mail is queued at all,
     /// rather than piling up rows nobody will send.
@@ -34,7 +33,7 @@ pub struct NotificationEvents {
 }
 
 impl NotificationEvents {
-    pub fn new(content: Channel, fanout_batch: u32, mail_enabled: bool) -> Self {
+    pub fn new(content: ServiceChannel, fanout_batch: u32, mail_enabled: bool) -> Self {
         Self {
             content,
             fanout_batch,
@@ -76,7 +75,7 @@ impl NotificationEvents {
             batch_size: self.fanout_batch,
         });
         request.set_timeout(FANOUT_DEADLINE);
-        let mut batches = ContentServiceClient::new(grpc::traced(self.content.clone()))
+        let mut batches = ContentServiceClient::new(self.content.clone())
             .stream_follower_ids(request)
             .await
             .map_err(content_failed)?

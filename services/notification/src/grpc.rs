@@ -1,10 +1,13 @@
 //! The gRPC face of notification: authenticate the caller from the
 //! forwarded token, translate messages, and run the (small) queries.
 
-use std::{collections::HashMap, pin::Pin};
+use std::{collections::HashMap, pin::Pin, time::Duration};
 
 use futures::{Stream, StreamExt};
-use quill_platform::{grpc::bearer_token, time::to_proto, token::TokenVerifier};
+use quill_platform::{
+    authn::{self, Authenticator},
+    time::to_proto,
+};
 use quill_proto::notification::v1::{self as pb, notification_service_server::NotificationService};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
@@ -17,27 +20,25 @@ const MAX_LIMIT: u32 = 100;
 
 pub struct NotificationGrpc {
     pool: PgPool,
-    verifier: TokenVerifier,
     hub: Hub,
+    /// Re-checks the sessions of live streams.
+    authn: Authenticator,
+    stream_recheck: Duration,
 }
 
 impl NotificationGrpc {
-    pub fn new(pool: PgPool, verifier: TokenVerifier, hub: Hub) -> Self {
+    pub fn new(pool: PgPool, hub: Hub, authn: Authenticator, stream_recheck: Duration) -> Self {
         Self {
             pool,
-            verifier,
             hub,
+            authn,
+            stream_recheck,
         }
     }
 
     /// The calling user's id; every call here acts for a user.
-    fn caller<T>(&self, request: &Request<T>) -> Result<Uuid, NotificationError> {
-        let token = bearer_token(request.metadata())
-            .ok_or(NotificationError::Unauthenticated("missing access token"))?;
-        let claims = self.verifier.verify(token).map_err(|_| {
-            NotificationError::Unauthenticated("access token is invalid or expired")
-        })?;
-        Ok(claims.sub)
+    fn caller<T>(&self, request: &Request<T>) -> Result<Uuid, Status> {
+        Ok(authn::caller(request)?.user)
     }
 
     async fn preferences(&self, user: Uuid) -> Result<pb::Preferences, NotificationError> {
@@ -212,8 +213,13 @@ impl NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Reply<Self::SubscribeStream> {
-        let user = self.caller(&request)?;
-        let stream = self.hub.subscribe(user).map(Ok);
+        let caller = authn::caller(&request)?;
+        // The stream ends with the session: at the token's expiry, or when
+        // a re-check finds it revoked (logout, ban, password change).
+        let authn = self.authn.clone();
+        let recheck = self.stream_recheck;
+        let ended = async move { authn.session_ended(&caller, recheck).await };
+        let stream = self.hub.subscribe(caller.user).take_until(ended).map(Ok);
         Ok(Response::new(Box::pin(stream)))
     }
 }

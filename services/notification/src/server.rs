@@ -6,7 +6,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use futures::FutureExt;
-use quill_platform::{db, events::Consumer, grpc, token::TokenVerifier};
+use quill_platform::{authn::ServiceAuth, db, events::Consumer, grpc, service_identity::Service};
 use quill_proto::notification::v1::notification_service_server::NotificationServiceServer;
 use sqlx::migrate::Migrator;
 use tokio::{net::TcpListener, sync::Notify};
@@ -55,9 +55,10 @@ pub async fn run(
     .context("preparing the notification database")?;
     let auth = lazy_channel("AUTH_URL", &config.auth_url)?;
     let content = lazy_channel("CONTENT_URL", &config.content_url)?;
-    let verifier = TokenVerifier::from_auth_service(auth).await.map_err(|e| {
-        anyhow::anyhow!("fetching auth's public keys from {}: {e}", config.auth_url)
-    })?;
+    let identity = ServiceAuth::connect(Service::Notification, &config.authn, auth)
+        .await
+        .map_err(|e| anyhow::anyhow!("authentication against {}: {e}", config.auth_url))?;
+    let content = grpc::client(content, &identity.credentials);
     let shutdown = shutdown.boxed().shared();
 
     let hub = Hub::default();
@@ -104,9 +105,12 @@ pub async fn run(
         .await;
     let mut routes = grpc::base_routes(health_service)?;
     routes.add_service(NotificationServiceServer::new(NotificationGrpc::new(
-        pool, verifier, hub,
+        pool,
+        hub,
+        identity.authn.clone(),
+        config.stream_recheck,
     )));
-    let served = grpc::serve(listener, routes.routes(), shutdown.clone()).await;
+    let served = grpc::serve(listener, routes.routes(), identity.authn, shutdown.clone()).await;
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, futures::future::join_all(background));
     if drained.await.is_err() {
         tracing::warn!("background work did not drain within {DRAIN_TIMEOUT:?}");

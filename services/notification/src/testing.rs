@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use quill_platform::{
     events::broker,
-    testing::{TestBroker, TestDb, TestServer},
+    testing::{AuthPeer, TestBroker, TestDb, TestServer},
 };
 use quill_proto::notification::v1::notification_service_client::NotificationServiceClient;
 use tonic::transport::Channel;
@@ -29,12 +29,17 @@ impl TestNotification {
     /// adjusted by `tweak` (see [`use_broker`]). Its
     /// queue is declared before this returns, so events published from
     /// then on reach it.
-    pub async fn start(auth_url: &str, content_url: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+    pub async fn start(
+        auth: &AuthPeer,
+        content_url: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let db = TestDb::new("quill_notification");
         let mut config = Config::from_env().expect("notification config");
         config.database_url = db.url.clone();
         config.database_max_connections = 5;
-        config.auth_url = auth_url.to_owned();
+        config.auth_url = auth.url.clone();
+        config.authn = auth.authn.clone();
         config.content_url = content_url.to_owned();
         config.smtp = None;
         config.mail_poll_interval = Duration::from_millis(200);

@@ -2,8 +2,6 @@ use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgExecutor};
 use uuid::Uuid;
 
-use super::users::UserRow;
-
 #[derive(Debug, Clone, FromRow)]
 pub struct SessionRow {
     pub id: Uuid,
@@ -143,22 +141,44 @@ pub async fn list_active(
     .await
 }
 
-/// The user behind an access token, if its session is still live and the
-/// user is not banned.
-pub async fn live_session_user(
+/// The user and role behind a session, if it is live and its user is not
+/// banned: the truth every service's session check rests on.
+pub async fn live_user_role(
     db: impl PgExecutor<'_>,
     session_id: Uuid,
-    user_id: Uuid,
-) -> Result<Option<UserRow>, sqlx::Error> {
+) -> Result<Option<(Uuid, String)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT u.id, u.email, u.username, u.password_hash, u.bio, u.image, u.role,
-                u.banned_at, u.created_at, u.updated_at
+        "SELECT u.id, u.role
          FROM sessions s JOIN users u ON u.id = s.user_id
-         WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL
+         WHERE s.id = $1 AND s.revoked_at IS NULL
            AND s.expires_at > now() AND u.banned_at IS NULL",
     )
     .bind(session_id)
-    .bind(user_id)
     .fetch_optional(db)
     .await
+}
+
+/// When a session was opened (by a password login or registration).
+pub async fn opened_at(
+    db: impl PgExecutor<'_>,
+    session_id: Uuid,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT created_at FROM sessions WHERE id = $1")
+        .bind(session_id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Whether a client at `ip` has ever opened a session of this user (the
+/// sessions table keeps ended sessions too).
+pub async fn seen_client(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    ip: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sessions WHERE user_id = $1 AND ip = $2)")
+        .bind(user_id)
+        .bind(ip)
+        .fetch_one(db)
+        .await
 }

@@ -4,6 +4,7 @@
 
 use quill_auth::testing::TestAuth;
 use quill_content::testing::TestContent;
+use quill_platform::{grpc::ServiceChannel, service_identity::Service, testing};
 use quill_proto::{
     auth::v1::{LoginRequest, RegisterRequest},
     content::v1::{self as pb, content_service_client::ContentServiceClient},
@@ -32,7 +33,7 @@ impl World {
     /// publishes its own there too, for probes to see.
     pub async fn start() -> Self {
         let auth = TestAuth::start().await;
-        let content = TestContent::start_with(&auth.url(), |config| {
+        let content = TestContent::start_with(&auth.peer(), |config| {
             config.events.exchange = auth.config.events.exchange.clone();
             config.events_queue_prefix = auth.config.events_queue_prefix.clone();
         })
@@ -42,6 +43,15 @@ impl World {
 
     pub fn client(&self) -> ContentServiceClient<Channel> {
         self.content.client()
+    }
+
+    /// A client whose calls prove to come from the notification service,
+    /// for the internal calls only it may make.
+    pub fn notification_client(&self) -> ContentServiceClient<ServiceChannel> {
+        ContentServiceClient::new(testing::as_service(
+            self.content.channel.clone(),
+            Service::Notification,
+        ))
     }
 
     /// A registered user (role creator, auth's default).

@@ -55,8 +55,8 @@ impl Stack {
         let broker = TestBroker::new();
         let smtp = SmtpSink::start().await;
         let auth = TestAuth::start().await;
-        let content = TestContent::start(&auth.url()).await;
-        let notification = TestNotification::start(&auth.url(), &content.url(), |config| {
+        let content = TestContent::start(&auth.peer()).await;
+        let notification = TestNotification::start(&auth.peer(), &content.url(), |config| {
             use_broker(config, &broker);
             config.smtp = Some(smtp.server());
             tweak(config);
@@ -80,17 +80,31 @@ impl Stack {
     /// Another instance on the same database and queue, as a replica.
     pub async fn replica(&self) -> TestNotification {
         let config = self.notification.config.clone();
-        TestNotification::start(&self.auth.url(), &self.content.url(), move |c| *c = config).await
+        TestNotification::start(&self.auth.peer(), &self.content.url(), move |c| *c = config).await
     }
 
     /// A user with a valid access token, as auth would issue it. Only
-    /// the token exists: registration is what the events say.
+    /// the token and its live session exist: registration is what the
+    /// events say. The session is vouched for the way auth answers a check,
+    /// in the shared session cache, since auth's database has no such user.
     pub fn user(&self, username: &str) -> TestUser {
         let id = Uuid::new_v4();
+        let session = Uuid::new_v4();
         let now = chrono::Utc::now().timestamp();
+        let redis = &self.auth.redis;
+        let mut conn = redis::Client::open(redis.url.as_str())
+            .and_then(|c| c.get_connection())
+            .expect("redis");
+        redis::cmd("SET")
+            .arg(format!("{}session:{session}", redis.prefix))
+            .arg(format!("live:{id}:creator"))
+            .arg("EX")
+            .arg(600)
+            .query::<()>(&mut conn)
+            .expect("vouch for the session");
         let token = self.auth.sign(&json!({
             "sub": id,
-            "sid": Uuid::new_v4(),
+            "sid": session,
             "role": "creator",
             "iat": now,
             "exp": now + 600,

@@ -1,0 +1,135 @@
+//! Fixed-window counters in Redis, shared by every replica: limits on what a
+//! client or user may do per window, enforced by the service that does it,
+//! so they hold whichever door a call comes through.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tonic::Status;
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// A limit was reached; the window ends after `retry_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many requests; retry in {} s", retry_after.as_secs())]
+pub struct RateLimited {
+    pub retry_after: Duration,
+}
+
+/// RESOURCE_EXHAUSTED with a `google.rpc.RetryInfo`, which the gateway turns
+/// into 429 and `Retry-After`.
+impl From<RateLimited> for Status {
+    fn from(limited: RateLimited) -> Self {
+        let mut details = ErrorDetails::new();
+        details.set_retry_info(Some(limited.retry_after));
+        Status::with_error_details(tonic::Code::ResourceExhausted, limited.to_string(), details)
+    }
+}
+
+/// One limit: at most `limit` counted events per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub limit: u32,
+    pub window: Duration,
+}
+
+#[derive(Clone)]
+pub struct RateLimiter {
+    redis: ConnectionManager,
+    prefix: String,
+}
+
+impl RateLimiter {
+    pub fn new(redis: ConnectionManager, prefix: impl Into<String>) -> Self {
+        Self {
+            redis,
+            prefix: prefix.into(),
+        }
+    }
+
+    fn key(&self, scope: &str, subject: &str) -> String {
+        format!("{}ratelimit:{scope}:{subject}", self.prefix)
+    }
+
+    /// Counts one event against `scope:subject` and errs once more than
+    /// `limit.limit` fell in the window: for limits on attempts.
+    pub async fn hit(&self, scope: &str, subject: &str, limit: Limit) -> Result<(), RateLimited> {
+        match self.incr(&self.key(scope, subject), limit.window).await {
+            Some((count, ttl)) if count > u64::from(limit.limit) => Err(limited(ttl)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Errs if `scope:subject` already counted `limit.limit` events in its
+    /// window, without counting this one: for limits on failures, checked
+    /// before the attempt and counted by [`Self::record`] only if it fails.
+    pub async fn check(&self, scope: &str, subject: &str, limit: Limit) -> Result<(), RateLimited> {
+        let key = self.key(scope, subject);
+        let mut conn = self.redis.clone();
+        let result: redis::RedisResult<(Option<u64>, i64)> = redis::pipe()
+            .get(&key)
+            .ttl(&key)
+            .query_async(&mut conn)
+            .await;
+        match result {
+            Ok((Some(count), ttl)) if count >= u64::from(limit.limit) => Err(limited(ttl)),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                fail_open(&e);
+                Ok(())
+            }
+        }
+    }
+
+    /// Counts one event (a failure) against `scope:subject`.
+    pub async fn record(&self, scope: &str, subject: &str, window: Duration) {
+        self.incr(&self.key(scope, subject), window).await;
+    }
+
+    /// Forgets `scope:subject`'s count (the owner proved themselves).
+    pub async fn reset(&self, scope: &str, subject: &str) {
+        let mut conn = self.redis.clone();
+        let result: redis::RedisResult<()> = redis::cmd("DEL")
+            .arg(self.key(scope, subject))
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = result {
+            fail_open(&e);
+        }
+    }
+
+    /// The count after one more event and the seconds left in the window.
+    async fn incr(&self, key: &str, window: Duration) -> Option<(u64, i64)> {
+        let mut conn = self.redis.clone();
+        // One round trip; EXPIRE NX starts the window on the first event only.
+        let result: redis::RedisResult<(u64, i64, i64)> = redis::pipe()
+            .atomic()
+            .incr(key, 1u64)
+            .cmd("EXPIRE")
+            .arg(key)
+            .arg(window.as_secs().max(1))
+            .arg("NX")
+            .cmd("TTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await;
+        match result {
+            Ok((count, _, ttl)) => Some((count, ttl)),
+            Err(e) => {
+                fail_open(&e);
+                None
+            }
+        }
+    }
+}
+
+fn limited(ttl_secs: i64) -> RateLimited {
+    RateLimited {
+        retry_after: Duration::from_secs(u64::try_from(ttl_secs).unwrap_or(1).max(1)),
+    }
+}
+
+/// An outage of the limiter must not lock everyone out: limits are a
+/// brake, authentication does not depend on them.
+fn fail_open(error: &redis::RedisError) {
+    tracing::warn!(error = %error, "rate limiter unavailable; allowing request");
+}

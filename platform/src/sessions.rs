@@ -1,0 +1,224 @@
+//! Whether a session may still act, and as which role: the one question every
+//! service asks on every authenticated call.
+//!
+//! The source of truth is auth's database (the `sessions` and `users`
+//! tables). Redis holds a cache of its answers in front of it, so a check
+//! costs one Redis round trip; a miss (an entry never filled, expired, or
+//! lost when Redis restarted) asks the truth again. Nothing is ever decided
+//! by the absence of a Redis key, so a Redis that keeps nothing on disk
+//! cannot bring a revoked session back.
+//!
+//! Writes that end or change a session (auth only) overwrite the entry
+//! (`SET`); fills after a miss only create it (`SET NX`). A fill that read
+//! the truth before a concurrent revocation committed therefore cannot
+//! replace the revocation's entry, whichever order the two reach Redis in.
+
+use std::{sync::Arc, time::Duration};
+
+use redis::aio::ConnectionManager;
+use uuid::Uuid;
+
+use crate::authz::Role;
+
+/// What the truth says about a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStatus {
+    /// Live, for this user, who now holds `role` (not necessarily the role
+    /// in the token: a role change takes effect on the next call).
+    Live { user: Uuid, role: Role },
+    /// Revoked, expired, unknown, or its user is banned.
+    Ended,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Neither the cache nor the source of truth could answer: callers must
+    /// refuse (fail closed), never admit.
+    #[error("session state unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The source of truth: auth's database in auth, auth's `CheckSession` RPC
+/// everywhere else.
+#[async_trait::async_trait]
+pub trait SessionSource: Send + Sync + 'static {
+    async fn status(&self, session: Uuid) -> Result<SessionStatus, SessionError>;
+}
+
+/// Session answers cached in Redis in front of a [`SessionSource`].
+#[derive(Clone)]
+pub struct Sessions {
+    redis: ConnectionManager,
+    prefix: String,
+    source: Arc<dyn SessionSource>,
+    live_ttl: Duration,
+}
+
+/// How long a cached "live" answer is trusted without asking the source
+/// again. Revocations and role changes overwrite entries at once; this only
+/// bounds how long a lost overwrite (Redis failing mid-write) could matter.
+pub const DEFAULT_LIVE_TTL: Duration = Duration::from_secs(60);
+
+impl Sessions {
+    /// `prefix` namespaces the keys (per deployment, or per test) and must be
+    /// the same in every process.
+    pub fn new(
+        redis: ConnectionManager,
+        prefix: impl Into<String>,
+        source: Arc<dyn SessionSource>,
+    ) -> Self {
+        Self {
+            redis,
+            prefix: prefix.into(),
+            source,
+            live_ttl: DEFAULT_LIVE_TTL,
+        }
+    }
+
+    fn key(&self, session: Uuid) -> String {
+        format!("{}session:{session}", self.prefix)
+    }
+
+    /// The session's status. `ended_ttl` is how long an "ended" answer found
+    /// at the source may be cached: the remaining life of the token that
+    /// asked, after which no token of the session can verify anyway.
+    pub async fn status(
+        &self,
+        session: Uuid,
+        ended_ttl: Duration,
+    ) -> Result<SessionStatus, SessionError> {
+        let mut conn = self.redis.clone();
+        let cached: redis::RedisResult<Option<String>> = redis::cmd("GET")
+            .arg(self.key(session))
+            .query_async(&mut conn)
+            .await;
+        match cached {
+            Ok(Some(value)) => {
+                if let Some(status) = decode(&value) {
+                    return Ok(status);
+                }
+                tracing::warn!(%session, "unreadable session cache entry; asking the source");
+            }
+            Ok(None) => {}
+            // The cache is only a cache: answer from the source, which fails
+            // closed by itself if it cannot answer either.
+            Err(e) => tracing::warn!(error = %e, "session cache unavailable; asking the source"),
+        }
+        let status = self.source.status(session).await?;
+        let ttl = match status {
+            SessionStatus::Live { .. } => self.live_ttl,
+            SessionStatus::Ended => ended_ttl,
+        };
+        let filled: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(self.key(session))
+            .arg(encode(status))
+            .arg("EX")
+            .arg(ttl.as_secs().max(1))
+            .arg("NX")
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = filled {
+            tracing::warn!(error = %e, "could not cache a session status");
+        }
+        Ok(status)
+    }
+
+    /// Records sessions as ended for `for_at_least` (the longest a token of
+    /// theirs can still verify). Auth calls this before its transaction
+    /// commits: if Redis fails, the change is rolled back; if the commit fails
+    /// afterwards, the session is refused early, never accepted late.
+    pub async fn end(&self, sessions: &[Uuid], for_at_least: Duration) -> redis::RedisResult<()> {
+        self.overwrite(
+            sessions.iter().map(|s| (*s, SessionStatus::Ended)),
+            for_at_least,
+        )
+        .await
+    }
+
+    /// Records the sessions' new status (after a role change) for every
+    /// process's next call.
+    pub async fn set_live(
+        &self,
+        sessions: &[Uuid],
+        user: Uuid,
+        role: Role,
+    ) -> redis::RedisResult<()> {
+        self.overwrite(
+            sessions
+                .iter()
+                .map(|s| (*s, SessionStatus::Live { user, role })),
+            self.live_ttl,
+        )
+        .await
+    }
+
+    async fn overwrite(
+        &self,
+        entries: impl Iterator<Item = (Uuid, SessionStatus)>,
+        ttl: Duration,
+    ) -> redis::RedisResult<()> {
+        let mut pipe = redis::pipe();
+        let mut any = false;
+        for (session, status) in entries {
+            pipe.set_ex(self.key(session), encode(status), ttl.as_secs().max(1))
+                .ignore();
+            any = true;
+        }
+        if !any {
+            return Ok(());
+        }
+        let mut conn = self.redis.clone();
+        pipe.query_async(&mut conn).await
+    }
+}
+
+fn encode(status: SessionStatus) -> String {
+    match status {
+        SessionStatus::Live { user, role } => format!("live:{user}:{role}"),
+        SessionStatus::Ended => "ended".to_owned(),
+    }
+}
+
+fn decode(value: &str) -> Option<SessionStatus> {
+    if value == "ended" {
+        return Some(SessionStatus::Ended);
+    }
+    let mut parts = value.strip_prefix("live:")?.splitn(2, ':');
+    let user = parts.next()?.parse().ok()?;
+    let role = parts.next()?.parse().ok()?;
+    Some(SessionStatus::Live { user, role })
+}
+
+/// Connects to Redis with a manager that reconnects by itself.
+pub async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    crate::retry::with_backoff("connecting to Redis", 10, || {
+        ConnectionManager::new(client.clone())
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_entries_round_trip() {
+        let user = Uuid::now_v7();
+        for status in [
+            SessionStatus::Ended,
+            SessionStatus::Live {
+                user,
+                role: Role::Admin,
+            },
+            SessionStatus::Live {
+                user,
+                role: Role::Viewer,
+            },
+        ] {
+            assert_eq!(decode(&encode(status)), Some(status));
+        }
+        assert_eq!(decode("live:not-a-uuid:admin"), None);
+        assert_eq!(decode("1"), None);
+    }
+}
