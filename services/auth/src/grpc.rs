@@ -1,5 +1,6 @@
-//! The gRPC face of auth: authenticate the caller, translate messages, and
-//! delegate to `Accounts`.
+//! The gRPC face of auth: take the caller the authentication layer
+//! established (`quill_platform::authn`), translate messages, and delegate to
+//! `Accounts`.
 
 use quill_platform::{
     authn, authz::Role, service_identity::Service, sessions::SessionStatus, time::to_proto,
@@ -25,7 +26,7 @@ impl AuthGrpc {
 
     /// The user behind the call's live session (established by the
     /// authentication layer) and that session.
-    async fn caller<T>(&self, request: &Request<T>) -> Result<(UserRow, Uuid), Status> {
+    async fn acting_user<T>(&self, request: &Request<T>) -> Result<(UserRow, Uuid), Status> {
         let caller = authn::caller(request)?;
         let user = self.accounts.current_user(&caller).await?;
         Ok((user, caller.session))
@@ -65,12 +66,12 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::GetCurrentUserRequest>,
     ) -> Reply<pb::User> {
-        let (user, _) = self.caller(&request).await?;
+        let (user, _) = self.acting_user(&request).await?;
         Ok(Response::new(user_message(&user)))
     }
 
     async fn update_user(&self, request: Request<pb::UpdateUserRequest>) -> Reply<pb::User> {
-        let (user, session) = self.caller(&request).await?;
+        let (user, session) = self.acting_user(&request).await?;
         let r = request.into_inner();
         let update = ProfileUpdate {
             email: r.email,
@@ -156,7 +157,7 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::ListSessionsRequest>,
     ) -> Reply<pb::ListSessionsResponse> {
-        let (user, current) = self.caller(&request).await?;
+        let (user, current) = self.acting_user(&request).await?;
         let sessions = self.accounts.sessions(&user).await?;
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: sessions
@@ -170,7 +171,7 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::RevokeSessionRequest>,
     ) -> Reply<pb::RevokeSessionResponse> {
-        let (user, _) = self.caller(&request).await?;
+        let (user, _) = self.acting_user(&request).await?;
         let session = request
             .get_ref()
             .session_id
@@ -183,7 +184,7 @@ impl AuthService for AuthGrpc {
     }
 
     async fn logout(&self, request: Request<pb::LogoutRequest>) -> Reply<pb::LogoutResponse> {
-        let (user, session) = self.caller(&request).await?;
+        let (user, session) = self.acting_user(&request).await?;
         self.accounts
             .revoke_session(&user, session, "logout")
             .await?;
@@ -194,7 +195,7 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::LogoutAllRequest>,
     ) -> Reply<pb::LogoutAllResponse> {
-        let (user, _) = self.caller(&request).await?;
+        let (user, _) = self.acting_user(&request).await?;
         let revoked = self.accounts.revoke_all_sessions(&user).await?;
         Ok(Response::new(pb::LogoutAllResponse {
             revoked_sessions: u32::try_from(revoked).unwrap_or(u32::MAX),
@@ -205,7 +206,7 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Reply<pb::ListUsersResponse> {
-        let (actor, _) = self.caller(&request).await?;
+        let (actor, _) = self.acting_user(&request).await?;
         let r = request.into_inner();
         let page = self
             .accounts
@@ -218,7 +219,7 @@ impl AuthService for AuthGrpc {
     }
 
     async fn set_user_role(&self, request: Request<pb::SetUserRoleRequest>) -> Reply<pb::User> {
-        let (actor, _) = self.caller(&request).await?;
+        let (actor, _) = self.acting_user(&request).await?;
         let r = request.into_inner();
         let role = pb::Role::try_from(r.role)
             .ok()
@@ -229,7 +230,7 @@ impl AuthService for AuthGrpc {
     }
 
     async fn ban_user(&self, request: Request<pb::BanUserRequest>) -> Reply<pb::User> {
-        let (actor, _) = self.caller(&request).await?;
+        let (actor, _) = self.acting_user(&request).await?;
         let user = self
             .accounts
             .set_banned(&actor, &request.get_ref().username, true)
@@ -238,7 +239,7 @@ impl AuthService for AuthGrpc {
     }
 
     async fn unban_user(&self, request: Request<pb::UnbanUserRequest>) -> Reply<pb::User> {
-        let (actor, _) = self.caller(&request).await?;
+        let (actor, _) = self.acting_user(&request).await?;
         let user = self
             .accounts
             .set_banned(&actor, &request.get_ref().username, false)

@@ -1,5 +1,6 @@
-//! The gRPC face of content: authenticate the caller from the forwarded
-//! token, translate messages, and delegate to `Content`.
+//! The gRPC face of content: take the caller the authentication layer
+//! established (`quill_platform::authn`), translate messages, and delegate to
+//! `Content`.
 
 use std::{pin::Pin, sync::Arc};
 
@@ -43,16 +44,6 @@ impl ContentGrpc {
         }
     }
 
-    /// The acting user (see `quill_platform::authn`).
-    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        authn::caller(request)
-    }
-
-    /// The viewer, if the call carries a token.
-    fn maybe_caller<T>(&self, request: &Request<T>) -> Result<Option<Caller>, Status> {
-        authn::maybe_caller(request)
-    }
-
     /// The acting user, counted against their write budget.
     async fn writer<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let caller = authn::caller(request)?;
@@ -85,7 +76,7 @@ impl ContentService for ContentGrpc {
     }
 
     async fn get_article(&self, request: Request<pb::GetArticleRequest>) -> Reply<pb::Article> {
-        let viewer = self.maybe_caller(&request)?;
+        let viewer = authn::maybe_caller(&request)?;
         let article = self
             .content
             .article(viewer.map(|c| c.user), &request.get_ref().slug)
@@ -124,7 +115,7 @@ impl ContentService for ContentGrpc {
         &self,
         request: Request<pb::ListArticlesRequest>,
     ) -> Reply<pb::ListArticlesResponse> {
-        let viewer = self.maybe_caller(&request)?;
+        let viewer = authn::maybe_caller(&request)?;
         let r = request.into_inner();
         let query = ListQuery {
             tag: r.tag,
@@ -140,7 +131,7 @@ impl ContentService for ContentGrpc {
     }
 
     async fn feed(&self, request: Request<pb::FeedRequest>) -> Reply<pb::ListArticlesResponse> {
-        let caller = self.caller(&request)?;
+        let caller = authn::caller(&request)?;
         let r = request.into_inner();
         let page = self
             .content
@@ -184,7 +175,7 @@ impl ContentService for ContentGrpc {
         &self,
         request: Request<pb::ListCommentsRequest>,
     ) -> Reply<pb::ListCommentsResponse> {
-        let viewer = self.maybe_caller(&request)?;
+        let viewer = authn::maybe_caller(&request)?;
         let slug = &request.get_ref().slug;
         let comments = self.content.comments(viewer.map(|c| c.user), slug).await?;
         Ok(Response::new(pb::ListCommentsResponse {
@@ -214,7 +205,7 @@ impl ContentService for ContentGrpc {
     }
 
     async fn get_profile(&self, request: Request<pb::GetProfileRequest>) -> Reply<pb::Profile> {
-        let viewer = self.maybe_caller(&request)?;
+        let viewer = authn::maybe_caller(&request)?;
         let profile = self
             .content
             .profile(viewer.as_ref(), &request.get_ref().username)

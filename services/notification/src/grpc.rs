@@ -1,5 +1,5 @@
-//! The gRPC face of notification: authenticate the caller from the
-//! forwarded token, translate messages, and run the (small) queries.
+//! The gRPC face of notification: take the caller the authentication layer
+//! established, translate messages, and run the (small) queries.
 
 use std::{collections::HashMap, pin::Pin, time::Duration};
 
@@ -34,11 +34,6 @@ impl NotificationGrpc {
             authn,
             stream_recheck,
         }
-    }
-
-    /// The calling user's id; every call here acts for a user.
-    fn caller<T>(&self, request: &Request<T>) -> Result<Uuid, Status> {
-        Ok(authn::caller(request)?.user)
     }
 
     async fn preferences(&self, user: Uuid) -> Result<pb::Preferences, NotificationError> {
@@ -89,7 +84,7 @@ impl NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::ListNotificationsRequest>,
     ) -> Reply<pb::ListNotificationsResponse> {
-        let user = self.caller(&request)?;
+        let user = authn::caller(&request)?.user;
         let r = request.into_inner();
         let limit = match r.limit {
             0 => DEFAULT_LIMIT,
@@ -126,7 +121,7 @@ impl NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::UnreadCountRequest>,
     ) -> Reply<pb::UnreadCountResponse> {
-        let user = self.caller(&request)?;
+        let user = authn::caller(&request)?.user;
         let count = repo::count(&self.pool, user, true)
             .await
             .map_err(NotificationError::from)?;
@@ -139,7 +134,7 @@ impl NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::MarkReadRequest>,
     ) -> Reply<pb::MarkReadResponse> {
-        let user = self.caller(&request)?;
+        let user = authn::caller(&request)?.user;
         // Someone else's notification and no notification look the same.
         let id = Uuid::parse_str(request.get_ref().id.trim())
             .map_err(|_| NotificationError::NotFound("notification"))?;
@@ -156,7 +151,7 @@ impl NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::MarkAllReadRequest>,
     ) -> Reply<pb::MarkAllReadResponse> {
-        let user = self.caller(&request)?;
+        let user = authn::caller(&request)?.user;
         let marked = repo::mark_all_read(&self.pool, user)
             .await
             .map_err(NotificationError::from)?;
@@ -167,7 +162,7 @@ impl NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::GetPreferencesRequest>,
     ) -> Reply<pb::Preferences> {
-        let user = self.caller(&request)?;
+        let user = authn::caller(&request)?.user;
         Ok(Response::new(self.preferences(user).await?))
     }
 
@@ -175,7 +170,7 @@ impl NotificationService for NotificationGrpc {
         &self,
         request: Request<pb::UpdatePreferencesRequest>,
     ) -> Reply<pb::Preferences> {
-        let user = self.caller(&request)?;
+        let user = authn::caller(&request)?.user;
         let r = request.into_inner();
         let kinds = r
             .kinds
