@@ -7,8 +7,6 @@ use tonic::{Code, Status};
 pub enum NotificationError {
     #[error("invalid {0}: {1}")]
     Invalid(&'static str, String),
-    #[error("{0}")]
-    Unauthenticated(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("database error: {0}")]
@@ -21,7 +19,6 @@ impl From<NotificationError> for Status {
             NotificationError::Invalid(field, message) => {
                 field_violations(Code::InvalidArgument, &[(field, message)])
             }
-            NotificationError::Unauthenticated(why) => Status::unauthenticated(why),
             NotificationError::NotFound(what) => Status::not_found(format!("{what} not found")),
             // Internal details go to the log, never to the client.
             NotificationError::Database(_) => {
