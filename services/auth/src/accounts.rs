@@ -122,9 +122,7 @@ impl Accounts {
         client: Client,
     ) -> Result<(UserRow, Credentials), AuthError> {
         let mut violations = Vec::new();
-        if email.trim().is_empty() {
-            violations.push(("email", "can't be blank".to_owned()));
-        }
+        let email = validation::login_email(email, &mut violations);
         if password.is_empty() {
             violations.push(("password", "can't be blank".to_owned()));
         } else if password.len() > validation::MAX_PASSWORD_BYTES {
@@ -132,9 +130,9 @@ impl Accounts {
         }
         validation::finish(violations)?;
 
-        let user = users::by_email(&self.pool, email.trim()).await?;
+        let user = users::by_email(&self.pool, &email).await?;
         let attempt = Attempt {
-            email,
+            email: &email,
             ip: &client.ip,
         };
         self.guard
@@ -234,12 +232,12 @@ impl Accounts {
             username: update
                 .username
                 .map(|u| validation::username(&u, &mut violations)),
-            bio: update
-                .bio
-                .map(|b| validation::optional_text("bio", &b, MAX_BIO_CHARS, &mut violations)),
-            image: update
-                .image
-                .map(|i| validation::optional_text("image", &i, MAX_IMAGE_CHARS, &mut violations)),
+            bio: update.bio.map(|b| {
+                validation::optional_text("bio", &b, MAX_BIO_CHARS, false, &mut violations)
+            }),
+            image: update.image.map(|i| {
+                validation::optional_text("image", &i, MAX_IMAGE_CHARS, true, &mut violations)
+            }),
             password_hash: None,
         };
         if let Some(password) = &update.password {
@@ -311,7 +309,7 @@ impl Accounts {
     }
 
     pub async fn by_username(&self, username: &str) -> Result<UserRow, AuthError> {
-        users::by_username(&self.pool, username.trim())
+        users::by_username(&self.pool, validation::lookup_username(username)?)
             .await?
             .ok_or(AuthError::NotFound("user"))
     }
@@ -355,14 +353,9 @@ impl Accounts {
         offset: u32,
     ) -> Result<UserPage, AuthError> {
         require(actor, Permission::UserManage)?;
+        let query = validation::user_query(query)?;
         let limit = if limit == 0 { 20 } else { limit.min(100) };
-        Ok(users::search(
-            &self.pool,
-            query.trim(),
-            i64::from(limit),
-            i64::from(offset),
-        )
-        .await?)
+        Ok(users::search(&self.pool, query, i64::from(limit), i64::from(offset)).await?)
     }
 
     pub async fn set_role(
@@ -409,7 +402,7 @@ impl Accounts {
     ) -> Result<UserRow, AuthError> {
         require(actor, Permission::UserManage)?;
         let mut tx = self.pool.begin().await?;
-        let user = users::set_banned(&mut *tx, username.trim(), banned)
+        let user = users::set_banned(&mut *tx, validation::lookup_username(username)?, banned)
             .await?
             .ok_or(AuthError::NotFound("user"))?;
         // Announced on every call, repeats included: consumers converge on

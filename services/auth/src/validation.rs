@@ -10,6 +10,7 @@ pub const MAX_USERNAME_CHARS: usize = 64;
 pub const MAX_EMAIL_CHARS: usize = 254;
 pub const MAX_BIO_CHARS: usize = 4_000;
 pub const MAX_IMAGE_CHARS: usize = 2_048;
+pub const MAX_USER_QUERY_CHARS: usize = 256;
 
 type Violations = Vec<(&'static str, String)>;
 
@@ -72,11 +73,14 @@ pub fn password(value: &str, out: &mut Violations) {
     }
 }
 
-/// Bio and image: empty means "clear it".
+/// Bio and image: empty means "clear it". `single_line` fields (image URLs)
+/// refuse control characters; every field refuses NUL, which PostgreSQL
+/// text cannot hold.
 pub fn optional_text(
     field: &'static str,
     value: &str,
     max_chars: usize,
+    single_line: bool,
     out: &mut Violations,
 ) -> Option<String> {
     let value = value.trim();
@@ -85,8 +89,52 @@ pub fn optional_text(
             field,
             format!("is too long (maximum is {max_chars} characters)"),
         ));
+    } else if value
+        .chars()
+        .any(|c| c == '\0' || (single_line && c.is_control()))
+    {
+        out.push((field, "contains control characters".into()));
     }
     (!value.is_empty()).then(|| value.to_owned())
+}
+
+/// The email a login names: only required, since the shape rules may have
+/// changed since an account was made; but one PostgreSQL text cannot hold
+/// (NUL) is refused before the lookup, where it would be a database error.
+pub fn login_email(value: &str, out: &mut Violations) -> String {
+    let value = value.trim();
+    if value.is_empty() {
+        out.push(("email", "can't be blank".into()));
+    } else if value.contains('\0') || value.chars().count() > MAX_EMAIL_CHARS {
+        out.push(("email", "is invalid".into()));
+    }
+    value.to_owned()
+}
+
+/// A username that names an account (profile, role, ban): one no account
+/// can have (NUL, too long) is "not found" before the lookup, where NUL
+/// would be a database error.
+pub fn lookup_username(value: &str) -> Result<&str, AuthError> {
+    let value = value.trim();
+    if value.contains('\0') || value.chars().count() > MAX_USERNAME_CHARS {
+        return Err(AuthError::NotFound("user"));
+    }
+    Ok(value)
+}
+
+/// The administrators' user search: bounded, and NUL-free for PostgreSQL.
+pub fn user_query(value: &str) -> Result<&str, AuthError> {
+    let value = value.trim();
+    if value.chars().count() > MAX_USER_QUERY_CHARS {
+        return Err(AuthError::invalid(
+            "query",
+            format!("is too long (maximum is {MAX_USER_QUERY_CHARS} characters)"),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(AuthError::invalid("query", "contains control characters"));
+    }
+    Ok(value)
 }
 
 pub fn finish(violations: Violations) -> Result<(), AuthError> {
@@ -169,15 +217,48 @@ mod tests {
     #[test]
     fn empty_optional_text_clears() {
         assert_eq!(
-            check(|v| assert_eq!(optional_text("bio", "  ", 10, v), None)).len(),
+            check(|v| assert_eq!(optional_text("bio", "  ", 10, false, v), None)).len(),
             0
         );
         assert_eq!(
             check(|v| {
-                optional_text("bio", "elevenchars", 10, v);
+                optional_text("bio", "elevenchars", 10, false, v);
             })
             .len(),
             1
         );
+    }
+
+    #[test]
+    fn nul_is_refused_everywhere_and_other_controls_in_single_lines() {
+        assert!(
+            check(|v| {
+                optional_text("bio", "line one\nline two", 100, false, v);
+            })
+            .is_empty()
+        );
+        for (value, single_line) in [("a\0b", false), ("a\0b", true), ("a\nb", true)] {
+            assert_eq!(
+                check(|v| {
+                    optional_text("image", value, 100, single_line, v);
+                })[0]
+                    .1,
+                "contains control characters",
+                "{value:?}"
+            );
+        }
+        assert_eq!(
+            check(|v| {
+                login_email("jake\0@example.com", v);
+            })[0]
+                .1,
+            "is invalid"
+        );
+        assert!(matches!(
+            lookup_username("ja\0ke"),
+            Err(AuthError::NotFound("user"))
+        ));
+        assert_eq!(lookup_username(" jake ").unwrap(), "jake");
+        assert!(matches!(user_query("a\0"), Err(AuthError::Invalid(_))));
     }
 }

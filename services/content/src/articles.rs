@@ -122,6 +122,7 @@ impl Content {
         viewer: Option<Uuid>,
         slug: &str,
     ) -> Result<ArticleRow, ContentError> {
+        let slug = validation::slug(slug)?;
         let article = repo::by_slug(&self.pool, viewer, slug)
             .await?
             .ok_or(ContentError::NotFound("article"))?;
@@ -136,6 +137,7 @@ impl Content {
         slug: &str,
         input: ArticleUpdateInput,
     ) -> Result<ArticleRow, ContentError> {
+        let slug = validation::slug(slug)?;
         let mut violations = Violations::new();
         let title = input
             .title
@@ -201,6 +203,7 @@ impl Content {
     }
 
     pub async fn delete_article(&self, caller: &Caller, slug: &str) -> Result<(), ContentError> {
+        let slug = validation::slug(slug)?;
         let mut tx = self.pool.begin().await?;
         let key = repo::key_for_update(&mut *tx, slug)
             .await?
@@ -228,6 +231,7 @@ impl Content {
         slug: &str,
         favorite: bool,
     ) -> Result<ArticleRow, ContentError> {
+        let slug = validation::slug(slug)?;
         // So the favorited-by filter can find the caller by username.
         let fan = match favorite {
             true => Some(self.authors.ensure(caller.user).await?),

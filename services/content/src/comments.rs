@@ -23,6 +23,7 @@ impl Content {
         slug: &str,
         body: &str,
     ) -> Result<(CommentRow, String), ContentError> {
+        let slug = validation::slug(slug)?;
         let body = validation::comment_body(body)?;
         let commenter = self.authors.ensure(caller.user).await?;
         let mut tx = self.pool.begin().await?;
@@ -54,6 +55,7 @@ impl Content {
         viewer: Option<Uuid>,
         slug: &str,
     ) -> Result<Vec<CommentRow>, ContentError> {
+        let slug = validation::slug(slug)?;
         let article = article_repo::key(&self.pool, slug)
             .await?
             .ok_or(ContentError::NotFound("article"))?;
@@ -87,6 +89,7 @@ impl Content {
         slug: &str,
         id: i64,
     ) -> Result<(), ContentError> {
+        let slug = validation::slug(slug)?;
         let mut tx = self.pool.begin().await?;
         let article = article_repo::key(&mut *tx, slug)
             .await?

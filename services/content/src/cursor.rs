@@ -3,7 +3,7 @@
 //! an error, never a different page.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
@@ -68,7 +68,13 @@ impl CursorCodec {
             .map_err(|_| BadCursor)?;
         let micros = i64::from_be_bytes(payload[1..9].try_into().map_err(|_| BadCursor)?);
         let id = Uuid::from_slice(&payload[9..25]).map_err(|_| BadCursor)?;
-        let created_at = DateTime::from_timestamp_micros(micros).ok_or(BadCursor)?;
+        // A signed time still gets a range check: chrono spans ±262,000
+        // years, PostgreSQL's timestamptz only 4713 BC to 294276 AD, and a
+        // time outside that fails the query as a database error. Years
+        // 1-9999 hold every article's creation time with room to spare.
+        let created_at = DateTime::from_timestamp_micros(micros)
+            .filter(|t| (1..=9999).contains(&t.year()))
+            .ok_or(BadCursor)?;
         Ok(Position { created_at, id })
     }
 }
@@ -102,6 +108,25 @@ mod tests {
             if tampered != cursor {
                 assert_eq!(codec.decode(&tampered), Err(BadCursor), "position {i}");
             }
+        }
+    }
+
+    #[test]
+    fn rejects_signed_times_outside_the_database_range() {
+        let codec = CursorCodec::new(b"a secret of sixteen+ bytes");
+        for year in [-100_000, 0, 10_000, 200_000] {
+            let position = Position {
+                created_at: DateTime::from_timestamp_micros(0)
+                    .unwrap()
+                    .with_year(year)
+                    .unwrap(),
+                id: Uuid::now_v7(),
+            };
+            assert_eq!(
+                codec.decode(&codec.encode(position)),
+                Err(BadCursor),
+                "{year}"
+            );
         }
     }
 

@@ -9,6 +9,7 @@ use crate::{
     policy::Caller,
     repo::{authors::AuthorRow, follows},
     service::Content,
+    validation,
 };
 
 pub const DEFAULT_FOLLOWER_BATCH: u32 = 500;
@@ -27,7 +28,8 @@ impl Content {
         viewer: Option<&Caller>,
         username: &str,
     ) -> Result<ProfileView, ContentError> {
-        let author = self.authors.by_username(username.trim()).await?;
+        let username = validation::username(username)?;
+        let author = self.authors.by_username(username).await?;
         let following = match viewer {
             Some(viewer) => follows::exists(&self.pool, viewer.user, author.id).await?,
             None => false,
@@ -43,7 +45,8 @@ impl Content {
         username: &str,
         follow: bool,
     ) -> Result<ProfileView, ContentError> {
-        let author = self.authors.by_username(username.trim()).await?;
+        let username = validation::username(username)?;
+        let author = self.authors.by_username(username).await?;
         if author.id == caller.user {
             return Err(ContentError::invalid(
                 "username",

@@ -11,6 +11,9 @@ pub const MAX_TAGS: usize = 20;
 pub const MAX_TAG_CHARS: usize = 64;
 pub const MAX_QUERY_CHARS: usize = 256;
 pub const MAX_FILTER_CHARS: usize = 256;
+/// A generated slug is far shorter (`slug::MAX_SLUG_BASE_CHARS` plus a
+/// suffix); this only keeps absurd path segments out of queries.
+pub const MAX_SLUG_CHARS: usize = 256;
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 
@@ -120,6 +123,31 @@ pub fn search_query(value: Option<&str>, out: &mut Violations) -> Option<String>
     Some(value.to_owned())
 }
 
+/// A slug or username from a path: one that PostgreSQL text cannot hold
+/// (NUL) or longer than any stored one names nothing, so it is "not found"
+/// before it reaches a query (where NUL would be a database error).
+pub fn lookup_key<'a>(
+    what: &'static str,
+    value: &'a str,
+    max_chars: usize,
+) -> Result<&'a str, ContentError> {
+    let value = value.trim();
+    if value.contains('\0') || value.chars().count() > max_chars {
+        return Err(ContentError::NotFound(what));
+    }
+    Ok(value)
+}
+
+/// The article a path's slug names, see [`lookup_key`].
+pub fn slug(value: &str) -> Result<&str, ContentError> {
+    lookup_key("article", value, MAX_SLUG_CHARS)
+}
+
+/// The profile a path's username names, see [`lookup_key`].
+pub fn username(value: &str) -> Result<&str, ContentError> {
+    lookup_key("profile", value, MAX_FILTER_CHARS)
+}
+
 /// RealWorld paging: 0 means the default, larger than the maximum is capped.
 /// A huge offset is no error; it yields an empty page.
 pub fn limit(limit: u32) -> i64 {
@@ -197,6 +225,31 @@ mod tests {
         assert!(out.is_empty());
         search_query(Some(&"q".repeat(MAX_QUERY_CHARS + 1)), &mut out);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn keys_that_no_row_can_have_are_not_found() {
+        assert_eq!(slug(" how-to ").unwrap(), "how-to");
+        for bad in ["a\0b", "\0", &"s".repeat(MAX_SLUG_CHARS + 1)] {
+            assert!(matches!(slug(bad), Err(ContentError::NotFound("article"))));
+            assert!(matches!(
+                username(bad),
+                Err(ContentError::NotFound("profile"))
+            ));
+        }
+    }
+
+    #[test]
+    fn nul_is_refused_in_every_text_field() {
+        let mut out = Violations::new();
+        title("a\0b", &mut out);
+        description("a\0b", &mut out);
+        tags(&["a\0b".to_owned()], &mut out);
+        filter("author", Some("a\0b"), &mut out);
+        search_query(Some("a\0b"), &mut out);
+        let fields: Vec<_> = out.iter().map(|(f, _)| *f).collect();
+        assert_eq!(fields, ["title", "description", "tags", "author", "query"]);
+        assert!(comment_body("a\0b").is_err());
     }
 
     #[test]

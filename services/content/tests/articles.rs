@@ -564,3 +564,31 @@ async fn favorites_are_idempotent_and_counted() {
     assert!(!off.favorited && !off_again.favorited);
     assert_eq!(off_again.favorites_count, 1);
 }
+
+/// PostgreSQL text cannot hold NUL: a slug or username with one names
+/// nothing, and must say so rather than fail as a database error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_a_slug_or_username_is_not_found_not_internal() {
+    let world = World::start().await;
+    let alice = world.user("alice").await;
+
+    let status = world.get(Some(&alice), "dra\0gons").await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let status = world
+        .client()
+        .favorite_article(as_user(
+            &alice,
+            pb::FavoriteArticleRequest { slug: "\0".into() },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let status = world
+        .client()
+        .get_profile(Request::new(pb::GetProfileRequest {
+            username: "ali\0ce".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+}
