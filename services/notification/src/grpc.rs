@@ -76,6 +76,33 @@ pub fn notification_message(row: repo::NotificationRow) -> pb::Notification {
     }
 }
 
+/// The kinds a preferences update names, each at most once: one setting
+/// per kind is all there is, so a longer list is a mistake (or an attempt
+/// to make the transaction do unbounded work).
+fn preference_changes(
+    kinds: &[pb::KindPreference],
+) -> Result<Vec<(Kind, bool, bool)>, NotificationError> {
+    if kinds.len() > Kind::ALL.len() {
+        return Err(NotificationError::Invalid(
+            "kinds",
+            format!("too many (maximum is {})", Kind::ALL.len()),
+        ));
+    }
+    let mut changes: Vec<(Kind, bool, bool)> = Vec::with_capacity(kinds.len());
+    for k in kinds {
+        let kind = Kind::from_proto(k.kind())
+            .ok_or_else(|| NotificationError::Invalid("kinds", "has an unknown kind".into()))?;
+        if changes.iter().any(|(seen, _, _)| *seen == kind) {
+            return Err(NotificationError::Invalid(
+                "kinds",
+                format!("names {} more than once", kind.as_str()),
+            ));
+        }
+        changes.push((kind, k.in_app, k.email));
+    }
+    Ok(changes)
+}
+
 type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
@@ -172,17 +199,7 @@ impl NotificationService for NotificationGrpc {
     ) -> Reply<pb::Preferences> {
         let user = authn::caller(&request)?.user;
         let r = request.into_inner();
-        let kinds = r
-            .kinds
-            .iter()
-            .map(|k| {
-                Kind::from_proto(k.kind())
-                    .map(|kind| (kind, k.in_app, k.email))
-                    .ok_or_else(|| {
-                        NotificationError::Invalid("kinds", "has an unknown kind".into())
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let kinds = preference_changes(&r.kinds)?;
         let mut tx = self.pool.begin().await.map_err(NotificationError::from)?;
         if let Some(enabled) = r.email_enabled {
             repo::set_email_enabled(&mut tx, user, enabled)

@@ -291,6 +291,47 @@ async fn preferences_default_to_on_and_switch_channels_off() {
     assert_eq!(unknown.code(), Code::InvalidArgument);
 }
 
+/// One setting per kind: a list longer than the kinds there are, or one
+/// naming a kind twice, is refused before any of it is written.
+#[tokio::test]
+async fn preferences_name_each_kind_at_most_once() {
+    let stack = Stack::start().await;
+    let jake = stack.registered("jake").await;
+    let mut client = stack.notification.client();
+    let off = |kind: NotificationKind| KindPreference {
+        kind: kind.into(),
+        in_app: false,
+        email: false,
+    };
+
+    let repeated = client
+        .update_preferences(jake.request(UpdatePreferencesRequest {
+            email_enabled: None,
+            kinds: vec![
+                off(NotificationKind::Comment),
+                off(NotificationKind::Comment),
+            ],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(repeated.code(), Code::InvalidArgument, "{repeated:?}");
+    let flood = client
+        .update_preferences(jake.request(UpdatePreferencesRequest {
+            email_enabled: None,
+            kinds: vec![off(NotificationKind::Comment); 10_000],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(flood.code(), Code::InvalidArgument, "{flood:?}");
+
+    let kept = client
+        .get_preferences(jake.request(GetPreferencesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(kept.kinds.iter().all(|k| k.in_app && k.email), "{kept:?}");
+}
+
 #[tokio::test]
 async fn the_same_event_twice_has_one_effect() {
     let stack = Stack::start().await;
