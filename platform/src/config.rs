@@ -44,6 +44,20 @@ pub fn env_millis(name: &str, default_millis: u64) -> Result<Duration, ConfigErr
     env_or(name, default_millis).map(Duration::from_millis)
 }
 
+/// `DEPLOYMENT_ENVIRONMENT` (`development` when unset), which also names
+/// the environment in traces.
+pub fn deployment_environment() -> String {
+    env_opt("DEPLOYMENT_ENVIRONMENT")
+        .map(|e| e.trim().to_owned())
+        .unwrap_or_else(|| "development".to_owned())
+}
+
+/// Whether this is production, where development conveniences (generated
+/// keys, sample secrets) must refuse to start instead.
+pub fn is_production() -> bool {
+    deployment_environment().eq_ignore_ascii_case("production")
+}
+
 /// Fails with a clear message unless `ok`.
 pub fn ensure(ok: bool, name: &str, value: impl Display, reason: &str) -> Result<(), ConfigError> {
     if ok {

@@ -123,10 +123,7 @@ fn tracer_provider(service_name: &str) -> SdkTracerProvider {
         .ok()
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| service_name.to_owned());
-    let environment = std::env::var("DEPLOYMENT_ENVIRONMENT")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "development".to_owned());
+    let environment = crate::config::deployment_environment();
     let resource = Resource::builder()
         .with_service_name(service_name)
         .with_attributes([

@@ -4,13 +4,23 @@ use std::net::SocketAddr;
 
 use quill_platform::{
     authn::AuthnConfig,
-    config::{ConfigError, ensure, env_opt, env_or, env_secs},
+    config::{ConfigError, ensure, env_opt, env_or, env_secs, is_production},
     events::EventsConfig,
     rate_limit::Limit,
 };
+use rand::{Rng, distributions::Alphanumeric};
 
-/// Signs cursors on a developer machine only; production sets its own.
-const DEV_CURSOR_SECRET: &str = "quill-content-dev-cursor-secret-change-me";
+/// Secrets that are public: the constant earlier versions signed with when
+/// none was set, and placeholders from the deployment files and docs.
+/// Whoever knows one can forge cursors.
+const KNOWN_WEAK_CURSOR_SECRETS: &[&str] = &[
+    "quill-content-dev-cursor-secret-change-me",
+    "CHANGE_ME",
+    "compose-only-cursor-secret-not-for-production",
+    "change-me",
+    "changeme",
+    "secret",
+];
 
 #[derive(Clone)]
 pub struct Config {
@@ -52,16 +62,7 @@ impl std::fmt::Debug for Config {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let cursor_secret = match env_opt("CONTENT_CURSOR_SECRET") {
-            Some(secret) => secret,
-            None => {
-                tracing::warn!(
-                    "CONTENT_CURSOR_SECRET is not set; using the development secret, \
-                     which lets anyone forge pagination cursors"
-                );
-                DEV_CURSOR_SECRET.to_owned()
-            }
-        };
+        let cursor_secret = cursor_secret(env_opt("CONTENT_CURSOR_SECRET"), is_production())?;
         let config = Self {
             listen: env_or(
                 "CONTENT_LISTEN",
@@ -111,5 +112,88 @@ impl Config {
             "<redacted>",
             "must be at least 16 bytes",
         )
+    }
+}
+
+/// The cursor signing key: the one set, or outside production a random one
+/// per start (cursors then die with the process and differ between
+/// replicas, fine on a developer machine). Production refuses to start
+/// without a key of its own.
+fn cursor_secret(set: Option<String>, production: bool) -> Result<String, ConfigError> {
+    let refuse = |value: &str, reason: &str| ConfigError {
+        name: "CONTENT_CURSOR_SECRET".into(),
+        value: value.into(),
+        reason: reason.into(),
+    };
+    match set {
+        Some(secret)
+            if production
+                && KNOWN_WEAK_CURSOR_SECRETS
+                    .iter()
+                    .any(|weak| secret.trim().eq_ignore_ascii_case(weak)) =>
+        {
+            Err(refuse(
+                "<redacted>",
+                "is a published example value; set a random one in production \
+                 (e.g. openssl rand -base64 32)",
+            ))
+        }
+        Some(secret) => Ok(secret),
+        None if production => Err(refuse(
+            "",
+            "must be set in production (DEPLOYMENT_ENVIRONMENT=production); \
+             e.g. openssl rand -base64 32",
+        )),
+        None => {
+            tracing::warn!(
+                "CONTENT_CURSOR_SECRET is not set: generated a throwaway cursor key; \
+                 cursors stop working at restart and across replicas; set it in production"
+            );
+            Ok(rand::thread_rng()
+                .sample_iter(&Alphanumeric)
+                .take(43)
+                .map(char::from)
+                .collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_outside_production_is_a_fresh_random_key() {
+        let first = cursor_secret(None, false).unwrap();
+        let second = cursor_secret(None, false).unwrap();
+        assert!(first.len() >= 32);
+        assert_ne!(first, second);
+        assert!(!KNOWN_WEAK_CURSOR_SECRETS.contains(&first.as_str()));
+    }
+
+    #[test]
+    fn production_refuses_an_unset_or_published_key() {
+        assert!(cursor_secret(None, true).is_err());
+        for weak in KNOWN_WEAK_CURSOR_SECRETS {
+            assert!(
+                cursor_secret(Some((*weak).to_owned()), true).is_err(),
+                "{weak}"
+            );
+        }
+        assert!(
+            cursor_secret(
+                Some("Quill-Content-Dev-Cursor-Secret-Change-Me".into()),
+                true
+            )
+            .is_err()
+        );
+        let own = "k3Q9v0Zr8yT1pWmA6sLdE2fHgJcXbN4u".to_owned();
+        assert_eq!(cursor_secret(Some(own.clone()), true).unwrap(), own);
+    }
+
+    #[test]
+    fn outside_production_any_set_key_is_used() {
+        let dev = "quill-content-dev-cursor-secret-change-me".to_owned();
+        assert_eq!(cursor_secret(Some(dev.clone()), false).unwrap(), dev);
     }
 }
