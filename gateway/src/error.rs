@@ -86,6 +86,17 @@ fn http_status(code: Code) -> StatusCode {
     }
 }
 
+/// Tonic's own status for a message over the size limit, raised by the
+/// upstream (it could not send its answer) or by our client (it could not
+/// take it). Its code (OUT_OF_RANGE) would read as the caller's mistake,
+/// and its text is internal detail; tonic gives no other mark than the text.
+fn is_oversized_message(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::OutOfRange | Code::ResourceExhausted | Code::Internal
+    ) && status.message().contains("message length too large")
+}
+
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
         // A service's rate limit says when to come back (`google.rpc.RetryInfo`).
@@ -93,7 +104,11 @@ impl From<tonic::Status> for ApiError {
             let secs = retry.retry_delay.map_or(1, |d| d.as_secs());
             return Self::rate_limited(secs);
         }
-        let http = http_status(status.code());
+        let http = if is_oversized_message(&status) {
+            StatusCode::BAD_GATEWAY
+        } else {
+            http_status(status.code())
+        };
         let mut errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
         if let Some(bad_request) = status.get_details_bad_request() {
             for violation in bad_request.field_violations {
@@ -157,6 +172,22 @@ mod tests {
         for (code, expected) in cases {
             assert_eq!(http_status(code).as_u16(), expected, "{code:?}");
         }
+    }
+
+    #[test]
+    fn an_oversized_upstream_answer_is_a_bad_gateway_without_details() {
+        // Tonic's wording on either side of the connection.
+        for message in [
+            "Error, decoded message length too large: found 17000000 bytes, the limit is: 16777216 bytes",
+            "Error, encoded message length too large: found 17000000 bytes, the limit is: 16777216 bytes",
+        ] {
+            let error = ApiError::from(tonic::Status::out_of_range(message));
+            assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
+            assert_eq!(error.errors["body"], vec!["bad gateway"]);
+        }
+        // A caller's own out-of-range stays theirs.
+        let error = ApiError::from(tonic::Status::out_of_range("page 9 does not exist"));
+        assert_eq!(error.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use quill_platform::{
     authn::Authenticator,
     grpc::{self, ServiceChannel},
+    message_limits,
     service_identity::ServiceCredentials,
 };
 use quill_proto::{
@@ -74,18 +75,28 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Clients carry the gateway's service token and propagate the
-    /// request's trace context in their metadata.
+    /// Clients carry the gateway's service token, propagate the request's
+    /// trace context in their metadata and share the services' message-size
+    /// limit.
     pub fn auth(&self) -> AuthServiceClient<ServiceChannel> {
-        AuthServiceClient::new(grpc::client(self.auth.clone(), &self.credentials))
+        message_limits!(AuthServiceClient::new(grpc::client(
+            self.auth.clone(),
+            &self.credentials
+        )))
     }
 
     pub fn content(&self) -> ContentServiceClient<ServiceChannel> {
-        ContentServiceClient::new(grpc::client(self.content.clone(), &self.credentials))
+        message_limits!(ContentServiceClient::new(grpc::client(
+            self.content.clone(),
+            &self.credentials
+        )))
     }
 
     pub fn notification(&self) -> NotificationServiceClient<ServiceChannel> {
-        NotificationServiceClient::new(grpc::client(self.notification.clone(), &self.credentials))
+        message_limits!(NotificationServiceClient::new(grpc::client(
+            self.notification.clone(),
+            &self.credentials
+        )))
     }
 
     /// Every upstream with the name readiness reports it under.

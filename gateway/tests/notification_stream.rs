@@ -141,3 +141,57 @@ async fn an_open_stream_does_not_hold_up_graceful_shutdown() {
         "the stream is still open after shutdown"
     );
 }
+
+/// Asks for a stream and returns its status alone, without waiting for a
+/// body that would never end.
+async fn stream_status(gw: &TestGateway, token: &str) -> StatusCode {
+    gw.http
+        .get(gw.url("/api/notifications/stream"))
+        .header("authorization", format!("Token {token}"))
+        .send()
+        .await
+        .expect("stream")
+        .status()
+}
+
+#[tokio::test]
+async fn one_user_cannot_take_every_stream_slot() {
+    let gw = TestGateway::start().await;
+    let cap = gw.notification.config.streams.per_user;
+    let greedy = gw.register("greedy").await;
+    let other = gw.register("other").await;
+    let mut streams = Vec::new();
+    for _ in 0..cap {
+        streams.push(open_stream(&gw.http, &gw.url(""), &greedy.token).await);
+    }
+
+    assert_eq!(
+        stream_status(&gw, &greedy.token).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // Everyone else is served as before.
+    let list = gw.get("/api/notifications", Some(&other.token)).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    let _others = open_stream(&gw.http, &gw.url(""), &other.token).await;
+
+    // A stream that ends gives its slot back.
+    drop(streams.pop());
+    let mut reopened = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let response = gw
+            .http
+            .get(gw.url("/api/notifications/stream"))
+            .header("authorization", format!("Token {}", greedy.token))
+            .send()
+            .await
+            .expect("stream");
+        if response.status() == StatusCode::OK {
+            reopened = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert!(reopened.is_some(), "the ended stream's slot was not freed");
+}

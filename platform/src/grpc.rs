@@ -37,6 +37,33 @@ pub fn client(channel: Channel, credentials: &ServiceCredentials) -> ServiceChan
     Traced::new(Identified::new(channel, credentials.clone()))
 }
 
+/// The largest gRPC message any Quill process sends or accepts, set on every
+/// generated client and server with [`message_limits!`](crate::message_limits).
+/// Tonic's defaults (4 MiB to decode, unbounded to encode) were implicit and
+/// asymmetric: a list page one row too large failed on the caller's side
+/// with tonic's internal text. Lists are bounded so that their largest page
+/// fits under this by construction; the arithmetic and its test live next
+/// to the field limits (`quill_content::validation`).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// HTTP/2 streams one client connection may hold open at once on a server
+/// that has no long-lived streams: hyper's own default, stated so it is a
+/// decision. A service with long-lived streams sets its own, above its cap
+/// on them (see notification).
+pub const MAX_CONCURRENT_STREAMS: u32 = 200;
+
+/// Applies [`MAX_MESSAGE_BYTES`] to both directions of a generated gRPC
+/// client or server: `message_limits!(ContentServiceClient::new(channel))`.
+/// A macro because generated types share these methods but no trait.
+#[macro_export]
+macro_rules! message_limits {
+    ($generated:expr) => {
+        $generated
+            .max_decoding_message_size($crate::grpc::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size($crate::grpc::MAX_MESSAGE_BYTES)
+    };
+}
+
 /// Metadata key carrying the caller's access token (`Bearer <jwt>`).
 pub const AUTHORIZATION: &str = "authorization";
 /// Metadata key carrying the edge request id, for log correlation.
@@ -56,19 +83,21 @@ pub fn base_routes(
     };
     let mut routes = RoutesBuilder::default();
     routes
-        .add_service(health)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?);
+        .add_service(crate::message_limits!(health))
+        .add_service(crate::message_limits!(reflection().build_v1()?))
+        .add_service(crate::message_limits!(reflection().build_v1alpha()?));
     Ok(routes)
 }
 
 /// Serves `routes` on `listener` until `shutdown` resolves, then drains
 /// in-flight calls. Every call is authenticated by `authn` before it reaches
-/// a handler (see [`crate::authn`]).
+/// a handler (see [`crate::authn`]). `max_concurrent_streams` is per client
+/// connection (usually [`MAX_CONCURRENT_STREAMS`]).
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     authn: Authenticator,
+    max_concurrent_streams: u32,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     match listener.local_addr() {
@@ -76,6 +105,7 @@ pub async fn serve(
         Err(e) => tracing::warn!(error = %e, "gRPC server listening on an unknown address"),
     }
     Server::builder()
+        .max_concurrent_streams(max_concurrent_streams)
         .layer(TraceLayer::new(server_failures()).make_span_with(rpc_span))
         .layer(RpcServerObserveLayer)
         .layer(AuthnLayer::new(authn))

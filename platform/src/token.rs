@@ -87,7 +87,7 @@ impl TokenVerifier {
         channel: tonic::transport::Channel,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let response = crate::retry::with_backoff("fetching auth public keys", 30, || {
-            let mut client = AuthServiceClient::new(channel.clone());
+            let mut client = crate::message_limits!(AuthServiceClient::new(channel.clone()));
             async move { client.get_public_keys(GetPublicKeysRequest {}).await }
         })
         .await?

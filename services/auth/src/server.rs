@@ -100,13 +100,22 @@ pub async fn run(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AuthServiceServer<AuthGrpc>>().await;
     let mut routes = grpc::base_routes(health_service)?;
-    routes.add_service(AuthServiceServer::new(AuthGrpc::new(accounts)));
+    routes.add_service(quill_platform::message_limits!(AuthServiceServer::new(
+        AuthGrpc::new(accounts)
+    )));
     // Dropping `stop_relay` (this future cancelled) stops the relay too.
     let (stop_relay, relay_stopped) = oneshot::channel::<()>();
     let relay = tokio::spawn(relay.run(async move {
         let _ = relay_stopped.await;
     }));
-    let served = grpc::serve(listener, routes.routes(), authn, shutdown).await;
+    let served = grpc::serve(
+        listener,
+        routes.routes(),
+        authn,
+        grpc::MAX_CONCURRENT_STREAMS,
+        shutdown,
+    )
+    .await;
     let _ = stop_relay.send(());
     let _ = relay.await;
     served?;

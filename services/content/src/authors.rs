@@ -35,7 +35,7 @@ impl Authors {
     pub fn new(pool: PgPool, auth: ServiceChannel) -> Self {
         Self {
             pool,
-            auth: AuthServiceClient::new(auth),
+            auth: quill_platform::message_limits!(AuthServiceClient::new(auth)),
         }
     }
 

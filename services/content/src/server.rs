@@ -108,7 +108,9 @@ pub async fn run(
         limiter: RateLimiter::new(identity.redis.clone(), config.authn.redis_prefix.clone()),
         limit: config.writes_per_user,
     };
-    routes.add_service(ContentServiceServer::new(ContentGrpc::new(content, writes)));
+    routes.add_service(quill_platform::message_limits!(ContentServiceServer::new(
+        ContentGrpc::new(content, writes)
+    )));
     // Dropping `stop_events` (this future cancelled) stops them too.
     let (stop_events, events_stopped) = oneshot::channel::<()>();
     let events_stopped = async move {
@@ -118,7 +120,14 @@ pub async fn run(
     .shared();
     let relay = tokio::spawn(relay.run(events_stopped.clone()));
     let consumer = tokio::spawn(consumer.run(events_stopped));
-    let served = grpc::serve(listener, routes.routes(), identity.authn, shutdown).await;
+    let served = grpc::serve(
+        listener,
+        routes.routes(),
+        identity.authn,
+        grpc::MAX_CONCURRENT_STREAMS,
+        shutdown,
+    )
+    .await;
     let _ = stop_events.send(());
     let _ = tokio::join!(relay, consumer);
     served?;

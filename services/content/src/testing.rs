@@ -72,6 +72,19 @@ impl TestContent {
         ContentServiceClient::new(self.channel.clone())
     }
 
+    /// Replaces an article's body behind the service's back, past any
+    /// validation: how a test gets a row no request could have written.
+    pub async fn set_article_body_in_db(&self, slug: &str, body: &str) {
+        let pool = sqlx::PgPool::connect(&self.db.url).await.expect("connect");
+        sqlx::query("UPDATE articles SET body = $2 WHERE slug = $1")
+            .bind(slug)
+            .bind(body)
+            .execute(&pool)
+            .await
+            .expect("set body");
+        pool.close().await;
+    }
+
     /// Stops the server and waits for it to drain.
     pub async fn stop(mut self) {
         self.server.stop().await;

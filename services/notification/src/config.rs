@@ -36,6 +36,34 @@ pub struct Config {
     /// How often a live `Subscribe` stream re-checks its session; it ends
     /// when the session does (`NOTIFICATION_STREAM_RECHECK_SECS`).
     pub stream_recheck: Duration,
+    pub streams: StreamLimits,
+}
+
+/// Live streams (`Subscribe`) this instance holds open at once. Each is an
+/// HTTP/2 stream for as long as the client listens, so without a cap one
+/// session could take every stream a connection may carry (the gateway's
+/// one connection included) and stall every other call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// `NOTIFICATION_MAX_STREAMS_PER_USER`: a few tabs and devices.
+    pub per_user: usize,
+    /// `NOTIFICATION_MAX_STREAMS`: all users together.
+    pub total: usize,
+}
+
+/// HTTP/2 streams a connection keeps for ordinary calls even when it
+/// carries every live stream of the instance (the gateway's may).
+const RPC_STREAMS_HEADROOM: u32 = 256;
+
+impl StreamLimits {
+    /// The server's HTTP/2 max-concurrent-streams per connection: above the
+    /// instance's cap on live streams, so a connection that carries all of
+    /// them still has room for unary calls.
+    pub fn http2_max_concurrent_streams(&self) -> u32 {
+        u32::try_from(self.total)
+            .unwrap_or(u32::MAX)
+            .saturating_add(RPC_STREAMS_HEADROOM)
+    }
 }
 
 /// A plain-SMTP relay (`SMTP_URL=smtp://host:port`).
@@ -101,6 +129,10 @@ impl Config {
             events_queue_prefix: env_or("EVENTS_QUEUE_PREFIX", String::new())?,
             authn: AuthnConfig::from_env()?,
             stream_recheck: env_secs("NOTIFICATION_STREAM_RECHECK_SECS", 30)?,
+            streams: StreamLimits {
+                per_user: env_or("NOTIFICATION_MAX_STREAMS_PER_USER", 5)?,
+                total: env_or("NOTIFICATION_MAX_STREAMS", 1_000)?,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -154,6 +186,19 @@ impl Config {
             "MAIL_MAX_ATTEMPTS",
             self.mail_max_attempts,
             "must be at least 1",
+        )?;
+        ensure(
+            self.streams.per_user >= 1,
+            "NOTIFICATION_MAX_STREAMS_PER_USER",
+            self.streams.per_user,
+            "must be at least 1",
+        )?;
+        // The HTTP/2 setting derived from it must stay a u32 with headroom.
+        ensure(
+            (self.streams.per_user..=1_000_000).contains(&self.streams.total),
+            "NOTIFICATION_MAX_STREAMS",
+            self.streams.total,
+            "must be between NOTIFICATION_MAX_STREAMS_PER_USER and 1000000",
         )
     }
 
@@ -180,5 +225,14 @@ mod tests {
         assert!(SmtpServer::parse("smtps://mail.internal").is_err());
         assert!(SmtpServer::parse("smtp://:25").is_err());
         assert!(SmtpServer::parse("smtp://host:x").is_err());
+    }
+
+    #[test]
+    fn ordinary_calls_keep_room_beside_every_live_stream() {
+        let limits = StreamLimits {
+            per_user: 5,
+            total: 1_000,
+        };
+        assert!(limits.http2_max_concurrent_streams() > 1_000);
     }
 }

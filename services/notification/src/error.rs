@@ -9,6 +9,10 @@ pub enum NotificationError {
     Invalid(&'static str, String),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// A cap on open live streams is reached; the caller may retry once one
+    /// of its streams has ended.
+    #[error("{0}")]
+    TooManyStreams(&'static str),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -20,6 +24,7 @@ impl From<NotificationError> for Status {
                 field_violations(Code::InvalidArgument, &[(field, message)])
             }
             NotificationError::NotFound(what) => Status::not_found(format!("{what} not found")),
+            NotificationError::TooManyStreams(why) => Status::resource_exhausted(why),
             // Internal details go to the log, never to the client.
             NotificationError::Database(_) => {
                 tracing::error!(error = %error, "internal error");

@@ -75,11 +75,12 @@ impl NotificationEvents {
             batch_size: self.fanout_batch,
         });
         request.set_timeout(FANOUT_DEADLINE);
-        let mut batches = ContentServiceClient::new(self.content.clone())
-            .stream_follower_ids(request)
-            .await
-            .map_err(content_failed)?
-            .into_inner();
+        let mut batches =
+            quill_platform::message_limits!(ContentServiceClient::new(self.content.clone()))
+                .stream_follower_ids(request)
+                .await
+                .map_err(content_failed)?
+                .into_inner();
         let mut created = 0;
         while let Some(batch) = batches.try_next().await.map_err(content_failed)? {
             let followers = batch

@@ -231,7 +231,7 @@ impl NotificationService for NotificationGrpc {
         let authn = self.authn.clone();
         let recheck = self.stream_recheck;
         let ended = async move { authn.session_ended(&caller, recheck).await };
-        let stream = self.hub.subscribe(caller.user).take_until(ended).map(Ok);
+        let stream = self.hub.subscribe(caller.user)?.take_until(ended).map(Ok);
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -30,6 +30,8 @@ use tokio_stream::wrappers::BroadcastStream;
 use uuid::Uuid;
 
 use crate::{
+    config::StreamLimits,
+    error::NotificationError,
     grpc::notification_message,
     repo::{self, MAIL_CHANNEL, NOTIFICATIONS_CHANNEL},
 };
@@ -38,47 +40,87 @@ use crate::{
 /// falls further behind skips the oldest (they stay in the list).
 const PER_USER_BUFFER: usize = 64;
 
-type Senders = HashMap<Uuid, broadcast::Sender<Notification>>;
+/// Open streams by user and in all, behind one lock so that a cap is
+/// checked and taken in one step.
+#[derive(Default)]
+struct Streams {
+    senders: HashMap<Uuid, broadcast::Sender<Notification>>,
+    open: usize,
+}
 
 /// The live subscribers of this instance, by user.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Hub {
-    senders: Arc<Mutex<Senders>>,
+    streams: Arc<Mutex<Streams>>,
     closed: Arc<AtomicBool>,
+    limits: StreamLimits,
 }
 
 impl Hub {
-    pub fn subscribe(&self, user: Uuid) -> Subscription {
-        let mut senders = lock(&self.senders);
-        let receiver = if self.closed.load(Ordering::SeqCst) {
-            // Its sender is gone at once: the stream ends immediately.
-            broadcast::channel(1).1
-        } else {
-            senders
-                .entry(user)
-                .or_insert_with(|| broadcast::channel(PER_USER_BUFFER).0)
-                .subscribe()
-        };
-        Subscription {
-            user,
-            senders: Arc::clone(&self.senders),
-            stream: BroadcastStream::new(receiver),
+    pub fn new(limits: StreamLimits) -> Self {
+        Self {
+            streams: Arc::default(),
+            closed: Arc::default(),
+            limits,
         }
+    }
+
+    /// A live stream of `user`'s notifications, unless `user` already has
+    /// as many as one user may, or the instance as many as it may. The
+    /// user's own cap is checked first, so whoever hoards is told so.
+    pub fn subscribe(&self, user: Uuid) -> Result<Subscription, NotificationError> {
+        let mut streams = lock(&self.streams);
+        if self.closed.load(Ordering::SeqCst) {
+            // Its sender is gone at once: the stream ends immediately.
+            return Ok(Subscription {
+                user,
+                streams: Arc::clone(&self.streams),
+                stream: BroadcastStream::new(broadcast::channel(1).1),
+                counted: false,
+            });
+        }
+        // Each subscription holds exactly one receiver of its user's sender.
+        let users_open = streams
+            .senders
+            .get(&user)
+            .map_or(0, broadcast::Sender::receiver_count);
+        if users_open >= self.limits.per_user {
+            return Err(NotificationError::TooManyStreams(
+                "too many live notification streams for this user; close one first",
+            ));
+        }
+        if streams.open >= self.limits.total {
+            return Err(NotificationError::TooManyStreams(
+                "this server holds all the live notification streams it may; retry later",
+            ));
+        }
+        let receiver = streams
+            .senders
+            .entry(user)
+            .or_insert_with(|| broadcast::channel(PER_USER_BUFFER).0)
+            .subscribe();
+        streams.open += 1;
+        Ok(Subscription {
+            user,
+            streams: Arc::clone(&self.streams),
+            stream: BroadcastStream::new(receiver),
+            counted: true,
+        })
     }
 
     /// Ends every stream (their senders drop), so the server's graceful
     /// shutdown is not held up by subscribers that would never leave.
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        lock(&self.senders).clear();
+        lock(&self.streams).senders.clear();
     }
 
     fn is_watched(&self, user: Uuid) -> bool {
-        lock(&self.senders).contains_key(&user)
+        lock(&self.streams).senders.contains_key(&user)
     }
 
     fn publish(&self, user: Uuid, notification: Notification) {
-        if let Some(sender) = lock(&self.senders).get(&user) {
+        if let Some(sender) = lock(&self.streams).senders.get(&user) {
             // No receiver left: the entry goes when its last stream drops.
             let _ = sender.send(notification);
         }
@@ -87,16 +129,18 @@ impl Hub {
 
 /// A poisoned lock only means another thread panicked mid-update of a map
 /// that stays consistent; keep serving.
-fn lock(senders: &Mutex<Senders>) -> std::sync::MutexGuard<'_, Senders> {
-    senders.lock().unwrap_or_else(|e| e.into_inner())
+fn lock(streams: &Mutex<Streams>) -> std::sync::MutexGuard<'_, Streams> {
+    streams.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One user's live notifications; unregisters itself when dropped (the
-/// client went away).
+/// One user's live notifications; unregisters itself and gives its slot
+/// back when dropped (the client went away).
 pub struct Subscription {
     user: Uuid,
-    senders: Arc<Mutex<Senders>>,
+    streams: Arc<Mutex<Streams>>,
     stream: BroadcastStream<Notification>,
+    /// Whether it holds a slot (not when opened during shutdown).
+    counted: bool,
 }
 
 impl Stream for Subscription {
@@ -118,13 +162,17 @@ impl Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut senders = lock(&self.senders);
+        let mut streams = lock(&self.streams);
+        if self.counted {
+            streams.open = streams.open.saturating_sub(1);
+        }
         // This stream's own receiver is still alive here.
-        if senders
+        if streams
+            .senders
             .get(&self.user)
             .is_some_and(|s| s.receiver_count() <= 1)
         {
-            senders.remove(&self.user);
+            streams.senders.remove(&self.user);
         }
     }
 }
@@ -220,4 +268,48 @@ async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
         .listen_all([NOTIFICATIONS_CHANNEL, MAIL_CHANNEL])
         .await?;
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(per_user: usize, total: usize) -> Hub {
+        Hub::new(StreamLimits { per_user, total })
+    }
+
+    fn refused(result: Result<Subscription, NotificationError>) -> bool {
+        matches!(result, Err(NotificationError::TooManyStreams(_)))
+    }
+
+    #[test]
+    fn one_user_gets_at_most_their_share() {
+        let hub = hub(2, 10);
+        let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        let first = hub.subscribe(ada).unwrap();
+        let _second = hub.subscribe(ada).unwrap();
+        assert!(refused(hub.subscribe(ada)));
+        assert!(hub.subscribe(bob).is_ok());
+        drop(first);
+        assert!(hub.subscribe(ada).is_ok());
+    }
+
+    #[test]
+    fn the_instance_holds_at_most_its_total() {
+        let hub = hub(5, 2);
+        let first = hub.subscribe(Uuid::now_v7()).unwrap();
+        let _second = hub.subscribe(Uuid::now_v7()).unwrap();
+        assert!(refused(hub.subscribe(Uuid::now_v7())));
+        drop(first);
+        assert!(hub.subscribe(Uuid::now_v7()).is_ok());
+    }
+
+    #[test]
+    fn streams_opened_after_close_hold_no_slot() {
+        let hub = hub(1, 1);
+        hub.close();
+        let user = Uuid::now_v7();
+        let _ended = hub.subscribe(user).unwrap();
+        assert!(hub.subscribe(user).is_ok());
+    }
 }

@@ -61,7 +61,7 @@ pub async fn run(
     let content = grpc::client(content, &identity.credentials);
     let shutdown = shutdown.boxed().shared();
 
-    let hub = Hub::default();
+    let hub = Hub::new(config.streams);
     let mail_wakeup = Arc::new(Notify::new());
     let live = Listener::connect(pool.clone(), hub.clone(), Arc::clone(&mail_wakeup))
         .await
@@ -104,13 +104,22 @@ pub async fn run(
         .set_serving::<NotificationServiceServer<NotificationGrpc>>()
         .await;
     let mut routes = grpc::base_routes(health_service)?;
-    routes.add_service(NotificationServiceServer::new(NotificationGrpc::new(
-        pool,
-        hub,
-        identity.authn.clone(),
-        config.stream_recheck,
-    )));
-    let served = grpc::serve(listener, routes.routes(), identity.authn, shutdown.clone()).await;
+    routes.add_service(quill_platform::message_limits!(
+        NotificationServiceServer::new(NotificationGrpc::new(
+            pool,
+            hub,
+            identity.authn.clone(),
+            config.stream_recheck,
+        ))
+    ));
+    let served = grpc::serve(
+        listener,
+        routes.routes(),
+        identity.authn,
+        config.streams.http2_max_concurrent_streams(),
+        shutdown.clone(),
+    )
+    .await;
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, futures::future::join_all(background));
     if drained.await.is_err() {
         tracing::warn!("background work did not drain within {DRAIN_TIMEOUT:?}");
