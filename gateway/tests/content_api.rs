@@ -321,6 +321,71 @@ async fn comments_are_added_listed_and_deleted() {
 }
 
 #[tokio::test]
+async fn comments_page_by_cursor_newest_first() {
+    let gw = TestGateway::start().await;
+    let jake = gw.register("jake").await;
+    let path = format!(
+        "/api/articles/{}/comments",
+        slug(&gw.article(&jake, "Discuss", &[]).await)
+    );
+    for n in 1..=25 {
+        gw.comment(&jake, &path_slug(&path), &format!("comment {n}"))
+            .await;
+    }
+
+    // RealWorld's answer is unchanged: every comment, no extension field.
+    let all = gw.get(&path, None).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    assert_eq!(all.body["comments"].as_array().expect("comments").len(), 25);
+    assert_eq!(
+        all.body.as_object().expect("object").len(),
+        1,
+        "{}",
+        all.body
+    );
+
+    let mut bodies = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut query = vec![("limit", "10".to_owned())];
+        query.extend(cursor.clone().map(|c| ("cursor", c)));
+        let page = gw.send(gw.http.get(gw.url(&path)).query(&query)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        pages += 1;
+        for comment in page.body["comments"].as_array().expect("comments") {
+            bodies.push(comment["body"].as_str().expect("body").to_owned());
+        }
+        match page.body["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<String> = (1..=25).rev().map(|n| format!("comment {n}")).collect();
+    assert_eq!(bodies, expected);
+
+    let offset = gw.get(&format!("{path}?limit=10&offset=20"), None).await;
+    assert_eq!(
+        offset.body["comments"].as_array().expect("comments").len(),
+        5
+    );
+    let forged = gw.get(&format!("{path}?cursor=forged"), None).await;
+    assert_eq!(forged.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        errors_for(&forged.body, "cursor").len(),
+        1,
+        "{}",
+        forged.body
+    );
+}
+
+/// The slug in an `/api/articles/{slug}/...` path.
+fn path_slug(path: &str) -> String {
+    path.split('/').nth(3).expect("a slug").to_owned()
+}
+
+#[tokio::test]
 async fn a_comment_id_that_is_not_a_number_names_no_comment() {
     let gw = TestGateway::start().await;
     let jake = gw.register("jake").await;

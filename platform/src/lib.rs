@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod grpc;
+pub mod limits;
 pub mod metrics;
 pub mod rate_limit;
 pub mod retry;

@@ -50,8 +50,9 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
+/// The paging parameters alone (the feed, an article's comments).
 #[derive(Deserialize)]
-struct FeedQuery {
+pub(super) struct PageQuery {
     limit: Option<String>,
     offset: Option<String>,
     cursor: Option<String>,
@@ -60,13 +61,17 @@ struct FeedQuery {
 /// Which page of a list to return. `limit` 0 leaves the page size to the
 /// content service's default.
 #[derive(Debug, PartialEq)]
-struct Page {
-    limit: u32,
-    offset: u32,
-    cursor: Option<String>,
+pub(super) struct Page {
+    pub(super) limit: u32,
+    pub(super) offset: u32,
+    pub(super) cursor: Option<String>,
 }
 
 impl Page {
+    pub(super) fn from_query(query: PageQuery) -> Result<Self, ApiError> {
+        Self::parse(query.limit, query.offset, query.cursor)
+    }
+
     fn parse(
         limit: Option<String>,
         offset: Option<String>,
@@ -184,9 +189,9 @@ async fn feed(
     State(state): State<AppState>,
     rpc: Rpc,
     user: AuthUser,
-    ApiQuery(query): ApiQuery<FeedQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let page = Page::parse(query.limit, query.offset, query.cursor)?;
+    let page = Page::from_query(query)?;
     let page = state
         .upstreams
         .content()

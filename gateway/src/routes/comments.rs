@@ -9,11 +9,12 @@ use axum::{
 };
 use quill_proto::content::v1 as pb;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
+use super::articles::{Page, PageQuery};
 use crate::{
     error::ApiError,
-    extract::{ApiJson, AuthUser},
+    extract::{ApiJson, ApiQuery, AuthUser},
     json::comment,
     rpc::Rpc,
     state::AppState,
@@ -46,23 +47,44 @@ fn comment_id(id: &str) -> Result<i64, ApiError> {
     id.parse().map_err(|_| ApiError::not_found("comment"))
 }
 
+/// RealWorld's `{"comments": [...]}`, newest first. Our extensions: the
+/// `limit`, `offset` and `cursor` parameters, and `nextCursor` only when
+/// more comments follow. The default page (100) holds every comment of an
+/// ordinary article, as RealWorld clients expect.
 async fn list_comments(
     State(state): State<AppState>,
     rpc: Rpc,
     user: Option<AuthUser>,
     Path(slug): Path<String>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let comments = state
+    let page = Page::from_query(query)?;
+    let request = pb::ListCommentsRequest {
+        slug,
+        limit: page.limit,
+        offset: page.offset,
+        cursor: page.cursor,
+    };
+    let list = state
         .upstreams
         .content()
-        .list_comments(rpc.maybe_authed(pb::ListCommentsRequest { slug }, user.as_ref()))
+        .list_comments(rpc.maybe_authed(request, user.as_ref()))
         .await?
-        .into_inner()
+        .into_inner();
+    comments_body(list)
+}
+
+fn comments_body(list: pb::ListCommentsResponse) -> Result<Json<Value>, ApiError> {
+    let comments = list
         .comments
         .into_iter()
         .map(comment)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(json!({ "comments": comments })))
+    let mut body = json!({ "comments": comments });
+    if let Some(cursor) = list.next_cursor {
+        body["nextCursor"] = Value::from(cursor);
+    }
+    Ok(Json(body))
 }
 
 /// 200, not 201: RealWorld's specification says so for this one creation.
@@ -112,6 +134,23 @@ mod tests {
     #[test]
     fn a_numeric_id_is_parsed() {
         assert_eq!(comment_id("42").unwrap(), 42);
+    }
+
+    #[test]
+    fn next_cursor_appears_only_when_there_is_one() {
+        let last = pb::ListCommentsResponse {
+            comments: vec![],
+            next_cursor: None,
+        };
+        assert_eq!(comments_body(last).unwrap().0, json!({ "comments": [] }));
+        let more = pb::ListCommentsResponse {
+            comments: vec![],
+            next_cursor: Some("next".into()),
+        };
+        assert_eq!(
+            comments_body(more).unwrap().0,
+            json!({ "comments": [], "nextCursor": "next" })
+        );
     }
 
     #[test]

@@ -6,10 +6,10 @@ use crate::error::AuthError;
 pub const MIN_PASSWORD_CHARS: usize = 8;
 /// Argon2 cost does not depend on length much, but unbounded input does.
 pub const MAX_PASSWORD_BYTES: usize = 256;
-pub const MAX_USERNAME_CHARS: usize = 64;
 pub const MAX_EMAIL_CHARS: usize = 254;
-pub const MAX_BIO_CHARS: usize = 4_000;
-pub const MAX_IMAGE_CHARS: usize = 2_048;
+/// Shared with the services that carry profiles, which size their answers
+/// by them.
+pub use quill_platform::limits::{MAX_BIO_CHARS, MAX_IMAGE_CHARS, MAX_USERNAME_CHARS};
 pub const MAX_USER_QUERY_CHARS: usize = 256;
 
 type Violations = Vec<(&'static str, String)>;

@@ -309,8 +309,10 @@ impl Content {
         self.page(result, page.limit, true).await
     }
 
+    /// The most used tags, at most `MAX_LISTED_TAGS`: the list's size must
+    /// not grow with whatever users invent.
     pub async fn tags(&self) -> Result<Vec<String>, ContentError> {
-        Ok(repo::tags_in_use(&self.pool).await?)
+        Ok(repo::tags_in_use(&self.pool, validation::MAX_LISTED_TAGS).await?)
     }
 
     fn position(&self, cursor: Option<&str>, violations: &mut Violations) -> Option<Position> {

@@ -5,16 +5,31 @@ use quill_proto::events::v1::{CommentAdded, envelope::Payload};
 use uuid::Uuid;
 
 use crate::{
+    cursor::CommentPosition,
     error::ContentError,
     events::{announce, article_snapshot},
     policy::{self, Caller},
     repo::{
         articles as article_repo,
-        comments::{self as repo, CommentRow},
+        comments::{self as repo, CommentPage, CommentRow},
     },
     service::Content,
     validation,
 };
+
+#[derive(Debug, Default)]
+pub struct CommentQuery {
+    pub limit: u32,
+    pub offset: u32,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct CommentList {
+    pub comments: Vec<CommentRow>,
+    /// Present when more comments follow this page.
+    pub next_cursor: Option<String>,
+}
 
 impl Content {
     pub async fn add_comment(
@@ -48,18 +63,48 @@ impl Content {
         Ok((comment, article.slug))
     }
 
-    /// Newest first, with `following` for `viewer`; banned authors'
-    /// comments are left out, and a banned author's article has none.
+    /// A page of the article's comments, newest first, with `following`
+    /// for `viewer`; banned authors' comments are left out, and a banned
+    /// author's article has none. A cursor replaces the offset.
     pub async fn comments(
         &self,
         viewer: Option<Uuid>,
         slug: &str,
-    ) -> Result<Vec<CommentRow>, ContentError> {
+        query: CommentQuery,
+    ) -> Result<CommentList, ContentError> {
         let slug = validation::slug(slug)?;
+        let before = match query.cursor.as_deref().map(str::trim) {
+            Some(cursor) if !cursor.is_empty() => Some(
+                self.cursors
+                    .decode_comment(cursor)
+                    .map_err(|e| ContentError::invalid("cursor", e.to_string()))?
+                    .id,
+            ),
+            _ => None,
+        };
+        let page = CommentPage {
+            limit: validation::comment_limit(query.limit),
+            // A keyset page starts right after the cursor; the offset is spent.
+            offset: if before.is_some() {
+                0
+            } else {
+                i64::from(query.offset)
+            },
+            before,
+        };
         let article = article_repo::key(&self.pool, slug)
             .await?
             .ok_or(ContentError::NotFound("article"))?;
-        let mut comments = repo::for_article(&self.pool, article.id, viewer).await?;
+        let mut comments = repo::for_article(&self.pool, article.id, viewer, page).await?;
+        let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
+        let more = comments.len() > limit;
+        comments.truncate(limit);
+        // From the last row read, before any are dropped below, so rows
+        // dropped at the end of a page are not read again.
+        let next_cursor = comments
+            .last()
+            .filter(|_| more)
+            .map(|last| self.cursors.encode_comment(CommentPosition { id: last.id }));
         let missing: Vec<Uuid> = comments
             .iter()
             .filter(|c| c.author_username.is_none())
@@ -80,7 +125,10 @@ impl Content {
                     .is_some_and(|author| author.banned)
             });
         }
-        Ok(comments)
+        Ok(CommentList {
+            comments,
+            next_cursor,
+        })
     }
 
     pub async fn delete_comment(

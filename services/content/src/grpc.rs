@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::{
     articles::{ArticleUpdateInput, ListQuery, NewArticleInput, Page},
+    comments::CommentQuery,
     error::ContentError,
     policy::Caller,
     profiles::{ProfileView, follower_batch_size},
@@ -176,13 +177,23 @@ impl ContentService for ContentGrpc {
         request: Request<pb::ListCommentsRequest>,
     ) -> Reply<pb::ListCommentsResponse> {
         let viewer = authn::maybe_caller(&request)?;
-        let slug = &request.get_ref().slug;
-        let comments = self.content.comments(viewer.map(|c| c.user), slug).await?;
+        let r = request.into_inner();
+        let query = CommentQuery {
+            limit: r.limit,
+            offset: r.offset,
+            cursor: r.cursor,
+        };
+        let list = self
+            .content
+            .comments(viewer.map(|c| c.user), &r.slug, query)
+            .await?;
         Ok(Response::new(pb::ListCommentsResponse {
-            comments: comments
+            comments: list
+                .comments
                 .into_iter()
-                .map(|c| comment_message(c, slug))
+                .map(|c| comment_message(c, &r.slug))
                 .collect(),
+            next_cursor: list.next_cursor,
         }))
     }
 

@@ -5,6 +5,9 @@ use rand::Rng;
 /// Slugs stay short enough for a URL path even for 300-character titles.
 pub const MAX_SLUG_BASE_CHARS: usize = 96;
 const SUFFIX_CHARS: usize = 6;
+/// The longest slug: a base, '-' and a suffix. Slugs are ASCII, so this is
+/// also their size in bytes.
+pub const MAX_SLUG_BYTES: usize = MAX_SLUG_BASE_CHARS + 1 + SUFFIX_CHARS;
 const BASE36: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
 /// The slug a title asks for: transliterated to ASCII ("Привет мир" becomes

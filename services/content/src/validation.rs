@@ -1,11 +1,33 @@
 //! Rules for what clients send. Plain functions over plain values, so they
-//! are tested without a network. Text is trimmed; limits count characters.
+//! are tested without a network. Text is trimmed; limits count characters,
+//! except the article body's, which counts bytes.
+//!
+//! The limits also bound what one list page can weigh, so that the largest
+//! page fits in one gRPC message (`grpc::MAX_MESSAGE_BYTES`, 16 MiB) by
+//! construction, whatever users post. A character is at most 4 bytes in
+//! UTF-8; slugs are ASCII; profiles come from auth, bounded by
+//! `quill_platform::limits`. Per row, besides user text, 1 KiB covers
+//! protobuf keys and length prefixes, ids, timestamps, counters and flags:
+//!
+//! - an article: title 300 chars (1,200 B) + description 1,000 chars
+//!   (4,000 B) + body 100,000 B + 20 tags of 64 chars (5,120 B) + slug
+//!   103 B + author (username 256 B + bio 16,000 B + image 8,192 B) + 1 KiB
+//!   = 135,895 B; a page of 100 is 13.6 MB.
+//! - a comment: body 20,000 chars (80,000 B) + article slug 103 B + author
+//!   24,448 B + 1 KiB = 105,575 B; a page of 100 is 10.6 MB.
+//! - tags: at most 1,000 listed, 64 chars (256 B) + 1 KiB each: 1.3 MB.
+//!
+//! `a_maximal_page_of_any_list_fits_in_one_message` below keeps this true
+//! when a limit changes. The body is the one field counted in bytes because
+//! it dominates: at 100,000 characters it alone could be 400 kB a row.
+
+use quill_platform::limits::{MAX_BIO_CHARS, MAX_IMAGE_CHARS, MAX_USERNAME_CHARS};
 
 use crate::error::ContentError;
 
 pub const MAX_TITLE_CHARS: usize = 300;
 pub const MAX_DESCRIPTION_CHARS: usize = 1_000;
-pub const MAX_BODY_CHARS: usize = 100_000;
+pub const MAX_BODY_BYTES: usize = 100_000;
 pub const MAX_COMMENT_CHARS: usize = 20_000;
 pub const MAX_TAGS: usize = 20;
 pub const MAX_TAG_CHARS: usize = 64;
@@ -16,24 +38,84 @@ pub const MAX_FILTER_CHARS: usize = 256;
 pub const MAX_SLUG_CHARS: usize = 256;
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
+/// RealWorld clients show an article's comments from one answer without
+/// asking for a page, so the default page holds all of an ordinary
+/// article's; longer threads page on (`next_cursor`).
+pub const DEFAULT_COMMENT_LIMIT: u32 = 100;
+pub const MAX_COMMENT_LIMIT: u32 = 100;
+/// The tag list (RealWorld's "popular tags") names the most used ones.
+pub const MAX_LISTED_TAGS: i64 = 1_000;
+
+/// The most bytes UTF-8 spends on one character.
+const MAX_BYTES_PER_CHAR: usize = 4;
+/// Per listed row, what is not user text: protobuf keys and length
+/// prefixes, ids, timestamps, counters, flags.
+const ROW_OVERHEAD_BYTES: usize = 1_024;
+
+/// The most an author's profile adds to a row.
+const fn max_profile_bytes() -> usize {
+    (MAX_USERNAME_CHARS + MAX_BIO_CHARS + MAX_IMAGE_CHARS) * MAX_BYTES_PER_CHAR
+}
+
+/// The most one listed article weighs on the wire.
+pub const fn max_article_bytes() -> usize {
+    (MAX_TITLE_CHARS + MAX_DESCRIPTION_CHARS + MAX_TAGS * MAX_TAG_CHARS) * MAX_BYTES_PER_CHAR
+        + MAX_BODY_BYTES
+        + crate::slug::MAX_SLUG_BYTES
+        + max_profile_bytes()
+        + ROW_OVERHEAD_BYTES
+}
+
+/// The most one listed comment weighs on the wire.
+pub const fn max_comment_bytes() -> usize {
+    MAX_COMMENT_CHARS * MAX_BYTES_PER_CHAR
+        + crate::slug::MAX_SLUG_BYTES
+        + max_profile_bytes()
+        + ROW_OVERHEAD_BYTES
+}
+
+/// How a text field's length is measured.
+#[derive(Debug, Clone, Copy)]
+pub enum Max {
+    Chars(usize),
+    Bytes(usize),
+}
+
+impl Max {
+    fn exceeded_by(self, value: &str) -> bool {
+        match self {
+            Max::Chars(max) => value.chars().count() > max,
+            Max::Bytes(max) => value.len() > max,
+        }
+    }
+}
+
+impl std::fmt::Display for Max {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Max::Chars(max) => write!(f, "{max} characters"),
+            Max::Bytes(max) => write!(f, "{max} bytes"),
+        }
+    }
+}
 
 pub type Violations = Vec<(&'static str, String)>;
 
-/// A required text field: non-blank after trimming, at most `max` chars.
+/// A required text field: non-blank after trimming, at most `max` long.
 /// `single_line` fields (titles) refuse control characters; every field
 /// refuses NUL, which PostgreSQL text cannot hold.
 pub fn required_text(
     field: &'static str,
     value: &str,
-    max: usize,
+    max: Max,
     single_line: bool,
     out: &mut Violations,
 ) -> String {
     let value = value.trim();
     if value.is_empty() {
         out.push((field, "can't be blank".into()));
-    } else if value.chars().count() > max {
-        out.push((field, format!("is too long (maximum is {max} characters)")));
+    } else if max.exceeded_by(value) {
+        out.push((field, format!("is too long (maximum is {max})")));
     } else if value
         .chars()
         .any(|c| c == '\0' || (single_line && c.is_control()))
@@ -44,15 +126,21 @@ pub fn required_text(
 }
 
 pub fn title(value: &str, out: &mut Violations) -> String {
-    required_text("title", value, MAX_TITLE_CHARS, true, out)
+    required_text("title", value, Max::Chars(MAX_TITLE_CHARS), true, out)
 }
 
 pub fn description(value: &str, out: &mut Violations) -> String {
-    required_text("description", value, MAX_DESCRIPTION_CHARS, false, out)
+    required_text(
+        "description",
+        value,
+        Max::Chars(MAX_DESCRIPTION_CHARS),
+        false,
+        out,
+    )
 }
 
 pub fn body(value: &str, out: &mut Violations) -> String {
-    required_text("body", value, MAX_BODY_CHARS, false, out)
+    required_text("body", value, Max::Bytes(MAX_BODY_BYTES), false, out)
 }
 
 /// Tags trimmed, blanks dropped, duplicates removed, sorted.
@@ -82,7 +170,13 @@ pub fn tags(values: &[String], out: &mut Violations) -> Vec<String> {
 
 pub fn comment_body(value: &str) -> Result<String, ContentError> {
     let mut out = Violations::new();
-    let body = required_text("body", value, MAX_COMMENT_CHARS, false, &mut out);
+    let body = required_text(
+        "body",
+        value,
+        Max::Chars(MAX_COMMENT_CHARS),
+        false,
+        &mut out,
+    );
     finish(out)?;
     Ok(body)
 }
@@ -157,6 +251,14 @@ pub fn limit(limit: u32) -> i64 {
     })
 }
 
+/// A page of comments: as [`limit`], with the comments' default and cap.
+pub fn comment_limit(limit: u32) -> i64 {
+    i64::from(match limit {
+        0 => DEFAULT_COMMENT_LIMIT,
+        n => n.min(MAX_COMMENT_LIMIT),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,8 +282,49 @@ mod tests {
         title(&"я".repeat(MAX_TITLE_CHARS), &mut out);
         assert!(out.is_empty());
         title(&"я".repeat(MAX_TITLE_CHARS + 1), &mut out);
-        body(&"x".repeat(MAX_BODY_CHARS + 1), &mut out);
+        body(&"x".repeat(MAX_BODY_BYTES + 1), &mut out);
         assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn the_body_is_bounded_in_bytes() {
+        let mut out = Violations::new();
+        body(&"😀".repeat(MAX_BODY_BYTES / 4), &mut out);
+        assert!(out.is_empty());
+        body(&"😀".repeat(MAX_BODY_BYTES / 4 + 1), &mut out);
+        assert_eq!(
+            out,
+            [(
+                "body",
+                format!("is too long (maximum is {MAX_BODY_BYTES} bytes)")
+            )]
+        );
+    }
+
+    #[test]
+    fn a_maximal_page_of_any_list_fits_in_one_message() {
+        use quill_platform::grpc::MAX_MESSAGE_BYTES;
+        // The list's own fields (count, cursor) and the page's row keys.
+        let page_overhead = 1_024;
+        let pages = [
+            ("articles", MAX_LIMIT as usize, max_article_bytes()),
+            ("comments", MAX_COMMENT_LIMIT as usize, max_comment_bytes()),
+            (
+                "tags",
+                MAX_LISTED_TAGS as usize,
+                MAX_TAG_CHARS * MAX_BYTES_PER_CHAR + ROW_OVERHEAD_BYTES,
+            ),
+        ];
+        for (list, rows, row_bytes) in pages {
+            let page = rows * row_bytes + page_overhead;
+            assert!(
+                page < MAX_MESSAGE_BYTES,
+                "a page of {rows} {list} may weigh {page} bytes, over {MAX_MESSAGE_BYTES}"
+            );
+        }
+        // The figures the module comment gives.
+        assert_eq!(max_article_bytes(), 135_895);
+        assert_eq!(max_comment_bytes(), 105_575);
     }
 
     #[test]
@@ -213,6 +356,9 @@ mod tests {
         assert_eq!(limit(0), 20);
         assert_eq!(limit(7), 7);
         assert_eq!(limit(u32::MAX), 100);
+        assert_eq!(comment_limit(0), 100);
+        assert_eq!(comment_limit(7), 7);
+        assert_eq!(comment_limit(u32::MAX), 100);
     }
 
     #[test]

@@ -478,6 +478,7 @@ async fn the_author_deletes_and_unknown_slugs_are_not_found() {
             .client()
             .list_comments(pb::ListCommentsRequest {
                 slug: missing.clone(),
+                ..Default::default()
             })
             .await,
         Code::NotFound,

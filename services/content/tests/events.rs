@@ -293,7 +293,10 @@ async fn feed_titles(world: &World, viewer: &User) -> Vec<String> {
 async fn comment_bodies(world: &World, slug: &str) -> Vec<String> {
     world
         .client()
-        .list_comments(pb::ListCommentsRequest { slug: slug.into() })
+        .list_comments(pb::ListCommentsRequest {
+            slug: slug.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -382,6 +385,7 @@ async fn a_ban_in_auth_hides_the_users_articles_and_comments_until_lifted() {
             .client()
             .list_comments(pb::ListCommentsRequest {
                 slug: spam.slug.clone(),
+                ..Default::default()
             })
             .await,
         Code::NotFound,

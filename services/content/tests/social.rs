@@ -62,6 +62,7 @@ async fn comments_are_added_listed_newest_first_and_deleted() {
             &vera,
             pb::ListCommentsRequest {
                 slug: article.slug.clone(),
+                ..Default::default()
             },
         ))
         .await
@@ -106,6 +107,7 @@ async fn comments_are_added_listed_newest_first_and_deleted() {
         .client()
         .list_comments(pb::ListCommentsRequest {
             slug: article.slug.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -169,6 +171,7 @@ async fn comment_deletion_belongs_to_its_author_the_article_author_or_a_moderato
             .client()
             .list_comments(pb::ListCommentsRequest {
                 slug: article.slug.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()

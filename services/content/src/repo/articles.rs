@@ -348,13 +348,16 @@ pub async fn unlink_tags(db: impl PgExecutor<'_>, article_id: Uuid) -> Result<()
     Ok(())
 }
 
-/// Tags used by at least one article, sorted by code point (as the
-/// article's own tag lists are, whatever the database's collation).
-pub async fn tags_in_use(db: impl PgExecutor<'_>) -> Result<Vec<String>, sqlx::Error> {
+/// The `max` most used tags, sorted by code point (as the article's own
+/// tag lists are, whatever the database's collation).
+pub async fn tags_in_use(db: impl PgExecutor<'_>, max: i64) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT t.name FROM tags t \
-         WHERE EXISTS (SELECT 1 FROM article_tags at WHERE at.tag_id = t.id) ORDER BY t.name COLLATE \"C\"",
+        "SELECT name FROM ( \
+             SELECT t.name FROM tags t JOIN article_tags at ON at.tag_id = t.id \
+             GROUP BY t.id, t.name ORDER BY count(*) DESC, t.name COLLATE \"C\" LIMIT $1 \
+         ) popular ORDER BY name COLLATE \"C\"",
     )
+    .bind(max)
     .fetch_all(db)
     .await
 }

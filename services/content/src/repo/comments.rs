@@ -18,8 +18,14 @@ pub struct CommentRow {
     pub following: bool,
 }
 
-/// Comments on one page are bounded; the newest are kept.
-pub const MAX_LISTED: i64 = 500;
+/// Which page of an article's comments to read.
+#[derive(Debug, Clone, Copy)]
+pub struct CommentPage {
+    pub limit: i64,
+    pub offset: i64,
+    /// Read strictly older comments than this id (a keyset cursor).
+    pub before: Option<i64>,
+}
 
 /// Inserts and returns the comment joined with its author (the caller does
 /// not follow themselves, so `following` is false).
@@ -45,11 +51,13 @@ pub async fn insert(
 }
 
 /// Newest first, with `following` for `viewer`, in one statement. Banned
-/// authors' comments are left out.
+/// authors' comments are left out. One row more than the page asks for
+/// tells the caller whether another page follows.
 pub async fn for_article(
     db: impl PgExecutor<'_>,
     article_id: Uuid,
     viewer: Option<Uuid>,
+    page: CommentPage,
 ) -> Result<Vec<CommentRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT c.id, c.body, c.created_at, c.updated_at, c.author_id, \
@@ -57,11 +65,15 @@ pub async fn for_article(
                 EXISTS (SELECT 1 FROM follows fo \
                         WHERE fo.follower_id = $2 AND fo.followee_id = c.author_id) AS following \
          FROM comments c LEFT JOIN authors au ON au.id = c.author_id \
-         WHERE c.article_id = $1 AND au.banned IS NOT TRUE ORDER BY c.id DESC LIMIT $3",
+         WHERE c.article_id = $1 AND au.banned IS NOT TRUE \
+           AND ($5::bigint IS NULL OR c.id < $5) \
+         ORDER BY c.id DESC LIMIT $3 OFFSET $4",
     )
     .bind(article_id)
     .bind(viewer)
-    .bind(MAX_LISTED)
+    .bind(page.limit + 1)
+    .bind(page.offset)
+    .bind(page.before)
     .fetch_all(db)
     .await
 }
