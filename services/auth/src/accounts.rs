@@ -366,7 +366,7 @@ impl Accounts {
     ) -> Result<UserRow, AuthError> {
         require(actor, Permission::UserManage)?;
         let mut tx = self.pool.begin().await?;
-        let before = users::by_username(&mut *tx, username.trim())
+        let before = users::by_username(&mut *tx, validation::lookup_username(username)?)
             .await?
             .ok_or(AuthError::NotFound("user"))?;
         let user = users::set_role(&mut *tx, &before.username, role.as_str())
