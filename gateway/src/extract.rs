@@ -126,17 +126,6 @@ impl FromRequestParts<AppState> for ClientIp {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        if state.config.trust_forwarded_for {
-            let forwarded = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|ip| ip.trim().parse().ok());
-            if let Some(ip) = forwarded {
-                return Ok(Self(ip));
-            }
-        }
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -144,8 +133,53 @@ impl FromRequestParts<AppState> for ClientIp {
             .ok_or_else(|| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "body", "no peer address")
             })?;
-        Ok(Self(peer))
+        let forwarded_for = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        Ok(Self(client_ip(
+            forwarded_for,
+            state.config.trusted_proxies,
+            peer,
+        )))
     }
+}
+
+/// The client's address behind `trusted_proxies` proxies, each of which
+/// appends the address it sees to `X-Forwarded-For` (repeated headers are
+/// one list, in order). The nearest proxy appended the rightmost entry, so
+/// the client as the outermost trusted proxy saw it is the entry
+/// `trusted_proxies` from the right; anything left of it the client wrote
+/// itself. With no trusted proxies, or a list too short or unreadable at
+/// that position (a request that bypassed a proxy), the peer address counts.
+pub fn client_ip<'a>(
+    forwarded_for: impl IntoIterator<Item = &'a str>,
+    trusted_proxies: usize,
+    peer: IpAddr,
+) -> IpAddr {
+    if trusted_proxies == 0 {
+        return peer;
+    }
+    let entries: Vec<&str> = forwarded_for
+        .into_iter()
+        .flat_map(|header| header.split(','))
+        .map(str::trim)
+        .collect();
+    entries
+        .len()
+        .checked_sub(trusted_proxies)
+        .and_then(|at| parse_forwarded_address(entries[at]))
+        .unwrap_or(peer)
+}
+
+/// `203.0.113.7`, `2001:db8::1`, or with a port (`203.0.113.7:4711`,
+/// `[2001:db8::1]:4711`), as proxies write them.
+fn parse_forwarded_address(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// The `User-Agent` header, bounded.
@@ -170,5 +204,56 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             .await
             .map(|axum::extract::Query(value)| Self(value))
             .map_err(|e| ApiError::validation("query", e.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9));
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn without_trusted_proxies_the_header_is_ignored() {
+        assert_eq!(client_ip(["203.0.113.7"], 0, PEER), PEER);
+    }
+
+    #[test]
+    fn the_entry_the_outermost_trusted_proxy_appended_is_the_client() {
+        // The client forged the first two entries; one proxy appended the third.
+        let header = ["1.1.1.1, 2.2.2.2, 203.0.113.7"];
+        assert_eq!(client_ip(header, 1, PEER), ip("203.0.113.7"));
+        // Two proxies: the second appended the first one's address.
+        let header = ["1.1.1.1, 203.0.113.7, 10.0.0.2"];
+        assert_eq!(client_ip(header, 2, PEER), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn repeated_headers_are_one_list() {
+        let headers = ["1.1.1.1", "203.0.113.7, 10.0.0.2"];
+        assert_eq!(client_ip(headers, 2, PEER), ip("203.0.113.7"));
+        assert_eq!(client_ip(headers, 3, PEER), ip("1.1.1.1"));
+    }
+
+    #[test]
+    fn ports_and_ipv6_are_read() {
+        assert_eq!(client_ip(["203.0.113.7:4711"], 1, PEER), ip("203.0.113.7"));
+        assert_eq!(
+            client_ip(["x, [2001:db8::1]:4711"], 1, PEER),
+            ip("2001:db8::1")
+        );
+        assert_eq!(client_ip(["2001:db8::1"], 1, PEER), ip("2001:db8::1"));
+    }
+
+    #[test]
+    fn a_short_missing_or_unreadable_list_falls_back_to_the_peer() {
+        assert_eq!(client_ip(["203.0.113.7"], 2, PEER), PEER);
+        assert_eq!(client_ip([], 1, PEER), PEER);
+        assert_eq!(client_ip(["1.1.1.1, unknown"], 1, PEER), PEER);
+        assert_eq!(client_ip([""], 1, PEER), PEER);
     }
 }

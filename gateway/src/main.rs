@@ -1,4 +1,5 @@
-//! `quill-gateway`: serves the REST API on GATEWAY_LISTEN.
+//! `quill-gateway`: serves the REST API on GATEWAY_LISTEN, and Prometheus
+//! metrics on the admin listener GATEWAY_METRICS_LISTEN.
 
 use anyhow::Context;
 use quill_gateway::{Config, server};
@@ -10,5 +11,8 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding GATEWAY_LISTEN={}", config.listen))?;
+    if let Some(addr) = config.metrics_listen {
+        quill_platform::metrics::spawn_admin_server_on("GATEWAY_METRICS_LISTEN", addr)?;
+    }
     server::run(config, listener, quill_platform::shutdown::signal()).await
 }

@@ -1,11 +1,18 @@
 //! Wiring: upstream channels, the authenticator, and the HTTP server.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use axum::{Router, extract::ConnectInfo};
+use hyper::{Request, body::Incoming};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
 use quill_platform::{authn::ServiceAuth, service_identity::Service};
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
+use tower::ServiceExt;
 
 use crate::{
     app::router,
@@ -36,6 +43,7 @@ pub async fn run(
         credentials: identity.credentials.clone(),
     };
     let (trigger, signal) = Shutdown::new();
+    let header_read_timeout = config.header_read_timeout;
     let state = AppState {
         authn: identity.authn,
         redis: identity.redis,
@@ -44,16 +52,65 @@ pub async fn run(
         shutdown: signal,
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    // Graceful shutdown waits for every response to finish: end the
-    // endless ones (notification streams) as soon as it begins.
-    .with_graceful_shutdown(async move {
+    serve(listener, router(state), header_read_timeout, async move {
         shutdown.await;
+        // Graceful shutdown waits for every response to finish: end the
+        // endless ones (notification streams) as soon as it begins.
         trigger.fire();
     })
-    .await?;
+    .await;
     Ok(())
+}
+
+/// `axum::serve` plus a deadline on each request head: a client that opens
+/// connections and never finishes its headers (slowloris) would otherwise
+/// hold a connection and a task each, forever. Handlers see the peer as
+/// `ConnectInfo<SocketAddr>`, as with `into_make_service_with_connect_info`.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let connections = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // A connection reset before accept, or out of file
+                    // descriptors: the listener itself is fine. Pause so
+                    // the second kind does not spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(request)
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                // Mostly clients going away mid-request, and head timeouts.
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    // Refuse new connections while the open ones drain.
+    drop(listener);
+    connections.shutdown().await;
 }

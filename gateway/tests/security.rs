@@ -320,7 +320,7 @@ async fn strangers_failing_on_purpose_never_lock_the_owner_out() {
             c.limits.login_failures_per_account.limit = 5;
             c.limits.login_failures_per_ip.limit = 1_000;
         })
-        .gateway(|c| c.trust_forwarded_for = true)
+        .gateway(|c| c.trusted_proxies = 1)
         .start()
         .await;
     let owner = gw.register("owner").await;

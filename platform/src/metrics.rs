@@ -244,9 +244,15 @@ pub fn spawn_admin_server(default_addr: &str) -> std::io::Result<Option<SocketAd
             format!("METRICS_LISTEN={setting}: {e}"),
         )
     })?;
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("binding METRICS_LISTEN={addr}: {e}"))
-    })?;
+    spawn_admin_server_on("METRICS_LISTEN", addr).map(Some)
+}
+
+/// Starts the admin metrics server on `addr` in the background, stopping on
+/// SIGTERM/Ctrl-C; `setting` names where the address came from, for the
+/// error. Returns the bound address.
+pub fn spawn_admin_server_on(setting: &str, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("binding {setting}={addr}: {e}")))?;
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let bound = listener.local_addr()?;
@@ -256,5 +262,5 @@ pub fn spawn_admin_server(default_addr: &str) -> std::io::Result<Option<SocketAd
             tracing::warn!(error = %e, "metrics server stopped");
         }
     });
-    Ok(Some(bound))
+    Ok(bound)
 }

@@ -39,9 +39,9 @@ struct Process {
 
 pub struct System {
     processes: Vec<Process>,
-    /// The gateway's REST address (it serves `/metrics` there too).
+    /// The gateway's REST address.
     pub gateway: SocketAddr,
-    /// Each service's admin `/metrics` address.
+    /// Each process's admin `/metrics` address (the gateway's included).
     admin: BTreeMap<&'static str, SocketAddr>,
     pub exchange: String,
     pub queue_prefix: String,
@@ -110,12 +110,13 @@ impl System {
         binaries: &[(&'static str, PathBuf)],
         otlp: &str,
     ) -> Result<(), StartError> {
-        let ports = free_ports(4 + SERVICES.len());
+        let ports = free_ports(5 + SERVICES.len());
         let listen = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
         let (auth, content, notification, gateway) = (listen(0), listen(1), listen(2), listen(3));
         self.gateway = gateway;
         self.admin = SERVICES
             .iter()
+            .chain(&["gateway"])
             .enumerate()
             .map(|(i, s)| (*s, listen(4 + i)))
             .collect();
@@ -160,7 +161,11 @@ impl System {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             if let Some(admin) = self.admin.get(name) {
-                command.env("METRICS_LISTEN", admin.to_string());
+                let setting = match *name {
+                    "gateway" => "GATEWAY_METRICS_LISTEN",
+                    _ => "METRICS_LISTEN",
+                };
+                command.env(setting, admin.to_string());
             }
             die_with_parent(&mut command);
             let mut child = command
@@ -250,12 +255,9 @@ impl System {
             .to_owned()
     }
 
-    /// One scrape of `process`'s metrics (`gateway` or a service's admin port).
+    /// One scrape of `process`'s admin port (`gateway` or a service).
     pub async fn scrape(&self, process: &str) -> String {
-        let url = match process {
-            "gateway" => self.url("/metrics"),
-            service => format!("http://{}/metrics", self.admin[service]),
-        };
+        let url = format!("http://{}/metrics", self.admin[process]);
         let response = self
             .http
             .get(&url)
