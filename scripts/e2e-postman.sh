@@ -36,6 +36,9 @@ export NOTIFICATION_DATABASE_URL="$pg/quill_notification_$run"
 export REDIS_PREFIX="$run:" RUST_LOG="${RUST_LOG:-info}"
 SERVICE_TOKEN_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export SERVICE_TOKEN_SECRET
+# No admin metrics ports: the suite does not scrape, and fixed ones would
+# collide with a running stack.
+export METRICS_LISTEN="" GATEWAY_METRICS_LISTEN=""
 # A vhost of its own: its exchange and queues never meet a running `just up`'s.
 export AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$run"
 

@@ -7,8 +7,9 @@
 #     schemas (`kubernetes-validate --strict`, for each version in
 #     K8S_VERSIONS);
 #   - checks the rendered manifests against the project's own rules (security
-#     context, resources, probes, Service/HPA/PDB per Deployment, references
-#     to ConfigMaps/Secrets/Services resolve, pinned images in overlays...);
+#     context, resources, probes, Service/HPA/PDB/NetworkPolicy per
+#     Deployment, references to ConfigMaps/Secrets/Services resolve, pinned
+#     images in overlays...);
 #   - lints every YAML file (yamllint);
 #   - validates docker-compose.yml twice: with `docker-compose config` (v1,
 #     Debian's package; it needs no engine and resolves references such as
@@ -197,6 +198,11 @@ for name, dep in by_kind.get("Deployment", {}).items():
         err(dep, "no HorizontalPodAutoscaler targets it")
     if not any(selects(p["spec"]["selector"], labels) for p in by_kind.get("PodDisruptionBudget", {}).values()):
         err(dep, "no PodDisruptionBudget covers its pods")
+    # Its own allow-list, not only the default deny: every port is closed
+    # to callers it does not name.
+    if not any(selects(n["spec"]["podSelector"], labels) and n["spec"].get("ingress")
+               for n in by_kind.get("NetworkPolicy", {}).values()):
+        err(dep, "no NetworkPolicy admits callers to its pods")
 
 for job in by_kind.get("Job", {}).values():
     check_pod(job)
