@@ -171,16 +171,7 @@ async fn a_live_subscribe_stream_ends_with_its_session() {
         .start()
         .await;
     let user = gw.register("listener").await;
-    let mut stream = gw
-        .notification
-        .client()
-        .subscribe(with_token(
-            notification_pb::SubscribeRequest {},
-            &user.token,
-        ))
-        .await
-        .expect("subscribed")
-        .into_inner();
+    let mut stream = subscribe(&gw, &user.token).await;
     gw.call(Method::POST, "/api/users/logout", Some(&user.token), None)
         .await;
     let started = Instant::now();
@@ -197,19 +188,23 @@ async fn a_live_subscribe_stream_ends_when_its_token_expires() {
         .start()
         .await;
     let user = gw.register("short-lived").await;
-    let mut stream = gw
-        .notification
-        .client()
-        .subscribe(with_token(
-            notification_pb::SubscribeRequest {},
-            &user.token,
-        ))
-        .await
-        .expect("subscribed")
-        .into_inner();
+    let mut stream = subscribe(&gw, &user.token).await;
     tokio::time::timeout(Duration::from_secs(6), until_end(&mut stream))
         .await
         .expect("the stream ends at the token's expiry");
+}
+
+/// A live `Subscribe` stream straight from the notification service's port.
+async fn subscribe(
+    gw: &TestGateway,
+    token: &str,
+) -> tonic::Streaming<notification_pb::Notification> {
+    gw.notification
+        .client()
+        .subscribe(with_token(notification_pb::SubscribeRequest {}, token))
+        .await
+        .expect("subscribed")
+        .into_inner()
 }
 
 /// Reads (the welcome notification...) until the stream ends.
