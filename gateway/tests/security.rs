@@ -622,3 +622,38 @@ async fn writes_are_limited_per_user_on_every_door() {
     // Others write on.
     gw.article(&calm, "Calm post", &[]).await;
 }
+
+#[tokio::test]
+async fn concurrent_guesses_cannot_overrun_the_failure_budget() {
+    let gw = TestGateway::setup()
+        .auth(|c| c.limits.login_failures_per_client.limit = 3)
+        .start()
+        .await;
+    gw.register("target").await;
+    let guesses = (0..12).map(|n| {
+        let mut auth = gw.auth.client();
+        async move {
+            auth.login(auth_pb::LoginRequest {
+                email: "target@example.com".into(),
+                password: format!("guess {n}"),
+                client: None,
+            })
+            .await
+            .expect_err("every guess is wrong")
+            .code()
+        }
+    });
+    let codes = futures::future::join_all(guesses).await;
+    let checked = codes
+        .iter()
+        .filter(|c| **c == Code::Unauthenticated)
+        .count();
+    // Each guess reserves its failure before the (slow) password check, so
+    // no more than the budget are ever checked, however many arrive at once.
+    assert_eq!(checked, 3, "{codes:?}");
+    assert!(
+        codes
+            .iter()
+            .all(|c| matches!(c, Code::Unauthenticated | Code::ResourceExhausted))
+    );
+}

