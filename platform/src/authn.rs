@@ -95,10 +95,6 @@ impl Authenticator {
         }
     }
 
-    pub fn sessions(&self) -> &Sessions {
-        &self.sessions
-    }
-
     /// The caller behind an access token: it verifies, and its session is
     /// live now.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, AuthnError> {
@@ -250,7 +246,7 @@ pub fn require_service<T>(
 
 /// The bearer token of a request, if it carries one (`Bearer` or RealWorld's
 /// `Token` scheme).
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token"))

@@ -8,10 +8,11 @@
 //! by the absence of a Redis key, so a Redis that keeps nothing on disk
 //! cannot bring a revoked session back.
 //!
-//! Writes that end or change a session (auth only) overwrite the entry
+//! Writes that end a session (auth only) overwrite the entry
 //! (`SET`); fills after a miss only create it (`SET NX`). A fill that read
 //! the truth before a concurrent revocation committed therefore cannot
 //! replace the revocation's entry, whichever order the two reach Redis in.
+//! Role changes rewrite live entries but never an ended one.
 
 use std::{sync::Arc, time::Duration};
 
@@ -128,11 +129,20 @@ impl Sessions {
     /// commits: if Redis fails, the change is rolled back; if the commit fails
     /// afterwards, the session is refused early, never accepted late.
     pub async fn end(&self, sessions: &[Uuid], for_at_least: Duration) -> redis::RedisResult<()> {
-        self.overwrite(
-            sessions.iter().map(|s| (*s, SessionStatus::Ended)),
-            for_at_least,
-        )
-        .await
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for session in sessions {
+            pipe.set_ex(
+                self.key(*session),
+                encode(SessionStatus::Ended),
+                for_at_least.as_secs().max(1),
+            )
+            .ignore();
+        }
+        let mut conn = self.redis.clone();
+        pipe.query_async(&mut conn).await
     }
 
     /// Records the sessions' new status (after a role change) for every
@@ -160,25 +170,6 @@ impl Sessions {
             .arg(self.live_ttl.as_secs().max(1));
         let mut conn = self.redis.clone();
         eval.query_async::<i64>(&mut conn).await.map(|_| ())
-    }
-
-    async fn overwrite(
-        &self,
-        entries: impl Iterator<Item = (Uuid, SessionStatus)>,
-        ttl: Duration,
-    ) -> redis::RedisResult<()> {
-        let mut pipe = redis::pipe();
-        let mut any = false;
-        for (session, status) in entries {
-            pipe.set_ex(self.key(session), encode(status), ttl.as_secs().max(1))
-                .ignore();
-            any = true;
-        }
-        if !any {
-            return Ok(());
-        }
-        let mut conn = self.redis.clone();
-        pipe.query_async(&mut conn).await
     }
 }
 
