@@ -17,10 +17,11 @@ up: build
 test:
     scripts/test.sh
 
-# Formatting and lints, as CI enforces them.
+# Formatting and lints, as CI enforces them (buf guards the proto contracts).
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    scripts/lint-proto.sh
 
 # Apply every service's migrations (creating the databases if needed).
 migrate: build

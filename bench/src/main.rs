@@ -21,14 +21,14 @@ use lapin::{BasicProperties, options::BasicPublishOptions};
 use prost::Message;
 use quill_auth::testing::TestAuth;
 use quill_content::testing::TestContent;
+use quill_events::{broker, new_envelope, testing::TestBroker};
 use quill_notification::testing::{TestNotification, use_broker};
-use quill_platform::{
-    events::{broker, new_envelope},
-    testing::{TestBroker, ephemeral_listener},
-};
+use quill_platform::{shutdown::CancellationToken, testing::ephemeral_listener};
 use quill_proto::events::v1::{UserFollowed, envelope::Payload};
+use quill_server::ServiceConfig as _;
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 const LATENCY_SAMPLES: usize = 200;
 const THROUGHPUT_EVENTS: usize = 5_000;
@@ -60,14 +60,15 @@ struct System {
     _auth: TestAuth,
     gateway: SocketAddr,
     http: reqwest::Client,
-    _stop: oneshot::Sender<()>,
+    /// Stops the gateway when the system is dropped.
+    _stop: tokio_util::sync::DropGuard,
 }
 
 impl System {
     async fn start() -> anyhow::Result<Self> {
         // Production's outbox poll interval: the relay's idle wait is most
         // of the latency, so measuring with the tests' 20 ms would flatter it.
-        let poll = quill_platform::events::EventsConfig::default().relay_poll_interval;
+        let poll = quill_events::EventsConfig::default().relay_poll_interval;
         let auth = TestAuth::start_with(|c| c.events.relay_poll_interval = poll).await;
         let content = TestContent::start_with(&auth.peer(), |c| {
             c.events.exchange = auth.config.events.exchange.clone();
@@ -85,17 +86,15 @@ impl System {
         config.notification_url = notification.url();
         config.authn = auth.config.authn.clone();
         let (listener, gateway) = ephemeral_listener().await;
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(quill_gateway::server::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
+        let stop = CancellationToken::new();
+        tokio::spawn(quill_gateway::server::run(config, listener, stop.clone()));
         let system = Self {
             _auth: auth,
             _content: content,
             _notification: notification,
             gateway,
             http: reqwest::Client::new(),
-            _stop: stop,
+            _stop: stop.drop_guard(),
         };
         for _ in 0..200 {
             if system
@@ -220,7 +219,8 @@ async fn consumer_throughput(events: usize) -> anyhow::Result<(Duration, f64)> {
     use_broker(&mut config, &broker);
     // Fill the queue before any consumer runs, so the figure is the
     // consumer's rate and not the producer's.
-    let connection = broker::connect(&config.events.amqp_url, "bench-publisher").await?;
+    let connection =
+        broker::connect(config.events.amqp_url.expose_secret(), "bench-publisher").await?;
     let channel = connection.create_channel().await?;
     config.topology().declare(&channel).await?;
     channel.confirm_select(Default::default()).await?;

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use quill_gateway::{Config, server};
+use quill_platform::shutdown::{self, CancellationToken};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -12,7 +13,12 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding GATEWAY_LISTEN={}", config.listen))?;
     if let Some(addr) = config.metrics_listen {
-        quill_platform::metrics::spawn_admin_server_on("GATEWAY_METRICS_LISTEN", addr)?;
+        // The metrics outlive the drain: they stop when the process does.
+        quill_platform::metrics::spawn_admin_server_on(
+            "GATEWAY_METRICS_LISTEN",
+            addr,
+            CancellationToken::new(),
+        )?;
     }
-    server::run(config, listener, quill_platform::shutdown::signal()).await
+    server::run(config, listener, shutdown::on_signal()).await
 }

@@ -1,6 +1,6 @@
 //! Wiring: upstream channels, the authenticator, and the HTTP server.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{Router, extract::ConnectInfo};
@@ -9,7 +9,11 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use quill_platform::{authn::ServiceAuth, service_identity::Service};
+use quill_platform::{
+    authn::ServiceAuth,
+    service_identity::Service,
+    shutdown::{CancellationToken, DRAIN_TIMEOUT},
+};
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 use tower::ServiceExt;
@@ -17,7 +21,7 @@ use tower::ServiceExt;
 use crate::{
     app::router,
     config::Config,
-    state::{AppState, Shutdown, Upstreams},
+    state::{AppState, Upstreams},
 };
 
 fn lazy_channel(url: &str) -> anyhow::Result<Channel> {
@@ -27,10 +31,12 @@ fn lazy_channel(url: &str) -> anyhow::Result<Channel> {
         .connect_lazy())
 }
 
+/// Serves the REST API on `listener` until `shutdown` is cancelled, then
+/// drains the open connections.
 pub async fn run(
     config: Config,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let auth = lazy_channel(&config.auth_url).context("AUTH_URL")?;
     let identity = ServiceAuth::connect(Service::Gateway, &config.authn, auth.clone())
@@ -42,23 +48,16 @@ pub async fn run(
         notification: lazy_channel(&config.notification_url).context("NOTIFICATION_URL")?,
         credentials: identity.credentials.clone(),
     };
-    let (trigger, signal) = Shutdown::new();
     let header_read_timeout = config.header_read_timeout;
     let state = AppState {
         authn: identity.authn,
         redis: identity.redis,
         upstreams,
         config: Arc::new(config),
-        shutdown: signal,
+        shutdown: shutdown.child_token(),
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
-    serve(listener, router(state), header_read_timeout, async move {
-        shutdown.await;
-        // Graceful shutdown waits for every response to finish: end the
-        // endless ones (notification streams) as soon as it begins.
-        trigger.fire();
-    })
-    .await;
+    serve(listener, router(state), header_read_timeout, shutdown).await;
     Ok(())
 }
 
@@ -70,7 +69,7 @@ async fn serve(
     listener: TcpListener,
     app: Router,
     header_read_timeout: Duration,
-    shutdown: impl Future<Output = ()>,
+    shutdown: CancellationToken,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -78,7 +77,6 @@ async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
     let connections = GracefulShutdown::new();
-    tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -92,7 +90,7 @@ async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = shutdown.cancelled() => break,
         };
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
@@ -110,7 +108,12 @@ async fn serve(
             }
         });
     }
-    // Refuse new connections while the open ones drain.
+    // Refuse new connections while the open ones drain, for a bounded time.
     drop(listener);
-    connections.shutdown().await;
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    }
 }

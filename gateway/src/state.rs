@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use quill_platform::shutdown::CancellationToken;
 use quill_platform::{
     authn::Authenticator,
     grpc::{self, ServiceChannel},
@@ -16,7 +17,6 @@ use quill_proto::{
     notification::v1::notification_service_client::NotificationServiceClient,
 };
 use redis::aio::ConnectionManager;
-use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use crate::config::Config;
@@ -31,35 +31,9 @@ pub struct AppState {
     /// Fires when the server starts shutting down, so responses that would
     /// never finish by themselves (Server-Sent Events) end and let graceful
     /// shutdown complete.
-    pub shutdown: Shutdown,
-}
-
-/// The receiving side of the server's shutdown signal; cheap to clone.
-#[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-/// Fires the [`Shutdown`] signal of every clone, present and future.
-pub struct ShutdownTrigger(watch::Sender<bool>);
-
-impl Shutdown {
-    pub fn new() -> (ShutdownTrigger, Self) {
-        let (trigger, signal) = watch::channel(false);
-        (ShutdownTrigger(trigger), Self(signal))
-    }
-
-    /// Resolves once shutdown has begun (at once if it already has).
-    pub async fn fired(&self) {
-        let mut signal = self.0.clone();
-        // An error means the trigger is gone, which only happens once the
-        // server is done: treat it as shutdown too.
-        let _ = signal.wait_for(|fired| *fired).await;
-    }
-}
-
-impl ShutdownTrigger {
-    pub fn fire(&self) {
-        self.0.send_replace(true);
-    }
+    /// Cancelled when the server starts to drain: endless responses
+    /// (notification streams) end then, or the drain would wait for them.
+    pub shutdown: CancellationToken,
 }
 
 /// gRPC channels to the services. Channels are cheap to clone and reconnect

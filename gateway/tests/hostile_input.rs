@@ -8,6 +8,7 @@ mod support;
 use chrono::{DateTime, Datelike};
 use quill_content::cursor::{CursorCodec, Position};
 use reqwest::{Method, StatusCode};
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use support::{Response, TestGateway};
 use uuid::Uuid;
@@ -175,7 +176,14 @@ async fn a_nul_byte_in_any_string_is_a_client_error() {
 async fn a_signed_cursor_with_an_impossible_time_is_a_client_error() {
     let gateway = TestGateway::start().await;
     let jake = gateway.register("jake").await;
-    let codec = CursorCodec::new(gateway.content.config.cursor_secret.as_bytes());
+    let codec = CursorCodec::new(
+        gateway
+            .content
+            .config
+            .cursor_secret
+            .expose_secret()
+            .as_bytes(),
+    );
     // Within chrono's range, far outside PostgreSQL's.
     let created_at = DateTime::from_timestamp_micros(0)
         .and_then(|t| t.with_year(-100_000))

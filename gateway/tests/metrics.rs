@@ -47,9 +47,12 @@ async fn the_admin_port_serves_prometheus_metrics() {
     // The one process-wide registry, as the gateway binary serves it on
     // GATEWAY_METRICS_LISTEN; the services here run in-process, so their
     // RPC families are in it too.
-    let admin =
-        metrics::spawn_admin_server_on("GATEWAY_METRICS_LISTEN", ([127, 0, 0, 1], 0).into())
-            .expect("admin server");
+    let admin = metrics::spawn_admin_server_on(
+        "GATEWAY_METRICS_LISTEN",
+        ([127, 0, 0, 1], 0).into(),
+        quill_platform::shutdown::CancellationToken::new(),
+    )
+    .expect("admin server");
     let scrape = gateway
         .http
         .get(format!("http://{admin}/metrics"))

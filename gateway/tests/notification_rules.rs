@@ -10,7 +10,8 @@ mod support;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use quill_platform::{events::new_envelope, testing::TcpProxy};
+use quill_events::new_envelope;
+use quill_platform::testing::TcpProxy;
 use quill_proto::events::v1::{UserFollowed, envelope::Payload};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -11,7 +11,6 @@ use quill_gateway::{Config, server};
 use quill_platform::testing::ephemeral_listener;
 use reqwest::{Method, StatusCode};
 use support::TestGateway;
-use tokio::sync::oneshot;
 
 /// Opens the stream as `token` on the gateway at `base` (`http://host:port`).
 async fn open_stream(http: &reqwest::Client, base: &str, token: &str) -> reqwest::Response {
@@ -104,10 +103,8 @@ async fn an_open_stream_does_not_hold_up_graceful_shutdown() {
     config.notification_url = gw.notification.url();
     config.authn = gw.auth.config.authn.clone();
     let (listener, addr) = ephemeral_listener().await;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let mut gateway = tokio::spawn(server::run(config, listener, async move {
-        let _ = stopped.await;
-    }));
+    let stop = quill_platform::shutdown::CancellationToken::new();
+    let mut gateway = tokio::spawn(server::run(config, listener, stop.clone()));
     let base = format!("http://{addr}");
     let mut up = false;
     for _ in 0..200 {
@@ -124,7 +121,7 @@ async fn an_open_stream_does_not_hold_up_graceful_shutdown() {
     assert!(!ends_within(&mut stream, Duration::from_millis(500)).await);
 
     let stopping = Instant::now();
-    stop.send(()).expect("gateway running");
+    stop.cancel();
     let finished = tokio::time::timeout(Duration::from_secs(5), &mut gateway).await;
     let took = stopping.elapsed();
     if finished.is_err() {

@@ -29,6 +29,15 @@ where
     }
 }
 
+/// A secret setting: its `Debug` prints `[REDACTED]`, and reading it
+/// takes an explicit `expose_secret()`.
+pub type Secret = secrecy::SecretString;
+
+/// Reads an optional secret; unset and empty are both `None`.
+pub fn env_secret(name: &str) -> Option<Secret> {
+    env_opt(name).map(Secret::from)
+}
+
 /// Reads an optional setting; unset and empty are both `None`.
 pub fn env_opt(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())

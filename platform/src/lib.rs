@@ -1,15 +1,12 @@
-//! Plumbing every Quill process shares: configuration from the environment,
-//! shutdown, logging, database bootstrap, the gRPC server skeleton (health and
-//! reflection), who is calling (access tokens, session state cached in Redis,
+//! Plumbing every Quill process shares, the gateway included: configuration
+//! from the environment, the shutdown tree and backoff, logging, gRPC
+//! plumbing (clients, server layers), who is calling (access tokens, session state cached in Redis,
 //! service identity), roles and permissions, rate limits; tracing
 //! (OpenTelemetry, W3C propagation) and Prometheus metrics.
 
 pub mod authn;
 pub mod authz;
-pub mod cli;
 pub mod config;
-pub mod db;
-pub mod events;
 pub mod grpc;
 pub mod limits;
 pub mod metrics;

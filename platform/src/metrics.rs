@@ -10,15 +10,14 @@
 //! - `db_pool_connections{db,state}` (size|idle), sampled at scrape time
 
 use std::{
-    future::Future,
     net::SocketAddr,
     sync::{LazyLock, Mutex},
 };
 
+use crate::shutdown::CancellationToken;
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use sqlx::PgPool;
 
 /// Latency buckets in seconds, 1 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -36,8 +35,11 @@ pub struct Metrics {
     pub events_consumed: IntCounterVec,
     pub outbox_backlog: IntGaugeVec,
     pub db_pool_connections: IntGaugeVec,
-    pools: Mutex<Vec<(String, PgPool)>>,
+    samplers: Mutex<Vec<(String, Sampler)>>,
 }
+
+/// Sets gauges from state sampled at scrape time (a database pool's size).
+pub type Sampler = Box<dyn Fn(&Metrics) + Send + Sync>;
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
@@ -109,25 +111,20 @@ impl Metrics {
                 "Database pool connections (state: size, idle), by database",
                 &["db", "state"],
             ),
-            pools: Mutex::new(Vec::new()),
+            samplers: Mutex::new(Vec::new()),
             registry,
         }
     }
 
-    /// Everything in the Prometheus text format, database pools sampled now.
+    /// Everything in the Prometheus text format, samplers run now.
     pub fn render(&self) -> String {
-        for (db, pool) in self
-            .pools
+        for (_, sample) in self
+            .samplers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
         {
-            self.db_pool_connections
-                .with_label_values(&[db.as_str(), "size"])
-                .set(i64::from(pool.size()));
-            self.db_pool_connections
-                .with_label_values(&[db.as_str(), "idle"])
-                .set(i64::try_from(pool.num_idle()).unwrap_or(i64::MAX));
+            sample(self);
         }
         let mut out = String::new();
         let _ = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
@@ -135,24 +132,15 @@ impl Metrics {
     }
 }
 
-/// The `db` label of a pool: its database name.
-pub fn db_label(pool: &PgPool) -> String {
-    pool.connect_options()
-        .get_database()
-        .unwrap_or("postgres")
-        .to_owned()
-}
-
-/// Reports `pool`'s connections as `db_pool_connections` (once per database;
-/// later calls for the same database are ignored).
-pub fn watch_pool(pool: &PgPool) {
-    let db = db_label(pool);
-    let mut pools = get()
-        .pools
+/// Runs `sample` before every scrape; a second sampler under the same
+/// `key` (the same database pool registered twice) is ignored.
+pub fn add_sampler(key: &str, sample: Sampler) {
+    let mut samplers = get()
+        .samplers
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !pools.iter().any(|(name, _)| *name == db) {
-        pools.push((db, pool.clone()));
+    if !samplers.iter().any(|(k, _)| k == key) {
+        samplers.push((key.to_owned(), sample));
     }
 }
 
@@ -218,21 +206,24 @@ pub fn router() -> axum::Router {
     axum::Router::new().route("/metrics", axum::routing::get(handler))
 }
 
-/// Serves `/metrics` on `listener` until `shutdown` resolves.
+/// Serves `/metrics` on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     axum::serve(listener, router())
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
 
 /// Starts the admin metrics server on `METRICS_LISTEN` (default
 /// `default_addr`; `0` or empty disables it) in the background, stopping on
-/// SIGTERM/Ctrl-C. Returns the bound address, or `None` when disabled. Call
-/// it from `main`, inside the runtime.
-pub fn spawn_admin_server(default_addr: &str) -> std::io::Result<Option<SocketAddr>> {
+/// `shutdown`. Returns the bound address, or `None` when disabled. Call it
+/// inside the runtime.
+pub fn spawn_admin_server(
+    default_addr: &str,
+    shutdown: CancellationToken,
+) -> std::io::Result<Option<SocketAddr>> {
     let setting = std::env::var("METRICS_LISTEN").unwrap_or_else(|_| default_addr.to_owned());
     let setting = setting.trim();
     if setting.is_empty() || setting == "0" {
@@ -244,13 +235,17 @@ pub fn spawn_admin_server(default_addr: &str) -> std::io::Result<Option<SocketAd
             format!("METRICS_LISTEN={setting}: {e}"),
         )
     })?;
-    spawn_admin_server_on("METRICS_LISTEN", addr).map(Some)
+    spawn_admin_server_on("METRICS_LISTEN", addr, shutdown).map(Some)
 }
 
-/// Starts the admin metrics server on `addr` in the background, stopping on
-/// SIGTERM/Ctrl-C; `setting` names where the address came from, for the
-/// error. Returns the bound address.
-pub fn spawn_admin_server_on(setting: &str, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+/// Starts the admin metrics server on `addr` in the background until
+/// `shutdown`; `setting` names where the address came from, for the error.
+/// Returns the bound address.
+pub fn spawn_admin_server_on(
+    setting: &str,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| std::io::Error::new(e.kind(), format!("binding {setting}={addr}: {e}")))?;
     listener.set_nonblocking(true)?;
@@ -258,7 +253,7 @@ pub fn spawn_admin_server_on(setting: &str, addr: SocketAddr) -> std::io::Result
     let bound = listener.local_addr()?;
     tracing::info!(addr = %bound, "metrics server listening");
     tokio::spawn(async move {
-        if let Err(e) = serve(listener, crate::shutdown::signal()).await {
+        if let Err(e) = serve(listener, shutdown).await {
             tracing::warn!(error = %e, "metrics server stopped");
         }
     });

@@ -1,27 +1,104 @@
-//! Exponential backoff for dependencies that are not up yet.
+//! The one backoff every reconnect loop and start-up retry uses: exponential
+//! from 100 ms to 5 s, with jitter so that replicas which lost a dependency
+//! together do not come back at it in lockstep.
 
 use std::{future::Future, time::Duration};
 
-/// Retries `op` with doubling delays (capped at 5 s) until it succeeds or
-/// `attempts` are used up, logging each failure with `what`.
-pub async fn with_backoff<T, E, F, Fut>(what: &str, attempts: u32, mut op: F) -> Result<T, E>
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder, Retryable};
+
+const FIRST: Duration = Duration::from_millis(100);
+const MAX: Duration = Duration::from_secs(5);
+
+fn builder() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(FIRST)
+        .with_max_delay(MAX)
+        .with_jitter()
+        .without_max_times()
+}
+
+/// Delays for a loop that reconnects for as long as it runs: each failure
+/// waits [`Backoff::next_delay`], a success calls [`Backoff::reset`], so a
+/// long outage costs little and a blip recovers fast.
+#[derive(Debug)]
+pub struct Backoff {
+    delays: ExponentialBackoff,
+}
+
+impl Backoff {
+    pub fn new() -> Self {
+        Self {
+            delays: builder().build(),
+        }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        // Unbounded (`without_max_times`): the iterator never ends.
+        self.delays.next().unwrap_or(MAX)
+    }
+
+    pub fn reset(&mut self) {
+        *self = Self::new();
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Retries `op` with [`Backoff`]'s delays until it succeeds or `attempts`
+/// are used up, logging each failure with `what`: for dependencies that are
+/// not up yet when a process starts.
+pub async fn with_backoff<T, E, F, Fut>(what: &str, attempts: u32, op: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
-    let mut delay = Duration::from_millis(100);
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt < attempts => {
-                tracing::warn!(%e, attempt, "{what} failed, retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
+    let retries = usize::try_from(attempts.saturating_sub(1)).unwrap_or(usize::MAX);
+    op.retry(builder().with_max_times(retries))
+        .sleep(tokio::time::sleep)
+        .notify(|e: &E, delay: Duration| {
+            tracing::warn!(error = %e, "{what} failed, retrying in {delay:?}");
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_to_the_cap_with_jitter_and_restart_after_a_reset() {
+        let mut backoff = Backoff::new();
+        let delays: Vec<Duration> = (0..12).map(|_| backoff.next_delay()).collect();
+        // Jitter adds up to one base delay on top of it.
+        assert!((FIRST..FIRST * 2).contains(&delays[0]), "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= MAX * 2), "{delays:?}");
+        assert!(delays[11] >= MAX, "{delays:?}");
+        backoff.reset();
+        assert!(backoff.next_delay() < FIRST * 2);
+    }
+
+    #[test]
+    fn two_backoffs_do_not_wait_in_lockstep() {
+        let mut a = Backoff::new();
+        let mut b = Backoff::new();
+        let same = (0..8).filter(|_| a.next_delay() == b.next_delay()).count();
+        assert!(same < 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_backoff_gives_up_after_its_attempts() {
+        let mut calls = 0;
+        let result: Result<(), &str> = with_backoff("nothing", 3, || {
+            calls += 1;
+            async { Err("down") }
+        })
+        .await;
+        assert_eq!(result, Err("down"));
+        assert_eq!(calls, 3);
     }
 }

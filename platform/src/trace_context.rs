@@ -1,6 +1,6 @@
 //! W3C trace-context propagation between processes: HTTP headers and gRPC
-//! metadata (both an `http::HeaderMap`), AMQP headers, and the envelope's
-//! `traceparent`/`tracestate` strings.
+//! metadata (both an `http::HeaderMap`) and `traceparent`/`tracestate`
+//! strings (the event envelope's fields and AMQP headers, see `quill-events`).
 //!
 //! Everything goes through the global propagator that
 //! [`telemetry::init`](crate::telemetry::init) installs (W3C TraceContext).
@@ -8,7 +8,6 @@
 //! nothing and extraction yields an empty context: a new trace starts.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use lapin::types::{AMQPValue, FieldTable};
 use opentelemetry::{
     Context,
     propagation::{Extractor, Injector},
@@ -126,19 +125,6 @@ pub fn from_strings(traceparent: &str, tracestate: &str) -> Context {
         traceparent,
         tracestate,
     })
-}
-
-/// The context carried by an AMQP message's `traceparent`/`tracestate`
-/// headers, if it has a valid one.
-pub fn from_amqp_headers(headers: Option<&FieldTable>) -> Option<Context> {
-    let headers = headers?.inner();
-    let text = |name: &str| match headers.get(name) {
-        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        Some(AMQPValue::ShortString(s)) => s.as_str().to_owned(),
-        _ => String::new(),
-    };
-    let cx = from_strings(&text(TRACEPARENT), &text(TRACESTATE));
-    cx.span().span_context().is_valid().then_some(cx)
 }
 
 /// Hex trace id and span id of `span`, when it is traced.

@@ -8,7 +8,7 @@ use std::sync::{
 };
 
 use axum::{Router, body::Bytes, routing::post};
-use quill_platform::{telemetry, testing::ephemeral_listener};
+use quill_platform::{telemetry, testing::ephemeral_listener, trace_context};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_over_http_protobuf() {
@@ -40,4 +40,27 @@ async fn spans_are_exported_over_http_protobuf() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     panic!("no OTLP/HTTP export arrived");
+}
+
+#[test]
+fn traceparent_round_trips_through_strings() {
+    let _telemetry = telemetry::init("platform-tests");
+    let span = tracing::info_span!("origin");
+    let (traceparent, _) = trace_context::to_strings(&span);
+    let (trace_id, span_id) = trace_context::ids(&span).expect("traced");
+    assert_eq!(traceparent, format!("00-{trace_id}-{span_id}-01"));
+
+    let child = tracing::info_span!(parent: None, "remote child");
+    let mut headers = http::HeaderMap::new();
+    headers.insert("traceparent", traceparent.parse().unwrap());
+    trace_context::set_parent_from_headers(&child, &headers);
+    let (child_trace, child_span) = trace_context::ids(&child).expect("traced");
+    assert_eq!(child_trace, trace_id);
+    assert_ne!(child_span, span_id);
+
+    // Garbage starts a new trace instead of failing.
+    let orphan = tracing::info_span!(parent: None, "orphan");
+    headers.insert("traceparent", "00-nonsense".parse().unwrap());
+    trace_context::set_parent_from_headers(&orphan, &headers);
+    assert_ne!(trace_context::ids(&orphan).expect("traced").0, trace_id);
 }

@@ -304,7 +304,7 @@ impl StreamEnd {
 /// own hold on the client) or at shutdown.
 async fn stream_end(state: AppState, caller: Caller) -> StreamEnd {
     tokio::select! {
-        () = state.shutdown.fired() => StreamEnd::Shutdown,
+        () = state.shutdown.cancelled() => StreamEnd::Shutdown,
         () = state.authn.session_ended(&caller, state.config.stream_recheck) => StreamEnd::SessionEnded,
     }
 }

@@ -16,10 +16,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use quill_platform::{
-    events::{EventsConfig, catalog},
-    testing::{TestBroker, TestDb, TestRedis},
-};
+use quill_events::{EventsConfig, catalog, testing::TestBroker};
+use quill_platform::testing::TestRedis;
+use quill_server::testing::TestDb;
 
 /// The processes behind the gateway, each with a database and an admin port.
 pub const SERVICES: [&str; 3] = ["auth", "content", "notification"];

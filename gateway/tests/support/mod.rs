@@ -11,13 +11,17 @@ use std::{
 
 use quill_auth::testing::TestAuth;
 use quill_content::testing::TestContent;
+use quill_events::testing::amqp_url;
 use quill_gateway::{Config, server};
 use quill_notification::testing::smtp::SmtpSink;
 use quill_notification::testing::{TestNotification, use_broker};
-use quill_platform::testing::{TcpProxy, amqp_url, ephemeral_listener};
+use quill_platform::{
+    shutdown::CancellationToken,
+    testing::{TcpProxy, ephemeral_listener},
+};
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
-use tokio::{sync::oneshot, task::JoinHandle};
+use tokio::task::JoinHandle;
 
 /// Fields drop in order: the consumers (notification, content) stop before
 /// auth, whose broker clean-up deletes every queue of the test.
@@ -30,7 +34,7 @@ pub struct TestGateway {
     pub smtp: SmtpSink,
     pub addr: SocketAddr,
     pub http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
+    stop: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -134,7 +138,7 @@ impl TestGateway {
         } = setup;
         let auth = TestAuth::start_with(|c| {
             if let Some(url) = &amqp_url {
-                c.events.amqp_url = url.clone();
+                c.events.amqp_url = url.clone().into();
             }
             auth(c);
         })
@@ -143,7 +147,7 @@ impl TestGateway {
             c.events.exchange = auth.config.events.exchange.clone();
             c.events_queue_prefix = auth.config.events_queue_prefix.clone();
             if let Some(url) = &amqp_url {
-                c.events.amqp_url = url.clone();
+                c.events.amqp_url = url.clone().into();
             }
             content(c);
         })
@@ -152,7 +156,7 @@ impl TestGateway {
         let notification = TestNotification::start(&auth.peer(), &content.url(), |c| {
             use_broker(c, &auth.broker);
             if let Some(url) = &amqp_url {
-                c.events.amqp_url = url.clone();
+                c.events.amqp_url = url.clone().into();
             }
             c.smtp = Some(smtp.server());
             notification(c);
@@ -165,10 +169,8 @@ impl TestGateway {
         config.authn = auth.config.authn.clone();
         tweak(&mut config);
         let (listener, addr) = ephemeral_listener().await;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server::run(config, listener, stop.clone()));
         let gateway = Self {
             auth,
             content,
@@ -176,7 +178,7 @@ impl TestGateway {
             smtp,
             addr,
             http: reqwest::Client::new(),
-            stop: Some(stop),
+            stop,
             task: Some(task),
         };
         for _ in 0..200 {
@@ -395,9 +397,7 @@ impl TestGateway {
 
 impl Drop for TestGateway {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.stop.cancel();
         if let Some(task) = self.task.take() {
             task.abort();
         }

@@ -9,11 +9,12 @@ use quill_platform::{
     authz::{Permission, Role},
     sessions::{SessionError, SessionSource, SessionStatus, Sessions},
 };
+use quill_server::db::unique_violation;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{
-    error::{AuthError, unique_violation},
+    error::AuthError,
     events,
     login_guard::{Attempt, LoginGuard},
     password::PasswordHasherPool,
@@ -479,7 +480,7 @@ fn require(actor: &UserRow, permission: Permission) -> Result<(), AuthError> {
 }
 
 fn taken_or_db(error: sqlx::Error) -> AuthError {
-    match unique_violation(&error).as_deref() {
+    match unique_violation(&error) {
         Some("users_email_key") => AuthError::Taken("email"),
         Some("users_username_key") => AuthError::Taken("username"),
         _ => AuthError::Database(error),

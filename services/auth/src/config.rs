@@ -1,23 +1,23 @@
 //! Settings of the auth service, from the environment.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
+use quill_events::EventsConfig;
 use quill_platform::{
     authn::AuthnConfig,
-    config::{ConfigError, ensure, env_opt, env_or, env_secs},
-    events::EventsConfig,
+    config::{ConfigError, Secret, ensure, env_or, env_secret, env_secs},
     rate_limit::Limit,
 };
+use quill_server::ServerConfig;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: SocketAddr,
-    pub database_url: String,
-    pub database_max_connections: u32,
+    /// `AUTH_LISTEN`, `AUTH_DATABASE_URL`, `AUTH_DATABASE_MAX_CONNECTIONS`.
+    pub server: ServerConfig,
     /// Redis (session cache, rate limits) and the service secret.
     pub authn: AuthnConfig,
     /// PKCS#8 PEM of the Ed25519 signing key. Generated when absent (dev only).
-    pub signing_key_pem: Option<String>,
+    pub signing_key_pem: Option<Secret>,
     pub issuer: String,
     pub audience: String,
     pub access_token_ttl: Duration,
@@ -51,26 +51,20 @@ pub struct AuthLimits {
     pub login_failures_per_account: Limit,
 }
 
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let signing_key_pem = match env_opt("AUTH_JWT_PRIVATE_KEY_FILE") {
-            Some(path) => Some(std::fs::read_to_string(&path).map_err(|e| ConfigError {
-                name: "AUTH_JWT_PRIVATE_KEY_FILE".into(),
-                value: path,
-                reason: e.to_string(),
-            })?),
-            None => env_opt("AUTH_JWT_PRIVATE_KEY"),
+impl quill_server::ServiceConfig for Config {
+    fn from_env() -> Result<Self, ConfigError> {
+        let signing_key_pem = match quill_platform::config::env_opt("AUTH_JWT_PRIVATE_KEY_FILE") {
+            Some(path) => Some(Secret::from(std::fs::read_to_string(&path).map_err(
+                |e| ConfigError {
+                    name: "AUTH_JWT_PRIVATE_KEY_FILE".into(),
+                    value: path,
+                    reason: e.to_string(),
+                },
+            )?)),
+            None => env_secret("AUTH_JWT_PRIVATE_KEY"),
         };
         let config = Self {
-            listen: env_or(
-                "AUTH_LISTEN",
-                "127.0.0.1:50051".parse().expect("valid default"),
-            )?,
-            database_url: env_or(
-                "AUTH_DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/quill_auth".to_owned(),
-            )?,
-            database_max_connections: env_or("AUTH_DATABASE_MAX_CONNECTIONS", 10)?,
+            server: ServerConfig::from_env("AUTH", 50051)?,
             authn: AuthnConfig::from_env()?,
             signing_key_pem,
             issuer: env_or("JWT_ISSUER", "quill-auth".to_owned())?,
@@ -90,6 +84,12 @@ impl Config {
         Ok(config)
     }
 
+    fn server(&self) -> &ServerConfig {
+        &self.server
+    }
+}
+
+impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         ensure(
             !self.limits.register_per_ip.window.is_zero(),

@@ -77,13 +77,3 @@ impl From<AuthError> for Status {
         }
     }
 }
-
-/// Whether a database error is a unique violation of the given index.
-pub fn unique_violation(error: &sqlx::Error) -> Option<String> {
-    match error {
-        sqlx::Error::Database(e) if e.code().as_deref() == Some("23505") => {
-            e.constraint().map(str::to_owned)
-        }
-        _ => None,
-    }
-}

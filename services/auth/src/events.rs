@@ -2,7 +2,7 @@
 //! copy (content's authors, notification's addresses). Each is written to the
 //! outbox in the transaction of the change; the relay publishes it later.
 
-use quill_platform::events::{enqueue, new_envelope};
+use quill_events::{enqueue, new_envelope};
 use quill_proto::events::v1::{
     UserBanned, UserRegistered, UserSnapshot, UserUpdated, envelope::Payload,
 };

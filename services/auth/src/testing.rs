@@ -10,12 +10,17 @@ use ed25519_dalek::{
     pkcs8::{EncodePrivateKey, spki::der::pem::LineEnding},
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use quill_events::{catalog, testing::TestBroker};
 use quill_platform::{
-    events::catalog,
-    testing::{self, AuthPeer, TestBroker, TestDb, TestRedis, TestServer},
+    grpc::ServiceChannel,
+    service_identity::Service,
+    testing::{self, AuthPeer, TestRedis},
 };
-use quill_platform::{grpc::ServiceChannel, service_identity::Service};
 use quill_proto::{auth::v1::auth_service_client::AuthServiceClient, events::v1::Envelope};
+use quill_server::{
+    ServiceConfig as _,
+    testing::{TestDb, TestServer},
+};
 use serde_json::Value;
 use tonic::transport::Channel;
 
@@ -49,10 +54,10 @@ impl TestAuth {
         let broker = TestBroker::new();
         let signing_key_pem = new_signing_key_pem();
         let mut config = Config::from_env().expect("auth config");
-        config.signing_key_pem = Some(signing_key_pem.clone());
-        config.database_url = db.url.clone();
+        config.signing_key_pem = Some(signing_key_pem.clone().into());
+        config.server.database.url = db.url.clone().into();
+        config.server.database.max_connections = 5;
         config.authn = testing::authn_config(&redis);
-        config.database_max_connections = 5;
         config.events.exchange = broker.exchange();
         config.events_queue_prefix = broker.prefix.clone();
         config.events.relay_poll_interval = Duration::from_millis(20);
@@ -60,10 +65,7 @@ impl TestAuth {
         for topology in catalog::all(&config.events, &config.events_queue_prefix) {
             broker.track(topology);
         }
-        let server = TestServer::spawn("auth", |listener, stop| {
-            server::run(config.clone(), listener, stop)
-        })
-        .await;
+        let server = TestServer::spawn::<server::Auth>(config.clone()).await;
         let (addr, channel) = (server.addr, server.channel.clone());
         Self {
             addr,
@@ -159,7 +161,7 @@ impl EventProbe {
     /// Queue `<prefix>.<name>` bound to `keys`; deleted with `broker`.
     pub async fn bind(broker: &TestBroker, name: &str, keys: &[&str]) -> Self {
         let topology = broker.topology(name, keys);
-        let connection = quill_platform::events::broker::connect(&broker.url, "test-probe")
+        let connection = quill_events::broker::connect(&broker.url, "test-probe")
             .await
             .expect("connect to RabbitMQ");
         let channel = connection.create_channel().await.expect("channel");

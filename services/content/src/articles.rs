@@ -5,12 +5,13 @@
 use quill_proto::events::v1::{
     ArticleDeleted, ArticleFavorited, ArticlePublished, ArticleUpdated, envelope::Payload,
 };
+use quill_server::db::unique_violation;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::{
     cursor::Position,
-    error::{ContentError, unique_violation},
+    error::ContentError,
     events::{announce, article_snapshot},
     policy::{self, Caller},
     repo::articles::{
@@ -413,7 +414,7 @@ async fn update_with_free_slug(
                 savepoint.commit().await?;
                 return Ok(candidate);
             }
-            Err(e) if unique_violation(&e).as_deref() == Some("articles_slug_key") => {
+            Err(e) if unique_violation(&e) == Some("articles_slug_key") => {
                 savepoint.rollback().await?;
                 candidate = slug::with_random_suffix(base, &mut rand::thread_rng());
             }

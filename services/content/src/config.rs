@@ -1,14 +1,14 @@
 //! Settings of the content service, from the environment.
 
-use std::net::SocketAddr;
-
+use quill_events::EventsConfig;
 use quill_platform::{
     authn::AuthnConfig,
-    config::{ConfigError, ensure, env_opt, env_or, env_secs, is_production},
-    events::EventsConfig,
+    config::{ConfigError, Secret, ensure, env_opt, env_or, env_secs, is_production},
     rate_limit::Limit,
 };
+use quill_server::ServerConfig;
 use rand::{Rng, distributions::Alphanumeric};
+use secrecy::ExposeSecret;
 
 /// Secrets that are public: the constant earlier versions signed with when
 /// none was set, and placeholders from the deployment files and docs.
@@ -22,15 +22,16 @@ const KNOWN_WEAK_CURSOR_SECRETS: &[&str] = &[
     "secret",
 ];
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: SocketAddr,
-    pub database_url: String,
-    pub database_max_connections: u32,
+    /// `CONTENT_LISTEN`, `CONTENT_DATABASE_URL`,
+    /// `CONTENT_DATABASE_MAX_CONNECTIONS`; every connection plans with its
+    /// actual parameters (see [`CUSTOM_PLANS`]).
+    pub server: ServerConfig,
     /// Where auth serves gRPC: public keys, and author profiles on a miss.
     pub auth_url: String,
     /// Key of the HMAC that makes pagination cursors tamper-evident.
-    pub cursor_secret: String,
+    pub cursor_secret: Secret,
     /// The broker: content consumes `user.*` and publishes its own events.
     pub events: EventsConfig,
     /// `EVENTS_QUEUE_PREFIX`: prefixes the queue names (empty in
@@ -43,36 +44,21 @@ pub struct Config {
     pub writes_per_user: Limit,
 }
 
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("listen", &self.listen)
-            .field("database_url", &self.database_url)
-            .field("database_max_connections", &self.database_max_connections)
-            .field("auth_url", &self.auth_url)
-            .field("cursor_secret", &"<redacted>")
-            // Not the AMQP URL: it carries the broker password.
-            .field("events_exchange", &self.events.exchange)
-            .field("events_queue_prefix", &self.events_queue_prefix)
-            .field("authn", &self.authn)
-            .field("writes_per_user", &self.writes_per_user)
-            .finish_non_exhaustive()
-    }
-}
+/// The list statements carry optional filters as `($n IS NULL OR ...)`;
+/// planning them with their actual parameters (custom plans) folds the unset
+/// ones away so each filter uses its index, where a cached generic plan
+/// could not.
+pub const CUSTOM_PLANS: (&str, &str) = ("plan_cache_mode", "force_custom_plan");
 
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
+impl quill_server::ServiceConfig for Config {
+    fn from_env() -> Result<Self, ConfigError> {
         let cursor_secret = cursor_secret(env_opt("CONTENT_CURSOR_SECRET"), is_production())?;
+        let mut server = ServerConfig::from_env("CONTENT", 50052)?;
+        server.database = server
+            .database
+            .with_session_setting(CUSTOM_PLANS.0, CUSTOM_PLANS.1);
         let config = Self {
-            listen: env_or(
-                "CONTENT_LISTEN",
-                "127.0.0.1:50052".parse().expect("valid default"),
-            )?,
-            database_url: env_or(
-                "CONTENT_DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/quill_content".to_owned(),
-            )?,
-            database_max_connections: env_or("CONTENT_DATABASE_MAX_CONNECTIONS", 10)?,
+            server,
             auth_url: env_or("AUTH_URL", "http://127.0.0.1:50051".to_owned())?,
             cursor_secret,
             events: EventsConfig::from_env()?,
@@ -87,17 +73,17 @@ impl Config {
         Ok(config)
     }
 
+    fn server(&self) -> &ServerConfig {
+        &self.server
+    }
+}
+
+impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         ensure(
             !self.writes_per_user.window.is_zero(),
             "RATE_LIMIT_WINDOW_SECS",
             0,
-            "must be at least 1",
-        )?;
-        ensure(
-            self.database_max_connections > 0,
-            "CONTENT_DATABASE_MAX_CONNECTIONS",
-            self.database_max_connections,
             "must be at least 1",
         )?;
         ensure(
@@ -107,7 +93,7 @@ impl Config {
             "must be an http:// or https:// URL",
         )?;
         ensure(
-            self.cursor_secret.len() >= 16,
+            self.cursor_secret.expose_secret().len() >= 16,
             "CONTENT_CURSOR_SECRET",
             "<redacted>",
             "must be at least 16 bytes",
@@ -119,7 +105,7 @@ impl Config {
 /// per start (cursors then die with the process and differ between
 /// replicas, fine on a developer machine). Production refuses to start
 /// without a key of its own.
-fn cursor_secret(set: Option<String>, production: bool) -> Result<String, ConfigError> {
+fn cursor_secret(set: Option<String>, production: bool) -> Result<Secret, ConfigError> {
     let refuse = |value: &str, reason: &str| ConfigError {
         name: "CONTENT_CURSOR_SECRET".into(),
         value: value.into(),
@@ -138,7 +124,7 @@ fn cursor_secret(set: Option<String>, production: bool) -> Result<String, Config
                  (e.g. openssl rand -base64 32)",
             ))
         }
-        Some(secret) => Ok(secret),
+        Some(secret) => Ok(secret.into()),
         None if production => Err(refuse(
             "",
             "must be set in production (DEPLOYMENT_ENVIRONMENT=production); \
@@ -153,7 +139,8 @@ fn cursor_secret(set: Option<String>, production: bool) -> Result<String, Config
                 .sample_iter(&Alphanumeric)
                 .take(43)
                 .map(char::from)
-                .collect())
+                .collect::<String>()
+                .into())
         }
     }
 }
@@ -166,9 +153,10 @@ mod tests {
     fn unset_outside_production_is_a_fresh_random_key() {
         let first = cursor_secret(None, false).unwrap();
         let second = cursor_secret(None, false).unwrap();
+        let (first, second) = (first.expose_secret(), second.expose_secret());
         assert!(first.len() >= 32);
         assert_ne!(first, second);
-        assert!(!KNOWN_WEAK_CURSOR_SECRETS.contains(&first.as_str()));
+        assert!(!KNOWN_WEAK_CURSOR_SECRETS.contains(&first));
     }
 
     #[test]
@@ -188,12 +176,22 @@ mod tests {
             .is_err()
         );
         let own = "k3Q9v0Zr8yT1pWmA6sLdE2fHgJcXbN4u".to_owned();
-        assert_eq!(cursor_secret(Some(own.clone()), true).unwrap(), own);
+        assert_eq!(
+            cursor_secret(Some(own.clone()), true)
+                .unwrap()
+                .expose_secret(),
+            own
+        );
     }
 
     #[test]
     fn outside_production_any_set_key_is_used() {
         let dev = "quill-content-dev-cursor-secret-change-me".to_owned();
-        assert_eq!(cursor_secret(Some(dev.clone()), false).unwrap(), dev);
+        assert_eq!(
+            cursor_secret(Some(dev.clone()), false)
+                .unwrap()
+                .expose_secret(),
+            dev
+        );
     }
 }

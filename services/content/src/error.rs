@@ -59,13 +59,3 @@ impl From<ContentError> for Status {
         }
     }
 }
-
-/// The constraint a unique violation tripped, if `error` is one.
-pub fn unique_violation(error: &sqlx::Error) -> Option<String> {
-    match error {
-        sqlx::Error::Database(e) if e.code().as_deref() == Some("23505") => {
-            e.constraint().map(str::to_owned)
-        }
-        _ => None,
-    }
-}

@@ -2,10 +2,8 @@
 //! each written to the outbox in the transaction of the change, and applies
 //! auth's `user.*` events to the authors read-model.
 
-use quill_platform::{
-    events::{EventHandler, HandlerError, async_trait, enqueue, new_envelope},
-    time::from_proto,
-};
+use quill_events::{EventHandler, HandlerError, async_trait, enqueue, new_envelope};
+use quill_platform::time::from_proto;
 use quill_proto::events::v1::{ArticleSnapshot, Envelope, envelope::Payload};
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;

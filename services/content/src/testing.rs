@@ -5,11 +5,13 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use quill_platform::{
-    events::catalog,
-    testing::{AuthPeer, TestBroker, TestDb, TestServer},
-};
+use quill_events::{catalog, testing::TestBroker};
+use quill_platform::testing::AuthPeer;
 use quill_proto::content::v1::content_service_client::ContentServiceClient;
+use quill_server::{
+    ServiceConfig as _,
+    testing::{TestDb, TestServer},
+};
 use tonic::transport::Channel;
 
 use crate::{Config, server};
@@ -37,11 +39,11 @@ impl TestContent {
         let db = TestDb::new("quill_content");
         let broker = TestBroker::new();
         let mut config = Config::from_env().expect("content config");
-        config.database_url = db.url.clone();
-        config.database_max_connections = 5;
+        config.server.database.url = db.url.clone().into();
+        config.server.database.max_connections = 5;
         config.auth_url = auth.url.clone();
         config.authn = auth.authn.clone();
-        config.cursor_secret = "test cursor secret, not for production".to_owned();
+        config.cursor_secret = "test cursor secret, not for production".into();
         config.events.exchange = broker.exchange();
         config.events_queue_prefix = broker.prefix.clone();
         config.events.relay_poll_interval = Duration::from_millis(20);
@@ -49,10 +51,7 @@ impl TestContent {
         for topology in catalog::all(&config.events, &config.events_queue_prefix) {
             broker.track(topology);
         }
-        let server = TestServer::spawn("content", |listener, stop| {
-            server::run(config.clone(), listener, stop)
-        })
-        .await;
+        let server = TestServer::spawn::<server::Content>(config.clone()).await;
         let (addr, channel) = (server.addr, server.channel.clone());
         Self {
             addr,

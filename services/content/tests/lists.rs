@@ -8,12 +8,9 @@ use std::sync::{
     atomic::{AtomicUsize, Ordering},
 };
 
-use quill_content::{
-    repo::{
-        articles::{self, ArticleFilter, PageRequest},
-        follows,
-    },
-    server,
+use quill_content::repo::{
+    articles::{self, ArticleFilter, PageRequest},
+    follows,
 };
 use quill_proto::content::v1 as pb;
 use sqlx::{ConnectOptions, PgPool, postgres::PgPoolOptions};
@@ -329,7 +326,12 @@ impl<S: tracing::Subscriber> Layer<S> for StatementCounter {
 }
 
 async fn logging_pool(world: &World) -> PgPool {
-    let options = server::connect_options(&world.content.db.url)
+    let options = world
+        .content
+        .config
+        .server
+        .database
+        .connect_options()
         .unwrap()
         .log_statements(log::LevelFilter::Info);
     PgPoolOptions::new()
@@ -477,9 +479,17 @@ async fn every_filter_the_feed_and_search_use_an_index() {
     let world = World::start().await;
     let alice = world.user("alice").await;
     world.article_by(&alice, "Indexed", &["rust"]).await;
-    let pool = PgPool::connect_with(server::connect_options(&world.content.db.url).unwrap())
-        .await
-        .unwrap();
+    let pool = PgPool::connect_with(
+        world
+            .content
+            .config
+            .server
+            .database
+            .connect_options()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     // Realistic statistics: many articles by many authors, so the planner
     // weighs the indexes as it would in production.
     sqlx::query(

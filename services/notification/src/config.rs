@@ -1,18 +1,19 @@
 //! Settings of the notification service, from the environment.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
+use quill_events::{EventsConfig, catalog};
 use quill_platform::{
     authn::AuthnConfig,
     config::{ConfigError, ensure, env_millis, env_opt, env_or, env_secs},
-    events::{EventsConfig, catalog},
 };
+use quill_server::ServerConfig;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: SocketAddr,
-    pub database_url: String,
-    pub database_max_connections: u32,
+    /// `NOTIFICATION_LISTEN`, `NOTIFICATION_DATABASE_URL`,
+    /// `NOTIFICATION_DATABASE_MAX_CONNECTIONS`.
+    pub server: ServerConfig,
     /// Where auth serves gRPC: the public keys that verify callers' tokens.
     pub auth_url: String,
     /// Where content serves gRPC: the follower fan-out stream.
@@ -98,8 +99,8 @@ impl SmtpServer {
     }
 }
 
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
+impl quill_server::ServiceConfig for Config {
+    fn from_env() -> Result<Self, ConfigError> {
         let smtp = match env_opt("SMTP_URL") {
             Some(url) => Some(SmtpServer::parse(&url).map_err(|reason| ConfigError {
                 name: "SMTP_URL".into(),
@@ -109,15 +110,7 @@ impl Config {
             None => None,
         };
         let config = Self {
-            listen: env_or(
-                "NOTIFICATION_LISTEN",
-                "127.0.0.1:50053".parse().expect("valid default"),
-            )?,
-            database_url: env_or(
-                "NOTIFICATION_DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/quill_notification".to_owned(),
-            )?,
-            database_max_connections: env_or("NOTIFICATION_DATABASE_MAX_CONNECTIONS", 10)?,
+            server: ServerConfig::from_env("NOTIFICATION", 50053)?,
             auth_url: env_or("AUTH_URL", "http://127.0.0.1:50051".to_owned())?,
             content_url: env_or("CONTENT_URL", "http://127.0.0.1:50052".to_owned())?,
             smtp,
@@ -138,6 +131,12 @@ impl Config {
         Ok(config)
     }
 
+    fn server(&self) -> &ServerConfig {
+        &self.server
+    }
+}
+
+impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         ensure(
             !self.stream_recheck.is_zero(),
@@ -147,9 +146,9 @@ impl Config {
         )?;
         // The event listener holds one connection for good.
         ensure(
-            self.database_max_connections >= 2,
+            self.server.database.max_connections >= 2,
             "NOTIFICATION_DATABASE_MAX_CONNECTIONS",
-            self.database_max_connections,
+            self.server.database.max_connections,
             "must be at least 2",
         )?;
         for (name, url) in [
@@ -203,7 +202,7 @@ impl Config {
     }
 
     /// The broker topology of this service's queue; replicas compete on it.
-    pub fn topology(&self) -> quill_platform::events::Topology {
+    pub fn topology(&self) -> quill_events::Topology {
         catalog::notification(&self.events, &self.events_queue_prefix)
     }
 }

@@ -5,10 +5,8 @@
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use quill_platform::{
-    events::{EventHandler, HandlerError, async_trait},
-    grpc::ServiceChannel,
-};
+use quill_events::{EventHandler, HandlerError, async_trait};
+use quill_platform::grpc::ServiceChannel;
 use quill_proto::{
     content::v1::{StreamFollowerIdsRequest, content_service_client::ContentServiceClient},
     events::v1::Envelope,

@@ -10,16 +10,17 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     pin::Pin,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex},
     task::{Context, Poll},
-    time::Duration,
 };
 
 use futures::{Stream, StreamExt};
+use quill_platform::{
+    retry::Backoff,
+    shutdown::{CancellationToken, sleep_or_cancelled},
+};
 use quill_proto::notification::v1::Notification;
 use sqlx::{
     PgPool,
@@ -27,6 +28,7 @@ use sqlx::{
 };
 use tokio::sync::{Notify, broadcast};
 use tokio_stream::wrappers::BroadcastStream;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use uuid::Uuid;
 
 use crate::{
@@ -52,15 +54,17 @@ struct Streams {
 #[derive(Clone)]
 pub struct Hub {
     streams: Arc<Mutex<Streams>>,
-    closed: Arc<AtomicBool>,
+    /// Cancelled when the server starts to drain: every stream ends then,
+    /// so the drain is not held up by subscribers that would never leave.
+    closing: CancellationToken,
     limits: StreamLimits,
 }
 
 impl Hub {
-    pub fn new(limits: StreamLimits) -> Self {
+    pub fn new(limits: StreamLimits, closing: CancellationToken) -> Self {
         Self {
             streams: Arc::default(),
-            closed: Arc::default(),
+            closing,
             limits,
         }
     }
@@ -70,12 +74,13 @@ impl Hub {
     /// user's own cap is checked first, so whoever hoards is told so.
     pub fn subscribe(&self, user: Uuid) -> Result<Subscription, NotificationError> {
         let mut streams = lock(&self.streams);
-        if self.closed.load(Ordering::SeqCst) {
+        if self.closing.is_cancelled() {
             // Its sender is gone at once: the stream ends immediately.
             return Ok(Subscription {
                 user,
                 streams: Arc::clone(&self.streams),
                 stream: BroadcastStream::new(broadcast::channel(1).1),
+                closing: Box::pin(self.closing.clone().cancelled_owned()),
                 counted: false,
             });
         }
@@ -104,15 +109,9 @@ impl Hub {
             user,
             streams: Arc::clone(&self.streams),
             stream: BroadcastStream::new(receiver),
+            closing: Box::pin(self.closing.clone().cancelled_owned()),
             counted: true,
         })
-    }
-
-    /// Ends every stream (their senders drop), so the server's graceful
-    /// shutdown is not held up by subscribers that would never leave.
-    pub fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-        lock(&self.streams).senders.clear();
     }
 
     fn is_watched(&self, user: Uuid) -> bool {
@@ -139,6 +138,8 @@ pub struct Subscription {
     user: Uuid,
     streams: Arc<Mutex<Streams>>,
     stream: BroadcastStream<Notification>,
+    /// Ends the stream when the hub closes.
+    closing: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Whether it holds a slot (not when opened during shutdown).
     counted: bool,
 }
@@ -147,6 +148,9 @@ impl Stream for Subscription {
     type Item = Notification;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.closing.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
         loop {
             match self.stream.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(notification))) => return Poll::Ready(Some(notification)),
@@ -203,15 +207,18 @@ impl Listener {
         })
     }
 
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new();
         loop {
             let received = tokio::select! {
-                () = &mut shutdown => break,
+                () = shutdown.cancelled() => break,
                 received = self.listener.try_recv() => received,
             };
             match received {
-                Ok(Some(notification)) => self.dispatch(&notification).await,
+                Ok(Some(notification)) => {
+                    backoff.reset();
+                    self.dispatch(&notification).await;
+                }
                 Ok(None) => {
                     tracing::warn!("notification listener reconnecting; live pushes may be missed");
                     // Mail queued meanwhile would otherwise wait for the poll.
@@ -219,9 +226,8 @@ impl Listener {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "notification listener failed, reconnecting");
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    if sleep_or_cancelled(backoff.next_delay(), &shutdown).await {
+                        break;
                     }
                     match listen(&self.pool).await {
                         Ok(listener) => self.listener = listener,
@@ -275,7 +281,7 @@ mod tests {
     use super::*;
 
     fn hub(per_user: usize, total: usize) -> Hub {
-        Hub::new(StreamLimits { per_user, total })
+        Hub::new(StreamLimits { per_user, total }, CancellationToken::new())
     }
 
     fn refused(result: Result<Subscription, NotificationError>) -> bool {
@@ -307,7 +313,7 @@ mod tests {
     #[test]
     fn streams_opened_after_close_hold_no_slot() {
         let hub = hub(1, 1);
-        hub.close();
+        hub.closing.cancel();
         let user = Uuid::now_v7();
         let _ended = hub.subscribe(user).unwrap();
         assert!(hub.subscribe(user).is_ok());

@@ -63,8 +63,7 @@ impl MailSender {
     }
 
     /// Delivers queued mail until `shutdown`; a batch in flight finishes.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
+    pub async fn run(self, shutdown: quill_platform::shutdown::CancellationToken) {
         loop {
             let full = match self.send_batch().await {
                 Ok(sent) => sent == BATCH as usize,
@@ -77,7 +76,7 @@ impl MailSender {
                 continue;
             }
             tokio::select! {
-                () = &mut shutdown => break,
+                () = shutdown.cancelled() => break,
                 () = self.wakeup.notified() => {}
                 () = tokio::time::sleep(self.poll_interval) => {}
             }

@@ -2,21 +2,7 @@
 //! consumes its event queue (default), applies its database migrations, or
 //! checks a running server's health (for container health checks).
 
-use quill_notification::{Config, server};
-use quill_platform::cli::{self, Command};
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let command = Command::from_args()?;
-    let _telemetry = quill_platform::telemetry::init("quill-notification");
-    let config = Config::from_env()?;
-    match command {
-        Command::Migrate => server::migrate(&config).await,
-        Command::Health => Ok(cli::check_health(config.listen).await?),
-        Command::Serve => {
-            let listener = cli::bind("NOTIFICATION_LISTEN", config.listen).await?;
-            quill_platform::metrics::spawn_admin_server("127.0.0.1:9103")?;
-            server::run(config, listener, quill_platform::shutdown::signal()).await
-        }
-    }
+    quill_server::main::<quill_notification::server::Notification>().await
 }

@@ -271,7 +271,7 @@ fn preview(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use quill_platform::events::new_envelope;
+    use quill_events::new_envelope;
     use quill_proto::events::v1::{ArticleFavorited, CommentAdded, UserFollowed};
 
     use super::*;

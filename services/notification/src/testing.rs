@@ -4,11 +4,14 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use quill_platform::{
-    events::broker,
-    testing::{AuthPeer, TestBroker, TestDb, TestServer},
-};
+use quill_events::{broker, testing::TestBroker};
+use quill_platform::testing::AuthPeer;
 use quill_proto::notification::v1::notification_service_client::NotificationServiceClient;
+use quill_server::{
+    ServiceConfig as _,
+    testing::{TestDb, TestServer},
+};
+use secrecy::ExposeSecret;
 use tonic::transport::Channel;
 
 use crate::{Config, server};
@@ -36,8 +39,8 @@ impl TestNotification {
     ) -> Self {
         let db = TestDb::new("quill_notification");
         let mut config = Config::from_env().expect("notification config");
-        config.database_url = db.url.clone();
-        config.database_max_connections = 5;
+        config.server.database.url = db.url.clone().into();
+        config.server.database.max_connections = 5;
         config.auth_url = auth.url.clone();
         config.authn = auth.authn.clone();
         config.content_url = content_url.to_owned();
@@ -45,10 +48,7 @@ impl TestNotification {
         config.mail_poll_interval = Duration::from_millis(200);
         tweak(&mut config);
         declare(&config).await;
-        let server = TestServer::spawn("notification", |listener, stop| {
-            server::run(config.clone(), listener, stop)
-        })
-        .await;
+        let server = TestServer::spawn::<server::Notification>(config.clone()).await;
         let (addr, channel) = (server.addr, server.channel.clone());
         Self {
             addr,
@@ -76,7 +76,7 @@ impl TestNotification {
 /// Consume from `broker`'s exchange, on a queue of its own (deleted with
 /// it), with short retry delays.
 pub fn use_broker(config: &mut Config, broker: &TestBroker) {
-    config.events.amqp_url = broker.url.clone();
+    config.events.amqp_url = broker.url.clone().into();
     config.events.exchange = broker.exchange();
     config.events_queue_prefix = broker.prefix.clone();
     config.events.max_attempts = 3;
@@ -87,7 +87,7 @@ pub fn use_broker(config: &mut Config, broker: &TestBroker) {
 /// Declares the queue and its bindings up front: an event published before
 /// the consumer's first connection would otherwise be dropped.
 async fn declare(config: &Config) {
-    let connection = broker::connect(&config.events.amqp_url, "test-declare")
+    let connection = broker::connect(config.events.amqp_url.expose_secret(), "test-declare")
         .await
         .expect("connect to RabbitMQ");
     let channel = connection.create_channel().await.expect("channel");

@@ -13,13 +13,10 @@ use lapin::{
 use prost::Message;
 use quill_auth::testing::TestAuth;
 use quill_content::testing::TestContent;
+use quill_events::{broker, new_envelope, testing::TestBroker};
 use quill_notification::{
     Config,
     testing::{TestNotification, smtp::SmtpSink, use_broker},
-};
-use quill_platform::{
-    events::{broker, new_envelope},
-    testing::TestBroker,
 };
 use quill_proto::{
     events::v1::{
@@ -62,9 +59,7 @@ impl Stack {
             tweak(config);
         })
         .await;
-        let db = PgPool::connect(&notification.config.database_url)
-            .await
-            .expect("notification database");
+        let db = notification.db.connect(2).await;
         let publisher = Publisher::connect(&broker).await;
         Self {
             notification,

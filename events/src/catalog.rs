@@ -10,7 +10,7 @@
 //! share one vhost, a test run's next to another's, each with its own
 //! exchange too.
 
-use crate::events::{EventsConfig, Topology};
+use crate::{EventsConfig, Topology};
 
 /// The content service's queue: it keeps a read-model of users.
 pub const CONTENT: &str = "content";
@@ -109,7 +109,7 @@ mod tests {
             Payload::UserFollowed(pb::UserFollowed::default()),
         ]
         .iter()
-        .map(crate::events::routing_key)
+        .map(crate::routing_key)
         .collect();
         for (service, bindings) in SUBSCRIPTIONS {
             for binding in *bindings {

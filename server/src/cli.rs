@@ -24,7 +24,7 @@ pub enum CliError {
     UnknownCommand(String),
     #[error("binding {setting}={addr}: {source}")]
     Bind {
-        setting: &'static str,
+        setting: String,
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -49,11 +49,11 @@ impl Command {
 }
 
 /// Binds the service's listener, naming the setting in the error.
-pub async fn bind(setting: &'static str, addr: SocketAddr) -> Result<TcpListener, CliError> {
+pub async fn bind(setting: &str, addr: SocketAddr) -> Result<TcpListener, CliError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| CliError::Bind {
-            setting,
+            setting: setting.to_owned(),
             addr,
             source,
         })

@@ -5,7 +5,7 @@ use chrono::Utc;
 use quill_proto::events::v1::{Envelope, envelope::Payload};
 use uuid::Uuid;
 
-use crate::time;
+use quill_platform::time;
 
 /// The AMQP routing key (the envelope `type`) of a payload.
 pub fn routing_key(payload: &Payload) -> &'static str {
@@ -44,5 +44,5 @@ pub fn new_envelope(producer: &str, payload: Payload) -> Envelope {
 /// outbox keeps them, so the consumer continues the original request's trace
 /// however late the relay publishes.
 fn current_trace_context() -> (String, String) {
-    crate::trace_context::to_strings(&tracing::Span::current())
+    quill_platform::trace_context::to_strings(&tracing::Span::current())
 }

@@ -9,7 +9,7 @@
 //! the confirms and the commit publishes a batch twice; consumers deduplicate
 //! on `event_id`.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use futures::future::try_join_all;
 use lapin::{
@@ -25,9 +25,14 @@ use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
-use crate::{metrics, trace_context};
+use quill_platform::{metrics, trace_context};
 
-use crate::events::{Backoff, EventsError, Topology, broker, shared_shutdown, sleep_or_shutdown};
+use quill_platform::{
+    retry::Backoff,
+    shutdown::{CancellationToken, sleep_or_cancelled},
+};
+
+use crate::{EventsError, Topology, broker};
 
 /// Content type of every event message: a prost-encoded `Envelope`.
 pub const CONTENT_TYPE: &str = "application/protobuf";
@@ -57,7 +62,6 @@ pub struct OutboxRelay {
 
 impl OutboxRelay {
     pub fn new(pool: PgPool, amqp_url: impl Into<String>, exchange: impl Into<String>) -> Self {
-        metrics::watch_pool(&pool);
         Self {
             pool,
             amqp_url: amqp_url.into(),
@@ -94,20 +98,23 @@ impl OutboxRelay {
         self
     }
 
-    /// Publishes until `shutdown` resolves, reconnecting with backoff whenever
-    /// the broker or the database fails. A batch in flight when shutdown comes
-    /// either commits or rolls back; nothing is half-sent.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let shutdown = shared_shutdown(shutdown);
+    /// Publishes until `shutdown` is cancelled, reconnecting with backoff
+    /// whenever the broker or the database fails. A batch in flight when
+    /// shutdown comes either commits or rolls back; nothing is half-sent.
+    pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Backoff::new();
         let mut publisher: Option<Publisher> = None;
         let backlog_gauge = metrics::get()
             .outbox_backlog
-            .with_label_values(&[metrics::db_label(&self.pool)]);
+            .with_label_values(&[database_name(&self.pool).as_str()]);
         let wakeup = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen_for_rows(self.pool.clone(), Arc::clone(&wakeup)));
+        let listener = tokio::spawn(listen_for_rows(
+            self.pool.clone(),
+            Arc::clone(&wakeup),
+            shutdown.child_token(),
+        ));
         loop {
-            if shutdown.peek().is_some() {
+            if shutdown.is_cancelled() {
                 break;
             }
             let channel = match &publisher {
@@ -120,7 +127,7 @@ impl OutboxRelay {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "outbox relay cannot reach the broker");
-                        if sleep_or_shutdown(backoff.next_delay(), &shutdown).await {
+                        if sleep_or_cancelled(backoff.next_delay(), &shutdown).await {
                             break;
                         }
                         continue;
@@ -144,7 +151,7 @@ impl OutboxRelay {
                             p.close().await;
                         }
                     }
-                    if sleep_or_shutdown(backoff.next_delay(), &shutdown).await {
+                    if sleep_or_cancelled(backoff.next_delay(), &shutdown).await {
                         break;
                     }
                     continue;
@@ -156,11 +163,11 @@ impl OutboxRelay {
                 tokio::select! {
                     () = wakeup.notified() => {}
                     () = tokio::time::sleep(self.poll_interval) => {}
-                    () = shutdown.clone() => break,
+                    () = shutdown.cancelled() => break,
                 }
             }
         }
-        listener.abort();
+        let _ = listener.await;
         if let Some(p) = publisher {
             p.close().await;
         }
@@ -339,26 +346,37 @@ impl Publisher {
     }
 }
 
+/// The `db` label of the backlog gauge.
+fn database_name(pool: &PgPool) -> String {
+    pool.connect_options()
+        .get_database()
+        .unwrap_or("postgres")
+        .to_owned()
+}
+
 /// Wakes the relay whenever a transaction that wrote outbox rows commits
-/// (see [`OUTBOX_CHANNEL`](crate::events::outbox::OUTBOX_CHANNEL)). Runs
-/// until aborted, reconnecting after a failure; meanwhile the relay polls.
-async fn listen_for_rows(pool: PgPool, wakeup: Arc<Notify>) {
+/// (see [`OUTBOX_CHANNEL`](crate::outbox::OUTBOX_CHANNEL)). Runs
+/// until `shutdown`, reconnecting after a failure; meanwhile the relay polls.
+async fn listen_for_rows(pool: PgPool, wakeup: Arc<Notify>, shutdown: CancellationToken) {
     let mut backoff = Backoff::new();
     loop {
         let listening = async {
             let mut listener = PgListener::connect_with(&pool).await?;
-            listener
-                .listen(crate::events::outbox::OUTBOX_CHANNEL)
-                .await?;
+            listener.listen(crate::outbox::OUTBOX_CHANNEL).await?;
             loop {
                 listener.recv().await?;
                 wakeup.notify_one();
             }
         };
-        let result: Result<(), sqlx::Error> = listening.await;
+        let result: Result<(), sqlx::Error> = tokio::select! {
+            result = listening => result,
+            () = shutdown.cancelled() => return,
+        };
         if let Err(e) = result {
             tracing::debug!(error = %e, "outbox listener lost; the relay polls meanwhile");
         }
-        tokio::time::sleep(backoff.next_delay()).await;
+        if sleep_or_cancelled(backoff.next_delay(), &shutdown).await {
+            return;
+        }
     }
 }

@@ -16,17 +16,16 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 use prost::Message;
-use quill_platform::{
-    db,
-    events::{
-        Consumer, EventHandler, EventsConfig, HandlerError, OUTBOX_AND_INBOX_SQL, OutboxRelay,
-        Topology, async_trait, backlog, broker, catalog, consumer::attempts, enqueue, new_envelope,
-    },
-    testing::{TcpProxy, TestBroker, TestDb, postgres_server_url},
+use quill_events::{
+    Consumer, EventHandler, EventsConfig, HandlerError, OUTBOX_AND_INBOX_SQL, OutboxRelay,
+    Topology, async_trait, backlog, broker, catalog, consumer::attempts, enqueue, new_envelope,
+    testing::TestBroker,
 };
+use quill_platform::{shutdown::CancellationToken, testing::TcpProxy};
 use quill_proto::events::v1::{
     Envelope, UserFollowed, UserRegistered, UserSnapshot, envelope::Payload,
 };
+use quill_server::testing::{TestDb, postgres_server_url};
 use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
 use tokio::{sync::Notify, task::JoinHandle};
 use uuid::Uuid;
@@ -35,8 +34,7 @@ const WAIT: Duration = Duration::from_secs(8);
 
 async fn database() -> anyhow::Result<(TestDb, PgPool)> {
     let db = TestDb::new("events");
-    db::create_database_if_missing(&db.url).await?;
-    let pool = db::connect(&db.url, 10).await?;
+    let pool = db.connect(10).await;
     sqlx::raw_sql(OUTBOX_AND_INBOX_SQL).execute(&pool).await?;
     sqlx::raw_sql(
         "CREATE TABLE items (id uuid PRIMARY KEY, name text NOT NULL);
@@ -134,30 +132,27 @@ impl EventHandler for Recorder {
     }
 }
 
-/// A background task stopped through its shutdown future.
+/// A background task stopped through its cancellation token.
 struct Running {
-    stop: tokio::sync::oneshot::Sender<()>,
+    stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
 impl Running {
-    fn spawn<F>(run: impl FnOnce(futures::future::BoxFuture<'static, ()>) -> F) -> Self
+    fn spawn<F>(run: impl FnOnce(CancellationToken) -> F) -> Self
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = Box::pin(async move {
-            let _ = stopped.await;
-        });
+        let stop = CancellationToken::new();
         Self {
+            task: tokio::spawn(run(stop.clone())),
             stop,
-            task: tokio::spawn(run(shutdown)),
         }
     }
 
     /// Signals shutdown and waits for the drain to finish.
     async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
+        self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(5), self.task)
             .await
             .context("did not drain within 5 s")??;
@@ -472,7 +467,7 @@ async fn two_relays_publish_each_event_exactly_once() -> anyhow::Result<()> {
     assert_eq!(
         metrics
             .outbox_backlog
-            .with_label_values(&[quill_platform::metrics::db_label(&pool)])
+            .with_label_values(&[pool.connect_options().get_database().unwrap_or_default()])
             .get(),
         0
     );
@@ -884,7 +879,7 @@ async fn a_database_outage_requeues_the_event_until_it_ends_and_parks_nothing() 
         .context("database name")?
         .to_owned();
     // The consumer's own pool, as a service has.
-    let consumer_pool = db::connect(&db.url, 2).await?;
+    let consumer_pool = db.connect(2).await;
     let broker = TestBroker::new();
     let topology = broker.topology("content", &["user.followed"]);
     declare(&broker.url, &topology).await?;

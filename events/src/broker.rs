@@ -25,7 +25,7 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString},
 };
 
-use crate::events::EventsError;
+use crate::EventsError;
 
 /// How long a connection attempt may take before it counts as failed (a
 /// blackholed broker would otherwise hang the supervisor).

@@ -16,10 +16,11 @@ pub mod consumer;
 pub mod envelope;
 pub mod outbox;
 pub mod relay;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod trace_headers;
 
-use std::{future::Future, time::Duration};
-
-use futures::future::{BoxFuture, FutureExt, Shared};
+use std::time::Duration;
 
 /// Handlers implement [`EventHandler`] with this attribute; re-exported so
 /// services need no dependency of their own.
@@ -44,13 +45,6 @@ pub enum EventsError {
     Timeout(Duration),
 }
 
-/// A shutdown signal that several loops can await, any number of times.
-pub(crate) type Shutdown = Shared<BoxFuture<'static, ()>>;
-
-pub(crate) fn shared_shutdown(signal: impl Future<Output = ()> + Send + 'static) -> Shutdown {
-    signal.boxed().shared()
-}
-
 /// A client span around one statement (`db.system=postgresql`).
 pub(crate) fn db_span(operation: &'static str, table: &'static str) -> tracing::Span {
     tracing::info_span!(
@@ -61,38 +55,4 @@ pub(crate) fn db_span(operation: &'static str, table: &'static str) -> tracing::
         db.operation.name = operation,
         db.collection.name = table,
     )
-}
-
-/// Sleeps for `delay`; returns `true` if shutdown came first.
-pub(crate) async fn sleep_or_shutdown(delay: Duration, shutdown: &Shutdown) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(delay) => false,
-        () = shutdown.clone() => true,
-    }
-}
-
-/// Doubling reconnect delays (100 ms up to 5 s), reset after a success, so a
-/// long outage costs little and a blip recovers fast.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
-
-    pub(crate) fn new() -> Self {
-        Self { next: Self::FIRST }
-    }
-
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        delay
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
 }

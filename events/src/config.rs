@@ -2,18 +2,18 @@
 
 use std::time::Duration;
 
-use crate::{
-    config::{ConfigError, ensure, env_millis, env_opt, env_or},
-    events::broker::Topology,
-};
+use quill_platform::config::{ConfigError, Secret, ensure, env_millis, env_opt, env_or};
+use secrecy::ExposeSecret;
+
+use crate::broker::Topology;
 
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_EXCHANGE: &str = "quill.events";
 
 #[derive(Debug, Clone)]
 pub struct EventsConfig {
-    /// `AMQP_URL`.
-    pub amqp_url: String,
+    /// `AMQP_URL`: carries the broker's password.
+    pub amqp_url: Secret,
     /// `EVENTS_EXCHANGE`: the topic exchange every event goes through.
     pub exchange: String,
     /// `EVENTS_PREFETCH`: unacked deliveries per consumer, handled concurrently.
@@ -30,7 +30,7 @@ pub struct EventsConfig {
 impl Default for EventsConfig {
     fn default() -> Self {
         Self {
-            amqp_url: DEFAULT_AMQP_URL.to_owned(),
+            amqp_url: DEFAULT_AMQP_URL.into(),
             exchange: DEFAULT_EXCHANGE.to_owned(),
             prefetch: 32,
             max_attempts: 5,
@@ -43,11 +43,11 @@ impl Default for EventsConfig {
 impl EventsConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let defaults = Self::default();
-        let amqp_url = env_or("AMQP_URL", defaults.amqp_url)?;
+        let amqp_url = quill_platform::config::env_secret("AMQP_URL").unwrap_or(defaults.amqp_url);
         ensure(
-            amqp_url.starts_with("amqp://"),
+            amqp_url.expose_secret().starts_with("amqp://"),
             "AMQP_URL",
-            &amqp_url,
+            "<redacted>",
             "must start with amqp:// (lapin is built without TLS)",
         )?;
         let exchange = env_or("EVENTS_EXCHANGE", defaults.exchange)?;

@@ -22,7 +22,6 @@
 //! of one queue may be applied out of order; handlers must not assume order.
 
 use std::{
-    future::Future,
     panic::AssertUnwindSafe,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
@@ -47,12 +46,16 @@ use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
-use crate::{metrics, trace_context};
+use quill_platform::{metrics, trace_context};
 
-use crate::events::{
-    Backoff, EventsError, Shutdown,
+use quill_platform::{
+    retry::Backoff,
+    shutdown::{CancellationToken, sleep_or_cancelled},
+};
+
+use crate::{
+    EventsError,
     broker::{self, ATTEMPTS_HEADER, LAST_ERROR_HEADER, ROUTING_KEY_HEADER, Topology},
-    shared_shutdown, sleep_or_shutdown,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -157,7 +160,6 @@ enum Outcome {
 
 impl<H: EventHandler> Consumer<H> {
     pub fn new(pool: PgPool, amqp_url: impl Into<String>, topology: Topology, handler: H) -> Self {
-        metrics::watch_pool(&pool);
         Self {
             pool,
             amqp_url: amqp_url.into(),
@@ -182,20 +184,19 @@ impl<H: EventHandler> Consumer<H> {
         self
     }
 
-    /// Consumes until `shutdown` resolves, then drains: stops taking
+    /// Consumes until `shutdown` is cancelled, then drains: stops taking
     /// deliveries, finishes and acks those in flight, cancels and closes.
     /// Deliveries prefetched but not started go back to the queue on close.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let shutdown = shared_shutdown(shutdown);
+    pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Backoff::new();
-        while shutdown.peek().is_none() {
+        while !shutdown.is_cancelled() {
             match self.open().await {
                 Ok((connection, channel)) => {
                     backoff.reset();
                     let result = self.consume(&channel, &shutdown).await;
                     let _ = connection.close(200, "consumer stopping".into()).await;
                     match result {
-                        Ok(()) if shutdown.peek().is_some() => break,
+                        Ok(()) if shutdown.is_cancelled() => break,
                         Ok(()) => {
                             tracing::warn!(queue = %self.topology.queue, "consumer cancelled by the broker, reconnecting")
                         }
@@ -208,7 +209,7 @@ impl<H: EventHandler> Consumer<H> {
                     tracing::warn!(queue = %self.topology.queue, error = %e, "consumer cannot reach the broker");
                 }
             }
-            if sleep_or_shutdown(backoff.next_delay(), &shutdown).await {
+            if sleep_or_cancelled(backoff.next_delay(), &shutdown).await {
                 break;
             }
         }
@@ -233,7 +234,11 @@ impl<H: EventHandler> Consumer<H> {
 
     /// Handles deliveries until shutdown (then drains) or until the
     /// connection fails.
-    async fn consume(&self, channel: &Channel, shutdown: &Shutdown) -> Result<(), EventsError> {
+    async fn consume(
+        &self,
+        channel: &Channel,
+        shutdown: &CancellationToken,
+    ) -> Result<(), EventsError> {
         let consumer = channel
             .basic_consume(
                 self.topology.queue.as_str().into(),
@@ -245,7 +250,7 @@ impl<H: EventHandler> Consumer<H> {
         let tag = consumer.tag();
         let mut failure = None;
         consumer
-            .take_until(shutdown.clone())
+            .take_until(shutdown.cancelled())
             .filter_map(|delivery| {
                 let delivery = delivery.map_err(|e| failure = Some(e)).ok();
                 async move { delivery }
@@ -257,7 +262,7 @@ impl<H: EventHandler> Consumer<H> {
         if let Some(e) = failure {
             return Err(e.into());
         }
-        if shutdown.peek().is_some() {
+        if shutdown.is_cancelled() {
             let _ = channel
                 .basic_cancel(tag, BasicCancelOptions::default())
                 .await;
@@ -267,7 +272,7 @@ impl<H: EventHandler> Consumer<H> {
 
     /// Applies one delivery and settles it with the broker. Errors here only
     /// get logged: an unacked delivery comes back when the channel closes.
-    async fn settle(&self, channel: &Channel, delivery: Delivery, shutdown: &Shutdown) {
+    async fn settle(&self, channel: &Channel, delivery: Delivery, shutdown: &CancellationToken) {
         let span = delivery_span(&self.topology.queue, &delivery);
         async {
             let settled = match self.apply(&delivery.data).await {
@@ -349,7 +354,7 @@ impl<H: EventHandler> Consumer<H> {
         .bind(event_id)
         .bind(&self.topology.queue)
         .execute(&mut *tx)
-        .instrument(crate::events::db_span("INSERT", "processed_events"))
+        .instrument(crate::db_span("INSERT", "processed_events"))
         .await
         .map_err(HandlerError::unavailable)?
         .rows_affected()
@@ -378,7 +383,7 @@ impl<H: EventHandler> Consumer<H> {
         &self,
         delivery: &Delivery,
         error: &BoxError,
-        shutdown: &Shutdown,
+        shutdown: &CancellationToken,
     ) -> Result<(), EventsError> {
         let now = Instant::now();
         let (until, started) = self.lock_pause().unavailable(now);
@@ -391,7 +396,7 @@ impl<H: EventHandler> Consumer<H> {
                 tracing::debug!(queue, error = %error, "a dependency of the consumer is unavailable; requeueing after the pause")
             }
         }
-        sleep_or_shutdown(until.saturating_duration_since(now), shutdown).await;
+        sleep_or_cancelled(until.saturating_duration_since(now), shutdown).await;
         let requeue = BasicNackOptions {
             requeue: true,
             ..BasicNackOptions::default()
@@ -536,8 +541,8 @@ fn delivery_span(queue: &str, delivery: &Delivery) -> Span {
         messaging.rabbitmq.destination.routing_key = %routing_key(delivery),
         messaging.message.id = %message_id,
     );
-    let parent =
-        trace_context::from_amqp_headers(delivery.properties.headers().as_ref()).or_else(|| {
+    let parent = crate::trace_headers::from_amqp_headers(delivery.properties.headers().as_ref())
+        .or_else(|| {
             let envelope = Envelope::decode(delivery.data.as_slice()).ok()?;
             let cx = trace_context::from_strings(&envelope.traceparent, &envelope.tracestate);
             use opentelemetry::trace::TraceContextExt as _;

@@ -44,7 +44,7 @@ pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> Result<(),
         .bind(&envelope.r#type)
         .bind(envelope.encode_to_vec())
         .execute(&mut *conn)
-        .instrument(crate::events::db_span("INSERT", "outbox"))
+        .instrument(crate::db_span("INSERT", "outbox"))
         .await?;
     // Delivered at commit (and folded into one per transaction): an idle
     // relay publishes at once instead of at its next poll.

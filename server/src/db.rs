@@ -1,0 +1,178 @@
+//! Database bootstrap: each service owns one PostgreSQL database, created on
+//! first start, with its embedded migrations applied before it serves; and
+//! the reading of PostgreSQL's errors every service needs.
+
+use std::{str::FromStr, time::Duration};
+
+use quill_platform::{
+    config::{ConfigError, Secret},
+    metrics,
+    retry::with_backoff,
+};
+use secrecy::ExposeSecret;
+use sqlx::{
+    Connection, Executor, PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgConnection, PgPoolOptions},
+};
+
+/// SQLSTATE of a unique violation.
+const UNIQUE_VIOLATION: &str = "23505";
+/// SQLSTATE of `CREATE DATABASE` for a name that exists.
+const DUPLICATE_DATABASE: &str = "42P04";
+
+/// The constraint a unique violation broke (its index name), if `error` is
+/// one: `Some("users_email_key")`. Services map it to their domain error.
+pub fn unique_violation(error: &sqlx::Error) -> Option<&str> {
+    match error {
+        sqlx::Error::Database(e) if e.code().as_deref() == Some(UNIQUE_VIOLATION) => e.constraint(),
+        _ => None,
+    }
+}
+
+/// A service's database: where it is, how many connections its pool holds,
+/// and the session settings every connection gets.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// May carry a password.
+    pub url: Secret,
+    pub max_connections: u32,
+    /// `SET` on every connection (`plan_cache_mode`...).
+    pub session_settings: Vec<(&'static str, &'static str)>,
+}
+
+impl DatabaseConfig {
+    pub fn new(url: Secret, max_connections: u32) -> Self {
+        Self {
+            url,
+            max_connections,
+            session_settings: Vec::new(),
+        }
+    }
+
+    /// Adds a setting every connection of the pool gets.
+    pub fn with_session_setting(mut self, name: &'static str, value: &'static str) -> Self {
+        self.session_settings.push((name, value));
+        self
+    }
+
+    pub fn connect_options(&self) -> Result<PgConnectOptions, DbError> {
+        Ok(PgConnectOptions::from_str(self.url.expose_secret())
+            .map_err(DbError::Url)?
+            .options(self.session_settings.iter().copied()))
+    }
+
+    /// Fails unless the URL parses and names a database.
+    pub fn validate(&self, setting: &str) -> Result<(), ConfigError> {
+        let invalid = |reason: String| ConfigError {
+            name: setting.to_owned(),
+            value: "<redacted>".to_owned(),
+            reason,
+        };
+        let options = self.connect_options().map_err(|e| invalid(e.to_string()))?;
+        if options.get_database().is_none() {
+            return Err(invalid("names no database".to_owned()));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("the pool needs at least 1 connection".to_owned()));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("DATABASE_URL is invalid: {0}")]
+    Url(sqlx::Error),
+    #[error("DATABASE_URL names no database")]
+    NoDatabase,
+    #[error("database: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Creates the database named in `url` if it does not exist yet. Connects to
+/// the server's `postgres` maintenance database to do so.
+async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), DbError> {
+    let name = options
+        .get_database()
+        .ok_or(DbError::NoDatabase)?
+        .to_owned();
+    let admin = options.clone().database("postgres");
+    let mut conn = with_backoff("connecting to PostgreSQL", 10, || {
+        PgConnection::connect_with(&admin)
+    })
+    .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        // Identifiers cannot be bound; quote it, doubling embedded quotes.
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match conn
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}")))
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another replica created it first.
+            Err(sqlx::Error::Database(e))
+                if matches!(
+                    e.code().as_deref(),
+                    Some(UNIQUE_VIOLATION | DUPLICATE_DATABASE)
+                ) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+/// Creates the database if needed, connects (retrying while the server is
+/// unreachable), applies `migrator` and reports the pool's connections as
+/// `db_pool_connections`.
+pub async fn prepare(config: &DatabaseConfig, migrator: &Migrator) -> Result<PgPool, DbError> {
+    let pool = connect(config).await?;
+    migrator.run(&pool).await?;
+    watch_pool(&pool);
+    Ok(pool)
+}
+
+/// Creates the database if needed and opens a pool on it, retrying while
+/// the server is unreachable.
+pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
+    let options = config.connect_options()?;
+    create_database_if_missing(&options).await?;
+    let pool = with_backoff("connecting to PostgreSQL", 10, || {
+        PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.clone())
+    })
+    .await?;
+    Ok(pool)
+}
+
+/// Samples `pool`'s size and idle connections at every scrape.
+fn watch_pool(pool: &PgPool) {
+    let db = pool
+        .connect_options()
+        .get_database()
+        .unwrap_or("postgres")
+        .to_owned();
+    let pool = pool.clone();
+    metrics::add_sampler(
+        &format!("db_pool:{db}"),
+        Box::new(move |metrics| {
+            let gauge = &metrics.db_pool_connections;
+            gauge
+                .with_label_values(&[db.as_str(), "size"])
+                .set(i64::from(pool.size()));
+            gauge
+                .with_label_values(&[db.as_str(), "idle"])
+                .set(i64::try_from(pool.num_idle()).unwrap_or(i64::MAX));
+        }),
+    );
+}

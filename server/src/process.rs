@@ -1,0 +1,117 @@
+//! What every service binary does, written once: `quill-<service>
+//! [serve|migrate|health]`.
+
+use std::{future::Future, net::SocketAddr};
+
+use quill_platform::{
+    config::{ConfigError, env_or},
+    metrics,
+    shutdown::{self, CancellationToken},
+    telemetry,
+};
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+
+use crate::{
+    cli::{self, Command},
+    db::{self, DatabaseConfig},
+};
+
+/// One Quill service, as its binary, its tests and the bench start it.
+pub trait Service {
+    type Config: ServiceConfig;
+    /// The process name in logs and traces (`quill-auth`).
+    const NAME: &'static str;
+    /// Where the Prometheus metrics listen unless `METRICS_LISTEN` says
+    /// otherwise: loopback, a port per service so all run on one machine.
+    const METRICS_LISTEN: &'static str;
+    /// The service's embedded migrations (`sqlx::migrate!`).
+    const MIGRATOR: &'static Migrator;
+
+    /// Serves on `serving.listener` until `serving.shutdown` is cancelled,
+    /// then drains.
+    fn run(
+        config: Self::Config,
+        serving: Serving,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send + 'static;
+}
+
+/// A service's settings, of which the skeleton needs its [`ServerConfig`].
+pub trait ServiceConfig: Sized + Send + 'static {
+    fn from_env() -> Result<Self, ConfigError>;
+    fn server(&self) -> &ServerConfig;
+}
+
+/// What the skeleton hands [`Service::run`]: the bound listener and the
+/// shutdown token.
+#[derive(Debug)]
+pub struct Serving {
+    pub listener: TcpListener,
+    pub shutdown: CancellationToken,
+}
+
+/// The settings every service has, named after it: `<PREFIX>_LISTEN`,
+/// `<PREFIX>_DATABASE_URL`, `<PREFIX>_DATABASE_MAX_CONNECTIONS`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen_setting: String,
+    /// Where the gRPC server listens.
+    pub listen: SocketAddr,
+    pub database: DatabaseConfig,
+}
+
+impl ServerConfig {
+    /// Reads the settings of service `prefix` (`AUTH`), defaulting to
+    /// `127.0.0.1:<port>` and database `quill_<prefix in lower case>` on the
+    /// local server, with a pool of 10.
+    pub fn from_env(prefix: &str, default_port: u16) -> Result<Self, ConfigError> {
+        let listen_setting = format!("{prefix}_LISTEN");
+        let url_setting = format!("{prefix}_DATABASE_URL");
+        let listen = env_or(
+            &listen_setting,
+            SocketAddr::from(([127, 0, 0, 1], default_port)),
+        )?;
+        let url: String = env_or(
+            &url_setting,
+            format!(
+                "postgres://postgres@127.0.0.1:5432/quill_{}",
+                prefix.to_lowercase()
+            ),
+        )?;
+        let max_connections = env_or(&format!("{prefix}_DATABASE_MAX_CONNECTIONS"), 10)?;
+        let database = DatabaseConfig::new(url.into(), max_connections);
+        database.validate(&url_setting)?;
+        Ok(Self {
+            listen_setting,
+            listen,
+            database,
+        })
+    }
+}
+
+/// The whole of a service's `main`.
+pub async fn main<S: Service>() -> anyhow::Result<()> {
+    let command = Command::from_args()?;
+    let _telemetry = telemetry::init(S::NAME);
+    let config = S::Config::from_env()?;
+    let server = config.server();
+    match command {
+        Command::Migrate => {
+            // Two connections: the migrator locks on one and works on the other.
+            let database = DatabaseConfig {
+                max_connections: 2,
+                ..server.database.clone()
+            };
+            db::prepare(&database, S::MIGRATOR).await?;
+            Ok(())
+        }
+        Command::Health => Ok(cli::check_health(server.listen).await?),
+        Command::Serve => {
+            let listener = cli::bind(&server.listen_setting, server.listen).await?;
+            let shutdown = shutdown::on_signal();
+            // The metrics outlive the drain: they stop when the process does.
+            metrics::spawn_admin_server(S::METRICS_LISTEN, CancellationToken::new())?;
+            S::run(config, Serving { listener, shutdown }).await
+        }
+    }
+}
