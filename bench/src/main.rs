@@ -10,6 +10,9 @@
 //!
 //! Figures depend on the machine; compare runs on one machine only.
 
+// Printing the figures is this program's whole output.
+#![allow(clippy::print_stdout)]
+
 use std::{
     net::SocketAddr,
     time::{Duration, Instant},
@@ -77,7 +80,7 @@ impl System {
         })
         .await;
         let notification = TestNotification::start(&auth.peer(), &content.url(), |c| {
-            use_broker(c, &auth.broker)
+            use_broker(c, &auth.broker);
         })
         .await;
         let mut config = quill_gateway::Config::from_env()?;
@@ -256,7 +259,7 @@ async fn consumer_throughput(events: usize) -> anyhow::Result<(Duration, f64)> {
     // needed only for token keys.
     let auth = TestAuth::start().await;
     let notification = TestNotification::start(&auth.peer(), "http://127.0.0.1:9", |c| {
-        use_broker(c, &broker)
+        use_broker(c, &broker);
     })
     .await;
     let pool = sqlx::PgPool::connect(&notification.db.url).await?;

@@ -198,10 +198,10 @@ impl<H: EventHandler> Consumer<H> {
                     match result {
                         Ok(()) if shutdown.is_cancelled() => break,
                         Ok(()) => {
-                            tracing::warn!(queue = %self.topology.queue, "consumer cancelled by the broker, reconnecting")
+                            tracing::warn!(queue = %self.topology.queue, "consumer cancelled by the broker, reconnecting");
                         }
                         Err(e) => {
-                            tracing::warn!(queue = %self.topology.queue, error = %e, "consumer lost its connection, reconnecting")
+                            tracing::warn!(queue = %self.topology.queue, error = %e, "consumer lost its connection, reconnecting");
                         }
                     }
                 }
@@ -307,7 +307,7 @@ impl<H: EventHandler> Consumer<H> {
             }
         }
         .instrument(span)
-        .await
+        .await;
     }
 
     fn count(&self, delivery: &Delivery, outcome: &str) {
@@ -390,10 +390,10 @@ impl<H: EventHandler> Consumer<H> {
         let queue = self.topology.queue.as_str();
         match started {
             Some(pause) => {
-                tracing::warn!(queue, error = %error, ?pause, "a dependency of the consumer is unavailable; pausing, then requeueing")
+                tracing::warn!(queue, error = %error, ?pause, "a dependency of the consumer is unavailable; pausing, then requeueing");
             }
             None => {
-                tracing::debug!(queue, error = %error, "a dependency of the consumer is unavailable; requeueing after the pause")
+                tracing::debug!(queue, error = %error, "a dependency of the consumer is unavailable; requeueing after the pause");
             }
         }
         sleep_or_cancelled(until.saturating_duration_since(now), shutdown).await;

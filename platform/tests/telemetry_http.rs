@@ -1,6 +1,5 @@
 //! Spans reach an OTLP/HTTP (protobuf) receiver when
-//! `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`. Own binary: telemetry is
-//! process-global.
+//! `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`.
 
 use std::sync::{
     Arc,
@@ -11,6 +10,7 @@ use axum::{Router, body::Bytes, routing::post};
 use quill_platform::{telemetry, testing::ephemeral_listener, trace_context};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(unsafe_code)]
 async fn spans_are_exported_over_http_protobuf() {
     let received = Arc::new(AtomicUsize::new(0));
     let counter = received.clone();

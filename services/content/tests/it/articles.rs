@@ -1,6 +1,6 @@
 //! Publishing, reading, editing and deleting articles, and who may.
 
-mod support;
+use crate::support;
 
 use quill_proto::content::v1 as pb;
 use support::{World, as_user, assert_code, violated_fields, with_token};

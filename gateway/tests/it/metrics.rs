@@ -3,7 +3,7 @@
 //! families (the services'), after a few real requests. The public
 //! listener serves none of it (tests/edge.rs).
 
-mod support;
+use crate::support;
 
 use quill_platform::metrics;
 use support::TestGateway;

@@ -3,7 +3,7 @@
 //! takes, and a validly signed cursor whose time is out of range, answer
 //! 422 with RealWorld's error body, or 404 for a path segment.
 
-mod support;
+use crate::support;
 
 use chrono::{DateTime, Datelike};
 use quill_content::cursor::{CursorCodec, Position};

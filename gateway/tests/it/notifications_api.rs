@@ -2,7 +2,7 @@
 //! (outbox, relay, RabbitMQ), the notification service turns it into a
 //! notification, which the REST API lists and the SSE stream pushes.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

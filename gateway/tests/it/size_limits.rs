@@ -3,7 +3,7 @@
 //! lists; and an upstream answer too large for the gRPC message limit is a
 //! generic server error, not tonic's internal text.
 
-mod support;
+use crate::support;
 
 use quill_content::validation::{
     MAX_BODY_BYTES, MAX_COMMENT_CHARS, MAX_DESCRIPTION_CHARS, MAX_TAG_CHARS, MAX_TAGS,

@@ -3,7 +3,7 @@
 //! banned author disappears from lists, the feed, comments and lookups; a
 //! rename shows in author data).
 
-mod support;
+use crate::support;
 
 use std::{future::Future, time::Duration};
 

@@ -1,7 +1,7 @@
 //! Every service defends itself: what the gateway enforces holds as well
 //! when a caller goes straight to a gRPC port, as any pod in the cluster can.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

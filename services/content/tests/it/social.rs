@@ -1,6 +1,6 @@
 //! Comments, follows, profiles, the feed and the follower fan-out stream.
 
-mod support;
+use crate::support;
 
 use futures::StreamExt;
 use quill_proto::content::v1 as pb;

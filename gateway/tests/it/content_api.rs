@@ -1,7 +1,7 @@
 //! The RealWorld content routes end to end: REST through the gateway to the
 //! real auth and content services.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

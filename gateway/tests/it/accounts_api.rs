@@ -1,7 +1,7 @@
 //! The gateway's account API through REST, with the real auth service,
 //! PostgreSQL and Redis behind it.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

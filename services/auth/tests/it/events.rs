@@ -2,7 +2,7 @@
 //! envelope in the outbox in the change's own transaction, and the relay
 //! publishes it to the exchange; a refused change announces nothing.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The article list: filters, search, limit/offset and keyset paging, and
 //! the two performance proofs (statements per list, index use per filter).
 
-mod support;
+use crate::support;
 
 use std::sync::{
     Arc,
@@ -420,7 +420,7 @@ async fn a_list_is_one_page_statement_and_one_count() {
 }
 
 /// The plan of `sql` with sequential scans priced out, as JSON text.
-async fn plan(pool: &PgPool, sql: &str, bind: impl FnOnce(Explain) -> Explain) -> String {
+async fn plan(pool: &PgPool, sql: &str, bind: impl FnOnce(Explain<'_>) -> Explain<'_>) -> String {
     let mut tx = pool.begin().await.unwrap();
     sqlx::query("SET LOCAL enable_seqscan = off")
         .execute(&mut *tx)
@@ -439,7 +439,7 @@ type Explain<'q> =
 fn bind_list(
     filter: &ArticleFilter,
     after: Option<(chrono::DateTime<chrono::Utc>, Uuid)>,
-) -> impl FnOnce(Explain) -> Explain {
+) -> impl FnOnce(Explain<'_>) -> Explain<'_> {
     let filter = filter.clone();
     move |q| {
         q.bind(filter.tag)
@@ -454,7 +454,7 @@ fn bind_list(
     }
 }
 
-fn bind_filters(filter: &ArticleFilter) -> impl FnOnce(Explain) -> Explain {
+fn bind_filters(filter: &ArticleFilter) -> impl FnOnce(Explain<'_>) -> Explain<'_> {
     let filter = filter.clone();
     move |q| {
         q.bind(filter.tag)

@@ -1,7 +1,6 @@
 //! Trace propagation through the event backbone and the metrics it records:
 //! an event raised inside a span is consumed inside a span of the same trace,
-//! however late the relay publishes it. Own test binary: telemetry is
-//! process-global.
+//! however late the relay publishes it.
 
 use std::{
     sync::{Arc, Mutex},

@@ -1,6 +1,6 @@
 //! The auth service through its gRPC API, against real PostgreSQL and Redis.
 
-mod support;
+use crate::support;
 
 use quill_platform::{service_identity::Service, token::TokenVerifier};
 use quill_proto::auth::v1 as pb;

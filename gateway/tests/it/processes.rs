@@ -9,7 +9,7 @@
 //! Needs the binaries built (`cargo build --workspace --bins`, which
 //! scripts/test.sh runs first).
 
-mod processes_support;
+use crate::processes_support;
 
 use std::{collections::BTreeSet, time::Duration};
 

@@ -401,6 +401,7 @@ fn collect(stream: impl Read + Send + 'static) -> Lines {
     lines
 }
 
+#[allow(unsafe_code)]
 fn terminate(child: &Child) {
     let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
     // SAFETY: plain kill(2) on our own child, which has not been reaped.
@@ -413,6 +414,7 @@ fn terminate(child: &Child) {
 /// and no destructor runs: the kernel kills the children too. The signal
 /// follows the spawning thread, so start the system from the test's own
 /// task (which `block_on` keeps on the test thread), not a spawned one.
+#[allow(unsafe_code)]
 fn die_with_parent(command: &mut Command) {
     #[cfg(target_os = "linux")]
     {

@@ -2,7 +2,7 @@
 //! ends when the access token expires and when its session is revoked, and
 //! it does not hold up the gateway's graceful shutdown.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -6,7 +6,7 @@
 //! but loses and doubles none, and a poison message is parked in the
 //! notification queue's DLQ without stopping the queue.
 
-mod support;
+use crate::support;
 
 use std::{collections::BTreeMap, time::Duration};
 

@@ -2,7 +2,7 @@
 //! forged proxy headers, browsers from other origins, and what is not
 //! served there at all (metrics).
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,20 @@
+//! Integration tests of the gateway: the REST API through the real services, its edge, security and processes.
+//!
+//! One test binary per crate: built and linked once. nextest runs every
+//! test in its own process, so process-wide state (telemetry, metrics)
+//! stays per test.
+
+mod accounts_api;
+mod content_api;
+mod edge;
+mod hostile_input;
+mod metrics;
+mod notification_rules;
+mod notification_stream;
+mod notifications_api;
+mod processes;
+mod processes_support;
+mod reflection;
+mod security;
+mod size_limits;
+mod support;
