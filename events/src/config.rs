@@ -2,85 +2,87 @@
 
 use std::time::Duration;
 
-use quill_platform::config::{ConfigError, Secret, ensure, env_millis, env_opt, env_or};
+use quill_platform::config::{ConfigError, Secret};
 use secrecy::ExposeSecret;
 
 use crate::broker::Topology;
 
-pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-pub const DEFAULT_EXCHANGE: &str = "quill.events";
+quill_platform::settings! {
+    ALL;
+    /// The broker (carries its password). `amqp://` only: lapin is built
+    /// without TLS.
+    AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2f";
+    /// The topic exchange every event goes through.
+    EVENTS_EXCHANGE = "quill.events";
+    /// Prefixes the queue names, so a second system can share a broker
+    /// (empty in production, where the queues are `content`, `notification`).
+    EVENTS_QUEUE_PREFIX = "";
+    /// Unacked deliveries per consumer, handled concurrently.
+    EVENTS_PREFETCH = "32";
+    /// Handler runs before a message is parked in the dead-letter queue.
+    EVENTS_MAX_ATTEMPTS = "5";
+    /// Comma-separated delays before retry 1, 2, ...; later retries reuse
+    /// the last one.
+    EVENTS_RETRY_DELAYS_MS = "1000,10000,60000";
+    /// How often an idle outbox relay looks for rows it was not woken for.
+    OUTBOX_POLL_INTERVAL_MS = "200";
+}
 
 #[derive(Debug, Clone)]
 pub struct EventsConfig {
-    /// `AMQP_URL`: carries the broker's password.
+    /// [`AMQP_URL`].
     pub amqp_url: Secret,
-    /// `EVENTS_EXCHANGE`: the topic exchange every event goes through.
+    /// [`EVENTS_EXCHANGE`].
     pub exchange: String,
-    /// `EVENTS_PREFETCH`: unacked deliveries per consumer, handled concurrently.
+    /// [`EVENTS_PREFETCH`].
     pub prefetch: u16,
-    /// `EVENTS_MAX_ATTEMPTS`: handler runs before a message is parked in the DLQ.
+    /// [`EVENTS_MAX_ATTEMPTS`].
     pub max_attempts: u32,
-    /// `EVENTS_RETRY_DELAYS_MS`: comma-separated delays before retry 1, 2, ...;
-    /// later retries reuse the last one.
+    /// [`EVENTS_RETRY_DELAYS_MS`].
     pub retry_delays: Vec<Duration>,
-    /// `OUTBOX_POLL_INTERVAL_MS`: how often an idle relay looks for new rows.
+    /// [`OUTBOX_POLL_INTERVAL_MS`].
     pub relay_poll_interval: Duration,
 }
 
 impl Default for EventsConfig {
+    /// The declared defaults, whatever the environment says.
     fn default() -> Self {
+        const VALID: &str = "a declared default parses";
         Self {
-            amqp_url: DEFAULT_AMQP_URL.into(),
-            exchange: DEFAULT_EXCHANGE.to_owned(),
-            prefetch: 32,
-            max_attempts: 5,
-            retry_delays: [1, 10, 60].map(Duration::from_secs).to_vec(),
-            relay_poll_interval: Duration::from_millis(200),
+            amqp_url: AMQP_URL.default.into(),
+            exchange: EVENTS_EXCHANGE.default.to_owned(),
+            prefetch: EVENTS_PREFETCH.default.parse().expect(VALID),
+            max_attempts: EVENTS_MAX_ATTEMPTS.default.parse().expect(VALID),
+            retry_delays: parse_delays(EVENTS_RETRY_DELAYS_MS.default).expect(VALID),
+            relay_poll_interval: Duration::from_millis(
+                OUTBOX_POLL_INTERVAL_MS.default.parse().expect(VALID),
+            ),
         }
     }
 }
 
 impl EventsConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let defaults = Self::default();
-        let amqp_url = quill_platform::config::env_secret("AMQP_URL").unwrap_or(defaults.amqp_url);
-        ensure(
+        let amqp_url = AMQP_URL.secret().expect("AMQP_URL has a default");
+        AMQP_URL.ensure(
             amqp_url.expose_secret().starts_with("amqp://"),
-            "AMQP_URL",
             "<redacted>",
             "must start with amqp:// (lapin is built without TLS)",
         )?;
-        let exchange = env_or("EVENTS_EXCHANGE", defaults.exchange)?;
-        let prefetch = env_or("EVENTS_PREFETCH", defaults.prefetch)?;
-        ensure(
-            prefetch > 0,
-            "EVENTS_PREFETCH",
-            prefetch,
-            "must be at least 1",
-        )?;
-        let max_attempts = env_or("EVENTS_MAX_ATTEMPTS", defaults.max_attempts)?;
-        ensure(
-            max_attempts > 0,
-            "EVENTS_MAX_ATTEMPTS",
-            max_attempts,
-            "must be at least 1",
-        )?;
-        let retry_delays = match env_opt("EVENTS_RETRY_DELAYS_MS") {
-            None => defaults.retry_delays,
-            Some(raw) => parse_delays(&raw).map_err(|reason| ConfigError {
-                name: "EVENTS_RETRY_DELAYS_MS".into(),
-                value: raw.clone(),
-                reason,
-            })?,
-        };
-        let relay_poll_interval = env_millis("OUTBOX_POLL_INTERVAL_MS", 200)?;
+        let prefetch: u16 = EVENTS_PREFETCH.get()?;
+        EVENTS_PREFETCH.ensure(prefetch > 0, prefetch, "must be at least 1")?;
+        let max_attempts: u32 = EVENTS_MAX_ATTEMPTS.get()?;
+        EVENTS_MAX_ATTEMPTS.ensure(max_attempts > 0, max_attempts, "must be at least 1")?;
+        let raw_delays: String = EVENTS_RETRY_DELAYS_MS.get()?;
+        let retry_delays = parse_delays(&raw_delays)
+            .map_err(|reason| EVENTS_RETRY_DELAYS_MS.invalid(&raw_delays, reason))?;
         Ok(Self {
             amqp_url,
-            exchange,
+            exchange: EVENTS_EXCHANGE.get()?,
             prefetch,
             max_attempts,
             retry_delays,
-            relay_poll_interval,
+            relay_poll_interval: OUTBOX_POLL_INTERVAL_MS.millis()?,
         })
     }
 
@@ -118,6 +120,13 @@ fn parse_delays(raw: &str) -> Result<Vec<Duration>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_declared_defaults_parse() {
+        let defaults = EventsConfig::default();
+        assert_eq!(defaults.retry_delays.len(), 3);
+        assert_eq!(defaults.prefetch, 32);
+    }
 
     #[test]
     fn delays_parse_in_milliseconds() {

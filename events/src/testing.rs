@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 /// Broker URL tests connect to.
 pub fn amqp_url() -> String {
-    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| crate::config::DEFAULT_AMQP_URL.into())
+    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| crate::config::AMQP_URL.default.into())
 }
 
 /// Isolation on the shared RabbitMQ vhost: every exchange and queue of a test

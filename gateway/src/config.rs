@@ -5,15 +5,43 @@ use std::{net::SocketAddr, time::Duration};
 use axum::http::HeaderValue;
 use quill_platform::{
     authn::AuthnConfig,
-    config::{ConfigError, ensure, env_millis, env_opt, env_or, env_secs},
+    config::{ConfigError, ensure_http_url},
+    metrics::optional_listen,
+    settings::{AUTH_URL, CONTENT_URL},
 };
 
-/// Front-end dev servers' usual origins (Create React App, the RealWorld
-/// Angular and Vue apps, Vite, a second local server), as `localhost` and
-/// `127.0.0.1`.
-const DEV_ORIGINS: &str = "http://localhost:3000,http://localhost:4100,\
-    http://localhost:5173,http://localhost:8080,http://127.0.0.1:3000,\
-    http://127.0.0.1:4100,http://127.0.0.1:5173,http://127.0.0.1:8080";
+quill_platform::settings! {
+    ALL;
+    /// Where the REST API listens.
+    GATEWAY_LISTEN = "127.0.0.1:8080";
+    /// Where notification serves gRPC.
+    NOTIFICATION_URL = "http://127.0.0.1:50053";
+    /// The deadline sent with every gRPC call, in milliseconds.
+    GATEWAY_RPC_DEADLINE_MS = "5000";
+    /// The largest request body accepted, in bytes.
+    GATEWAY_MAX_BODY_BYTES = "1048576";
+    /// Proxy hops in front of the gateway that append to `X-Forwarded-For`;
+    /// the client address (rate-limit key, session list) is the entry that
+    /// many places from the right; 0 ignores the header.
+    GATEWAY_TRUSTED_PROXIES = "0";
+    /// Deprecated: `true` means `GATEWAY_TRUSTED_PROXIES=1`.
+    GATEWAY_TRUST_FORWARDED_FOR = "false";
+    /// A connection that has not sent a whole request head within this many
+    /// seconds is closed (slowloris).
+    GATEWAY_HEADER_READ_TIMEOUT_SECS = "10";
+    /// Comma-separated browser origins allowed to call the API; `*` alone
+    /// allows any (never with credentials). The default: front-end dev
+    /// servers' usual origins (Create React App, the RealWorld Angular and
+    /// Vue apps, Vite, a second local server).
+    GATEWAY_CORS_ORIGINS = "http://localhost:3000,http://localhost:4100,\
+        http://localhost:5173,http://localhost:8080,http://127.0.0.1:3000,\
+        http://127.0.0.1:4100,http://127.0.0.1:5173,http://127.0.0.1:8080";
+    /// The admin listener serving `/metrics` (empty or `0` disables it); the
+    /// public listener never serves it.
+    GATEWAY_METRICS_LISTEN = "127.0.0.1:9100";
+    /// How often an open notification stream re-checks its session.
+    GATEWAY_STREAM_RECHECK_SECS = "30";
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -85,59 +113,40 @@ impl CorsOrigins {
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let config = Self {
-            listen: env_or(
-                "GATEWAY_LISTEN",
-                "127.0.0.1:8080".parse().expect("valid default"),
-            )?,
-            auth_url: env_or("AUTH_URL", "http://127.0.0.1:50051".to_owned())?,
-            content_url: env_or("CONTENT_URL", "http://127.0.0.1:50052".to_owned())?,
-            notification_url: env_or("NOTIFICATION_URL", "http://127.0.0.1:50053".to_owned())?,
+            listen: GATEWAY_LISTEN.get()?,
+            auth_url: AUTH_URL.get()?,
+            content_url: CONTENT_URL.get()?,
+            notification_url: NOTIFICATION_URL.get()?,
             authn: AuthnConfig::from_env()?,
-            rpc_deadline: env_millis("GATEWAY_RPC_DEADLINE_MS", 5_000)?,
-            max_body_bytes: env_or("GATEWAY_MAX_BODY_BYTES", 1024 * 1024)?,
+            rpc_deadline: GATEWAY_RPC_DEADLINE_MS.millis()?,
+            max_body_bytes: GATEWAY_MAX_BODY_BYTES.get()?,
             trusted_proxies: trusted_proxies()?,
-            header_read_timeout: env_secs("GATEWAY_HEADER_READ_TIMEOUT_SECS", 10)?,
-            metrics_listen: metrics_listen()?,
+            header_read_timeout: GATEWAY_HEADER_READ_TIMEOUT_SECS.secs()?,
+            metrics_listen: optional_listen(
+                &GATEWAY_METRICS_LISTEN,
+                GATEWAY_METRICS_LISTEN.default,
+            )?,
             cors_origins: {
-                let value = env_or("GATEWAY_CORS_ORIGINS", DEV_ORIGINS.to_owned())?;
-                CorsOrigins::parse(&value).map_err(|reason| ConfigError {
-                    name: "GATEWAY_CORS_ORIGINS".into(),
-                    value,
-                    reason,
-                })?
+                let value: String = GATEWAY_CORS_ORIGINS.get()?;
+                CorsOrigins::parse(&value)
+                    .map_err(|reason| GATEWAY_CORS_ORIGINS.invalid(&value, reason))?
             },
-            stream_recheck: env_secs("GATEWAY_STREAM_RECHECK_SECS", 30)?,
+            stream_recheck: GATEWAY_STREAM_RECHECK_SECS.secs()?,
         };
-        ensure(
+        GATEWAY_STREAM_RECHECK_SECS.ensure(
             !config.stream_recheck.is_zero(),
-            "GATEWAY_STREAM_RECHECK_SECS",
             0,
             "must be at least 1",
         )?;
-        ensure(
-            !config.rpc_deadline.is_zero(),
-            "GATEWAY_RPC_DEADLINE_MS",
-            0,
-            "must be positive",
-        )?;
-        ensure(
+        GATEWAY_RPC_DEADLINE_MS.ensure(!config.rpc_deadline.is_zero(), 0, "must be positive")?;
+        GATEWAY_HEADER_READ_TIMEOUT_SECS.ensure(
             !config.header_read_timeout.is_zero(),
-            "GATEWAY_HEADER_READ_TIMEOUT_SECS",
             0,
             "must be at least 1",
         )?;
-        for (name, url) in [
-            ("AUTH_URL", &config.auth_url),
-            ("CONTENT_URL", &config.content_url),
-            ("NOTIFICATION_URL", &config.notification_url),
-        ] {
-            ensure(
-                url.starts_with("http://") || url.starts_with("https://"),
-                name,
-                url,
-                "must be an http:// or https:// URL",
-            )?;
-        }
+        ensure_http_url(&AUTH_URL, &config.auth_url)?;
+        ensure_http_url(&CONTENT_URL, &config.content_url)?;
+        ensure_http_url(&NOTIFICATION_URL, &config.notification_url)?;
         Ok(config)
     }
 }
@@ -145,32 +154,13 @@ impl Config {
 /// `GATEWAY_TRUSTED_PROXIES`, or the older `GATEWAY_TRUST_FORWARDED_FOR=true`
 /// read as one proxy (what it was meant for: the one Ingress controller).
 fn trusted_proxies() -> Result<usize, ConfigError> {
-    if env_opt("GATEWAY_TRUSTED_PROXIES").is_none() && env_or("GATEWAY_TRUST_FORWARDED_FOR", false)?
-    {
+    if GATEWAY_TRUSTED_PROXIES.value().is_none() && GATEWAY_TRUST_FORWARDED_FOR.get()? {
         tracing::warn!(
             "GATEWAY_TRUST_FORWARDED_FOR is deprecated; read as GATEWAY_TRUSTED_PROXIES=1"
         );
         return Ok(1);
     }
-    env_or("GATEWAY_TRUSTED_PROXIES", 0)
-}
-
-/// Unset means the default; empty or `0` turns the listener off (so an
-/// empty value cannot mean the default, unlike other settings).
-fn metrics_listen() -> Result<Option<SocketAddr>, ConfigError> {
-    let value = std::env::var("GATEWAY_METRICS_LISTEN").unwrap_or_else(|_| "127.0.0.1:9100".into());
-    let value = value.trim();
-    if value.is_empty() || value == "0" {
-        return Ok(None);
-    }
-    value
-        .parse()
-        .map(Some)
-        .map_err(|e: std::net::AddrParseError| ConfigError {
-            name: "GATEWAY_METRICS_LISTEN".into(),
-            value: value.to_owned(),
-            reason: e.to_string(),
-        })
+    GATEWAY_TRUSTED_PROXIES.get()
 }
 
 #[cfg(test)]
@@ -180,7 +170,8 @@ mod tests {
     #[test]
     fn cors_origins_are_a_list_or_an_explicit_star() {
         assert_eq!(CorsOrigins::parse(" * "), Ok(CorsOrigins::Any));
-        let CorsOrigins::List(defaults) = CorsOrigins::parse(DEV_ORIGINS).unwrap() else {
+        let CorsOrigins::List(defaults) = CorsOrigins::parse(GATEWAY_CORS_ORIGINS.default).unwrap()
+        else {
             panic!("the defaults are a list");
         };
         assert!(defaults.contains(&HeaderValue::from_static("http://localhost:4100")));

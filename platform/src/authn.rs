@@ -25,12 +25,13 @@ use uuid::Uuid;
 
 use crate::{
     authz::Role,
-    config::{ConfigError, env_or},
+    config::ConfigError,
     grpc::{AUTHORIZATION, ServiceChannel},
     service_identity::{
         SERVICE_TOKEN, Service, ServiceCredentials, ServiceSecret, ServiceVerifier,
     },
     sessions::{SessionError, SessionSource, SessionStatus, Sessions},
+    settings,
     token::{TokenError, TokenVerifier},
 };
 
@@ -341,8 +342,8 @@ pub struct AuthnConfig {
 impl AuthnConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
-            redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379".to_owned())?,
-            redis_prefix: env_or("REDIS_PREFIX", "quill:".to_owned())?,
+            redis_url: settings::REDIS_URL.get()?,
+            redis_prefix: settings::REDIS_PREFIX.get()?,
             service_secret: ServiceSecret::from_env_opt()?,
         })
     }

@@ -15,6 +15,7 @@ pub mod retry;
 mod rpc_trace;
 pub mod service_identity;
 pub mod sessions;
+pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -224,18 +224,31 @@ pub fn spawn_admin_server(
     default_addr: &str,
     shutdown: CancellationToken,
 ) -> std::io::Result<Option<SocketAddr>> {
-    let setting = std::env::var("METRICS_LISTEN").unwrap_or_else(|_| default_addr.to_owned());
-    let setting = setting.trim();
-    if setting.is_empty() || setting == "0" {
+    let setting = crate::settings::METRICS_LISTEN;
+    let Some(addr) = optional_listen(&setting, default_addr)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
+    else {
+        return Ok(None);
+    };
+    spawn_admin_server_on(setting.name, addr, shutdown).map(Some)
+}
+
+/// An admin listener's address: `default` when the variable is unset, none
+/// when it is empty or `0` (so empty cannot mean the default here, unlike
+/// other settings).
+pub fn optional_listen(
+    setting: &crate::config::Setting,
+    default: &str,
+) -> Result<Option<SocketAddr>, crate::config::ConfigError> {
+    let value = std::env::var(setting.name).unwrap_or_else(|_| default.to_owned());
+    let value = value.trim();
+    if value.is_empty() || value == "0" {
         return Ok(None);
     }
-    let addr: SocketAddr = setting.parse().map_err(|e| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("METRICS_LISTEN={setting}: {e}"),
-        )
-    })?;
-    spawn_admin_server_on("METRICS_LISTEN", addr, shutdown).map(Some)
+    value
+        .parse()
+        .map(Some)
+        .map_err(|e: std::net::AddrParseError| setting.invalid(value, e.to_string()))
 }
 
 /// Starts the admin metrics server on `addr` in the background until

@@ -28,7 +28,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, deco
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, env_opt};
+use crate::{config::ConfigError, settings};
 
 /// Metadata key carrying the calling service's token.
 pub const SERVICE_TOKEN: &str = "x-quill-service";
@@ -104,15 +104,11 @@ impl ServiceSecret {
     /// default, because a default would be known to every pod: serving
     /// without one fails with [`Self::required`]. `just up` makes one per run.
     pub fn from_env_opt() -> Result<Option<Self>, ConfigError> {
-        let secret = match env_opt("SERVICE_TOKEN_SECRET_FILE") {
+        let secret = match settings::SERVICE_TOKEN_SECRET_FILE.value() {
             Some(path) => std::fs::read_to_string(&path)
                 .map(|s| s.trim().to_owned())
-                .map_err(|e| ConfigError {
-                    name: "SERVICE_TOKEN_SECRET_FILE".into(),
-                    value: path,
-                    reason: e.to_string(),
-                })?,
-            None => match env_opt("SERVICE_TOKEN_SECRET") {
+                .map_err(|e| settings::SERVICE_TOKEN_SECRET_FILE.invalid(path, e.to_string()))?,
+            None => match settings::SERVICE_TOKEN_SECRET.value() {
                 Some(secret) => secret,
                 None => return Ok(None),
             },
@@ -122,12 +118,12 @@ impl ServiceSecret {
 
     /// The secret a serving process must have.
     pub fn required(secret: Option<&Self>) -> Result<Self, ConfigError> {
-        secret.cloned().ok_or_else(|| ConfigError {
-            name: "SERVICE_TOKEN_SECRET".into(),
-            value: String::new(),
-            reason: "must be set to the same random secret (32+ bytes) in every Quill \
-                     process, e.g. from `openssl rand -hex 32`"
-                .into(),
+        secret.cloned().ok_or_else(|| {
+            settings::SERVICE_TOKEN_SECRET.invalid(
+                "",
+                "must be set to the same random secret (32+ bytes) in every Quill \
+                 process, e.g. from `openssl rand -hex 32`",
+            )
         })
     }
 

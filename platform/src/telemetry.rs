@@ -28,6 +28,8 @@ use opentelemetry_sdk::{
     trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider},
 };
 use serde_json::{Map, Value};
+
+use crate::settings;
 use tracing::{Event, Subscriber, field::Field};
 use tracing_subscriber::{
     EnvFilter,
@@ -90,8 +92,10 @@ pub fn init(service_name: &str) -> TelemetryGuard {
         .with_location(false)
         .with_threads(false);
 
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter = settings::RUST_LOG
+        .value()
+        .and_then(|filter| EnvFilter::try_new(filter).ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_FILTER));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let result = if std::io::stdout().is_terminal() {
         registry.with(fmt::layer().compact()).try_init()
@@ -119,9 +123,8 @@ pub fn init(service_name: &str) -> TelemetryGuard {
 /// The provider: always there (so spans get ids that logs and propagation
 /// use), exporting only when an OTLP endpoint is configured.
 fn tracer_provider(service_name: &str) -> SdkTracerProvider {
-    let service_name = std::env::var("OTEL_SERVICE_NAME")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
+    let service_name = settings::OTEL_SERVICE_NAME
+        .value()
         .unwrap_or_else(|| service_name.to_owned());
     let environment = crate::config::deployment_environment();
     let resource = Resource::builder()
@@ -132,10 +135,7 @@ fn tracer_provider(service_name: &str) -> SdkTracerProvider {
         ])
         .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .ok()
-        .filter(|s| !s.trim().is_empty());
-    if let Some(endpoint) = endpoint {
+    if let Some(endpoint) = settings::OTEL_EXPORTER_OTLP_ENDPOINT.value() {
         match span_exporter(&endpoint) {
             Ok(exporter) => {
                 let batch = BatchSpanProcessor::builder(exporter)
@@ -157,10 +157,11 @@ fn tracer_provider(service_name: &str) -> SdkTracerProvider {
 fn span_exporter(
     endpoint: &str,
 ) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
-    let protocol = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+    let protocol = settings::OTEL_EXPORTER_OTLP_TRACES_PROTOCOL
+        .value()
+        .or_else(|| settings::OTEL_EXPORTER_OTLP_PROTOCOL.value_or_default())
         .unwrap_or_default();
-    if protocol.trim() == "http/protobuf" {
+    if protocol == "http/protobuf" {
         use opentelemetry_otlp::WithHttpConfig as _;
         // The HTTP exporter appends /v1/traces to the base endpoint itself.
         opentelemetry_otlp::SpanExporter::builder()

@@ -16,5 +16,5 @@ mod process;
 pub mod testing;
 
 pub use grpc_server::{GrpcServer, ServeError};
-pub use process::{ServerConfig, Service, ServiceConfig, Serving, main};
+pub use process::{ServerConfig, ServerSettings, Service, ServiceConfig, Serving, main};
 pub use quill_platform::shutdown::{Background, CancellationToken};

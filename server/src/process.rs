@@ -4,7 +4,7 @@
 use std::{future::Future, net::SocketAddr};
 
 use quill_platform::{
-    config::{ConfigError, env_or},
+    config::{ConfigError, Setting},
     metrics,
     shutdown::{self, CancellationToken},
     telemetry,
@@ -50,40 +50,35 @@ pub struct Serving {
     pub shutdown: CancellationToken,
 }
 
-/// The settings every service has, named after it: `<PREFIX>_LISTEN`,
-/// `<PREFIX>_DATABASE_URL`, `<PREFIX>_DATABASE_MAX_CONNECTIONS`.
+/// The three settings every service declares for itself
+/// (`AUTH_LISTEN`, `AUTH_DATABASE_URL`, `AUTH_DATABASE_MAX_CONNECTIONS`).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerSettings {
+    pub listen: Setting,
+    pub database_url: Setting,
+    pub database_max_connections: Setting,
+}
+
+/// What the skeleton needs of every service's settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub listen_setting: String,
+    pub listen_setting: &'static str,
     /// Where the gRPC server listens.
     pub listen: SocketAddr,
     pub database: DatabaseConfig,
 }
 
 impl ServerConfig {
-    /// Reads the settings of service `prefix` (`AUTH`), defaulting to
-    /// `127.0.0.1:<port>` and database `quill_<prefix in lower case>` on the
-    /// local server, with a pool of 10.
-    pub fn from_env(prefix: &str, default_port: u16) -> Result<Self, ConfigError> {
-        let listen_setting = format!("{prefix}_LISTEN");
-        let url_setting = format!("{prefix}_DATABASE_URL");
-        let listen = env_or(
-            &listen_setting,
-            SocketAddr::from(([127, 0, 0, 1], default_port)),
-        )?;
-        let url: String = env_or(
-            &url_setting,
-            format!(
-                "postgres://postgres@127.0.0.1:5432/quill_{}",
-                prefix.to_lowercase()
-            ),
-        )?;
-        let max_connections = env_or(&format!("{prefix}_DATABASE_MAX_CONNECTIONS"), 10)?;
-        let database = DatabaseConfig::new(url.into(), max_connections);
-        database.validate(&url_setting)?;
+    pub fn from_env(settings: &ServerSettings) -> Result<Self, ConfigError> {
+        let url = settings
+            .database_url
+            .secret()
+            .ok_or_else(|| settings.database_url.invalid("", "must be set"))?;
+        let database = DatabaseConfig::new(url, settings.database_max_connections.get()?);
+        database.validate(settings.database_url.name)?;
         Ok(Self {
-            listen_setting,
-            listen,
+            listen_setting: settings.listen.name,
+            listen: settings.listen.get()?,
             database,
         })
     }
@@ -107,7 +102,7 @@ pub async fn main<S: Service>() -> anyhow::Result<()> {
         }
         Command::Health => Ok(cli::check_health(server.listen).await?),
         Command::Serve => {
-            let listener = cli::bind(&server.listen_setting, server.listen).await?;
+            let listener = cli::bind(server.listen_setting, server.listen).await?;
             let shutdown = shutdown::on_signal();
             // The metrics outlive the drain: they stop when the process does.
             metrics::spawn_admin_server(S::METRICS_LISTEN, CancellationToken::new())?;

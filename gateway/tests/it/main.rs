@@ -14,6 +14,7 @@ mod notification_stream;
 mod notifications_api;
 mod processes;
 mod processes_support;
+mod readme;
 mod reflection;
 mod security;
 mod size_limits;

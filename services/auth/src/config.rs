@@ -5,10 +5,49 @@ use std::time::Duration;
 use quill_events::EventsConfig;
 use quill_platform::{
     authn::AuthnConfig,
-    config::{ConfigError, Secret, ensure, env_or, env_secret, env_secs},
+    config::{ConfigError, Secret, Setting},
     rate_limit::Limit,
+    settings::RATE_LIMIT_WINDOW_SECS,
 };
-use quill_server::ServerConfig;
+use quill_server::{ServerConfig, ServerSettings};
+
+quill_platform::settings! {
+    ALL;
+    /// Where auth's gRPC server listens.
+    AUTH_LISTEN = "127.0.0.1:50051";
+    /// auth's database, created if missing (may carry a password).
+    AUTH_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/quill_auth";
+    /// Connections in auth's pool.
+    AUTH_DATABASE_MAX_CONNECTIONS = "10";
+    /// The PKCS#8 PEM Ed25519 key that signs access tokens
+    /// (`openssl genpkey -algorithm ed25519`). Unset: a key generated per
+    /// start, with a warning; set it in production.
+    AUTH_JWT_PRIVATE_KEY = "";
+    /// A file holding `AUTH_JWT_PRIVATE_KEY`; wins over the variable.
+    AUTH_JWT_PRIVATE_KEY_FILE = "";
+    /// The `iss` of access tokens.
+    JWT_ISSUER = "quill-auth";
+    /// The `aud` of access tokens.
+    JWT_AUDIENCE = "quill";
+    /// Access token lifetime in seconds (1 to 86400).
+    AUTH_ACCESS_TOKEN_TTL_SECS = "900";
+    /// Refresh token (session) lifetime in seconds.
+    AUTH_REFRESH_TOKEN_TTL_SECS = "2592000";
+    /// Password hashes computed at once (each takes 19 MiB and a core).
+    AUTH_MAX_CONCURRENT_HASHES = "(number of cores)";
+    /// How recent a password login must be to change the email or password
+    /// without giving `currentPassword`.
+    AUTH_REAUTH_WINDOW_SECS = "300";
+    /// Registrations per client address per window.
+    RATE_LIMIT_REGISTER_PER_IP = "20";
+    /// Failed logins per (account, client address) per window.
+    RATE_LIMIT_LOGIN_FAILURES_PER_CLIENT = "5";
+    /// Failed logins per client address, over every account, per window.
+    RATE_LIMIT_LOGIN_FAILURES_PER_IP = "30";
+    /// Failed logins per account from every client per window; never
+    /// applied to a client that signed in to the account before.
+    RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT = "100";
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -53,32 +92,31 @@ pub struct AuthLimits {
 
 impl quill_server::ServiceConfig for Config {
     fn from_env() -> Result<Self, ConfigError> {
-        let signing_key_pem = match quill_platform::config::env_opt("AUTH_JWT_PRIVATE_KEY_FILE") {
-            Some(path) => Some(Secret::from(std::fs::read_to_string(&path).map_err(
-                |e| ConfigError {
-                    name: "AUTH_JWT_PRIVATE_KEY_FILE".into(),
-                    value: path,
-                    reason: e.to_string(),
-                },
-            )?)),
-            None => env_secret("AUTH_JWT_PRIVATE_KEY"),
+        let signing_key_pem = match AUTH_JWT_PRIVATE_KEY_FILE.value() {
+            Some(path) => Some(Secret::from(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| AUTH_JWT_PRIVATE_KEY_FILE.invalid(path, e.to_string()))?,
+            )),
+            None => AUTH_JWT_PRIVATE_KEY.secret(),
         };
         let config = Self {
-            server: ServerConfig::from_env("AUTH", 50051)?,
+            server: ServerConfig::from_env(&ServerSettings {
+                listen: AUTH_LISTEN,
+                database_url: AUTH_DATABASE_URL,
+                database_max_connections: AUTH_DATABASE_MAX_CONNECTIONS,
+            })?,
             authn: AuthnConfig::from_env()?,
             signing_key_pem,
-            issuer: env_or("JWT_ISSUER", "quill-auth".to_owned())?,
-            audience: env_or("JWT_AUDIENCE", "quill".to_owned())?,
-            access_token_ttl: env_secs("AUTH_ACCESS_TOKEN_TTL_SECS", 900)?,
-            refresh_token_ttl: env_secs("AUTH_REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,
-            max_concurrent_hashes: env_or(
-                "AUTH_MAX_CONCURRENT_HASHES",
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )?,
+            issuer: JWT_ISSUER.get()?,
+            audience: JWT_AUDIENCE.get()?,
+            access_token_ttl: AUTH_ACCESS_TOKEN_TTL_SECS.secs()?,
+            refresh_token_ttl: AUTH_REFRESH_TOKEN_TTL_SECS.secs()?,
+            max_concurrent_hashes: AUTH_MAX_CONCURRENT_HASHES
+                .get_or(std::thread::available_parallelism().map_or(2, |n| n.get()))?,
             events: EventsConfig::from_env()?,
-            events_queue_prefix: env_or("EVENTS_QUEUE_PREFIX", String::new())?,
+            events_queue_prefix: quill_events::config::EVENTS_QUEUE_PREFIX.get()?,
             limits: AuthLimits::from_env()?,
-            reauth_window: env_secs("AUTH_REAUTH_WINDOW_SECS", 300)?,
+            reauth_window: AUTH_REAUTH_WINDOW_SECS.secs()?,
         };
         config.validate()?;
         Ok(config)
@@ -91,28 +129,24 @@ impl quill_server::ServiceConfig for Config {
 
 impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        ensure(
+        RATE_LIMIT_WINDOW_SECS.ensure(
             !self.limits.register_per_ip.window.is_zero(),
-            "RATE_LIMIT_WINDOW_SECS",
             0,
             "must be at least 1",
         )?;
         let access = self.access_token_ttl.as_secs();
-        ensure(
+        AUTH_ACCESS_TOKEN_TTL_SECS.ensure(
             (1..=86_400).contains(&access),
-            "AUTH_ACCESS_TOKEN_TTL_SECS",
             access,
             "must be between 1 and 86400 seconds; access tokens are meant to be short-lived",
         )?;
-        ensure(
+        AUTH_REFRESH_TOKEN_TTL_SECS.ensure(
             self.refresh_token_ttl > self.access_token_ttl,
-            "AUTH_REFRESH_TOKEN_TTL_SECS",
             self.refresh_token_ttl.as_secs(),
             "must be longer than the access token lifetime",
         )?;
-        ensure(
+        AUTH_MAX_CONCURRENT_HASHES.ensure(
             self.max_concurrent_hashes > 0,
-            "AUTH_MAX_CONCURRENT_HASHES",
             self.max_concurrent_hashes,
             "must be at least 1",
         )
@@ -121,18 +155,18 @@ impl Config {
 
 impl AuthLimits {
     fn from_env() -> Result<Self, ConfigError> {
-        let window = env_secs("RATE_LIMIT_WINDOW_SECS", 60)?;
-        let limit = |name: &str, default: u32| -> Result<Limit, ConfigError> {
+        let window = RATE_LIMIT_WINDOW_SECS.secs()?;
+        let limit = |setting: Setting| -> Result<Limit, ConfigError> {
             Ok(Limit {
-                limit: env_or(name, default)?,
+                limit: setting.get()?,
                 window,
             })
         };
         Ok(Self {
-            register_per_ip: limit("RATE_LIMIT_REGISTER_PER_IP", 20)?,
-            login_failures_per_client: limit("RATE_LIMIT_LOGIN_FAILURES_PER_CLIENT", 5)?,
-            login_failures_per_ip: limit("RATE_LIMIT_LOGIN_FAILURES_PER_IP", 30)?,
-            login_failures_per_account: limit("RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT", 100)?,
+            register_per_ip: limit(RATE_LIMIT_REGISTER_PER_IP)?,
+            login_failures_per_client: limit(RATE_LIMIT_LOGIN_FAILURES_PER_CLIENT)?,
+            login_failures_per_ip: limit(RATE_LIMIT_LOGIN_FAILURES_PER_IP)?,
+            login_failures_per_account: limit(RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT)?,
         })
     }
 }

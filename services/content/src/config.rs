@@ -1,12 +1,30 @@
 //! Settings of the content service, from the environment.
 
-use quill_events::EventsConfig;
+use quill_events::{EventsConfig, config::EVENTS_QUEUE_PREFIX};
 use quill_platform::{
     authn::AuthnConfig,
-    config::{ConfigError, Secret, ensure, env_opt, env_or, env_secs, is_production},
+    config::{ConfigError, Secret, ensure_http_url, is_production},
     rate_limit::Limit,
+    settings::{AUTH_URL, RATE_LIMIT_WINDOW_SECS},
 };
-use quill_server::ServerConfig;
+use quill_server::{ServerConfig, ServerSettings};
+
+quill_platform::settings! {
+    ALL;
+    /// Where content's gRPC server listens.
+    CONTENT_LISTEN = "127.0.0.1:50052";
+    /// content's database, created if missing (may carry a password).
+    CONTENT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/quill_content";
+    /// Connections in content's pool.
+    CONTENT_DATABASE_MAX_CONNECTIONS = "10";
+    /// The HMAC key of pagination cursors, at least 16 bytes. Unset: a key
+    /// generated per start (cursors then break at restart and across
+    /// replicas), with a warning; production refuses to start without one
+    /// of its own and refuses published example values.
+    CONTENT_CURSOR_SECRET = "";
+    /// Articles, comments, favorites and follows per user per window.
+    RATE_LIMIT_WRITES_PER_USER = "300";
+}
 use rand::{Rng, distributions::Alphanumeric};
 use secrecy::ExposeSecret;
 
@@ -52,21 +70,25 @@ pub const CUSTOM_PLANS: (&str, &str) = ("plan_cache_mode", "force_custom_plan");
 
 impl quill_server::ServiceConfig for Config {
     fn from_env() -> Result<Self, ConfigError> {
-        let cursor_secret = cursor_secret(env_opt("CONTENT_CURSOR_SECRET"), is_production())?;
-        let mut server = ServerConfig::from_env("CONTENT", 50052)?;
+        let cursor_secret = cursor_secret(CONTENT_CURSOR_SECRET.value(), is_production())?;
+        let mut server = ServerConfig::from_env(&ServerSettings {
+            listen: CONTENT_LISTEN,
+            database_url: CONTENT_DATABASE_URL,
+            database_max_connections: CONTENT_DATABASE_MAX_CONNECTIONS,
+        })?;
         server.database = server
             .database
             .with_session_setting(CUSTOM_PLANS.0, CUSTOM_PLANS.1);
         let config = Self {
             server,
-            auth_url: env_or("AUTH_URL", "http://127.0.0.1:50051".to_owned())?,
+            auth_url: AUTH_URL.get()?,
             cursor_secret,
             events: EventsConfig::from_env()?,
-            events_queue_prefix: env_or("EVENTS_QUEUE_PREFIX", String::new())?,
+            events_queue_prefix: EVENTS_QUEUE_PREFIX.get()?,
             authn: AuthnConfig::from_env()?,
             writes_per_user: Limit {
-                limit: env_or("RATE_LIMIT_WRITES_PER_USER", 300)?,
-                window: env_secs("RATE_LIMIT_WINDOW_SECS", 60)?,
+                limit: RATE_LIMIT_WRITES_PER_USER.get()?,
+                window: RATE_LIMIT_WINDOW_SECS.secs()?,
             },
         };
         config.validate()?;
@@ -80,21 +102,14 @@ impl quill_server::ServiceConfig for Config {
 
 impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        ensure(
+        RATE_LIMIT_WINDOW_SECS.ensure(
             !self.writes_per_user.window.is_zero(),
-            "RATE_LIMIT_WINDOW_SECS",
             0,
             "must be at least 1",
         )?;
-        ensure(
-            self.auth_url.starts_with("http://") || self.auth_url.starts_with("https://"),
-            "AUTH_URL",
-            &self.auth_url,
-            "must be an http:// or https:// URL",
-        )?;
-        ensure(
+        ensure_http_url(&AUTH_URL, &self.auth_url)?;
+        CONTENT_CURSOR_SECRET.ensure(
             self.cursor_secret.expose_secret().len() >= 16,
-            "CONTENT_CURSOR_SECRET",
             "<redacted>",
             "must be at least 16 bytes",
         )
@@ -106,11 +121,7 @@ impl Config {
 /// replicas, fine on a developer machine). Production refuses to start
 /// without a key of its own.
 fn cursor_secret(set: Option<String>, production: bool) -> Result<Secret, ConfigError> {
-    let refuse = |value: &str, reason: &str| ConfigError {
-        name: "CONTENT_CURSOR_SECRET".into(),
-        value: value.into(),
-        reason: reason.into(),
-    };
+    let refuse = |value: &str, reason: &str| CONTENT_CURSOR_SECRET.invalid(value, reason);
     match set {
         Some(secret)
             if production

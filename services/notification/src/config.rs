@@ -2,12 +2,45 @@
 
 use std::time::Duration;
 
-use quill_events::{EventsConfig, catalog};
+use quill_events::{EventsConfig, catalog, config::EVENTS_QUEUE_PREFIX};
 use quill_platform::{
     authn::AuthnConfig,
-    config::{ConfigError, ensure, env_millis, env_opt, env_or, env_secs},
+    config::{ConfigError, ensure_http_url},
+    settings::{AUTH_URL, CONTENT_URL},
 };
-use quill_server::ServerConfig;
+use quill_server::{ServerConfig, ServerSettings};
+
+quill_platform::settings! {
+    ALL;
+    /// Where notification's gRPC server listens.
+    NOTIFICATION_LISTEN = "127.0.0.1:50053";
+    /// notification's database, created if missing (may carry a password).
+    NOTIFICATION_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/quill_notification";
+    /// Connections in notification's pool (at least 2: the live listener
+    /// holds one for good).
+    NOTIFICATION_DATABASE_MAX_CONNECTIONS = "10";
+    /// The mail relay, `smtp://host[:port]` (plain SMTP). Unset: no mail is
+    /// queued or sent, in-app notifications only.
+    SMTP_URL = "";
+    /// The sender of every mail.
+    MAIL_FROM = "Quill <no-reply@quill.localhost>";
+    /// How often an idle mail sender looks for mail it was not woken for.
+    MAIL_POLL_INTERVAL_MS = "2000";
+    /// Delivery attempts before a mail is marked failed.
+    MAIL_MAX_ATTEMPTS = "8";
+    /// Follower ids per streamed batch of a new-article fan-out.
+    NOTIFICATION_FANOUT_BATCH = "500";
+    /// How often a live `Subscribe` stream re-checks its session; it ends
+    /// when the session does.
+    NOTIFICATION_STREAM_RECHECK_SECS = "30";
+    /// Live streams one user may hold open at once; more answer
+    /// `RESOURCE_EXHAUSTED` (429 at the gateway).
+    NOTIFICATION_MAX_STREAMS_PER_USER = "5";
+    /// Live streams one instance holds open at once; its HTTP/2
+    /// max-concurrent-streams per connection is this + 256, so calls always
+    /// have room beside the streams.
+    NOTIFICATION_MAX_STREAMS = "1000";
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -101,30 +134,32 @@ impl SmtpServer {
 
 impl quill_server::ServiceConfig for Config {
     fn from_env() -> Result<Self, ConfigError> {
-        let smtp = match env_opt("SMTP_URL") {
-            Some(url) => Some(SmtpServer::parse(&url).map_err(|reason| ConfigError {
-                name: "SMTP_URL".into(),
-                value: url.clone(),
-                reason,
-            })?),
+        let smtp = match SMTP_URL.value() {
+            Some(url) => {
+                Some(SmtpServer::parse(&url).map_err(|reason| SMTP_URL.invalid(&url, reason))?)
+            }
             None => None,
         };
         let config = Self {
-            server: ServerConfig::from_env("NOTIFICATION", 50053)?,
-            auth_url: env_or("AUTH_URL", "http://127.0.0.1:50051".to_owned())?,
-            content_url: env_or("CONTENT_URL", "http://127.0.0.1:50052".to_owned())?,
+            server: ServerConfig::from_env(&ServerSettings {
+                listen: NOTIFICATION_LISTEN,
+                database_url: NOTIFICATION_DATABASE_URL,
+                database_max_connections: NOTIFICATION_DATABASE_MAX_CONNECTIONS,
+            })?,
+            auth_url: AUTH_URL.get()?,
+            content_url: CONTENT_URL.get()?,
             smtp,
-            mail_from: env_or("MAIL_FROM", "Quill <no-reply@quill.localhost>".to_owned())?,
-            fanout_batch: env_or("NOTIFICATION_FANOUT_BATCH", 500)?,
-            mail_poll_interval: env_millis("MAIL_POLL_INTERVAL_MS", 2_000)?,
-            mail_max_attempts: env_or("MAIL_MAX_ATTEMPTS", 8)?,
+            mail_from: MAIL_FROM.get()?,
+            fanout_batch: NOTIFICATION_FANOUT_BATCH.get()?,
+            mail_poll_interval: MAIL_POLL_INTERVAL_MS.millis()?,
+            mail_max_attempts: MAIL_MAX_ATTEMPTS.get()?,
             events: EventsConfig::from_env()?,
-            events_queue_prefix: env_or("EVENTS_QUEUE_PREFIX", String::new())?,
+            events_queue_prefix: EVENTS_QUEUE_PREFIX.get()?,
             authn: AuthnConfig::from_env()?,
-            stream_recheck: env_secs("NOTIFICATION_STREAM_RECHECK_SECS", 30)?,
+            stream_recheck: NOTIFICATION_STREAM_RECHECK_SECS.secs()?,
             streams: StreamLimits {
-                per_user: env_or("NOTIFICATION_MAX_STREAMS_PER_USER", 5)?,
-                total: env_or("NOTIFICATION_MAX_STREAMS", 1_000)?,
+                per_user: NOTIFICATION_MAX_STREAMS_PER_USER.get()?,
+                total: NOTIFICATION_MAX_STREAMS.get()?,
             },
         };
         config.validate()?;
@@ -138,64 +173,43 @@ impl quill_server::ServiceConfig for Config {
 
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        ensure(
+        NOTIFICATION_STREAM_RECHECK_SECS.ensure(
             !self.stream_recheck.is_zero(),
-            "NOTIFICATION_STREAM_RECHECK_SECS",
             0,
             "must be at least 1",
         )?;
         // The event listener holds one connection for good.
-        ensure(
+        NOTIFICATION_DATABASE_MAX_CONNECTIONS.ensure(
             self.server.database.max_connections >= 2,
-            "NOTIFICATION_DATABASE_MAX_CONNECTIONS",
             self.server.database.max_connections,
             "must be at least 2",
         )?;
-        for (name, url) in [
-            ("AUTH_URL", &self.auth_url),
-            ("CONTENT_URL", &self.content_url),
-        ] {
-            ensure(
-                url.starts_with("http://") || url.starts_with("https://"),
-                name,
-                url,
-                "must be an http:// or https:// URL",
-            )?;
-        }
-        ensure(
+        ensure_http_url(&AUTH_URL, &self.auth_url)?;
+        ensure_http_url(&CONTENT_URL, &self.content_url)?;
+        MAIL_FROM.ensure(
             self.mail_from.parse::<lettre::message::Mailbox>().is_ok(),
-            "MAIL_FROM",
             &self.mail_from,
             "must be an address such as `Quill <no-reply@example.com>`",
         )?;
-        ensure(
+        NOTIFICATION_FANOUT_BATCH.ensure(
             (1..=5_000).contains(&self.fanout_batch),
-            "NOTIFICATION_FANOUT_BATCH",
             self.fanout_batch,
             "must be between 1 and 5000",
         )?;
-        ensure(
-            !self.mail_poll_interval.is_zero(),
-            "MAIL_POLL_INTERVAL_MS",
-            0,
-            "must be positive",
-        )?;
-        ensure(
+        MAIL_POLL_INTERVAL_MS.ensure(!self.mail_poll_interval.is_zero(), 0, "must be positive")?;
+        MAIL_MAX_ATTEMPTS.ensure(
             self.mail_max_attempts > 0,
-            "MAIL_MAX_ATTEMPTS",
             self.mail_max_attempts,
             "must be at least 1",
         )?;
-        ensure(
+        NOTIFICATION_MAX_STREAMS_PER_USER.ensure(
             self.streams.per_user >= 1,
-            "NOTIFICATION_MAX_STREAMS_PER_USER",
             self.streams.per_user,
             "must be at least 1",
         )?;
         // The HTTP/2 setting derived from it must stay a u32 with headroom.
-        ensure(
+        NOTIFICATION_MAX_STREAMS.ensure(
             (self.streams.per_user..=1_000_000).contains(&self.streams.total),
-            "NOTIFICATION_MAX_STREAMS",
             self.streams.total,
             "must be between NOTIFICATION_MAX_STREAMS_PER_USER and 1000000",
         )

@@ -1,0 +1,72 @@
+//! The README's configuration table is generated from the settings'
+//! declarations, so it cannot drift from the code: this test fails when it
+//! does, and `UPDATE_README=1 cargo nextest run -E 'test(readme)'` rewrites it.
+
+use std::collections::BTreeSet;
+
+use quill_platform::config::{Setting, markdown_table};
+
+const BEGIN: &str =
+    "<!-- settings:begin: generated from the declarations by gateway/tests/it/readme.rs -->\n";
+const END: &str = "<!-- settings:end -->";
+
+/// Every declared setting, by who reads it.
+fn groups() -> [(&'static str, &'static [Setting]); 6] {
+    [
+        (
+            "any process (see what it does)",
+            quill_platform::settings::ALL,
+        ),
+        ("the services", quill_events::config::ALL),
+        ("auth", quill_auth::config::ALL),
+        ("content", quill_content::config::ALL),
+        ("notification", quill_notification::config::ALL),
+        ("gateway", quill_gateway::config::ALL),
+    ]
+}
+
+#[test]
+fn every_setting_is_declared_once() {
+    let mut seen = BTreeSet::new();
+    for (_, settings) in groups() {
+        for setting in settings {
+            assert!(
+                seen.insert(setting.name),
+                "{} is declared twice",
+                setting.name
+            );
+            assert!(
+                !setting.description().is_empty(),
+                "{} has no doc",
+                setting.name
+            );
+        }
+    }
+}
+
+#[test]
+fn the_configuration_table_is_generated_from_the_declarations() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+    let readme = std::fs::read_to_string(path).expect("README.md");
+    let start = readme
+        .find(BEGIN)
+        .expect("the README marks where the table begins")
+        + BEGIN.len();
+    let end = start + readme[start..].find(END).expect("and where it ends");
+    let table = markdown_table(&groups());
+    if readme[start..end] == table {
+        return;
+    }
+    if std::env::var("UPDATE_README").is_ok_and(|v| v == "1") {
+        std::fs::write(
+            path,
+            format!("{}{table}{}", &readme[..start], &readme[end..]),
+        )
+        .expect("README.md written");
+        return;
+    }
+    panic!(
+        "README.md's configuration table differs from the settings declared in the code; \
+         run UPDATE_README=1 cargo nextest run -p quill-gateway -E 'test(readme)'"
+    );
+}
