@@ -47,12 +47,12 @@ impl NotificationEvents {
         draft: &Draft,
         mail: Option<&MailDraft>,
     ) -> Result<(), HandlerError> {
-        let (in_app, email) = repo::delivery(conn, user, draft.kind).await?;
+        let (in_app, email) = repo::preferences::delivery(conn, user, draft.kind).await?;
         if in_app {
-            repo::insert_for_users(conn, event_id, &[user], draft).await?;
+            repo::notifications::insert_for_users(conn, event_id, &[user], draft).await?;
         }
         if let Some(mail) = mail.filter(|_| email && self.mail_enabled) {
-            repo::queue_mail(conn, user, mail).await?;
+            repo::mail::queue_mail(conn, user, mail).await?;
         }
         Ok(())
     }
@@ -87,7 +87,8 @@ impl NotificationEvents {
                 .map(|id| Uuid::parse_str(id))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(HandlerError::permanent)?;
-            created += repo::insert_for_users(conn, event_id, &followers, draft).await?;
+            created +=
+                repo::notifications::insert_for_users(conn, event_id, &followers, draft).await?;
         }
         tracing::debug!(%author, created, "new article fanned out");
         Ok(())
@@ -119,7 +120,7 @@ impl EventHandler for NotificationEvents {
         for effect in effects {
             match effect {
                 Effect::UpsertRecipient(recipient) => {
-                    repo::upsert_recipient(tx, &recipient).await?;
+                    repo::recipients::upsert_recipient(tx, &recipient).await?;
                 }
                 Effect::Notify {
                     user_id,

@@ -1,7 +1,7 @@
 //! The gRPC face of notification: take the caller the authentication layer
-//! established, translate messages, and run the (small) queries.
+//! established, translate messages, and delegate to `Inbox`.
 
-use std::{collections::HashMap, pin::Pin, time::Duration};
+use std::{pin::Pin, time::Duration};
 
 use futures::{Stream, StreamExt};
 use quill_platform::{
@@ -9,17 +9,17 @@ use quill_platform::{
     time::to_proto,
 };
 use quill_proto::notification::v1::{self as pb, notification_service_server::NotificationService};
-use sqlx::PgPool;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
-use crate::{error::NotificationError, live::Hub, repo, rules::Kind};
-
-const DEFAULT_LIMIT: u32 = 20;
-const MAX_LIMIT: u32 = 100;
+use crate::{
+    inbox::{Inbox, ListQuery, Notification},
+    live::Hub,
+    preferences::{KindChange, Preferences, PreferencesUpdate},
+    rules::Kind,
+};
 
 pub struct NotificationGrpc {
-    pool: PgPool,
+    inbox: Inbox,
     hub: Hub,
     /// Re-checks the sessions of live streams.
     authn: Authenticator,
@@ -27,80 +27,61 @@ pub struct NotificationGrpc {
 }
 
 impl NotificationGrpc {
-    pub fn new(pool: PgPool, hub: Hub, authn: Authenticator, stream_recheck: Duration) -> Self {
+    pub fn new(inbox: Inbox, hub: Hub, authn: Authenticator, stream_recheck: Duration) -> Self {
         Self {
-            pool,
+            inbox,
             hub,
             authn,
             stream_recheck,
         }
     }
-
-    async fn preferences(&self, user: Uuid) -> Result<pb::Preferences, NotificationError> {
-        let email_enabled = repo::email_enabled(&self.pool, user).await?.unwrap_or(true);
-        let stored: HashMap<String, (bool, bool)> = repo::kind_preferences(&self.pool, user)
-            .await?
-            .into_iter()
-            .map(|(kind, in_app, email)| (kind, (in_app, email)))
-            .collect();
-        Ok(pb::Preferences {
-            email_enabled,
-            kinds: Kind::ALL
-                .into_iter()
-                .map(|kind| {
-                    let (in_app, email) =
-                        stored.get(kind.as_str()).copied().unwrap_or((true, true));
-                    pb::KindPreference {
-                        kind: kind.to_proto().into(),
-                        in_app,
-                        email,
-                    }
-                })
-                .collect(),
-        })
-    }
 }
 
-/// A stored notification as the API shows it.
-pub fn notification_message(row: repo::NotificationRow) -> pb::Notification {
-    let kind = Kind::parse(&row.kind).map_or(pb::NotificationKind::Unspecified, Kind::to_proto);
+/// A notification as the API shows it.
+fn notification_message(notification: Notification) -> pb::Notification {
+    let kind = notification
+        .kind
+        .map_or(pb::NotificationKind::Unspecified, Kind::to_proto);
     pb::Notification {
-        id: row.id.to_string(),
+        id: notification.id.to_string(),
         kind: kind.into(),
-        title: row.title,
-        body: row.body,
-        actor_username: row.actor_username,
-        article_slug: row.article_slug,
-        read: row.read_at.is_some(),
-        created_at: Some(to_proto(row.created_at)),
+        title: notification.title,
+        body: notification.body,
+        actor_username: notification.actor_username,
+        article_slug: notification.article_slug,
+        read: notification.read,
+        created_at: Some(to_proto(notification.created_at)),
     }
 }
 
-/// The kinds a preferences update names, each at most once: one setting
-/// per kind is all there is, so a longer list is a mistake (or an attempt
-/// to make the transaction do unbounded work).
-fn preference_changes(
-    kinds: &[pb::KindPreference],
-) -> Result<Vec<(Kind, bool, bool)>, NotificationError> {
-    if kinds.len() > Kind::ALL.len() {
-        return Err(NotificationError::Invalid(
-            "kinds",
-            format!("too many (maximum is {})", Kind::ALL.len()),
-        ));
+fn preferences_message(preferences: Preferences) -> pb::Preferences {
+    pb::Preferences {
+        email_enabled: preferences.email_enabled,
+        kinds: preferences
+            .kinds
+            .into_iter()
+            .map(|k| pb::KindPreference {
+                kind: k.kind.to_proto().into(),
+                in_app: k.in_app,
+                email: k.email,
+            })
+            .collect(),
     }
-    let mut changes: Vec<(Kind, bool, bool)> = Vec::with_capacity(kinds.len());
-    for k in kinds {
-        let kind = Kind::from_proto(k.kind())
-            .ok_or_else(|| NotificationError::Invalid("kinds", "has an unknown kind".into()))?;
-        if changes.iter().any(|(seen, _, _)| *seen == kind) {
-            return Err(NotificationError::Invalid(
-                "kinds",
-                format!("names {} more than once", kind.as_str()),
-            ));
-        }
-        changes.push((kind, k.in_app, k.email));
+}
+
+fn preferences_update(request: pb::UpdatePreferencesRequest) -> PreferencesUpdate {
+    PreferencesUpdate {
+        email_enabled: request.email_enabled,
+        kinds: request
+            .kinds
+            .iter()
+            .map(|k| KindChange {
+                kind: Kind::from_proto(k.kind()),
+                in_app: k.in_app,
+                email: k.email,
+            })
+            .collect(),
     }
-    Ok(changes)
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -113,34 +94,19 @@ impl NotificationService for NotificationGrpc {
     ) -> Reply<pb::ListNotificationsResponse> {
         let user = authn::caller(&request)?.user;
         let r = request.into_inner();
-        let limit = match r.limit {
-            0 => DEFAULT_LIMIT,
-            n => n.min(MAX_LIMIT),
+        let query = ListQuery {
+            unread_only: r.unread_only,
+            limit: r.limit,
+            offset: r.offset,
         };
-        // The page and its total come from one snapshot: two plain reads let
-        // a notification committed in between make them disagree (an empty
-        // page with a total of 1).
-        let mut snapshot = self
-            .pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .await
-            .map_err(NotificationError::from)?;
-        let rows = repo::list(
-            &mut *snapshot,
-            user,
-            r.unread_only,
-            i64::from(limit),
-            i64::from(r.offset),
-        )
-        .await
-        .map_err(NotificationError::from)?;
-        let total = repo::count(&mut *snapshot, user, r.unread_only)
-            .await
-            .map_err(NotificationError::from)?;
-        snapshot.commit().await.map_err(NotificationError::from)?;
+        let page = self.inbox.list(user, query).await?;
         Ok(Response::new(pb::ListNotificationsResponse {
-            notifications: rows.into_iter().map(notification_message).collect(),
-            total: total.unsigned_abs(),
+            notifications: page
+                .notifications
+                .into_iter()
+                .map(notification_message)
+                .collect(),
+            total: page.total,
         }))
     }
 
@@ -149,12 +115,8 @@ impl NotificationService for NotificationGrpc {
         request: Request<pb::UnreadCountRequest>,
     ) -> Reply<pb::UnreadCountResponse> {
         let user = authn::caller(&request)?.user;
-        let count = repo::count(&self.pool, user, true)
-            .await
-            .map_err(NotificationError::from)?;
-        Ok(Response::new(pb::UnreadCountResponse {
-            count: count.unsigned_abs(),
-        }))
+        let count = self.inbox.unread_count(user).await?;
+        Ok(Response::new(pb::UnreadCountResponse { count }))
     }
 
     async fn mark_read(
@@ -162,15 +124,7 @@ impl NotificationService for NotificationGrpc {
         request: Request<pb::MarkReadRequest>,
     ) -> Reply<pb::MarkReadResponse> {
         let user = authn::caller(&request)?.user;
-        // Someone else's notification and no notification look the same.
-        let id = Uuid::parse_str(request.get_ref().id.trim())
-            .map_err(|_| NotificationError::NotFound("notification"))?;
-        if !repo::mark_read(&self.pool, user, id)
-            .await
-            .map_err(NotificationError::from)?
-        {
-            return Err(NotificationError::NotFound("notification").into());
-        }
+        self.inbox.mark_read(user, &request.get_ref().id).await?;
         Ok(Response::new(pb::MarkReadResponse {}))
     }
 
@@ -179,9 +133,7 @@ impl NotificationService for NotificationGrpc {
         request: Request<pb::MarkAllReadRequest>,
     ) -> Reply<pb::MarkAllReadResponse> {
         let user = authn::caller(&request)?.user;
-        let marked = repo::mark_all_read(&self.pool, user)
-            .await
-            .map_err(NotificationError::from)?;
+        let marked = self.inbox.mark_all_read(user).await?;
         Ok(Response::new(pb::MarkAllReadResponse { marked }))
     }
 
@@ -190,7 +142,8 @@ impl NotificationService for NotificationGrpc {
         request: Request<pb::GetPreferencesRequest>,
     ) -> Reply<pb::Preferences> {
         let user = authn::caller(&request)?.user;
-        Ok(Response::new(self.preferences(user).await?))
+        let preferences = self.inbox.preferences(user).await?;
+        Ok(Response::new(preferences_message(preferences)))
     }
 
     async fn update_preferences(
@@ -198,21 +151,9 @@ impl NotificationService for NotificationGrpc {
         request: Request<pb::UpdatePreferencesRequest>,
     ) -> Reply<pb::Preferences> {
         let user = authn::caller(&request)?.user;
-        let r = request.into_inner();
-        let kinds = preference_changes(&r.kinds)?;
-        let mut tx = self.pool.begin().await.map_err(NotificationError::from)?;
-        if let Some(enabled) = r.email_enabled {
-            repo::set_email_enabled(&mut tx, user, enabled)
-                .await
-                .map_err(NotificationError::from)?;
-        }
-        for (kind, in_app, email) in kinds {
-            repo::set_kind_preference(&mut tx, user, kind, in_app, email)
-                .await
-                .map_err(NotificationError::from)?;
-        }
-        tx.commit().await.map_err(NotificationError::from)?;
-        Ok(Response::new(self.preferences(user).await?))
+        let update = preferences_update(request.into_inner());
+        let preferences = self.inbox.update_preferences(user, update).await?;
+        Ok(Response::new(preferences_message(preferences)))
     }
 
     type SubscribeStream =
@@ -231,7 +172,11 @@ impl NotificationService for NotificationGrpc {
         let authn = self.authn.clone();
         let recheck = self.stream_recheck;
         let ended = async move { authn.session_ended(&caller, recheck).await };
-        let stream = self.hub.subscribe(caller.user)?.take_until(ended).map(Ok);
+        let stream = self
+            .hub
+            .subscribe(caller.user)?
+            .take_until(ended)
+            .map(|notification| Ok(notification_message(notification)));
         Ok(Response::new(Box::pin(stream)))
     }
 }

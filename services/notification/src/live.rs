@@ -21,7 +21,6 @@ use quill_platform::{
     retry::Backoff,
     shutdown::{CancellationToken, sleep_or_cancelled},
 };
-use quill_proto::notification::v1::Notification;
 use sqlx::{
     PgPool,
     postgres::{PgListener, PgNotification},
@@ -34,8 +33,8 @@ use uuid::Uuid;
 use crate::{
     config::StreamLimits,
     error::NotificationError,
-    grpc::notification_message,
-    repo::{self, MAIL_CHANNEL, NOTIFICATIONS_CHANNEL},
+    inbox::Notification,
+    repo::{MAIL_CHANNEL, NOTIFICATIONS_CHANNEL, notifications},
 };
 
 /// Notifications buffered per user for a slow stream; a subscriber that
@@ -260,8 +259,8 @@ impl Listener {
         if !self.hub.is_watched(user) {
             return;
         }
-        match repo::notification(&self.pool, id).await {
-            Ok(Some(row)) => self.hub.publish(user, notification_message(row)),
+        match notifications::notification(&self.pool, id).await {
+            Ok(Some(row)) => self.hub.publish(user, row.into()),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, %id, "cannot load a notification to push"),
         }

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use crate::{
     config::SmtpServer,
-    repo::{self, PendingMail},
+    repo::mail::{self as repo, PendingMail},
 };
 
 /// Mails claimed per transaction.

@@ -18,6 +18,7 @@ use crate::{
     config::Config,
     events::NotificationEvents,
     grpc::NotificationGrpc,
+    inbox::Inbox,
     live::{Hub, Listener},
     mail::MailSender,
 };
@@ -87,7 +88,7 @@ impl Service for Notification {
         server.background().spawn(|stop| consumer.run(stop));
         server.add_service(quill_platform::message_limits!(
             NotificationServiceServer::new(NotificationGrpc::new(
-                pool,
+                Inbox::new(pool),
                 hub,
                 identity.authn.clone(),
                 config.stream_recheck,
