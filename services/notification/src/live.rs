@@ -231,7 +231,7 @@ impl Listener {
                     match listen(&self.pool).await {
                         Ok(listener) => self.listener = listener,
                         Err(e) => {
-                            tracing::warn!(error = %e, "notification listener cannot connect")
+                            tracing::warn!(error = %e, "notification listener cannot connect");
                         }
                     }
                 }
