@@ -4,9 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The binaries first: the gateway's processes test and the Postman suite
-# run the real quill-* processes (nextest builds only the gateway's).
-cargo build --workspace --bins
+# Everything in one build: the binaries (the gateway's processes test and
+# the Postman suite run the real quill-* processes) with the test targets,
+# so features unify once and nextest below builds nothing again. Building
+# `--bins` alone would resolve features without the dev-dependencies and
+# compile every workspace crate a second time.
+cargo build --workspace --all-targets
 
 cargo nextest run --workspace --all-targets --no-fail-fast
 

@@ -46,6 +46,12 @@ impl Setting {
             .or_else(|| (!self.default.is_empty()).then(|| self.default.to_owned()))
     }
 
+    /// The value set, or the declared default, as text; empty when neither
+    /// exists (for settings where empty means "none", such as a prefix).
+    pub fn text(&self) -> String {
+        self.value_or_default().unwrap_or_default()
+    }
+
     /// Whether the default is a description the code computes.
     pub fn computed_default(&self) -> bool {
         self.default.starts_with('(')
@@ -235,6 +241,7 @@ mod tests {
         assert_eq!(QUILL_TEST_PORT.description(), "A port, over two lines.");
         assert_eq!(QUILL_TEST_CORES.get_or(3usize).unwrap(), 3);
         assert_eq!(QUILL_TEST_ABSENT.opt::<u16>().unwrap(), None);
+        assert_eq!(QUILL_TEST_ABSENT.text(), "");
         assert!(QUILL_TEST_ABSENT.get::<u16>().is_err());
         assert_eq!(TEST_SETTINGS.len(), 3);
     }

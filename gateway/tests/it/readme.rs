@@ -70,3 +70,14 @@ fn the_configuration_table_is_generated_from_the_declarations() {
          run UPDATE_README=1 cargo nextest run -p quill-gateway -E 'test(readme)'"
     );
 }
+
+/// What the table promises: with nothing set, every process starts from
+/// the declared defaults.
+#[test]
+fn every_config_loads_from_the_declared_defaults() {
+    use quill_server::ServiceConfig as _;
+    quill_auth::Config::from_env().expect("auth");
+    quill_content::Config::from_env().expect("content");
+    quill_notification::Config::from_env().expect("notification");
+    quill_gateway::Config::from_env().expect("gateway");
+}

@@ -114,7 +114,7 @@ impl quill_server::ServiceConfig for Config {
             max_concurrent_hashes: AUTH_MAX_CONCURRENT_HASHES
                 .get_or(std::thread::available_parallelism().map_or(2, |n| n.get()))?,
             events: EventsConfig::from_env()?,
-            events_queue_prefix: quill_events::config::EVENTS_QUEUE_PREFIX.get()?,
+            events_queue_prefix: quill_events::config::EVENTS_QUEUE_PREFIX.text(),
             limits: AuthLimits::from_env()?,
             reauth_window: AUTH_REAUTH_WINDOW_SECS.secs()?,
         };

@@ -84,7 +84,7 @@ impl quill_server::ServiceConfig for Config {
             auth_url: AUTH_URL.get()?,
             cursor_secret,
             events: EventsConfig::from_env()?,
-            events_queue_prefix: EVENTS_QUEUE_PREFIX.get()?,
+            events_queue_prefix: EVENTS_QUEUE_PREFIX.text(),
             authn: AuthnConfig::from_env()?,
             writes_per_user: Limit {
                 limit: RATE_LIMIT_WRITES_PER_USER.get()?,

@@ -154,7 +154,7 @@ impl quill_server::ServiceConfig for Config {
             mail_poll_interval: MAIL_POLL_INTERVAL_MS.millis()?,
             mail_max_attempts: MAIL_MAX_ATTEMPTS.get()?,
             events: EventsConfig::from_env()?,
-            events_queue_prefix: EVENTS_QUEUE_PREFIX.get()?,
+            events_queue_prefix: EVENTS_QUEUE_PREFIX.text(),
             authn: AuthnConfig::from_env()?,
             stream_recheck: NOTIFICATION_STREAM_RECHECK_SECS.secs()?,
             streams: StreamLimits {
