@@ -48,6 +48,22 @@ impl TestBroker {
         topology
     }
 
+    /// Points a service's event settings at this broker: its exchange, its
+    /// queue prefix, and a 20 ms relay poll so tests do not wait.
+    pub fn isolate(&self, events: &mut crate::EventsConfig, queue_prefix: &mut String) {
+        events.exchange = self.exchange();
+        queue_prefix.clone_from(&self.prefix);
+        events.relay_poll_interval = std::time::Duration::from_millis(20);
+    }
+
+    /// Has every queue of the catalog deleted on drop (those a service's
+    /// relay declares under `queue_prefix`).
+    pub fn track_catalog(&self, events: &crate::EventsConfig, queue_prefix: &str) {
+        for topology in crate::catalog::all(events, queue_prefix) {
+            self.track(topology);
+        }
+    }
+
     /// Has `topology`'s queues deleted on drop too.
     pub fn track(&self, topology: crate::Topology) {
         if let Ok(mut topologies) = self.topologies.lock() {
@@ -82,33 +98,22 @@ impl Drop for TestBroker {
         }
         exchanges.sort();
         exchanges.dedup();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime
-                .block_on(async move {
-                    let conn = crate::broker::connect(&url, "test-cleanup").await?;
-                    let channel = conn.create_channel().await?;
-                    for queue in queues {
-                        channel
-                            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                            .await?;
-                    }
-                    for exchange in exchanges {
-                        channel
-                            .exchange_delete(
-                                exchange.as_str().into(),
-                                ExchangeDeleteOptions::default(),
-                            )
-                            .await?;
-                    }
-                    let _ = conn.close(200, "test done".into()).await;
-                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-                })
-                .map_err(|e| std::io::Error::other(e.to_string()))
-        })
-        .join();
+        quill_platform::testing::clean_up(async move {
+            let conn = crate::broker::connect(&url, "test-cleanup").await?;
+            let channel = conn.create_channel().await?;
+            for queue in queues {
+                channel
+                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await?;
+            }
+            for exchange in exchanges {
+                channel
+                    .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                    .await?;
+            }
+            let _ = conn.close(200, "test done".into()).await;
+            Ok(())
+        });
     }
 }
 

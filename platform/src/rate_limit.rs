@@ -32,6 +32,20 @@ pub struct Limit {
     pub window: Duration,
 }
 
+impl Limit {
+    /// `setting` per the window every limit shares
+    /// (`RATE_LIMIT_WINDOW_SECS`, at least one second).
+    pub fn from_env(setting: &crate::config::Setting) -> Result<Self, crate::config::ConfigError> {
+        let window_setting = crate::settings::RATE_LIMIT_WINDOW_SECS;
+        let window = window_setting.secs()?;
+        window_setting.ensure(!window.is_zero(), 0, "must be at least 1")?;
+        Ok(Self {
+            limit: setting.get()?,
+            window,
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct RateLimiter {
     redis: ConnectionManager,

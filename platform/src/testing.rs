@@ -107,6 +107,24 @@ impl Drop for TestRedis {
     }
 }
 
+/// What a test's clean-up may fail with; it is best effort and ignored.
+pub type CleanupError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs an async clean-up to completion from a `Drop`, which may run inside
+/// or outside a runtime: on a thread of its own with a private runtime.
+pub fn clean_up<F>(cleanup: F)
+where
+    F: std::future::Future<Output = Result<(), CleanupError>> + Send + 'static,
+{
+    let _ = std::thread::spawn(move || -> Result<(), CleanupError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(cleanup)
+    })
+    .join();
+}
+
 /// A listener on an ephemeral loopback port.
 pub async fn ephemeral_listener() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0")

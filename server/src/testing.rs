@@ -4,7 +4,10 @@
 
 use std::{net::SocketAddr, str::FromStr};
 
-use quill_platform::{shutdown::CancellationToken, testing::ephemeral_listener};
+use quill_platform::{
+    shutdown::CancellationToken,
+    testing::{clean_up, ephemeral_listener},
+};
 
 use crate::{Service, Serving};
 use sqlx::{
@@ -38,25 +41,15 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // Drop runs outside any runtime guarantee; use a private one.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime
-                .block_on(async move {
-                    let options =
-                        PgConnectOptions::from_str(&postgres_server_url())?.database("postgres");
-                    let mut conn = PgConnection::connect_with(&options).await?;
-                    conn.execute(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                    )))
-                    .await?;
-                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-                })
-                .map_err(|e| std::io::Error::other(e.to_string()))
-        })
-        .join();
+        clean_up(async move {
+            let options = PgConnectOptions::from_str(&postgres_server_url())?.database("postgres");
+            let mut conn = PgConnection::connect_with(&options).await?;
+            conn.execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+            )))
+            .await?;
+            Ok(())
+        });
     }
 }
 

@@ -5,9 +5,8 @@ use std::time::Duration;
 use quill_events::EventsConfig;
 use quill_platform::{
     authn::AuthnConfig,
-    config::{ConfigError, Secret, Setting},
+    config::{ConfigError, Secret},
     rate_limit::Limit,
-    settings::RATE_LIMIT_WINDOW_SECS,
 };
 use quill_server::{ServerConfig, ServerSettings};
 
@@ -129,11 +128,6 @@ impl quill_server::ServiceConfig for Config {
 
 impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        RATE_LIMIT_WINDOW_SECS.ensure(
-            !self.limits.register_per_ip.window.is_zero(),
-            0,
-            "must be at least 1",
-        )?;
         let access = self.access_token_ttl.as_secs();
         AUTH_ACCESS_TOKEN_TTL_SECS.ensure(
             (1..=86_400).contains(&access),
@@ -155,18 +149,11 @@ impl Config {
 
 impl AuthLimits {
     fn from_env() -> Result<Self, ConfigError> {
-        let window = RATE_LIMIT_WINDOW_SECS.secs()?;
-        let limit = |setting: Setting| -> Result<Limit, ConfigError> {
-            Ok(Limit {
-                limit: setting.get()?,
-                window,
-            })
-        };
         Ok(Self {
-            register_per_ip: limit(RATE_LIMIT_REGISTER_PER_IP)?,
-            login_failures_per_client: limit(RATE_LIMIT_LOGIN_FAILURES_PER_CLIENT)?,
-            login_failures_per_ip: limit(RATE_LIMIT_LOGIN_FAILURES_PER_IP)?,
-            login_failures_per_account: limit(RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT)?,
+            register_per_ip: Limit::from_env(&RATE_LIMIT_REGISTER_PER_IP)?,
+            login_failures_per_client: Limit::from_env(&RATE_LIMIT_LOGIN_FAILURES_PER_CLIENT)?,
+            login_failures_per_ip: Limit::from_env(&RATE_LIMIT_LOGIN_FAILURES_PER_IP)?,
+            login_failures_per_account: Limit::from_env(&RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT)?,
         })
     }
 }

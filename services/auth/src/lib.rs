@@ -2,18 +2,18 @@
 //! hashes, sessions and refresh tokens, signs access tokens with a private key
 //! no other process holds, and publishes the public keys to verify them.
 
-pub mod accounts;
+mod accounts;
 pub mod config;
-pub mod error;
-pub mod events;
-pub mod grpc;
+mod error;
+mod events;
+mod grpc;
 mod login_guard;
-pub mod password;
-pub mod repo;
+mod password;
+mod repo;
 pub mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod tokens;
-pub mod validation;
+mod tokens;
+mod validation;
 
 pub use config::Config;

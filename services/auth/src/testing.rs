@@ -10,7 +10,7 @@ use ed25519_dalek::{
     pkcs8::{EncodePrivateKey, spki::der::pem::LineEnding},
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use quill_events::{catalog, testing::TestBroker};
+use quill_events::testing::TestBroker;
 use quill_platform::{
     grpc::ServiceChannel,
     service_identity::Service,
@@ -58,13 +58,9 @@ impl TestAuth {
         config.server.database.url = db.url.clone().into();
         config.server.database.max_connections = 5;
         config.authn = testing::authn_config(&redis);
-        config.events.exchange = broker.exchange();
-        config.events_queue_prefix = broker.prefix.clone();
-        config.events.relay_poll_interval = Duration::from_millis(20);
+        broker.isolate(&mut config.events, &mut config.events_queue_prefix);
         tweak(&mut config);
-        for topology in catalog::all(&config.events, &config.events_queue_prefix) {
-            broker.track(topology);
-        }
+        broker.track_catalog(&config.events, &config.events_queue_prefix);
         let server = TestServer::spawn::<server::Auth>(config.clone()).await;
         let (addr, channel) = (server.addr, server.channel.clone());
         Self {

@@ -5,7 +5,7 @@ use quill_platform::{
     authn::AuthnConfig,
     config::{ConfigError, Secret, ensure_http_url, is_production},
     rate_limit::Limit,
-    settings::{AUTH_URL, RATE_LIMIT_WINDOW_SECS},
+    settings::AUTH_URL,
 };
 use quill_server::{ServerConfig, ServerSettings};
 
@@ -86,10 +86,7 @@ impl quill_server::ServiceConfig for Config {
             events: EventsConfig::from_env()?,
             events_queue_prefix: EVENTS_QUEUE_PREFIX.text(),
             authn: AuthnConfig::from_env()?,
-            writes_per_user: Limit {
-                limit: RATE_LIMIT_WRITES_PER_USER.get()?,
-                window: RATE_LIMIT_WINDOW_SECS.secs()?,
-            },
+            writes_per_user: Limit::from_env(&RATE_LIMIT_WRITES_PER_USER)?,
         };
         config.validate()?;
         Ok(config)
@@ -102,11 +99,6 @@ impl quill_server::ServiceConfig for Config {
 
 impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        RATE_LIMIT_WINDOW_SECS.ensure(
-            !self.writes_per_user.window.is_zero(),
-            0,
-            "must be at least 1",
-        )?;
         ensure_http_url(&AUTH_URL, &self.auth_url)?;
         CONTENT_CURSOR_SECRET.ensure(
             self.cursor_secret.expose_secret().len() >= 16,

@@ -6,20 +6,20 @@
 //! auth per row: a miss costs one batched `GetUsersByIds` call. Its own
 //! changes leave as events through a transactional outbox.
 
-pub mod articles;
-pub mod authors;
-pub mod comments;
+mod articles;
+mod authors;
+mod comments;
 pub mod config;
 pub mod cursor;
-pub mod error;
-pub mod events;
-pub mod grpc;
-pub mod policy;
-pub mod profiles;
+mod error;
+mod events;
+mod grpc;
+mod policy;
+mod profiles;
 pub mod repo;
 pub mod server;
-pub mod service;
-pub mod slug;
+mod service;
+mod slug;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod validation;

@@ -3,9 +3,9 @@
 //! events), talking to the auth server at a given URL, for integration tests
 //! of this and other crates (the gateway's).
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
-use quill_events::{catalog, testing::TestBroker};
+use quill_events::testing::TestBroker;
 use quill_platform::testing::AuthPeer;
 use quill_proto::content::v1::content_service_client::ContentServiceClient;
 use quill_server::{
@@ -44,13 +44,9 @@ impl TestContent {
         config.auth_url = auth.url.clone();
         config.authn = auth.authn.clone();
         config.cursor_secret = "test cursor secret, not for production".into();
-        config.events.exchange = broker.exchange();
-        config.events_queue_prefix = broker.prefix.clone();
-        config.events.relay_poll_interval = Duration::from_millis(20);
+        broker.isolate(&mut config.events, &mut config.events_queue_prefix);
         tweak(&mut config);
-        for topology in catalog::all(&config.events, &config.events_queue_prefix) {
-            broker.track(topology);
-        }
+        broker.track_catalog(&config.events, &config.events_queue_prefix);
         let server = TestServer::spawn::<server::Content>(config.clone()).await;
         let (addr, channel) = (server.addr, server.channel.clone());
         Self {

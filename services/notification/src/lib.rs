@@ -7,15 +7,15 @@
 //! LISTEN/NOTIFY, so every replica pushes every commit.
 
 pub mod config;
-pub mod error;
-pub mod events;
-pub mod grpc;
-pub mod inbox;
-pub mod live;
-pub mod mail;
-pub mod preferences;
-pub mod repo;
-pub mod rules;
+mod error;
+mod events;
+mod grpc;
+mod inbox;
+mod live;
+mod mail;
+mod preferences;
+mod repo;
+mod rules;
 pub mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
