@@ -15,6 +15,29 @@ pub enum Role {
     Admin,
 }
 
+/// Why a caller may not do what they asked; every service's domain error
+/// holds one (`Forbidden(Denied)`) and answers PERMISSION_DENIED with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// Their role lacks the permission.
+    #[error("missing permission {}", .0.as_str())]
+    Missing(Permission),
+    /// A rule beyond the role (ownership): the text says which.
+    #[error("{0}")]
+    Rule(&'static str),
+}
+
+impl Role {
+    /// `Ok` if this role has `permission`.
+    pub fn require(self, permission: Permission) -> Result<(), Denied> {
+        if self.can(permission) {
+            Ok(())
+        } else {
+            Err(Denied::Missing(permission))
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Permission {
     ArticleCreate,

@@ -163,6 +163,10 @@ fn rpc_span<B>(request: &http::Request<B>) -> tracing::Span {
     span
 }
 
+/// The fields of a request that are wrong, each with what is wrong with it:
+/// what every service's `Invalid` error holds.
+pub type FieldViolations = Vec<(&'static str, String)>;
+
 /// A status whose details name the offending fields (`google.rpc.BadRequest`),
 /// which the gateway turns into RealWorld's `{"errors":{field:[msg]}}`.
 pub fn field_violations(code: Code, violations: &[(&str, String)]) -> Status {

@@ -7,9 +7,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use quill_platform::{
     authn::Caller,
     authz::{Permission, Role},
+    config::Secret,
     sessions::{SessionError, SessionSource, SessionStatus, Sessions},
 };
 use quill_server::db::unique_violation;
+use secrecy::ExposeSecret;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -40,16 +42,16 @@ pub struct Client {
     pub ip: String,
 }
 
-/// Requested profile changes, as received. Not `Debug`: it holds passwords.
-#[derive(Default)]
+/// Requested profile changes, as received.
+#[derive(Debug, Default)]
 pub struct ProfileUpdate {
     pub email: Option<String>,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub bio: Option<String>,
     pub image: Option<String>,
     /// Proof for an email or password change.
-    pub current_password: Option<String>,
+    pub current_password: Option<Secret>,
 }
 
 #[derive(Clone)]
@@ -94,14 +96,14 @@ impl Accounts {
         &self,
         email: &str,
         username: &str,
-        password: String,
+        password: Secret,
         client: Client,
     ) -> Result<(UserRow, Credentials), AuthError> {
         self.guard.admit_registration(&client.ip).await?;
         let mut violations = Vec::new();
         let email = validation::email(email, &mut violations);
         let username = validation::username(username, &mut violations);
-        validation::password(&password, &mut violations);
+        validation::password(password.expose_secret(), &mut violations);
         validation::finish(violations)?;
 
         let hash = self.hasher.hash(password).await?;
@@ -119,14 +121,15 @@ impl Accounts {
     pub async fn login(
         &self,
         email: &str,
-        password: String,
+        password: Secret,
         client: Client,
     ) -> Result<(UserRow, Credentials), AuthError> {
         let mut violations = Vec::new();
         let email = validation::login_email(email, &mut violations);
-        if password.is_empty() {
+        let typed = password.expose_secret();
+        if typed.is_empty() {
             violations.push(("password", "can't be blank".to_owned()));
-        } else if password.len() > validation::MAX_PASSWORD_BYTES {
+        } else if typed.len() > validation::MAX_PASSWORD_BYTES {
             return Err(AuthError::InvalidCredentials);
         }
         validation::finish(violations)?;
@@ -241,7 +244,7 @@ impl Accounts {
             password_hash: None,
         };
         if let Some(password) = &update.password {
-            validation::password(password, &mut violations);
+            validation::password(password.expose_secret(), &mut violations);
         }
         validation::finish(violations)?;
         // Other services copy these fields; a password change alone is
@@ -278,7 +281,7 @@ impl Accounts {
         &self,
         user: &UserRow,
         session: Uuid,
-        current_password: Option<String>,
+        current_password: Option<Secret>,
     ) -> Result<(), AuthError> {
         match current_password {
             Some(password) => {
@@ -472,11 +475,7 @@ pub fn role_of(user: &UserRow) -> Role {
 }
 
 fn require(actor: &UserRow, permission: Permission) -> Result<(), AuthError> {
-    if role_of(actor).can(permission) {
-        Ok(())
-    } else {
-        Err(AuthError::Forbidden(permission.as_str()))
-    }
+    Ok(role_of(actor).require(permission)?)
 }
 
 fn taken_or_db(error: sqlx::Error) -> AuthError {

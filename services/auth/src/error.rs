@@ -1,12 +1,16 @@
 //! What can go wrong in the auth service, and its one mapping to gRPC.
 
-use quill_platform::{grpc::field_violations, rate_limit::RateLimited};
+use quill_platform::{
+    authz::Denied,
+    grpc::{FieldViolations, field_violations},
+    rate_limit::RateLimited,
+};
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("invalid input")]
-    Invalid(Vec<(&'static str, String)>),
+    Invalid(FieldViolations),
     #[error("{0} has already been taken")]
     Taken(&'static str),
     #[error("email or password is invalid")]
@@ -15,8 +19,8 @@ pub enum AuthError {
     Unauthenticated(&'static str),
     #[error("account is banned")]
     Banned,
-    #[error("missing permission {0}")]
-    Forbidden(&'static str),
+    #[error(transparent)]
+    Forbidden(#[from] Denied),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error(transparent)]
@@ -53,9 +57,7 @@ impl From<AuthError> for Status {
             ),
             AuthError::Unauthenticated(why) => Status::unauthenticated(why),
             AuthError::Banned => Status::permission_denied("account is banned"),
-            AuthError::Forbidden(permission) => {
-                Status::permission_denied(format!("missing permission {permission}"))
-            }
+            AuthError::Forbidden(denied) => Status::permission_denied(denied.to_string()),
             AuthError::NotFound(what) => Status::not_found(format!("{what} not found")),
             AuthError::RateLimited(limited) => limited.into(),
             AuthError::ReauthRequired => field_violations(

@@ -3,7 +3,8 @@
 //! `Accounts`.
 
 use quill_platform::{
-    authn, authz::Role, service_identity::Service, sessions::SessionStatus, time::to_proto,
+    authn, authz::Role, config::Secret, service_identity::Service, sessions::SessionStatus,
+    time::to_proto,
 };
 use quill_proto::auth::v1::{self as pb, auth_service_server::AuthService};
 use tonic::{Request, Response, Status};
@@ -42,7 +43,7 @@ impl AuthService for AuthGrpc {
         let r = request.into_inner();
         let (user, credentials) = self
             .accounts
-            .register(&r.email, &r.username, r.password, client)
+            .register(&r.email, &r.username, r.password.into(), client)
             .await?;
         Ok(Response::new(auth_response(&user, credentials)))
     }
@@ -50,7 +51,10 @@ impl AuthService for AuthGrpc {
     async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::AuthResponse> {
         let client = client_of(&request);
         let r = request.into_inner();
-        let (user, credentials) = self.accounts.login(&r.email, r.password, client).await?;
+        let (user, credentials) = self
+            .accounts
+            .login(&r.email, r.password.into(), client)
+            .await?;
         Ok(Response::new(auth_response(&user, credentials)))
     }
 
@@ -76,10 +80,10 @@ impl AuthService for AuthGrpc {
         let update = ProfileUpdate {
             email: r.email,
             username: r.username,
-            password: r.password,
+            password: r.password.map(Secret::from),
             bio: r.bio,
             image: r.image,
-            current_password: r.current_password,
+            current_password: r.current_password.map(Secret::from),
         };
         let updated = self.accounts.update(&user, session, update).await?;
         Ok(Response::new(user_message(&updated)))

@@ -3,6 +3,8 @@
 //! bounds how many run at once: a login flood queues here instead of
 //! starving every other request of threads and memory.
 
+use quill_platform::config::Secret;
+use secrecy::ExposeSecret;
 use std::sync::Arc;
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
@@ -40,10 +42,10 @@ impl PasswordHasherPool {
         })
     }
 
-    pub async fn hash(&self, password: String) -> Result<String, AuthError> {
+    pub async fn hash(&self, password: Secret) -> Result<String, AuthError> {
         self.run(move || {
             argon2()
-                .hash_password(password.as_bytes())
+                .hash_password(password.expose_secret().as_bytes())
                 .map(|h| h.to_string())
                 .map_err(|e| AuthError::Internal(format!("hashing password: {e}")))
         })
@@ -52,13 +54,13 @@ impl PasswordHasherPool {
 
     /// True when `password` matches `hash`; `None` checks the decoy and is
     /// always false.
-    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, AuthError> {
+    pub async fn verify(&self, password: Secret, hash: Option<String>) -> Result<bool, AuthError> {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.decoy_hash.to_string());
         let matches = self
             .run(move || {
                 argon2()
-                    .verify_password(password.as_bytes(), hash.as_str())
+                    .verify_password(password.expose_secret().as_bytes(), hash.as_str())
                     .is_ok()
             })
             .await?;

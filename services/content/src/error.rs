@@ -1,16 +1,19 @@
 //! What can go wrong in the content service, and its one mapping to gRPC.
 
-use quill_platform::grpc::field_violations;
+use quill_platform::{
+    authz::Denied,
+    grpc::{FieldViolations, field_violations},
+};
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContentError {
     #[error("invalid input")]
-    Invalid(Vec<(&'static str, String)>),
+    Invalid(FieldViolations),
     #[error("{0}")]
     Unauthenticated(&'static str),
-    #[error("{0}")]
-    Forbidden(&'static str),
+    #[error(transparent)]
+    Forbidden(#[from] Denied),
     #[error("{0} not found")]
     NotFound(&'static str),
     /// A dependency (auth) failed; the caller may retry.
@@ -45,7 +48,7 @@ impl From<ContentError> for Status {
                 field_violations(Code::InvalidArgument, &violations)
             }
             ContentError::Unauthenticated(why) => Status::unauthenticated(why),
-            ContentError::Forbidden(why) => Status::permission_denied(why),
+            ContentError::Forbidden(denied) => Status::permission_denied(denied.to_string()),
             ContentError::NotFound(what) => Status::not_found(format!("{what} not found")),
             ContentError::Upstream { what, ref status } => {
                 tracing::warn!(error = %status, "{what} call failed");

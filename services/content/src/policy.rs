@@ -3,7 +3,7 @@
 //! here instead of comparing roles themselves.
 
 pub use quill_platform::authn::Caller;
-use quill_platform::authz::Permission;
+use quill_platform::authz::{Denied, Permission};
 use uuid::Uuid;
 
 use crate::error::ContentError;
@@ -12,9 +12,7 @@ pub fn may_publish(caller: &Caller) -> Result<(), ContentError> {
     if caller.role.can(Permission::ArticleCreate) {
         Ok(())
     } else {
-        Err(ContentError::Forbidden(
-            "your role may not publish articles",
-        ))
+        Err(Denied::Rule("your role may not publish articles").into())
     }
 }
 
@@ -23,9 +21,7 @@ pub fn may_change_article(caller: &Caller, author_id: Uuid) -> Result<(), Conten
     if caller.user == author_id || caller.role.can(Permission::ArticleModerate) {
         Ok(())
     } else {
-        Err(ContentError::Forbidden(
-            "only the author or a moderator may change this article",
-        ))
+        Err(Denied::Rule("only the author or a moderator may change this article").into())
     }
 }
 
@@ -42,9 +38,9 @@ pub fn may_delete_comment(
     {
         Ok(())
     } else {
-        Err(ContentError::Forbidden(
+        Err(Denied::Rule(
             "only the comment's author, the article's author or a moderator may delete this comment",
-        ))
+        ).into())
     }
 }
 

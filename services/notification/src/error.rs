@@ -1,12 +1,12 @@
 //! What can go wrong in the notification service, and its one mapping to gRPC.
 
-use quill_platform::grpc::field_violations;
+use quill_platform::grpc::{FieldViolations, field_violations};
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotificationError {
-    #[error("invalid {0}: {1}")]
-    Invalid(&'static str, String),
+    #[error("invalid input")]
+    Invalid(FieldViolations),
     #[error("{0} not found")]
     NotFound(&'static str),
     /// A cap on open live streams is reached; the caller may retry once one
@@ -17,11 +17,17 @@ pub enum NotificationError {
     Database(#[from] sqlx::Error),
 }
 
+impl NotificationError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid(vec![(field, message.into())])
+    }
+}
+
 impl From<NotificationError> for Status {
     fn from(error: NotificationError) -> Self {
         match error {
-            NotificationError::Invalid(field, message) => {
-                field_violations(Code::InvalidArgument, &[(field, message)])
+            NotificationError::Invalid(violations) => {
+                field_violations(Code::InvalidArgument, &violations)
             }
             NotificationError::NotFound(what) => Status::not_found(format!("{what} not found")),
             NotificationError::TooManyStreams(why) => Status::resource_exhausted(why),

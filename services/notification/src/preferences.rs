@@ -87,7 +87,7 @@ impl Inbox {
 /// transaction do unbounded work).
 fn preference_changes(kinds: &[KindChange]) -> Result<Vec<KindPreference>, NotificationError> {
     if kinds.len() > Kind::ALL.len() {
-        return Err(NotificationError::Invalid(
+        return Err(NotificationError::invalid(
             "kinds",
             format!("too many (maximum is {})", Kind::ALL.len()),
         ));
@@ -96,9 +96,9 @@ fn preference_changes(kinds: &[KindChange]) -> Result<Vec<KindPreference>, Notif
     for k in kinds {
         let kind = k
             .kind
-            .ok_or_else(|| NotificationError::Invalid("kinds", "has an unknown kind".into()))?;
+            .ok_or_else(|| NotificationError::invalid("kinds", "has an unknown kind"))?;
         if changes.iter().any(|seen| seen.kind == kind) {
-            return Err(NotificationError::Invalid(
+            return Err(NotificationError::invalid(
                 "kinds",
                 format!("names {} more than once", kind.as_str()),
             ));
@@ -126,7 +126,10 @@ mod tests {
 
     fn refusal(kinds: &[KindChange]) -> String {
         match preference_changes(kinds) {
-            Err(NotificationError::Invalid("kinds", why)) => why,
+            Err(NotificationError::Invalid(violations)) => match violations.as_slice() {
+                [("kinds", why)] => why.clone(),
+                other => panic!("expected one invalid `kinds`, got {other:?}"),
+            },
             other => panic!("expected an invalid `kinds`, got {other:?}"),
         }
     }
