@@ -480,10 +480,9 @@ impl<H: EventHandler> Consumer<H> {
 /// flight. Any success resets it.
 #[derive(Debug)]
 struct Pause {
-    first: Duration,
-    max: Duration,
-    /// The current pause; zero while healthy.
-    current: Duration,
+    delays: Backoff,
+    /// Whether a pause is on (a dependency was last seen down).
+    paused: bool,
     until: Instant,
 }
 
@@ -493,9 +492,8 @@ impl Pause {
 
     fn new(first: Duration, max: Duration) -> Self {
         Self {
-            first,
-            max: max.max(first),
-            current: Duration::ZERO,
+            delays: Backoff::between(first, max),
+            paused: false,
             until: Instant::now(),
         }
     }
@@ -503,20 +501,19 @@ impl Pause {
     /// A delivery found a dependency unavailable at `now`: returns until when
     /// it waits, and the new pause if this started or grew one.
     fn unavailable(&mut self, now: Instant) -> (Instant, Option<Duration>) {
-        if !self.current.is_zero() && now < self.until {
+        if self.paused && now < self.until {
             return (self.until, None);
         }
-        self.current = if self.current.is_zero() {
-            self.first
-        } else {
-            (self.current * 2).min(self.max)
-        };
-        self.until = now + self.current;
-        (self.until, Some(self.current))
+        // Jittered, so replicas that met the same outage retry apart.
+        let pause = self.delays.next_delay();
+        self.paused = true;
+        self.until = now + pause;
+        (self.until, Some(pause))
     }
 
     fn reset(&mut self) {
-        self.current = Duration::ZERO;
+        self.paused = false;
+        self.delays.reset();
     }
 }
 
@@ -615,27 +612,32 @@ mod tests {
     fn the_pause_is_shared_grows_per_round_caps_and_resets() {
         let t0 = Instant::now();
         let mut pause = Pause::new(ms(500), ms(1500));
-        assert_eq!(pause.unavailable(t0), (t0 + ms(500), Some(ms(500))));
+        // Each pause is its base plus up to as much again of jitter.
+        let within = |got: Option<Duration>, base: u64| {
+            let got = got.expect("a new pause");
+            assert!(
+                (ms(base)..ms(2 * base)).contains(&got),
+                "{got:?} for {base}"
+            );
+            got
+        };
+        let (until, first) = pause.unavailable(t0);
+        let first = within(first, 500);
+        assert_eq!(until, t0 + first);
         // Others failing within the pause wait for the same deadline.
-        assert_eq!(pause.unavailable(t0 + ms(100)), (t0 + ms(500), None));
+        assert_eq!(pause.unavailable(t0 + ms(100)), (until, None));
         // Still down after it: the pause doubles, then stops at the cap.
-        assert_eq!(
-            pause.unavailable(t0 + ms(500)),
-            (t0 + ms(1500), Some(ms(1000)))
-        );
-        assert_eq!(
-            pause.unavailable(t0 + ms(1600)),
-            (t0 + ms(3100), Some(ms(1500)))
-        );
-        assert_eq!(
-            pause.unavailable(t0 + ms(3100)),
-            (t0 + ms(4600), Some(ms(1500)))
-        );
+        let later = until;
+        let (_, second) = pause.unavailable(later);
+        within(second, 1000);
+        let mut now = later + ms(3000);
+        for _ in 0..3 {
+            let (until, capped) = pause.unavailable(now);
+            within(capped, 1500);
+            now = until;
+        }
         pause.reset();
-        assert_eq!(
-            pause.unavailable(t0 + ms(4000)),
-            (t0 + ms(4500), Some(ms(500)))
-        );
+        within(pause.unavailable(now).1, 500);
     }
 
     #[test]

@@ -10,9 +10,13 @@ const FIRST: Duration = Duration::from_millis(100);
 const MAX: Duration = Duration::from_secs(5);
 
 fn builder() -> ExponentialBuilder {
+    builder_between(FIRST, MAX)
+}
+
+fn builder_between(first: Duration, max: Duration) -> ExponentialBuilder {
     ExponentialBuilder::default()
-        .with_min_delay(FIRST)
-        .with_max_delay(MAX)
+        .with_min_delay(first)
+        .with_max_delay(max.max(first))
         .with_jitter()
         .without_max_times()
 }
@@ -22,13 +26,22 @@ fn builder() -> ExponentialBuilder {
 /// long outage costs little and a blip recovers fast.
 #[derive(Debug)]
 pub struct Backoff {
+    builder: ExponentialBuilder,
     delays: ExponentialBackoff,
 }
 
 impl Backoff {
     pub fn new() -> Self {
+        Self::between(FIRST, MAX)
+    }
+
+    /// Delays from `first`, doubling up to `max`, each plus up to its own
+    /// length of jitter.
+    pub fn between(first: Duration, max: Duration) -> Self {
+        let builder = builder_between(first, max);
         Self {
-            delays: builder().build(),
+            delays: builder.build(),
+            builder,
         }
     }
 
@@ -38,7 +51,7 @@ impl Backoff {
     }
 
     pub fn reset(&mut self) {
-        *self = Self::new();
+        self.delays = self.builder.build();
     }
 }
 
