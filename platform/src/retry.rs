@@ -50,6 +50,15 @@ impl Backoff {
         self.delays.next().unwrap_or(MAX)
     }
 
+    /// The delay before retry `n` (0 for the first), for a schedule kept
+    /// elsewhere (a row's attempt count) rather than in this value.
+    pub fn nth_delay(mut self, n: usize) -> Duration {
+        (0..n).for_each(|_| {
+            self.next_delay();
+        });
+        self.next_delay()
+    }
+
     pub fn reset(&mut self) {
         self.delays = self.builder.build();
     }

@@ -9,6 +9,7 @@
 //! `max_attempts`. Senders on several instances share the rows with
 //! `FOR UPDATE SKIP LOCKED`.
 
+use quill_platform::retry::Backoff;
 use std::{sync::Arc, time::Duration};
 
 use lettre::{
@@ -132,12 +133,12 @@ enum Failure {
     Transient(String),
 }
 
-/// 10 s, 20 s, 40 s ... capped at an hour.
+/// 10 s, 20 s, 40 s ... capped at an hour, each plus up to as much again of
+/// jitter, so mail that failed together (a relay outage) is not retried in
+/// one burst.
 fn backoff(attempts: i32) -> Duration {
-    let exponent = u32::try_from(attempts.saturating_sub(1))
-        .unwrap_or(0)
-        .min(16);
-    Duration::from_secs(10u64.saturating_mul(1 << exponent)).min(Duration::from_secs(3600))
+    let nth = usize::try_from(attempts.saturating_sub(1)).unwrap_or(0);
+    Backoff::between(Duration::from_secs(10), Duration::from_secs(3600)).nth_delay(nth)
 }
 
 #[cfg(test)]
@@ -146,8 +147,9 @@ mod tests {
 
     #[test]
     fn retries_back_off_up_to_an_hour() {
-        assert_eq!(backoff(1), Duration::from_secs(10));
-        assert_eq!(backoff(2), Duration::from_secs(20));
-        assert_eq!(backoff(30), Duration::from_secs(3600));
+        let secs = |s| Duration::from_secs(s);
+        assert!((secs(10)..secs(20)).contains(&backoff(1)));
+        assert!((secs(20)..secs(40)).contains(&backoff(2)));
+        assert!((secs(3600)..secs(7200)).contains(&backoff(30)));
     }
 }

@@ -2,7 +2,7 @@
 //! RabbitMQ and an SMTP server on loopback: each rule, preferences,
 //! idempotency, the read API, live streams, and two replicas on one queue.
 
-mod support;
+use crate::support;
 
 use std::{collections::HashSet, time::Duration};
 
