@@ -26,6 +26,12 @@ quill_platform::settings! {
     EVENTS_RETRY_DELAYS_MS = "1000,10000,60000";
     /// How often an idle outbox relay looks for rows it was not woken for.
     OUTBOX_POLL_INTERVAL_MS = "200";
+    /// How long published outbox rows and consumed events' inbox rows are
+    /// kept, in hours (an inbox row must outlive every redelivery of its
+    /// event).
+    EVENTS_RETENTION_HOURS = "168";
+    /// How often each service deletes rows past their retention.
+    RETENTION_INTERVAL_SECS = "3600";
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +48,10 @@ pub struct EventsConfig {
     pub retry_delays: Vec<Duration>,
     /// [`OUTBOX_POLL_INTERVAL_MS`].
     pub relay_poll_interval: Duration,
+    /// [`EVENTS_RETENTION_HOURS`].
+    pub retention: Duration,
+    /// [`RETENTION_INTERVAL_SECS`].
+    pub retention_interval: Duration,
 }
 
 impl Default for EventsConfig {
@@ -56,6 +66,10 @@ impl Default for EventsConfig {
             retry_delays: parse_delays(EVENTS_RETRY_DELAYS_MS.default).expect(VALID),
             relay_poll_interval: Duration::from_millis(
                 OUTBOX_POLL_INTERVAL_MS.default.parse().expect(VALID),
+            ),
+            retention: hours(EVENTS_RETENTION_HOURS.default.parse().expect(VALID)),
+            retention_interval: Duration::from_secs(
+                RETENTION_INTERVAL_SECS.default.parse().expect(VALID),
             ),
         }
     }
@@ -83,6 +97,11 @@ impl EventsConfig {
             max_attempts,
             retry_delays,
             relay_poll_interval: OUTBOX_POLL_INTERVAL_MS.millis()?,
+            retention: hours(EVENTS_RETENTION_HOURS.get()?),
+            retention_interval: positive(
+                &RETENTION_INTERVAL_SECS,
+                RETENTION_INTERVAL_SECS.secs()?,
+            )?,
         })
     }
 
@@ -97,6 +116,18 @@ impl EventsConfig {
             retry_delays: self.retry_delays.clone(),
         }
     }
+}
+
+fn hours(hours: u64) -> Duration {
+    Duration::from_secs(hours.saturating_mul(3600))
+}
+
+fn positive(
+    setting: &quill_platform::config::Setting,
+    value: Duration,
+) -> Result<Duration, ConfigError> {
+    setting.ensure(!value.is_zero(), 0, "must be at least 1")?;
+    Ok(value)
 }
 
 fn parse_delays(raw: &str) -> Result<Vec<Duration>, String> {

@@ -16,6 +16,7 @@ pub mod consumer;
 pub mod envelope;
 pub mod outbox;
 pub mod relay;
+pub mod retention;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod trace_headers;
@@ -31,6 +32,7 @@ pub use consumer::{Consumer, EventHandler, HandlerError};
 pub use envelope::{new_envelope, routing_key};
 pub use outbox::{OUTBOX_AND_INBOX_SQL, enqueue};
 pub use relay::{OutboxRelay, backlog};
+pub use retention::Retention;
 
 /// What can go wrong talking to the broker or the database while moving events.
 #[derive(Debug, thiserror::Error)]

@@ -5,4 +5,5 @@
 //! stays per test.
 
 mod events;
+mod retention;
 mod telemetry;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use quill_events::{OutboxRelay, catalog};
+use quill_events::{OutboxRelay, Retention, catalog};
 use quill_platform::{
     authn::Authenticator,
     rate_limit::RateLimiter,
@@ -61,6 +61,11 @@ impl Service for Auth {
             &config.issuer,
             &config.audience,
         )?;
+        let retention = Retention::backbone(
+            pool.clone(),
+            config.events.retention,
+            config.events.retention_interval,
+        );
         let relay = OutboxRelay::new(
             pool.clone(),
             config.events.amqp_url.expose_secret(),
@@ -98,6 +103,7 @@ impl Service for Auth {
             AuthGrpc::new(accounts)
         )));
         server.background().spawn(|stop| relay.run(stop));
+        server.background().spawn(|stop| retention.run(stop));
         server.serve(serving, authn).await?;
         Ok(())
     }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use quill_events::{Consumer, OutboxRelay, catalog};
+use quill_events::{Consumer, OutboxRelay, Retention, catalog};
 use quill_platform::{
     authn::ServiceAuth, grpc, rate_limit::RateLimiter, service_identity::Service as Caller,
 };
@@ -51,6 +51,8 @@ impl Service for Content {
             .map_err(|e| anyhow::anyhow!("authentication against {}: {e}", config.auth_url))?;
         let events = &config.events;
         let amqp_url = events.amqp_url.expose_secret();
+        let retention =
+            Retention::backbone(pool.clone(), events.retention, events.retention_interval);
         let relay = OutboxRelay::new(pool.clone(), amqp_url, &events.exchange)
             .poll_interval(events.relay_poll_interval)
             .declare_queues(catalog::all(events, &config.events_queue_prefix));
@@ -77,6 +79,7 @@ impl Service for Content {
         )));
         server.background().spawn(|stop| relay.run(stop));
         server.background().spawn(|stop| consumer.run(stop));
+        server.background().spawn(|stop| retention.run(stop));
         server.serve(serving, identity.authn).await?;
         Ok(())
     }

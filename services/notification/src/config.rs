@@ -28,6 +28,8 @@ quill_platform::settings! {
     MAIL_POLL_INTERVAL_MS = "2000";
     /// Delivery attempts before a mail is marked failed.
     MAIL_MAX_ATTEMPTS = "8";
+    /// How long sent and failed mail is kept for an operator, in hours.
+    MAIL_RETENTION_HOURS = "720";
     /// Follower ids per streamed batch of a new-article fan-out.
     NOTIFICATION_FANOUT_BATCH = "500";
     /// How often a live `Subscribe` stream re-checks its session; it ends
@@ -61,6 +63,8 @@ pub struct Config {
     pub mail_poll_interval: Duration,
     /// Delivery attempts before a mail is marked failed.
     pub mail_max_attempts: i32,
+    /// [`MAIL_RETENTION_HOURS`].
+    pub mail_retention: Duration,
     pub events: EventsConfig,
     /// `EVENTS_QUEUE_PREFIX`: the queue consumed is `<prefix>.notification`
     /// (plain `notification` when empty), as in the event catalog.
@@ -153,6 +157,9 @@ impl quill_server::ServiceConfig for Config {
             fanout_batch: NOTIFICATION_FANOUT_BATCH.get()?,
             mail_poll_interval: MAIL_POLL_INTERVAL_MS.millis()?,
             mail_max_attempts: MAIL_MAX_ATTEMPTS.get()?,
+            mail_retention: Duration::from_secs(
+                MAIL_RETENTION_HOURS.get::<u64>()?.saturating_mul(3600),
+            ),
             events: EventsConfig::from_env()?,
             events_queue_prefix: EVENTS_QUEUE_PREFIX.text(),
             authn: AuthnConfig::from_env()?,

@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use quill_events::Consumer;
+use quill_events::{Consumer, Retention};
 use quill_platform::{authn::ServiceAuth, grpc, service_identity::Service as Caller};
 use quill_proto::notification::v1::notification_service_server::NotificationServiceServer;
 use quill_server::{GrpcServer, Service, Serving, db};
@@ -86,6 +86,14 @@ impl Service for Notification {
         )
         .prefetch(config.events.prefetch);
         server.background().spawn(|stop| consumer.run(stop));
+        let retention = Retention::backbone(
+            pool.clone(),
+            config.events.retention,
+            config.events.retention_interval,
+        )
+        .keep("outbox_mail", "sent_at", config.mail_retention)
+        .keep("outbox_mail", "failed_at", config.mail_retention);
+        server.background().spawn(|stop| retention.run(stop));
         server.add_service(quill_platform::message_limits!(
             NotificationServiceServer::new(NotificationGrpc::new(
                 Inbox::new(pool),
