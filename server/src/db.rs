@@ -155,6 +155,20 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
     Ok(pool)
 }
 
+/// Whether the database answers: a readiness probe
+/// (`GrpcServer::depends_on("database", db::probe(pool))`).
+pub fn probe(
+    pool: PgPool,
+) -> impl Fn() -> futures::future::BoxFuture<'static, Result<(), sqlx::Error>> + Send + Sync {
+    move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&pool).await?;
+            Ok(())
+        })
+    }
+}
+
 /// Samples `pool`'s size and idle connections at every scrape.
 fn watch_pool(pool: &PgPool) {
     let db = pool

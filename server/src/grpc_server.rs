@@ -1,12 +1,14 @@
 //! A service's gRPC server: its own services plus health and reflection,
 //! every call authenticated, its background loops, and one drain.
 
-use std::convert::Infallible;
+use std::{convert::Infallible, future::Future, time::Duration};
+
+use futures::future::BoxFuture;
 
 use quill_platform::{
     authn::Authenticator,
     grpc,
-    shutdown::{Background, DRAIN_TIMEOUT},
+    shutdown::{Background, CancellationToken, DRAIN_TIMEOUT, sleep_or_cancelled},
 };
 use tonic::{body::Body, server::NamedService, service::RoutesBuilder};
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -21,23 +23,34 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// The reflection services, which reflection lists beside the served ones.
-const REFLECTION: [&str; 2] = [
+/// How often the dependencies a service cannot serve without are checked.
+const READINESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A check of one such dependency; `Err` says what is wrong.
+type Probe = Box<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// What reflection lists beside the served services: health and itself.
+const ALWAYS_SERVED: [&str; 3] = [
+    tonic_health::pb::health_server::SERVICE_NAME,
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
 ];
 
 /// Collects a service's gRPC services and background loops, then serves
-/// them until shutdown. Health reports each added service SERVING once the
-/// server starts and NOT_SERVING as soon as the drain begins; reflection
-/// (v1 and v1alpha: grpcurl 1.8 only speaks v1alpha) lists exactly what this
-/// port serves.
+/// them until shutdown. Health tells readiness apart from liveness: each
+/// added service's own name reports SERVING while the process serves and
+/// every dependency it cannot serve without answers ([`Self::depends_on`]),
+/// and NOT_SERVING as soon as the drain begins; the overall name `""` stays
+/// SERVING while the process runs (liveness: restarting it would not bring a
+/// database back). Reflection (v1 and v1alpha: grpcurl 1.8 only speaks
+/// v1alpha) lists exactly what this port serves.
 pub struct GrpcServer {
     routes: RoutesBuilder,
     served: Vec<&'static str>,
     health: HealthReporter,
     background: Background,
     max_concurrent_streams: u32,
+    probes: Vec<(&'static str, Probe)>,
 }
 
 impl Default for GrpcServer {
@@ -53,11 +66,31 @@ impl GrpcServer {
         routes.add_service(quill_platform::message_limits!(health_service));
         Self {
             routes,
-            served: vec![tonic_health::pb::health_server::SERVICE_NAME],
+            served: Vec::new(),
             health,
             background: Background::new(),
             max_concurrent_streams: grpc::MAX_CONCURRENT_STREAMS,
+            probes: Vec::new(),
         }
+    }
+
+    /// A dependency this service cannot serve without (its database): while
+    /// `probe` fails, health reports the service NOT_SERVING, so balancers
+    /// and Kubernetes send its calls to a replica that can answer them.
+    pub fn depends_on<F, Fut, E>(&mut self, name: &'static str, probe: F) -> &mut Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        self.probes.push((
+            name,
+            Box::new(move || {
+                let check = probe();
+                Box::pin(async move { check.await.map_err(|e| e.to_string()) })
+            }),
+        ));
+        self
     }
 
     /// HTTP/2 streams one client connection may hold open at once (default
@@ -99,7 +132,7 @@ impl GrpcServer {
     pub async fn serve(mut self, serving: Serving, authn: Authenticator) -> Result<(), ServeError> {
         let Serving { listener, shutdown } = serving;
         let reflection = || {
-            self.served.iter().chain(&REFLECTION).fold(
+            self.served.iter().chain(&ALWAYS_SERVED).fold(
                 tonic_reflection::server::Builder::configure()
                     .register_encoded_file_descriptor_set(quill_proto::FILE_DESCRIPTOR_SET)
                     .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
@@ -110,21 +143,23 @@ impl GrpcServer {
         self.routes
             .add_service(quill_platform::message_limits!(v1))
             .add_service(quill_platform::message_limits!(v1alpha));
-        for name in &self.served {
-            self.health
-                .set_service_status(name, ServingStatus::Serving)
-                .await;
-        }
+        let readiness = Readiness {
+            health: self.health.clone(),
+            services: self.served.clone(),
+        };
+        readiness.set(ServingStatus::Serving).await;
+        let probing = shutdown.child_token();
+        tokio::spawn(
+            readiness
+                .clone()
+                .watch(std::mem::take(&mut self.probes), probing.clone()),
+        );
         let stop_accepting = {
-            let (health, served, shutdown) =
-                (self.health.clone(), self.served.clone(), shutdown.clone());
+            let shutdown = shutdown.clone();
             async move {
                 shutdown.cancelled().await;
-                for name in served.iter().chain(&[""]) {
-                    health
-                        .set_service_status(name, ServingStatus::NotServing)
-                        .await;
-                }
+                probing.cancel();
+                readiness.set(ServingStatus::NotServing).await;
             }
         };
         let served = grpc::serve(
@@ -147,5 +182,57 @@ impl GrpcServer {
         };
         self.background.drain(DRAIN_TIMEOUT).await;
         result
+    }
+}
+
+/// The readiness half of health: the served services' own names.
+#[derive(Clone)]
+struct Readiness {
+    health: HealthReporter,
+    services: Vec<&'static str>,
+}
+
+impl Readiness {
+    async fn set(&self, status: ServingStatus) {
+        for name in &self.services {
+            self.health.set_service_status(name, status).await;
+        }
+    }
+
+    /// Checks `probes` every [`READINESS_INTERVAL`] until `stop`, reporting
+    /// NOT_SERVING while any fails.
+    async fn watch(self, probes: Vec<(&'static str, Probe)>, stop: CancellationToken) {
+        if probes.is_empty() {
+            return;
+        }
+        let mut ready = true;
+        while !sleep_or_cancelled(READINESS_INTERVAL, &stop).await {
+            let mut failing = None;
+            for (name, probe) in &probes {
+                let outcome = tokio::time::timeout(READINESS_INTERVAL, probe()).await;
+                let problem = match outcome {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e,
+                    Err(_) => format!("no answer within {READINESS_INTERVAL:?}"),
+                };
+                failing = Some((*name, problem));
+                break;
+            }
+            // The drain may have begun while a probe ran: it has the last word.
+            if stop.is_cancelled() || failing.is_none() == ready {
+                continue;
+            }
+            ready = failing.is_none();
+            match failing {
+                Some((dependency, problem)) => {
+                    tracing::warn!(dependency, %problem, "not ready: a dependency is down");
+                    self.set(ServingStatus::NotServing).await;
+                }
+                None => {
+                    tracing::info!("ready again: every dependency answers");
+                    self.set(ServingStatus::Serving).await;
+                }
+            }
+        }
     }
 }

@@ -44,6 +44,7 @@ impl Service for Auth {
         let pool = db::prepare(&config.server.database, &MIGRATOR)
             .await
             .context("preparing the auth database")?;
+        let database_ready = db::probe(pool.clone());
         let redis = sessions::connect(&config.authn.redis_url)
             .await
             .context("connecting to Redis")?;
@@ -104,6 +105,7 @@ impl Service for Auth {
         )));
         server.background().spawn(|stop| relay.run(stop));
         server.background().spawn(|stop| retention.run(stop));
+        server.depends_on("database", database_ready);
         server.serve(serving, authn).await?;
         Ok(())
     }

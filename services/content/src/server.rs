@@ -42,6 +42,7 @@ impl Service for Content {
         let pool = db::prepare(&config.server.database, &MIGRATOR)
             .await
             .context("preparing the content database")?;
+        let database_ready = db::probe(pool.clone());
         let auth = Endpoint::from_shared(config.auth_url.clone())
             .with_context(|| format!("AUTH_URL={} is not a valid URL", config.auth_url))?
             .connect_timeout(Duration::from_secs(5))
@@ -80,6 +81,7 @@ impl Service for Content {
         server.background().spawn(|stop| relay.run(stop));
         server.background().spawn(|stop| consumer.run(stop));
         server.background().spawn(|stop| retention.run(stop));
+        server.depends_on("database", database_ready);
         server.serve(serving, identity.authn).await?;
         Ok(())
     }

@@ -47,6 +47,7 @@ impl Service for Notification {
         let pool = db::prepare(&config.server.database, &MIGRATOR)
             .await
             .context("preparing the notification database")?;
+        let database_ready = db::probe(pool.clone());
         let auth = lazy_channel("AUTH_URL", &config.auth_url)?;
         let content = lazy_channel("CONTENT_URL", &config.content_url)?;
         let identity = ServiceAuth::connect(Caller::Notification, &config.authn, auth)
@@ -102,6 +103,7 @@ impl Service for Notification {
                 config.stream_recheck,
             ))
         ));
+        server.depends_on("database", database_ready);
         server.serve(serving, identity.authn).await?;
         Ok(())
     }

@@ -6,4 +6,5 @@
 
 mod auth_grpc;
 mod events;
+mod readiness;
 mod support;
