@@ -208,8 +208,13 @@ for job in by_kind.get("Job", {}).values():
     check_pod(job)
 
 for hpa in by_kind.get("HorizontalPodAutoscaler", {}).values():
-    if hpa["spec"]["scaleTargetRef"]["name"] not in names("Deployment"):
+    target = hpa["spec"]["scaleTargetRef"]["name"]
+    if target not in names("Deployment"):
         err(hpa, "scaleTargetRef names no Deployment")
+    # An HPA owns its Deployment's size: a spec.replicas in the manifest
+    # would reset the scale on every apply.
+    elif "replicas" in by_kind["Deployment"][target]["spec"]:
+        err(by_kind["Deployment"][target], "sets spec.replicas although an HPA scales it")
 
 for ing in by_kind.get("Ingress", {}).values():
     for rule in ing["spec"].get("rules", []):
