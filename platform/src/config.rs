@@ -210,13 +210,13 @@ pub fn is_production() -> bool {
     deployment_environment().eq_ignore_ascii_case("production")
 }
 
-/// Checks that `url` is an `http(s)://` URL, naming `setting` otherwise.
-pub fn ensure_http_url(setting: &Setting, url: &str) -> Result<(), ConfigError> {
-    setting.ensure(
-        url.starts_with("http://") || url.starts_with("https://"),
-        url,
-        "must be an http:// or https:// URL",
-    )
+/// Checks that `urls` names an upstream's replicas as
+/// [`Upstream`](crate::balance::Upstream) reads them, naming `setting`
+/// otherwise.
+pub fn ensure_http_url(setting: &Setting, urls: &str) -> Result<(), ConfigError> {
+    crate::balance::Upstream::parse(setting.name, urls, "")
+        .map(drop)
+        .map_err(|e| setting.invalid(urls, e.to_string()))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod authn;
 pub mod authz;
+pub mod balance;
 pub mod config;
 pub mod grpc;
 pub mod limits;

@@ -14,9 +14,13 @@ crate::settings! {
     /// A file holding `SERVICE_TOKEN_SECRET` (a mounted Kubernetes Secret);
     /// wins over the variable.
     SERVICE_TOKEN_SECRET_FILE = "";
-    /// Where auth serves gRPC (content, notification and the gateway call it).
+    /// Where auth serves gRPC (content, notification and the gateway call
+    /// it): one URL whose host resolves to every replica (a headless
+    /// Service), or a comma-separated list; calls are balanced over the
+    /// replicas whose health says they serve, re-resolved every 5 s.
     AUTH_URL = "http://127.0.0.1:50051";
-    /// Where content serves gRPC (notification and the gateway call it).
+    /// Where content serves gRPC (notification and the gateway call it); as
+    /// `AUTH_URL`.
     CONTENT_URL = "http://127.0.0.1:50052";
     /// The window, in seconds, of every rate limit (auth, content).
     RATE_LIMIT_WINDOW_SECS = "60";

@@ -3,4 +3,5 @@
 //! One test binary per crate: built and linked once. nextest runs every
 //! test in its own process, so process-wide telemetry stays per test.
 
+mod balance;
 mod telemetry_http;

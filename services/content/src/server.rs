@@ -2,18 +2,18 @@
 //! gRPC server, the outbox relay publishing content's events and the
 //! consumer applying auth's.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use quill_events::{Consumer, OutboxRelay, Retention, catalog};
 use quill_platform::{
-    authn::ServiceAuth, grpc, rate_limit::RateLimiter, service_identity::Service as Caller,
+    authn::ServiceAuth, balance::Upstream, grpc, rate_limit::RateLimiter,
+    service_identity::Service as Caller,
 };
-use quill_proto::content::v1::content_service_server::ContentServiceServer;
+use quill_proto::{
+    auth::v1::auth_service_server, content::v1::content_service_server::ContentServiceServer,
+};
 use quill_server::{GrpcServer, Service, Serving, db};
 use secrecy::ExposeSecret;
 use sqlx::migrate::Migrator;
-use tonic::transport::Endpoint;
 
 use crate::{
     authors::Authors,
@@ -43,10 +43,12 @@ impl Service for Content {
             .await
             .context("preparing the content database")?;
         let database_ready = db::probe(pool.clone());
-        let auth = Endpoint::from_shared(config.auth_url.clone())
-            .with_context(|| format!("AUTH_URL={} is not a valid URL", config.auth_url))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy();
+        let auth = Upstream::parse(
+            "AUTH_URL",
+            &config.auth_url,
+            auth_service_server::SERVICE_NAME,
+        )?
+        .channel();
         let identity = ServiceAuth::connect(Caller::Content, &config.authn, auth.clone())
             .await
             .map_err(|e| anyhow::anyhow!("authentication against {}: {e}", config.auth_url))?;

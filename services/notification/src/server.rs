@@ -2,17 +2,21 @@
 //! event consumer, the LISTEN connection for live pushes, the mail sender,
 //! and the gRPC server.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use anyhow::Context;
 use quill_events::{Consumer, Retention};
-use quill_platform::{authn::ServiceAuth, grpc, service_identity::Service as Caller};
-use quill_proto::notification::v1::notification_service_server::NotificationServiceServer;
+use quill_platform::{
+    authn::ServiceAuth, balance::Upstream, grpc, service_identity::Service as Caller,
+};
+use quill_proto::{
+    auth::v1::auth_service_server, content::v1::content_service_server,
+    notification::v1::notification_service_server::NotificationServiceServer,
+};
 use quill_server::{GrpcServer, Service, Serving, db};
 use secrecy::ExposeSecret;
 use sqlx::migrate::Migrator;
 use tokio::sync::Notify;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::{
     config::Config,
@@ -24,13 +28,6 @@ use crate::{
 };
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
-
-fn lazy_channel(name: &str, url: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_owned())
-        .with_context(|| format!("{name}={url} is not a valid URL"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy())
-}
 
 /// The notification service, as `quill_server` runs it.
 pub struct Notification;
@@ -48,8 +45,18 @@ impl Service for Notification {
             .await
             .context("preparing the notification database")?;
         let database_ready = db::probe(pool.clone());
-        let auth = lazy_channel("AUTH_URL", &config.auth_url)?;
-        let content = lazy_channel("CONTENT_URL", &config.content_url)?;
+        let auth = Upstream::parse(
+            "AUTH_URL",
+            &config.auth_url,
+            auth_service_server::SERVICE_NAME,
+        )?
+        .channel();
+        let content = Upstream::parse(
+            "CONTENT_URL",
+            &config.content_url,
+            content_service_server::SERVICE_NAME,
+        )?
+        .channel();
         let identity = ServiceAuth::connect(Caller::Notification, &config.authn, auth)
             .await
             .map_err(|e| anyhow::anyhow!("authentication against {}: {e}", config.auth_url))?;
