@@ -30,16 +30,8 @@ pub fn router(state: AppState) -> Router {
     let cors = cors(&state.config.cors_origins);
     // Outlasts the RPC deadline, so the upstream's own timeout answers first.
     let request_timeout = state.config.rpc_deadline * 2 + Duration::from_secs(1);
-    Router::new()
-        .merge(routes::users::routes())
-        .merge(routes::admin::routes())
-        .merge(routes::profiles::routes())
-        .merge(routes::articles::routes())
-        .merge(routes::comments::routes())
-        .merge(routes::tags::routes())
-        .merge(routes::notifications::routes())
-        .merge(routes::health::routes())
-        .merge(routes::docs::routes())
+    routes::all()
+        .into_router()
         .fallback(|| async { ApiError::not_found("route") })
         .layer(
             ServiceBuilder::new()

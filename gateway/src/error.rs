@@ -8,7 +8,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde_json::json;
+use serde::Serialize;
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -140,9 +140,18 @@ impl From<tonic::Status> for ApiError {
     }
 }
 
+/// RealWorld's error body.
+#[derive(Serialize)]
+struct ErrorBody {
+    errors: BTreeMap<String, Vec<String>>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(json!({ "errors": self.errors }))).into_response();
+        let body = ErrorBody {
+            errors: self.errors,
+        };
+        let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
             response
                 .headers_mut()

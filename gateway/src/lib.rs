@@ -3,12 +3,13 @@
 //! rate limits, and maps each route to gRPC calls on the services.
 
 pub mod app;
+mod bodies;
+mod calls;
 pub mod config;
 pub mod error;
 pub mod extract;
-pub mod json;
+mod route_table;
 pub mod routes;
-pub mod rpc;
 pub mod server;
 pub mod state;
 

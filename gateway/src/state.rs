@@ -4,17 +4,8 @@
 
 use std::sync::Arc;
 
-use quill_platform::shutdown::CancellationToken;
 use quill_platform::{
-    authn::Authenticator,
-    grpc::{self, ServiceChannel},
-    message_limits,
-    service_identity::ServiceCredentials,
-};
-use quill_proto::{
-    auth::v1::auth_service_client::AuthServiceClient,
-    content::v1::content_service_client::ContentServiceClient,
-    notification::v1::notification_service_client::NotificationServiceClient,
+    authn::Authenticator, service_identity::ServiceCredentials, shutdown::CancellationToken,
 };
 use redis::aio::ConnectionManager;
 use tonic::transport::Channel;
@@ -36,8 +27,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
-/// gRPC channels to the services. Channels are cheap to clone and reconnect
-/// by themselves.
+/// gRPC channels to the services, which `calls::Calls` makes clients of.
+/// Channels are cheap to clone and reconnect by themselves.
 #[derive(Clone)]
 pub struct Upstreams {
     pub auth: Channel,
@@ -49,30 +40,6 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Clients carry the gateway's service token, propagate the request's
-    /// trace context in their metadata and share the services' message-size
-    /// limit.
-    pub fn auth(&self) -> AuthServiceClient<ServiceChannel> {
-        message_limits!(AuthServiceClient::new(grpc::client(
-            self.auth.clone(),
-            &self.credentials
-        )))
-    }
-
-    pub fn content(&self) -> ContentServiceClient<ServiceChannel> {
-        message_limits!(ContentServiceClient::new(grpc::client(
-            self.content.clone(),
-            &self.credentials
-        )))
-    }
-
-    pub fn notification(&self) -> NotificationServiceClient<ServiceChannel> {
-        message_limits!(NotificationServiceClient::new(grpc::client(
-            self.notification.clone(),
-            &self.credentials
-        )))
-    }
-
     /// Every upstream with the name readiness reports it under.
     pub fn all(&self) -> [(&'static str, Channel); 3] {
         [

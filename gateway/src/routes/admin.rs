@@ -1,26 +1,19 @@
 //! Administration of users (permission `user:manage`, enforced by auth).
 
-use axum::{
-    Json, Router,
-    extract::{Path, State},
-    response::IntoResponse,
-    routing::{get, post, put},
-};
+use axum::{Json, extract::Path, response::IntoResponse};
 use quill_proto::auth::v1 as pb;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::{
+    bodies::accounts::{AdminUserBody, AdminUsersBody},
+    calls::Calls,
     error::ApiError,
     extract::{ApiJson, ApiQuery, AuthUser},
-    json::timestamp,
-    routes::users::role_name,
-    rpc::Rpc,
-    state::AppState,
+    route_table::{RouteTable, get, post, put},
 };
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> RouteTable {
+    RouteTable::default()
         .route("/api/admin/users", get(list_users))
         .route("/api/admin/users/{username}/role", put(set_role))
         .route("/api/admin/users/{username}/ban", post(ban).delete(unban))
@@ -43,46 +36,25 @@ struct RoleBody {
     role: String,
 }
 
-fn admin_user(user: pb::User) -> Value {
-    json!({
-        "id": user.id,
-        "email": user.email,
-        "username": user.username,
-        "bio": user.bio,
-        "image": user.image,
-        "role": role_name(user.role),
-        "banned": user.banned,
-        "createdAt": timestamp(user.created_at.as_ref()),
-        "updatedAt": timestamp(user.updated_at.as_ref()),
-    })
-}
-
 async fn list_users(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: AuthUser,
     ApiQuery(query): ApiQuery<UserQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let page = state
-        .upstreams
-        .auth()
-        .list_users(rpc.authed(
-            pb::ListUsersRequest {
-                query: query.q,
-                limit: query.limit.unwrap_or(20),
-                offset: query.offset.unwrap_or(0),
-            },
-            &user,
-        ))
+    let page = calls
+        .auth(Some(&user))
+        .list_users(pb::ListUsersRequest {
+            query: query.q,
+            limit: query.limit.unwrap_or(20),
+            offset: query.offset.unwrap_or(0),
+        })
         .await?
         .into_inner();
-    let users: Vec<Value> = page.users.into_iter().map(admin_user).collect();
-    Ok(Json(json!({ "users": users, "usersCount": page.total })))
+    Ok(Json(AdminUsersBody::from(page)))
 }
 
 async fn set_role(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: AuthUser,
     Path(username): Path<String>,
     ApiJson(body): ApiJson<RoleBody>,
@@ -98,47 +70,39 @@ async fn set_role(
             ));
         }
     };
-    let updated = state
-        .upstreams
-        .auth()
-        .set_user_role(rpc.authed(
-            pb::SetUserRoleRequest {
-                username,
-                role: role.into(),
-            },
-            &user,
-        ))
+    let updated = calls
+        .auth(Some(&user))
+        .set_user_role(pb::SetUserRoleRequest {
+            username,
+            role: role.into(),
+        })
         .await?
         .into_inner();
-    Ok(Json(json!({ "user": admin_user(updated) })))
+    Ok(Json(AdminUserBody::from(updated)))
 }
 
 async fn ban(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: AuthUser,
     Path(username): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let banned = state
-        .upstreams
-        .auth()
-        .ban_user(rpc.authed(pb::BanUserRequest { username }, &user))
+    let banned = calls
+        .auth(Some(&user))
+        .ban_user(pb::BanUserRequest { username })
         .await?
         .into_inner();
-    Ok(Json(json!({ "user": admin_user(banned) })))
+    Ok(Json(AdminUserBody::from(banned)))
 }
 
 async fn unban(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: AuthUser,
     Path(username): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let unbanned = state
-        .upstreams
-        .auth()
-        .unban_user(rpc.authed(pb::UnbanUserRequest { username }, &user))
+    let unbanned = calls
+        .auth(Some(&user))
+        .unban_user(pb::UnbanUserRequest { username })
         .await?
         .into_inner();
-    Ok(Json(json!({ "user": admin_user(unbanned) })))
+    Ok(Json(AdminUserBody::from(unbanned)))
 }

@@ -1,27 +1,20 @@
 //! Articles, the feed and favorites: RealWorld's `/articles`, plus our
 //! extensions `q` (full-text search) and `cursor` (keyset pagination).
 
-use axum::{
-    Json, Router,
-    extract::{Path, State},
-    http::StatusCode,
-    response::IntoResponse,
-    routing::{get, post},
-};
+use axum::{Json, extract::Path, http::StatusCode, response::IntoResponse};
 use quill_proto::content::v1 as pb;
 use serde::{Deserialize, de::IgnoredAny};
-use serde_json::{Value, json};
 
 use crate::{
+    bodies::articles::{ArticleBody, ArticlesBody},
+    calls::Calls,
     error::ApiError,
     extract::{ApiJson, ApiQuery, AuthUser},
-    json::article,
-    rpc::Rpc,
-    state::AppState,
+    route_table::{RouteTable, get, post},
 };
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> RouteTable {
+    RouteTable::default()
         .route("/api/articles", get(list_articles).post(create_article))
         .route("/api/articles/feed", get(feed))
         .route(
@@ -137,25 +130,6 @@ struct ArticleChanges {
     _author: Option<IgnoredAny>,
 }
 
-fn article_body(found: pb::Article) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "article": article(found)? })))
-}
-
-/// `{"articles", "articlesCount"}`, plus `nextCursor` only when there is a
-/// next page to fetch by cursor.
-fn articles_body(page: pb::ListArticlesResponse) -> Result<Json<Value>, ApiError> {
-    let articles = page
-        .articles
-        .into_iter()
-        .map(article)
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut body = json!({ "articles": articles, "articlesCount": page.articles_count });
-    if let Some(cursor) = page.next_cursor {
-        body["nextCursor"] = Value::from(cursor);
-    }
-    Ok(Json(body))
-}
-
 fn list_request(query: ListQuery) -> Result<pb::ListArticlesRequest, ApiError> {
     let page = Page::parse(query.limit, query.offset, query.cursor)?;
     Ok(pb::ListArticlesRequest {
@@ -170,160 +144,136 @@ fn list_request(query: ListQuery) -> Result<pb::ListArticlesRequest, ApiError> {
 }
 
 async fn list_articles(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: Option<AuthUser>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let request = list_request(query)?;
-    let page = state
-        .upstreams
-        .content()
-        .list_articles(rpc.maybe_authed(request, user.as_ref()))
+    let page = calls
+        .content(user.as_ref())
+        .list_articles(request)
         .await?
         .into_inner();
-    articles_body(page)
+    Ok(Json(ArticlesBody::try_from(page)?))
 }
 
 async fn feed(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: AuthUser,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let page = Page::from_query(query)?;
-    let page = state
-        .upstreams
-        .content()
-        .feed(rpc.authed(
-            pb::FeedRequest {
-                limit: page.limit,
-                offset: page.offset,
-                cursor: page.cursor,
-            },
-            &user,
-        ))
+    let page = calls
+        .content(Some(&user))
+        .feed(pb::FeedRequest {
+            limit: page.limit,
+            offset: page.offset,
+            cursor: page.cursor,
+        })
         .await?
         .into_inner();
-    articles_body(page)
+    Ok(Json(ArticlesBody::try_from(page)?))
 }
 
 async fn get_article(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: Option<AuthUser>,
     Path(slug): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let found = state
-        .upstreams
-        .content()
-        .get_article(rpc.maybe_authed(pb::GetArticleRequest { slug }, user.as_ref()))
+    let found = calls
+        .content(user.as_ref())
+        .get_article(pb::GetArticleRequest { slug })
         .await?
         .into_inner();
-    article_body(found)
+    Ok(Json(ArticleBody::try_from(found)?))
 }
 
 async fn create_article(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: AuthUser,
     ApiJson(body): ApiJson<Envelope<NewArticle>>,
 ) -> Result<impl IntoResponse, ApiError> {
     let new = body.article;
-    let created = state
-        .upstreams
-        .content()
-        .create_article(rpc.authed(
-            pb::CreateArticleRequest {
-                title: new.title,
-                description: new.description,
-                body: new.body,
-                tags: new.tag_list.unwrap_or_default(),
-            },
-            &user,
-        ))
+    let created = calls
+        .content(Some(&user))
+        .create_article(pb::CreateArticleRequest {
+            title: new.title,
+            description: new.description,
+            body: new.body,
+            tags: new.tag_list.unwrap_or_default(),
+        })
         .await?
         .into_inner();
-    Ok((StatusCode::CREATED, article_body(created)?))
+    Ok((StatusCode::CREATED, Json(ArticleBody::try_from(created)?)))
 }
 
 async fn update_article(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: AuthUser,
     Path(slug): Path<String>,
     ApiJson(body): ApiJson<Envelope<ArticleChanges>>,
 ) -> Result<impl IntoResponse, ApiError> {
     let changes = body.article;
     let replace_tags = changes.tag_list.is_some();
-    let updated = state
-        .upstreams
-        .content()
-        .update_article(rpc.authed(
-            pb::UpdateArticleRequest {
-                slug,
-                title: changes.title,
-                description: changes.description,
-                body: changes.body,
-                tags: changes.tag_list.unwrap_or_default(),
-                replace_tags,
-            },
-            &user,
-        ))
+    let updated = calls
+        .content(Some(&user))
+        .update_article(pb::UpdateArticleRequest {
+            slug,
+            title: changes.title,
+            description: changes.description,
+            body: changes.body,
+            tags: changes.tag_list.unwrap_or_default(),
+            replace_tags,
+        })
         .await?
         .into_inner();
-    article_body(updated)
+    Ok(Json(ArticleBody::try_from(updated)?))
 }
 
 /// The content service lets the author delete, and anyone whose role may
 /// moderate articles.
 async fn delete_article(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: AuthUser,
     Path(slug): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    state
-        .upstreams
-        .content()
-        .delete_article(rpc.authed(pb::DeleteArticleRequest { slug }, &user))
+    calls
+        .content(Some(&user))
+        .delete_article(pb::DeleteArticleRequest { slug })
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn favorite(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: AuthUser,
     Path(slug): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let favorited = state
-        .upstreams
-        .content()
-        .favorite_article(rpc.authed(pb::FavoriteArticleRequest { slug }, &user))
+    let favorited = calls
+        .content(Some(&user))
+        .favorite_article(pb::FavoriteArticleRequest { slug })
         .await?
         .into_inner();
-    article_body(favorited)
+    Ok(Json(ArticleBody::try_from(favorited)?))
 }
 
 async fn unfavorite(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: AuthUser,
     Path(slug): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let unfavorited = state
-        .upstreams
-        .content()
-        .unfavorite_article(rpc.authed(pb::UnfavoriteArticleRequest { slug }, &user))
+    let unfavorited = calls
+        .content(Some(&user))
+        .unfavorite_article(pb::UnfavoriteArticleRequest { slug })
         .await?
         .into_inner();
-    article_body(unfavorited)
+    Ok(Json(ArticleBody::try_from(unfavorited)?))
 }
 
 #[cfg(test)]
 mod tests {
     use axum::{extract::Query, http::Uri};
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -381,28 +331,6 @@ mod tests {
                 "{query}"
             );
         }
-    }
-
-    #[test]
-    fn next_cursor_appears_only_when_there_is_one() {
-        let Json(body) = articles_body(pb::ListArticlesResponse {
-            articles: vec![],
-            articles_count: 0,
-            next_cursor: None,
-        })
-        .unwrap();
-        assert_eq!(body, json!({ "articles": [], "articlesCount": 0 }));
-
-        let Json(body) = articles_body(pb::ListArticlesResponse {
-            articles: vec![],
-            articles_count: 40,
-            next_cursor: Some("next".into()),
-        })
-        .unwrap();
-        assert_eq!(
-            body,
-            json!({ "articles": [], "articlesCount": 40, "nextCursor": "next" })
-        );
     }
 
     #[test]

@@ -5,16 +5,17 @@
 use std::sync::LazyLock;
 
 use axum::{
-    Router,
     body::Bytes,
     http::{StatusCode, header},
     response::IntoResponse,
-    routing::get,
 };
 
-use crate::{error::ApiError, state::AppState};
+use crate::{
+    error::ApiError,
+    route_table::{RouteTable, get},
+};
 
-const OPENAPI_YAML: &str = include_str!("../../openapi/openapi.yaml");
+pub(crate) const OPENAPI_YAML: &str = include_str!("../../openapi/openapi.yaml");
 const DOCS_HTML: &str = include_str!("../../openapi/docs.html");
 
 /// The page is one file that loads nothing from elsewhere; the policy keeps it so.
@@ -32,8 +33,8 @@ static OPENAPI_JSON: LazyLock<Result<Bytes, String>> = LazyLock::new(|| {
         .map_err(|e| e.to_string())
 });
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> RouteTable {
+    RouteTable::default()
         .route("/api/openapi.yaml", get(openapi_yaml))
         .route("/api/openapi.json", get(openapi_json))
         .route("/api/docs", get(docs_page))

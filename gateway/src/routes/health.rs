@@ -2,20 +2,22 @@
 //! backends answer their own health checks, so a load balancer only routes
 //! to a gateway that can serve).
 
-use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::state::AppState;
+use crate::{
+    bodies::health::{ALIVE, Check, Readiness},
+    route_table::{RouteTable, get},
+    state::AppState,
+};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+pub fn routes() -> RouteTable {
+    RouteTable::default()
+        .route("/healthz", get(|| async { Json(ALIVE) }))
         .route("/readyz", get(readyz))
 }
 
@@ -24,8 +26,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         .config
         .rpc_deadline
         .min(std::time::Duration::from_secs(2));
-    let mut checks = Map::new();
-    let mut ready = true;
+    let mut checks = BTreeMap::new();
     for (name, channel) in state.upstreams.all() {
         let mut request = tonic::Request::new(HealthCheckRequest {
             service: String::new(),
@@ -35,11 +36,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             HealthClient::new(channel).check(request).await,
             Ok(r) if r.get_ref().status() == ServingStatus::Serving
         );
-        ready &= serving;
-        checks.insert(
-            name.into(),
-            Value::from(if serving { "up" } else { "down" }),
-        );
+        checks.insert(name, Check::up_if(serving));
     }
     let mut redis = state.redis.clone();
     let redis_up = tokio::time::timeout(
@@ -48,16 +45,12 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     )
     .await
     .is_ok_and(|r| r.is_ok());
-    ready &= redis_up;
-    checks.insert(
-        "redis".into(),
-        Value::from(if redis_up { "up" } else { "down" }),
-    );
-    let status = if ready {
+    checks.insert("redis", Check::up_if(redis_up));
+    let readiness = Readiness::new(checks);
+    let status = if readiness.is_ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({ "status": if ready { "ready" } else { "not ready" }, "checks": checks });
-    (status, Json(body))
+    (status, Json(readiness))
 }

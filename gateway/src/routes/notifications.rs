@@ -2,37 +2,39 @@
 //! marks, delivery preferences, and a live Server-Sent Events stream fed by
 //! the notification service's `Subscribe` RPC.
 
-use std::{convert::Infallible, time::Duration};
+use std::time::Duration;
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
     http::StatusCode,
     response::{
         IntoResponse,
         sse::{Event, KeepAlive, Sse},
     },
-    routing::{get, post},
 };
 use futures::{Stream, StreamExt};
 use quill_platform::authn::Caller;
-use quill_proto::notification::v1::{self as pb, NotificationKind};
+use quill_proto::notification::v1 as pb;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::{
+    bodies::notifications::{
+        MarkedBody, Notification, NotificationsBody, PreferencesBody, UnreadCountBody,
+        kind_from_name,
+    },
+    calls::Calls,
     error::ApiError,
     extract::{ApiJson, ApiQuery, AuthUser},
-    json::timestamp,
-    rpc::Rpc,
+    route_table::{RouteTable, get, post},
     state::AppState,
 };
 
 /// Comment lines that keep idle proxies from closing a quiet stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> RouteTable {
+    RouteTable::default()
         .route("/api/notifications", get(list))
         .route("/api/notifications/unread-count", get(unread_count))
         .route("/api/notifications/{id}/read", post(mark_read))
@@ -44,47 +46,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/notifications/stream", get(stream))
 }
 
-const KINDS: [(NotificationKind, &str); 5] = [
-    (NotificationKind::Welcome, "welcome"),
-    (NotificationKind::NewFollower, "new_follower"),
-    (NotificationKind::Comment, "comment"),
-    (NotificationKind::Favorite, "favorite"),
-    (NotificationKind::NewArticle, "new_article"),
-];
-
-fn kind_name(kind: NotificationKind) -> &'static str {
-    KINDS
-        .iter()
-        .find(|(k, _)| *k == kind)
-        .map_or("unknown", |(_, name)| name)
-}
-
-fn kind_from_name(name: &str) -> Option<NotificationKind> {
-    KINDS.iter().find(|(_, n)| *n == name).map(|(k, _)| *k)
-}
-
-fn notification(n: pb::Notification) -> Value {
-    json!({
-        "id": n.id,
-        "kind": kind_name(n.kind()),
-        "title": n.title,
-        "body": n.body,
-        "actorUsername": n.actor_username,
-        "articleSlug": n.article_slug,
-        "read": n.read,
-        "createdAt": timestamp(n.created_at.as_ref()),
-    })
-}
-
-fn preferences(p: pb::Preferences) -> Json<Value> {
-    let kinds: Vec<Value> = p
-        .kinds
-        .iter()
-        .map(|k| json!({ "kind": kind_name(k.kind()), "inApp": k.in_app, "email": k.email }))
-        .collect();
-    Json(json!({ "preferences": { "emailEnabled": p.email_enabled, "kinds": kinds } }))
-}
-
 #[derive(Debug, Deserialize)]
 struct ListParams {
     limit: Option<u32>,
@@ -93,8 +54,7 @@ struct ListParams {
 }
 
 async fn list(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: AuthUser,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -106,79 +66,55 @@ async fn list(
         offset: params.offset.unwrap_or(0),
         unread_only: params.unread.unwrap_or(false),
     };
-    let page = state
-        .upstreams
-        .notification()
-        .list_notifications(rpc.authed(request, &user))
+    let page = calls
+        .notification(Some(&user))
+        .list_notifications(request)
         .await?
         .into_inner();
-    let notifications: Vec<Value> = page.notifications.into_iter().map(notification).collect();
-    Ok(Json(json!({
-        "notifications": notifications,
-        "notificationsCount": page.total,
-    })))
+    Ok(Json(NotificationsBody::from(page)))
 }
 
-async fn unread_count(
-    State(state): State<AppState>,
-    rpc: Rpc,
-    user: AuthUser,
-) -> Result<impl IntoResponse, ApiError> {
-    let count = state
-        .upstreams
-        .notification()
-        .unread_count(rpc.authed(pb::UnreadCountRequest {}, &user))
+async fn unread_count(calls: Calls, user: AuthUser) -> Result<impl IntoResponse, ApiError> {
+    let count = calls
+        .notification(Some(&user))
+        .unread_count(pb::UnreadCountRequest {})
         .await?
-        .into_inner()
-        .count;
-    Ok(Json(json!({ "count": count })))
+        .into_inner();
+    Ok(Json(UnreadCountBody::from(count)))
 }
 
 async fn mark_read(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    state
-        .upstreams
-        .notification()
-        .mark_read(rpc.authed(pb::MarkReadRequest { id }, &user))
+    calls
+        .notification(Some(&user))
+        .mark_read(pb::MarkReadRequest { id })
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn mark_all_read(
-    State(state): State<AppState>,
-    rpc: Rpc,
-    user: AuthUser,
-) -> Result<impl IntoResponse, ApiError> {
-    let marked = state
-        .upstreams
-        .notification()
-        .mark_all_read(rpc.authed(pb::MarkAllReadRequest {}, &user))
-        .await?
-        .into_inner()
-        .marked;
-    Ok(Json(json!({ "marked": marked })))
-}
-
-async fn get_preferences(
-    State(state): State<AppState>,
-    rpc: Rpc,
-    user: AuthUser,
-) -> Result<impl IntoResponse, ApiError> {
-    let found = state
-        .upstreams
-        .notification()
-        .get_preferences(rpc.authed(pb::GetPreferencesRequest {}, &user))
+async fn mark_all_read(calls: Calls, user: AuthUser) -> Result<impl IntoResponse, ApiError> {
+    let marked = calls
+        .notification(Some(&user))
+        .mark_all_read(pb::MarkAllReadRequest {})
         .await?
         .into_inner();
-    Ok(preferences(found))
+    Ok(Json(MarkedBody::from(marked)))
+}
+
+async fn get_preferences(calls: Calls, user: AuthUser) -> Result<impl IntoResponse, ApiError> {
+    let found = calls
+        .notification(Some(&user))
+        .get_preferences(pb::GetPreferencesRequest {})
+        .await?
+        .into_inner();
+    Ok(Json(PreferencesBody::from(found)))
 }
 
 #[derive(Debug, Deserialize)]
-struct PreferencesBody {
+struct PreferencesChange {
     preferences: PreferencesUpdate,
 }
 
@@ -199,10 +135,9 @@ struct KindUpdate {
 }
 
 async fn update_preferences(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: AuthUser,
-    ApiJson(body): ApiJson<PreferencesBody>,
+    ApiJson(body): ApiJson<PreferencesChange>,
 ) -> Result<impl IntoResponse, ApiError> {
     let kinds = body
         .preferences
@@ -223,13 +158,12 @@ async fn update_preferences(
         email_enabled: body.preferences.email_enabled,
         kinds,
     };
-    let updated = state
-        .upstreams
-        .notification()
-        .update_preferences(rpc.authed(request, &user))
+    let updated = calls
+        .notification(Some(&user))
+        .update_preferences(request)
         .await?
         .into_inner();
-    Ok(preferences(updated))
+    Ok(Json(PreferencesBody::from(updated)))
 }
 
 /// The caller's new notifications as Server-Sent Events, until either side
@@ -239,17 +173,12 @@ async fn update_preferences(
 /// starts.
 async fn stream(
     State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: AuthUser,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let mut request = rpc.authed(pb::SubscribeRequest {}, &user);
-    // The stream is meant to outlive any per-call deadline: drop the
-    // `grpc-timeout` the shared builder sets, or it would end after it.
-    request.metadata_mut().remove("grpc-timeout");
-    let notifications = state
-        .upstreams
-        .notification()
-        .subscribe(request)
+) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, ApiError> {
+    let notifications = calls
+        .notification_stream(&user)
+        .subscribe(pb::SubscribeRequest {})
         .await?
         .into_inner();
     let end = Box::pin(stream_end(state, user.caller));
@@ -264,7 +193,7 @@ async fn stream(
                 None
             }
             item = notifications.next() => match item {
-                Some(Ok(n)) => Some((Ok(event(n)), Some((notifications, end)))),
+                Some(Ok(n)) => Some((event(n), Some((notifications, end)))),
                 Some(Err(status)) => {
                     tracing::info!(code = ?status.code(), "notification stream ended");
                     None
@@ -276,9 +205,10 @@ async fn stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
-fn event(n: pb::Notification) -> Event {
+/// An error (a notification that would not serialize) ends the stream.
+fn event(n: pb::Notification) -> Result<Event, axum::Error> {
     let id = n.id.clone();
-    Event::default().id(id).data(notification(n).to_string())
+    Event::default().id(id).json_data(Notification::from(n))
 }
 
 /// Why the gateway closed a notification stream.
@@ -306,49 +236,5 @@ async fn stream_end(state: AppState, caller: Caller) -> StreamEnd {
     tokio::select! {
         () = state.shutdown.cancelled() => StreamEnd::Shutdown,
         () = state.authn.session_ended(&caller, state.config.stream_recheck) => StreamEnd::SessionEnded,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kinds_have_rest_names_both_ways() {
-        for (kind, name) in KINDS {
-            assert_eq!(kind_name(kind), name);
-            assert_eq!(kind_from_name(name), Some(kind));
-        }
-        assert_eq!(kind_from_name("WELCOME"), None);
-    }
-
-    #[test]
-    fn a_notification_has_the_documented_fields() {
-        let value = notification(pb::Notification {
-            id: "0190a5c4-8a52-7b3e-9c1d-2f4e6a8b0c11".into(),
-            kind: NotificationKind::Comment.into(),
-            title: "jake commented".into(),
-            body: "Nice".into(),
-            actor_username: Some("jake".into()),
-            article_slug: None,
-            read: false,
-            created_at: Some(prost_types::Timestamp {
-                seconds: 1_767_323_045,
-                nanos: 678_000_000,
-            }),
-        });
-        assert_eq!(
-            value,
-            json!({
-                "id": "0190a5c4-8a52-7b3e-9c1d-2f4e6a8b0c11",
-                "kind": "comment",
-                "title": "jake commented",
-                "body": "Nice",
-                "actorUsername": "jake",
-                "articleSlug": null,
-                "read": false,
-                "createdAt": "2026-01-02T03:04:05.678Z",
-            })
-        );
     }
 }

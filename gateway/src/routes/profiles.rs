@@ -1,20 +1,20 @@
 //! Profiles and follows: RealWorld's `/profiles/{username}`.
 
-use axum::{
-    Json, Router,
-    extract::{Path, State},
-    response::IntoResponse,
-    routing::{get, post},
-};
+use axum::{Json, extract::Path, response::IntoResponse};
 use quill_proto::content::v1 as pb;
-use serde_json::json;
 
-use crate::{error::ApiError, extract::AuthUser, json::profile, rpc::Rpc, state::AppState};
+use crate::{
+    bodies::articles::ProfileBody,
+    calls::Calls,
+    error::ApiError,
+    extract::AuthUser,
+    route_table::{RouteTable, get, post},
+};
 
 // Follow and unfollow read no body: the Postman suite posts one anyway, and
 // a route without a documented body ignores whatever it is sent.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> RouteTable {
+    RouteTable::default()
         .route("/api/profiles/{username}", get(get_profile))
         .route(
             "/api/profiles/{username}/follow",
@@ -22,51 +22,41 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-fn profile_body(found: pb::Profile) -> Json<serde_json::Value> {
-    Json(json!({ "profile": profile(found) }))
-}
-
 async fn get_profile(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: Option<AuthUser>,
     Path(username): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let found = state
-        .upstreams
-        .content()
-        .get_profile(rpc.maybe_authed(pb::GetProfileRequest { username }, user.as_ref()))
+    let found = calls
+        .content(user.as_ref())
+        .get_profile(pb::GetProfileRequest { username })
         .await?
         .into_inner();
-    Ok(profile_body(found))
+    Ok(Json(ProfileBody::from(found)))
 }
 
 async fn follow(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: AuthUser,
     Path(username): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let followed = state
-        .upstreams
-        .content()
-        .follow(rpc.authed(pb::FollowRequest { username }, &user))
+    let followed = calls
+        .content(Some(&user))
+        .follow(pb::FollowRequest { username })
         .await?
         .into_inner();
-    Ok(profile_body(followed))
+    Ok(Json(ProfileBody::from(followed)))
 }
 
 async fn unfollow(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: AuthUser,
     Path(username): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let unfollowed = state
-        .upstreams
-        .content()
-        .unfollow(rpc.authed(pb::UnfollowRequest { username }, &user))
+    let unfollowed = calls
+        .content(Some(&user))
+        .unfollow(pb::UnfollowRequest { username })
         .await?
         .into_inner();
-    Ok(profile_body(unfollowed))
+    Ok(Json(ProfileBody::from(unfollowed)))
 }

@@ -1,22 +1,24 @@
 //! Tags: RealWorld's `/tags`.
 
-use axum::{Json, Router, extract::State, response::IntoResponse, routing::get};
+use axum::{Json, response::IntoResponse};
 use quill_proto::content::v1 as pb;
-use serde_json::json;
 
-use crate::{error::ApiError, rpc::Rpc, state::AppState};
+use crate::{
+    bodies::articles::TagsBody,
+    calls::Calls,
+    error::ApiError,
+    route_table::{RouteTable, get},
+};
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/tags", get(list_tags))
+pub fn routes() -> RouteTable {
+    RouteTable::default().route("/api/tags", get(list_tags))
 }
 
-async fn list_tags(State(state): State<AppState>, rpc: Rpc) -> Result<impl IntoResponse, ApiError> {
-    let tags = state
-        .upstreams
-        .content()
-        .list_tags(rpc.request(pb::ListTagsRequest {}))
+async fn list_tags(calls: Calls) -> Result<impl IntoResponse, ApiError> {
+    let tags = calls
+        .content(None)
+        .list_tags(pb::ListTagsRequest {})
         .await?
-        .into_inner()
-        .tags;
-    Ok(Json(json!({ "tags": tags })))
+        .into_inner();
+    Ok(Json(TagsBody::from(tags)))
 }

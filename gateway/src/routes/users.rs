@@ -2,26 +2,24 @@
 //! extensions for refresh tokens and sessions.
 
 use axum::{
-    Json, Router,
-    extract::{Path, State},
+    Json,
+    extract::Path,
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
-    routing::{delete, get, post},
 };
 use quill_proto::auth::v1 as pb;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Deserialize;
 
 use crate::{
+    bodies::accounts::{RevokedSessionsBody, SessionsBody, UserBody},
+    calls::Calls,
     error::ApiError,
     extract::{ApiJson, AuthUser, ClientIp, user_agent},
-    json::timestamp,
-    rpc::Rpc,
-    state::AppState,
+    route_table::{RouteTable, delete, get, post},
 };
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> RouteTable {
+    RouteTable::default()
         .route("/api/users", post(register))
         .route("/api/users/login", post(login))
         .route("/api/users/refresh", post(refresh))
@@ -88,58 +86,6 @@ struct RefreshBody {
     refresh_token: String,
 }
 
-/// RealWorld's user object, plus our `refreshToken` when one was issued.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct UserBody {
-    email: String,
-    token: String,
-    username: String,
-    bio: Option<String>,
-    image: Option<String>,
-    role: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refresh_token: Option<String>,
-}
-
-fn user_body(
-    user: pb::User,
-    token: String,
-    refresh_token: Option<String>,
-) -> Json<serde_json::Value> {
-    Json(json!({ "user": UserBody {
-        email: user.email,
-        token,
-        username: user.username,
-        bio: user.bio,
-        image: user.image,
-        role: role_name(user.role),
-        refresh_token,
-    }}))
-}
-
-pub fn role_name(role: i32) -> &'static str {
-    match pb::Role::try_from(role) {
-        Ok(pb::Role::Viewer) => "viewer",
-        Ok(pb::Role::Creator) => "creator",
-        Ok(pb::Role::Admin) => "admin",
-        _ => "unknown",
-    }
-}
-
-fn authenticated(response: pb::AuthResponse) -> Result<Json<serde_json::Value>, ApiError> {
-    let (Some(user), Some(tokens)) = (response.user, response.tokens) else {
-        return Err(ApiError::from(tonic::Status::internal(
-            "incomplete auth response",
-        )));
-    };
-    Ok(user_body(
-        user,
-        tokens.access_token,
-        Some(tokens.refresh_token),
-    ))
-}
-
 fn client_info(headers: &HeaderMap, ip: ClientIp) -> Option<pb::ClientInfo> {
     Some(pb::ClientInfo {
         user_agent: user_agent(headers),
@@ -148,31 +94,28 @@ fn client_info(headers: &HeaderMap, ip: ClientIp) -> Option<pb::ClientInfo> {
 }
 
 async fn register(
-    State(state): State<AppState>,
+    calls: Calls,
     ip: ClientIp,
-    rpc: Rpc,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Envelope<NewUser>>,
 ) -> Result<impl IntoResponse, ApiError> {
     let user = body.user;
-    let response = state
-        .upstreams
-        .auth()
-        .register(rpc.request(pb::RegisterRequest {
+    let response = calls
+        .auth(None)
+        .register(pb::RegisterRequest {
             email: user.email,
             username: user.username,
             password: user.password,
             client: client_info(&headers, ip),
-        }))
+        })
         .await?
         .into_inner();
-    Ok((StatusCode::CREATED, authenticated(response)?))
+    Ok((StatusCode::CREATED, Json(UserBody::try_from(response)?)))
 }
 
 async fn login(
-    State(state): State<AppState>,
+    calls: Calls,
     ip: ClientIp,
-    rpc: Rpc,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Envelope<LoginUser>>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -180,142 +123,93 @@ async fn login(
     // the client address forwarded here is trusted because the call proves
     // it comes from the gateway.
     let user = body.user;
-    let response = state
-        .upstreams
-        .auth()
-        .login(rpc.request(pb::LoginRequest {
+    let response = calls
+        .auth(None)
+        .login(pb::LoginRequest {
             email: user.email,
             password: user.password,
             client: client_info(&headers, ip),
-        }))
+        })
         .await?
         .into_inner();
-    authenticated(response)
+    Ok(Json(UserBody::try_from(response)?))
 }
 
 async fn refresh(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     ApiJson(body): ApiJson<RefreshBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let response = state
-        .upstreams
-        .auth()
-        .refresh(rpc.request(pb::RefreshRequest {
+    let response = calls
+        .auth(None)
+        .refresh(pb::RefreshRequest {
             refresh_token: body.refresh_token,
-        }))
+        })
         .await?
         .into_inner();
-    authenticated(response)
+    Ok(Json(UserBody::try_from(response)?))
 }
 
-async fn current_user(
-    State(state): State<AppState>,
-    rpc: Rpc,
-    user: AuthUser,
-) -> Result<impl IntoResponse, ApiError> {
-    let current = state
-        .upstreams
-        .auth()
-        .get_current_user(rpc.authed(pb::GetCurrentUserRequest {}, &user))
+async fn current_user(calls: Calls, user: AuthUser) -> Result<impl IntoResponse, ApiError> {
+    let current = calls
+        .auth(Some(&user))
+        .get_current_user(pb::GetCurrentUserRequest {})
         .await?
         .into_inner();
-    Ok(user_body(current, user.token, None))
+    Ok(Json(UserBody::current(current, user.token)))
 }
 
 async fn update_user(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: AuthUser,
     ApiJson(body): ApiJson<Envelope<UpdateUser>>,
 ) -> Result<impl IntoResponse, ApiError> {
     let changes = body.user;
-    let updated = state
-        .upstreams
-        .auth()
-        .update_user(rpc.authed(
-            pb::UpdateUserRequest {
-                email: changes.email,
-                username: changes.username,
-                password: changes.password,
-                bio: changes.bio.map(Option::unwrap_or_default),
-                image: changes.image.map(Option::unwrap_or_default),
-                current_password: changes.current_password,
-            },
-            &user,
-        ))
+    let updated = calls
+        .auth(Some(&user))
+        .update_user(pb::UpdateUserRequest {
+            email: changes.email,
+            username: changes.username,
+            password: changes.password,
+            bio: changes.bio.map(Option::unwrap_or_default),
+            image: changes.image.map(Option::unwrap_or_default),
+            current_password: changes.current_password,
+        })
         .await?
         .into_inner();
-    Ok(user_body(updated, user.token, None))
+    Ok(Json(UserBody::current(updated, user.token)))
 }
 
-async fn logout(
-    State(state): State<AppState>,
-    rpc: Rpc,
-    user: AuthUser,
-) -> Result<impl IntoResponse, ApiError> {
-    state
-        .upstreams
-        .auth()
-        .logout(rpc.authed(pb::LogoutRequest {}, &user))
-        .await?;
+async fn logout(calls: Calls, user: AuthUser) -> Result<impl IntoResponse, ApiError> {
+    calls.auth(Some(&user)).logout(pb::LogoutRequest {}).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn logout_all(
-    State(state): State<AppState>,
-    rpc: Rpc,
-    user: AuthUser,
-) -> Result<impl IntoResponse, ApiError> {
-    let revoked = state
-        .upstreams
-        .auth()
-        .logout_all(rpc.authed(pb::LogoutAllRequest {}, &user))
+async fn logout_all(calls: Calls, user: AuthUser) -> Result<impl IntoResponse, ApiError> {
+    let revoked = calls
+        .auth(Some(&user))
+        .logout_all(pb::LogoutAllRequest {})
         .await?
-        .into_inner()
-        .revoked_sessions;
-    Ok(Json(json!({ "revokedSessions": revoked })))
+        .into_inner();
+    Ok(Json(RevokedSessionsBody::from(revoked)))
 }
 
-async fn sessions(
-    State(state): State<AppState>,
-    rpc: Rpc,
-    user: AuthUser,
-) -> Result<impl IntoResponse, ApiError> {
-    let sessions = state
-        .upstreams
-        .auth()
-        .list_sessions(rpc.authed(pb::ListSessionsRequest {}, &user))
+async fn sessions(calls: Calls, user: AuthUser) -> Result<impl IntoResponse, ApiError> {
+    let sessions = calls
+        .auth(Some(&user))
+        .list_sessions(pb::ListSessionsRequest {})
         .await?
-        .into_inner()
-        .sessions;
-    let sessions: Vec<_> = sessions
-        .into_iter()
-        .map(|s| {
-            json!({
-                "id": s.id,
-                "userAgent": s.user_agent,
-                "ip": s.ip,
-                "createdAt": timestamp(s.created_at.as_ref()),
-                "lastUsedAt": timestamp(s.last_used_at.as_ref()),
-                "expiresAt": timestamp(s.expires_at.as_ref()),
-                "current": s.current,
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "sessions": sessions })))
+        .into_inner();
+    Ok(Json(SessionsBody::from(sessions)))
 }
 
 async fn revoke_session(
-    State(state): State<AppState>,
-    rpc: Rpc,
+    calls: Calls,
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    state
-        .upstreams
-        .auth()
-        .revoke_session(rpc.authed(pb::RevokeSessionRequest { session_id: id }, &user))
+    calls
+        .auth(Some(&user))
+        .revoke_session(pb::RevokeSessionRequest { session_id: id })
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
