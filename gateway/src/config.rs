@@ -14,7 +14,7 @@ quill_platform::settings! {
     ALL;
     /// Where the REST API listens.
     GATEWAY_LISTEN = "127.0.0.1:8080";
-    /// Where notification serves gRPC.
+    /// Where notification serves gRPC; as `AUTH_URL`.
     NOTIFICATION_URL = "http://127.0.0.1:50053";
     /// The deadline sent with every gRPC call, in milliseconds.
     GATEWAY_RPC_DEADLINE_MS = "5000";

@@ -2,7 +2,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use anyhow::Context;
 use axum::{Router, extract::ConnectInfo};
 use hyper::{Request, body::Incoming};
 use hyper_util::{
@@ -11,11 +10,15 @@ use hyper_util::{
 };
 use quill_platform::{
     authn::ServiceAuth,
+    balance::Upstream,
     service_identity::Service,
     shutdown::{CancellationToken, DRAIN_TIMEOUT},
 };
+use quill_proto::{
+    auth::v1::auth_service_server, content::v1::content_service_server,
+    notification::v1::notification_service_server,
+};
 use tokio::net::TcpListener;
-use tonic::transport::{Channel, Endpoint};
 use tower::ServiceExt;
 
 use crate::{
@@ -24,13 +27,6 @@ use crate::{
     state::{AppState, Upstreams},
 };
 
-fn lazy_channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect_lazy())
-}
-
 /// Serves the REST API on `listener` until `shutdown` is cancelled, then
 /// drains the open connections.
 pub async fn run(
@@ -38,14 +34,29 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let auth = lazy_channel(&config.auth_url).context("AUTH_URL")?;
+    let auth = Upstream::parse(
+        "AUTH_URL",
+        &config.auth_url,
+        auth_service_server::SERVICE_NAME,
+    )?
+    .channel();
     let identity = ServiceAuth::connect(Service::Gateway, &config.authn, auth.clone())
         .await
         .map_err(|e| anyhow::anyhow!("authentication against {}: {e}", config.auth_url))?;
     let upstreams = Upstreams {
         auth,
-        content: lazy_channel(&config.content_url).context("CONTENT_URL")?,
-        notification: lazy_channel(&config.notification_url).context("NOTIFICATION_URL")?,
+        content: Upstream::parse(
+            "CONTENT_URL",
+            &config.content_url,
+            content_service_server::SERVICE_NAME,
+        )?
+        .channel(),
+        notification: Upstream::parse(
+            "NOTIFICATION_URL",
+            &config.notification_url,
+            notification_service_server::SERVICE_NAME,
+        )?
+        .channel(),
         credentials: identity.credentials.clone(),
     };
     let header_read_timeout = config.header_read_timeout;
