@@ -7,7 +7,7 @@ use quill_platform::{
     authn::AuthnConfig,
     config::{ConfigError, ensure_http_url},
     metrics::optional_listen,
-    settings::{AUTH_URL, CONTENT_URL},
+    settings::{AUTH_URL, CONTENT_URL, SHUTDOWN_DELAY_SECS},
 };
 
 quill_platform::settings! {
@@ -71,6 +71,9 @@ pub struct Config {
     /// live (logout, ban, password change end it).
     /// `GATEWAY_STREAM_RECHECK_SECS`, 30 by default.
     pub stream_recheck: Duration,
+    /// How long the gateway keeps answering, `/readyz` 503, once shutdown
+    /// begins (`SHUTDOWN_DELAY_SECS`), before it stops listening.
+    pub drain_delay: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +135,7 @@ impl Config {
                     .map_err(|reason| GATEWAY_CORS_ORIGINS.invalid(&value, reason))?
             },
             stream_recheck: GATEWAY_STREAM_RECHECK_SECS.secs()?,
+            drain_delay: SHUTDOWN_DELAY_SECS.secs()?,
         };
         GATEWAY_STREAM_RECHECK_SECS.ensure(
             !config.stream_recheck.is_zero(),

@@ -59,7 +59,7 @@ pub async fn run(
         .channel(),
         credentials: identity.credentials.clone(),
     };
-    let header_read_timeout = config.header_read_timeout;
+    let (header_read_timeout, drain_delay) = (config.header_read_timeout, config.drain_delay);
     let state = AppState {
         authn: identity.authn,
         redis: identity.redis,
@@ -68,7 +68,13 @@ pub async fn run(
         shutdown: shutdown.child_token(),
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
-    serve(listener, router(state), header_read_timeout, shutdown).await;
+    // Readiness turns 503 at once (the state's token is a child of
+    // `shutdown`); the listener closes only after the delay.
+    let stop_listening = async move {
+        shutdown.cancelled().await;
+        tokio::time::sleep(drain_delay).await;
+    };
+    serve(listener, router(state), header_read_timeout, stop_listening).await;
     Ok(())
 }
 
@@ -80,7 +86,7 @@ async fn serve(
     listener: TcpListener,
     app: Router,
     header_read_timeout: Duration,
-    shutdown: CancellationToken,
+    stop_listening: impl std::future::Future<Output = ()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -88,6 +94,7 @@ async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
     let connections = GracefulShutdown::new();
+    tokio::pin!(stop_listening);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -101,7 +108,7 @@ async fn serve(
                     continue;
                 }
             },
-            () = shutdown.cancelled() => break,
+            () = &mut stop_listening => break,
         };
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {

@@ -7,6 +7,10 @@ use std::sync::Arc;
 use quill_platform::{
     authn::Authenticator, service_identity::ServiceCredentials, shutdown::CancellationToken,
 };
+use quill_proto::{
+    auth::v1::auth_service_server, content::v1::content_service_server,
+    notification::v1::notification_service_server,
+};
 use redis::aio::ConnectionManager;
 use tonic::transport::Channel;
 
@@ -41,11 +45,20 @@ pub struct Upstreams {
 
 impl Upstreams {
     /// Every upstream with the name readiness reports it under.
-    pub fn all(&self) -> [(&'static str, Channel); 3] {
+    /// Each upstream: its name in `/readyz`, its gRPC service, its channel.
+    pub fn all(&self) -> [(&'static str, &'static str, Channel); 3] {
         [
-            ("auth", self.auth.clone()),
-            ("content", self.content.clone()),
-            ("notification", self.notification.clone()),
+            ("auth", auth_service_server::SERVICE_NAME, self.auth.clone()),
+            (
+                "content",
+                content_service_server::SERVICE_NAME,
+                self.content.clone(),
+            ),
+            (
+                "notification",
+                notification_service_server::SERVICE_NAME,
+                self.notification.clone(),
+            ),
         ]
     }
 }

@@ -26,8 +26,9 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-/// How often names are resolved again and endpoints' health re-checked.
-const REFRESH: Duration = Duration::from_secs(5);
+/// How often names are resolved again and endpoints' health re-checked:
+/// well within a draining replica's `SHUTDOWN_DELAY_SECS`.
+const REFRESH: Duration = Duration::from_secs(2);
 /// How long a health check or a connection attempt may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -17,11 +17,17 @@ crate::settings! {
     /// Where auth serves gRPC (content, notification and the gateway call
     /// it): one URL whose host resolves to every replica (a headless
     /// Service), or a comma-separated list; calls are balanced over the
-    /// replicas whose health says they serve, re-resolved every 5 s.
+    /// replicas whose health says they serve, re-resolved every 2 s.
     AUTH_URL = "http://127.0.0.1:50051";
     /// Where content serves gRPC (notification and the gateway call it); as
     /// `AUTH_URL`.
     CONTENT_URL = "http://127.0.0.1:50052";
+    /// After SIGTERM, how many seconds a process keeps answering while it
+    /// reports not ready (gRPC health, `/readyz`), so callers' balancers and
+    /// Kubernetes stop sending it new calls before it stops listening; the
+    /// bounded drain of what is in flight follows. 0 on a developer machine;
+    /// the Kubernetes base sets 5 (callers re-check every 2 s).
+    SHUTDOWN_DELAY_SECS = "0";
     /// The window, in seconds, of every rate limit (auth, content).
     RATE_LIMIT_WINDOW_SECS = "60";
     /// A service's admin listener serving `/metrics` (empty or `0`

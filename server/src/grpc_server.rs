@@ -130,7 +130,11 @@ impl GrpcServer {
     /// shutdown; then stops accepting, gives calls in flight up to
     /// [`DRAIN_TIMEOUT`] to finish, and as long again to the background loops.
     pub async fn serve(mut self, serving: Serving, authn: Authenticator) -> Result<(), ServeError> {
-        let Serving { listener, shutdown } = serving;
+        let Serving {
+            listener,
+            shutdown,
+            drain_delay,
+        } = serving;
         let reflection = || {
             self.served.iter().chain(&ALWAYS_SERVED).fold(
                 tonic_reflection::server::Builder::configure()
@@ -160,6 +164,9 @@ impl GrpcServer {
                 shutdown.cancelled().await;
                 probing.cancel();
                 readiness.set(ServingStatus::NotServing).await;
+                // Callers see NOT_SERVING and move their calls elsewhere
+                // while this one still answers; only then stop listening.
+                tokio::time::sleep(drain_delay).await;
             }
         };
         let served = grpc::serve(
@@ -171,7 +178,7 @@ impl GrpcServer {
         );
         let drain_deadline = async {
             shutdown.cancelled().await;
-            tokio::time::sleep(DRAIN_TIMEOUT).await;
+            tokio::time::sleep(drain_delay + DRAIN_TIMEOUT).await;
         };
         let result = tokio::select! {
             served = served => served.map_err(ServeError::from),

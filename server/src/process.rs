@@ -1,11 +1,12 @@
 //! What every service binary does, written once: `quill-<service>
 //! [serve|migrate|health]`.
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use quill_platform::{
     config::{ConfigError, Setting},
     metrics,
+    settings::SHUTDOWN_DELAY_SECS,
     shutdown::{self, CancellationToken},
     telemetry,
 };
@@ -42,12 +43,14 @@ pub trait ServiceConfig: Sized + Send + 'static {
     fn server(&self) -> &ServerConfig;
 }
 
-/// What the skeleton hands [`Service::run`]: the bound listener and the
-/// shutdown token.
+/// What the skeleton hands [`Service::run`]: the bound listener, the
+/// shutdown token, and how long to keep answering, reported not ready, once
+/// it is cancelled (`SHUTDOWN_DELAY_SECS`; none in tests).
 #[derive(Debug)]
 pub struct Serving {
     pub listener: TcpListener,
     pub shutdown: CancellationToken,
+    pub drain_delay: Duration,
 }
 
 /// The three settings every service declares for itself
@@ -106,7 +109,16 @@ pub async fn main<S: Service>() -> anyhow::Result<()> {
             let shutdown = shutdown::on_signal();
             // The metrics outlive the drain: they stop when the process does.
             metrics::spawn_admin_server(S::METRICS_LISTEN, CancellationToken::new())?;
-            S::run(config, Serving { listener, shutdown }).await
+            let drain_delay = SHUTDOWN_DELAY_SECS.secs()?;
+            S::run(
+                config,
+                Serving {
+                    listener,
+                    shutdown,
+                    drain_delay,
+                },
+            )
+            .await
         }
     }
 }

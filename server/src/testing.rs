@@ -83,6 +83,14 @@ impl TestServer {
     /// its health service answers. Panics if the server ends during start-up
     /// or is not serving within 20 s.
     pub async fn spawn<S: Service>(config: S::Config) -> Self {
+        Self::spawn_with_drain_delay::<S>(config, std::time::Duration::ZERO).await
+    }
+
+    /// As [`Self::spawn`], answering for `drain_delay` once asked to stop.
+    pub async fn spawn_with_drain_delay<S: Service>(
+        config: S::Config,
+        drain_delay: std::time::Duration,
+    ) -> Self {
         let (listener, addr) = ephemeral_listener().await;
         let stop = CancellationToken::new();
         let server = S::run(
@@ -90,6 +98,7 @@ impl TestServer {
             Serving {
                 listener,
                 shutdown: stop.clone(),
+                drain_delay,
             },
         );
         let task = tokio::spawn(async move {
@@ -131,6 +140,11 @@ impl TestServer {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Signals shutdown without waiting for the drain.
+    pub fn begin_shutdown(&self) {
+        self.stop.cancel();
     }
 
     /// Signals shutdown and waits (up to 10 s) for the server to drain.

@@ -27,9 +27,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         .rpc_deadline
         .min(std::time::Duration::from_secs(2));
     let mut checks = BTreeMap::new();
-    for (name, channel) in state.upstreams.all() {
+    for (name, service, channel) in state.upstreams.all() {
+        // The service's own name: its readiness (database up, not
+        // draining), where "" would only say the process is alive.
         let mut request = tonic::Request::new(HealthCheckRequest {
-            service: String::new(),
+            service: service.to_owned(),
         });
         request.set_timeout(deadline);
         let serving = matches!(
@@ -46,6 +48,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     .await
     .is_ok_and(|r| r.is_ok());
     checks.insert("redis", Check::up_if(redis_up));
+    // Shutting down: balancers must stop sending requests here while the
+    // gateway still answers them (`SHUTDOWN_DELAY_SECS`).
+    checks.insert("accepting", Check::up_if(!state.shutdown.is_cancelled()));
     let readiness = Readiness::new(checks);
     let status = if readiness.is_ready() {
         StatusCode::OK

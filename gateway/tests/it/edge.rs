@@ -231,3 +231,50 @@ async fn a_foreign_origin_gets_no_cors_grant() {
         );
     }
 }
+
+/// Shutdown begins: `/readyz` answers 503 at once, so the load balancer
+/// stops sending requests here, while requests still get answers for the
+/// drain delay; then the gateway stops listening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_gateway_is_unready_but_answers_until_it_stops_listening() {
+    let gateway = TestGateway::start().await;
+    let other = gateway
+        .another_gateway(|c| c.drain_delay = Duration::from_secs(2))
+        .await;
+    let ready = gateway
+        .http
+        .get(format!("{}/readyz", other.base))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), StatusCode::OK);
+
+    other.stop.cancel();
+    let draining = gateway
+        .http
+        .get(format!("{}/readyz", other.base))
+        .send()
+        .await
+        .expect("readyz while draining");
+    assert_eq!(draining.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = draining.json().await.expect("json");
+    assert_eq!(body["checks"]["accepting"], json!("down"), "{body}");
+    let tags = gateway
+        .http
+        .get(format!("{}/api/tags", other.base))
+        .send()
+        .await
+        .expect("still answering");
+    assert_eq!(tags.status(), StatusCode::OK);
+
+    tokio::time::timeout(Duration::from_secs(10), other.task)
+        .await
+        .expect("stopped after the delay")
+        .expect("task")
+        .expect("clean exit");
+    let after = reqwest::Client::new()
+        .get(format!("{}/readyz", other.base))
+        .send()
+        .await;
+    assert!(after.is_err(), "still listening after the drain");
+}

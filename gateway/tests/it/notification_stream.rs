@@ -7,8 +7,6 @@ use crate::support;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use quill_auth::testing::claims_of;
-use quill_gateway::{Config, server};
-use quill_platform::testing::ephemeral_listener;
 use reqwest::{Method, StatusCode};
 use support::TestGateway;
 
@@ -97,24 +95,11 @@ async fn an_open_stream_does_not_hold_up_graceful_shutdown() {
     // The services of a test gateway, and a second gateway in front of them
     // whose shutdown this test controls and awaits.
     let gw = TestGateway::start().await;
-    let mut config = Config::from_env().expect("gateway config");
-    config.auth_url = gw.auth.url();
-    config.content_url = gw.content.url();
-    config.notification_url = gw.notification.url();
-    config.authn = gw.auth.config.authn.clone();
-    let (listener, addr) = ephemeral_listener().await;
-    let stop = quill_platform::shutdown::CancellationToken::new();
-    let mut gateway = tokio::spawn(server::run(config, listener, stop.clone()));
-    let base = format!("http://{addr}");
-    let mut up = false;
-    for _ in 0..200 {
-        if gw.http.get(format!("{base}/healthz")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(up, "gateway did not start");
+    let support::OtherGateway {
+        base,
+        stop,
+        task: mut gateway,
+    } = gw.another_gateway(|_| {}).await;
 
     let user = gw.register("barbara").await;
     let mut stream = open_stream(&gw.http, &base, &user.token).await;

@@ -196,6 +196,34 @@ impl TestGateway {
         panic!("gateway did not start");
     }
 
+    /// Another gateway in front of the same services, whose shutdown the
+    /// test controls and awaits (settings adjusted by `tweak`).
+    pub async fn another_gateway(&self, tweak: impl FnOnce(&mut Config)) -> OtherGateway {
+        let mut config = Config::from_env().expect("gateway config");
+        config.auth_url = self.auth.url();
+        config.content_url = self.content.url();
+        config.notification_url = self.notification.url();
+        config.authn = self.auth.config.authn.clone();
+        tweak(&mut config);
+        let (listener, addr) = ephemeral_listener().await;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server::run(config, listener, stop.clone()));
+        let base = format!("http://{addr}");
+        for _ in 0..200 {
+            if self
+                .http
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
+                return OtherGateway { base, stop, task };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the other gateway did not start");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -393,6 +421,14 @@ impl TestGateway {
             response.body
         );
     }
+}
+
+/// A gateway started by [`TestGateway::another_gateway`].
+pub struct OtherGateway {
+    /// `http://host:port`.
+    pub base: String,
+    pub stop: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Drop for TestGateway {

@@ -66,3 +66,39 @@ async fn readiness_follows_the_database_and_liveness_does_not() {
     proxy.restore();
     until(&auth.channel, ServingStatus::Serving).await;
 }
+
+/// SIGTERM on a replica: it reports NOT_SERVING at once and keeps
+/// answering for its drain delay, so callers move their calls away before
+/// it stops listening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_replica_answers_not_ready_until_it_stops_listening() {
+    use quill_proto::auth::v1::{GetPublicKeysRequest, auth_service_client::AuthServiceClient};
+    use quill_server::testing::TestServer;
+
+    let auth = TestAuth::start().await;
+    // A second replica of the same auth: same database, same keys.
+    let replica = TestServer::spawn_with_drain_delay::<quill_auth::server::Auth>(
+        auth.config.clone(),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(
+        status(&replica.channel, SERVICE).await,
+        ServingStatus::Serving
+    );
+
+    replica.begin_shutdown();
+    until(&replica.channel, ServingStatus::NotServing).await;
+    AuthServiceClient::new(replica.channel.clone())
+        .get_public_keys(GetPublicKeysRequest {})
+        .await
+        .expect("still answering while draining");
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let fresh = tonic::transport::Endpoint::from_shared(replica.url())
+        .expect("url")
+        .connect_timeout(Duration::from_secs(1))
+        .connect()
+        .await;
+    assert!(fresh.is_err(), "still listening after the drain delay");
+}
