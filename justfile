@@ -13,6 +13,10 @@ build:
 up: build
     scripts/up.sh
 
+# The same with N replicas of each service behind one gateway, calls balanced over them.
+up-replicas n="2": build
+    scripts/up.sh {{n}}
+
 # Run every test against the real PostgreSQL, Redis and RabbitMQ.
 test:
     scripts/test.sh

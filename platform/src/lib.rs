@@ -13,6 +13,7 @@ pub mod limits;
 pub mod metrics;
 pub mod rate_limit;
 pub mod retry;
+pub mod retry_reads;
 mod rpc_trace;
 pub mod service_identity;
 pub mod sessions;

@@ -1,0 +1,283 @@
+//! Retrying reads on another replica. A call that never reached a handler
+//! (the connection was refused or reset: a replica killed mid-load) or that
+//! a replica refused as UNAVAILABLE is sent again, through the balancer, so
+//! it usually lands elsewhere. Only methods the contract declares free of
+//! side effects (`option idempotency_level = NO_SIDE_EFFECTS` or
+//! `IDEMPOTENT` in the `.proto`) are retried, and retries draw on a budget
+//! (20% of recent calls, at least 10 a second) so a struggling upstream is
+//! not buried under them.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, LazyLock},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Full};
+use prost::Message;
+use prost_types::{FileDescriptorSet, method_options::IdempotencyLevel};
+use tonic::body::Body;
+use tower::{
+    Service, ServiceExt,
+    retry::budget::{Budget, TpsBudget},
+};
+
+/// Attempts after the first.
+const MAX_RETRIES: usize = 2;
+/// The pause before a retry: long enough for the balancer to have another
+/// endpoint ready, short against any deadline.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Which calls may be retried, by gRPC path (`/quill.content.v1.ContentService/GetArticle`).
+pub type Retryable = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// The methods of Quill's contracts declared free of side effects.
+pub fn declared_safe() -> Retryable {
+    static SAFE: LazyLock<HashSet<String>> = LazyLock::new(|| {
+        let files = FileDescriptorSet::decode(quill_proto::FILE_DESCRIPTOR_SET)
+            .expect("the embedded descriptor set decodes");
+        let mut safe = HashSet::new();
+        for file in files.file {
+            for service in &file.service {
+                for method in &service.method {
+                    let level = method
+                        .options
+                        .as_ref()
+                        .map_or(IdempotencyLevel::IdempotencyUnknown, |o| {
+                            o.idempotency_level()
+                        });
+                    if level != IdempotencyLevel::IdempotencyUnknown {
+                        safe.insert(format!(
+                            "/{}.{}/{}",
+                            file.package(),
+                            service.name(),
+                            method.name()
+                        ));
+                    }
+                }
+            }
+        }
+        safe
+    });
+    Arc::new(|path| SAFE.contains(path))
+}
+
+/// Wraps a channel so that safe calls are retried (see the module docs).
+#[derive(Clone)]
+pub struct RetryReads<S> {
+    inner: S,
+    retryable: Retryable,
+    budget: Arc<TpsBudget>,
+}
+
+impl<S> RetryReads<S> {
+    pub fn new(inner: S, retryable: Retryable) -> Self {
+        Self {
+            inner,
+            retryable,
+            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+        }
+    }
+}
+
+impl<S> Service<http::Request<Body>> for RetryReads<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // The inner service that was polled ready serves the first attempt.
+        let clone = self.inner.clone();
+        let mut first = std::mem::replace(&mut self.inner, clone);
+        self.budget.deposit();
+        if !(self.retryable)(request.uri().path()) {
+            return Box::pin(async move { first.call(request).await.map_err(Into::into) });
+        }
+        let (mut inner, budget) = (self.inner.clone(), Arc::clone(&self.budget));
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            // A unary request is one small message: keep it to send again.
+            let bytes = body.collect().await.map_err(BoxError::from)?.to_bytes();
+            let mut outcome = first
+                .call(rebuild(&parts, bytes.clone()))
+                .await
+                .map_err(Into::into);
+            for _ in 0..MAX_RETRIES {
+                if !worth_retrying(&outcome) || !budget.withdraw() {
+                    break;
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+                let ready = inner.ready().await.map_err(Into::into)?;
+                outcome = ready
+                    .call(rebuild(&parts, bytes.clone()))
+                    .await
+                    .map_err(Into::into);
+            }
+            outcome
+        })
+    }
+}
+
+fn rebuild(parts: &http::request::Parts, bytes: Bytes) -> http::Request<Body> {
+    let mut request = http::Request::new(Body::new(Full::new(bytes)));
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request
+}
+
+/// The call never reached a handler, or a replica refused it as
+/// UNAVAILABLE (a trailers-only answer: the status is in the headers).
+fn worth_retrying(outcome: &Result<http::Response<Body>, BoxError>) -> bool {
+    match outcome {
+        Err(_) => true,
+        Ok(response) => response
+            .headers()
+            .get("grpc-status")
+            .is_some_and(|code| code.as_bytes() == b"14"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    const READ: &str = "/quill.content.v1.ContentService/GetArticle";
+    const WRITE: &str = "/quill.content.v1.ContentService/CreateArticle";
+
+    type Answer = Result<http::Response<Body>, BoxError>;
+    type Received = Arc<Mutex<Vec<Bytes>>>;
+
+    /// An upstream that fails its first `failures` calls the way `failure`
+    /// says, then answers; it records every body it received.
+    fn upstream(
+        failures: usize,
+        failure: fn() -> Answer,
+    ) -> (
+        impl Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = BoxError,
+            Future = BoxFuture<'static, Answer>,
+        > + Clone,
+        Received,
+    ) {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&received);
+        let service = tower::service_fn(move |request: http::Request<Body>| {
+            let seen = Arc::clone(&seen);
+            Box::pin(async move {
+                let body = request.into_body().collect().await?.to_bytes();
+                let attempt = {
+                    let mut seen = seen.lock().expect("seen");
+                    seen.push(body);
+                    seen.len()
+                };
+                if attempt <= failures {
+                    failure()
+                } else {
+                    Ok(http::Response::new(Body::empty()))
+                }
+            }) as BoxFuture<'static, _>
+        });
+        (service, received)
+    }
+
+    fn refused() -> Answer {
+        Err("connection refused".into())
+    }
+
+    fn unavailable() -> Answer {
+        let mut response = http::Response::new(Body::empty());
+        response
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("14"));
+        Ok(response)
+    }
+
+    fn call(path: &str) -> http::Request<Body> {
+        http::Request::post(path)
+            .body(Body::new(Full::new(Bytes::from_static(b"the message"))))
+            .expect("request")
+    }
+
+    fn only_reads() -> Retryable {
+        Arc::new(|path| path == READ)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_that_failed_is_sent_again_whole() {
+        for failure in [refused, unavailable] {
+            let (upstream, received) = upstream(2, failure);
+            let mut retrying = RetryReads::new(upstream, only_reads());
+            let answer = retrying
+                .ready()
+                .await
+                .expect("ready")
+                .call(call(READ))
+                .await;
+            assert!(answer.is_ok_and(|r| r.headers().get("grpc-status").is_none()));
+            let received = received.lock().expect("received");
+            assert_eq!(received.len(), 3, "two retries");
+            assert!(received.iter().all(|body| body == "the message"));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_is_never_sent_twice() {
+        let (upstream, received) = upstream(1, refused);
+        let mut retrying = RetryReads::new(upstream, only_reads());
+        let answer = retrying
+            .ready()
+            .await
+            .expect("ready")
+            .call(call(WRITE))
+            .await;
+        assert!(answer.is_err());
+        assert_eq!(received.lock().expect("received").len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_stop_at_the_limit() {
+        let (upstream, received) = upstream(usize::MAX, unavailable);
+        let mut retrying = RetryReads::new(upstream, only_reads());
+        let answer = retrying
+            .ready()
+            .await
+            .expect("ready")
+            .call(call(READ))
+            .await;
+        assert!(answer.is_ok_and(|r| r.headers()["grpc-status"] == "14"));
+        assert_eq!(received.lock().expect("received").len(), 1 + MAX_RETRIES);
+    }
+
+    #[test]
+    fn the_contracts_declare_their_reads_safe_and_their_writes_not() {
+        let safe = declared_safe();
+        assert!(safe("/quill.content.v1.ContentService/GetArticle"));
+        assert!(safe("/quill.auth.v1.AuthService/CheckSession"));
+        assert!(safe(
+            "/quill.notification.v1.NotificationService/ListNotifications"
+        ));
+        assert!(!safe("/quill.content.v1.ContentService/CreateArticle"));
+        assert!(!safe("/quill.auth.v1.AuthService/Login"));
+        assert!(!safe("/quill.notification.v1.NotificationService/MarkRead"));
+    }
+}
