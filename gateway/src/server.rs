@@ -10,13 +10,9 @@ use hyper_util::{
 };
 use quill_platform::{
     authn::ServiceAuth,
-    balance::Upstream,
+    balance,
     service_identity::Service,
     shutdown::{CancellationToken, DRAIN_TIMEOUT},
-};
-use quill_proto::{
-    auth::v1::auth_service_server, content::v1::content_service_server,
-    notification::v1::notification_service_server,
 };
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -34,29 +30,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let auth = Upstream::parse(
-        "AUTH_URL",
-        &config.auth_url,
-        auth_service_server::SERVICE_NAME,
-    )?
-    .channel();
+    let auth = balance::to_auth(&config.auth_url)?;
     let identity = ServiceAuth::connect(Service::Gateway, &config.authn, auth.clone())
         .await
         .map_err(|e| anyhow::anyhow!("authentication against {}: {e}", config.auth_url))?;
     let upstreams = Upstreams {
         auth,
-        content: Upstream::parse(
-            "CONTENT_URL",
-            &config.content_url,
-            content_service_server::SERVICE_NAME,
-        )?
-        .channel(),
-        notification: Upstream::parse(
-            "NOTIFICATION_URL",
-            &config.notification_url,
-            notification_service_server::SERVICE_NAME,
-        )?
-        .channel(),
+        content: balance::to_content(&config.content_url)?,
+        notification: balance::to_notification(&config.notification_url)?,
         credentials: identity.credentials.clone(),
     };
     let (header_read_timeout, drain_delay) = (config.header_read_timeout, config.drain_delay);

@@ -20,6 +20,10 @@ use std::{
 };
 
 use futures::future::BoxFuture;
+use quill_proto::{
+    auth::v1::auth_service_server, content::v1::content_service_server,
+    notification::v1::notification_service_server,
+};
 use tokio::sync::mpsc::Sender;
 use tonic::transport::{Channel, Endpoint, channel::Change};
 use tonic_health::pb::{
@@ -187,6 +191,26 @@ impl Upstream {
             Ok(Ok(answer)) if answer.get_ref().status() == ServingStatus::Serving
         )
     }
+}
+
+/// A balanced channel to auth's replicas at `urls` (`AUTH_URL`).
+pub fn to_auth(urls: &str) -> Result<Channel, BalanceError> {
+    Ok(Upstream::parse("AUTH_URL", urls, auth_service_server::SERVICE_NAME)?.channel())
+}
+
+/// A balanced channel to content's replicas at `urls` (`CONTENT_URL`).
+pub fn to_content(urls: &str) -> Result<Channel, BalanceError> {
+    Ok(Upstream::parse("CONTENT_URL", urls, content_service_server::SERVICE_NAME)?.channel())
+}
+
+/// A balanced channel to notification's replicas at `urls` (`NOTIFICATION_URL`).
+pub fn to_notification(urls: &str) -> Result<Channel, BalanceError> {
+    Ok(Upstream::parse(
+        "NOTIFICATION_URL",
+        urls,
+        notification_service_server::SERVICE_NAME,
+    )?
+    .channel())
 }
 
 fn endpoint(addr: SocketAddr) -> Endpoint {

@@ -5,12 +5,9 @@
 use anyhow::Context;
 use quill_events::{Consumer, OutboxRelay, Retention, catalog};
 use quill_platform::{
-    authn::ServiceAuth, balance::Upstream, grpc, rate_limit::RateLimiter,
-    service_identity::Service as Caller,
+    authn::ServiceAuth, balance, grpc, rate_limit::RateLimiter, service_identity::Service as Caller,
 };
-use quill_proto::{
-    auth::v1::auth_service_server, content::v1::content_service_server::ContentServiceServer,
-};
+use quill_proto::content::v1::content_service_server::ContentServiceServer;
 use quill_server::{GrpcServer, Service, Serving, db};
 use secrecy::ExposeSecret;
 use sqlx::migrate::Migrator;
@@ -43,12 +40,7 @@ impl Service for Content {
             .await
             .context("preparing the content database")?;
         let database_ready = db::probe(pool.clone());
-        let auth = Upstream::parse(
-            "AUTH_URL",
-            &config.auth_url,
-            auth_service_server::SERVICE_NAME,
-        )?
-        .channel();
+        let auth = balance::to_auth(&config.auth_url)?;
         let identity = ServiceAuth::connect(Caller::Content, &config.authn, auth.clone())
             .await
             .map_err(|e| anyhow::anyhow!("authentication against {}: {e}", config.auth_url))?;

@@ -6,13 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use quill_events::{Consumer, Retention};
-use quill_platform::{
-    authn::ServiceAuth, balance::Upstream, grpc, service_identity::Service as Caller,
-};
-use quill_proto::{
-    auth::v1::auth_service_server, content::v1::content_service_server,
-    notification::v1::notification_service_server::NotificationServiceServer,
-};
+use quill_platform::{authn::ServiceAuth, balance, grpc, service_identity::Service as Caller};
+use quill_proto::notification::v1::notification_service_server::NotificationServiceServer;
 use quill_server::{GrpcServer, Service, Serving, db};
 use secrecy::ExposeSecret;
 use sqlx::migrate::Migrator;
@@ -45,18 +40,8 @@ impl Service for Notification {
             .await
             .context("preparing the notification database")?;
         let database_ready = db::probe(pool.clone());
-        let auth = Upstream::parse(
-            "AUTH_URL",
-            &config.auth_url,
-            auth_service_server::SERVICE_NAME,
-        )?
-        .channel();
-        let content = Upstream::parse(
-            "CONTENT_URL",
-            &config.content_url,
-            content_service_server::SERVICE_NAME,
-        )?
-        .channel();
+        let auth = balance::to_auth(&config.auth_url)?;
+        let content = balance::to_content(&config.content_url)?;
         let identity = ServiceAuth::connect(Caller::Notification, &config.authn, auth)
             .await
             .map_err(|e| anyhow::anyhow!("authentication against {}: {e}", config.auth_url))?;
