@@ -30,7 +30,7 @@ pub use broker::Topology;
 pub use config::EventsConfig;
 pub use consumer::{Consumer, EventHandler, HandlerError};
 pub use envelope::{new_envelope, routing_key};
-pub use outbox::{OUTBOX_AND_INBOX_SQL, enqueue};
+pub use outbox::enqueue;
 pub use relay::{OutboxRelay, backlog};
 pub use retention::Retention;
 

@@ -11,30 +11,6 @@ use uuid::Uuid;
 /// `NOTIFY` channel announcing committed outbox rows to the relays.
 pub const OUTBOX_CHANNEL: &str = "quill_outbox";
 
-/// Tables every producing or consuming service needs. Each service copies
-/// this into its own migrations; tests may execute it directly.
-///
-/// `outbox.payload` is the prost-encoded `Envelope`; the partial index keeps
-/// the relay's "oldest unsent rows" scan cheap however many sent rows remain.
-/// `processed_events` is the consumer's inbox: one row per applied event.
-pub const OUTBOX_AND_INBOX_SQL: &str = r#"
-CREATE TABLE IF NOT EXISTS outbox (
-    id           uuid PRIMARY KEY,
-    routing_key  text NOT NULL,
-    payload      bytea NOT NULL,
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    published_at timestamptz,
-    attempts     integer NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS outbox_unpublished_idx
-    ON outbox (created_at) WHERE published_at IS NULL;
-CREATE TABLE IF NOT EXISTS processed_events (
-    event_id     uuid PRIMARY KEY,
-    consumer     text NOT NULL,
-    processed_at timestamptz NOT NULL DEFAULT now()
-);
-"#;
-
 /// Records `envelope` for publication. Call it on the caller's transaction
 /// (`enqueue(&mut tx, &envelope)`), next to the state change it announces.
 pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> Result<(), sqlx::Error> {

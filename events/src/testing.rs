@@ -4,6 +4,31 @@
 
 use std::net::SocketAddr;
 
+/// Tables every producing or consuming service needs, as the services'
+/// migrations create them (each service owns its schema, so each has its own
+/// copy in its migration history); tests of the backbone alone execute this.
+///
+/// `outbox.payload` is the prost-encoded `Envelope`; the partial index keeps
+/// the relay's "oldest unsent rows" scan cheap however many sent rows remain.
+/// `processed_events` is the consumer's inbox: one row per applied event.
+pub const OUTBOX_AND_INBOX_SQL: &str = r#"
+CREATE TABLE IF NOT EXISTS outbox (
+    id           uuid PRIMARY KEY,
+    routing_key  text NOT NULL,
+    payload      bytea NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    published_at timestamptz,
+    attempts     integer NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_unpublished_idx
+    ON outbox (created_at) WHERE published_at IS NULL;
+CREATE TABLE IF NOT EXISTS processed_events (
+    event_id     uuid PRIMARY KEY,
+    consumer     text NOT NULL,
+    processed_at timestamptz NOT NULL DEFAULT now()
+);
+"#;
+
 /// Broker URL tests connect to.
 pub fn amqp_url() -> String {
     std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| crate::config::AMQP_URL.default.into())

@@ -17,9 +17,9 @@ use lapin::{
 };
 use prost::Message;
 use quill_events::{
-    Consumer, EventHandler, EventsConfig, HandlerError, OUTBOX_AND_INBOX_SQL, OutboxRelay,
-    Topology, async_trait, backlog, broker, catalog, consumer::attempts, enqueue, new_envelope,
-    testing::TestBroker,
+    Consumer, EventHandler, EventsConfig, HandlerError, OutboxRelay, Topology, async_trait,
+    backlog, broker, catalog, consumer::attempts, enqueue, new_envelope,
+    testing::OUTBOX_AND_INBOX_SQL, testing::TestBroker,
 };
 use quill_platform::{shutdown::CancellationToken, testing::TcpProxy};
 use quill_proto::events::v1::{

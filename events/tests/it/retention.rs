@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use quill_events::{OUTBOX_AND_INBOX_SQL, Retention};
+use quill_events::{Retention, testing::OUTBOX_AND_INBOX_SQL};
 use quill_server::testing::TestDb;
 use sqlx::PgPool;
 use uuid::Uuid;

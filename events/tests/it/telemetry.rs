@@ -9,8 +9,8 @@ use std::{
 
 use prost::Message;
 use quill_events::{
-    Consumer, EventHandler, HandlerError, OUTBOX_AND_INBOX_SQL, OutboxRelay, async_trait, broker,
-    enqueue, new_envelope, testing::TestBroker,
+    Consumer, EventHandler, HandlerError, OutboxRelay, async_trait, broker, enqueue, new_envelope,
+    testing::OUTBOX_AND_INBOX_SQL, testing::TestBroker,
 };
 use quill_platform::{metrics, shutdown::CancellationToken, telemetry, trace_context};
 use quill_proto::events::v1::{Envelope, UserFollowed, envelope::Payload};
