@@ -17,6 +17,14 @@ bin=target/debug
 # secret; a fresh one per run unless you bring your own.
 : "${SERVICE_TOKEN_SECRET:=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
 export RUST_LOG SERVICE_TOKEN_SECRET
+# Replicas must agree on what one replica signed: one JWT key for every auth
+# replica, one cursor key for every content replica (else each makes its own).
+if [[ -z ${AUTH_JWT_PRIVATE_KEY:-}${AUTH_JWT_PRIVATE_KEY_FILE:-} ]]; then
+    AUTH_JWT_PRIVATE_KEY=$(openssl genpkey -algorithm ed25519)
+    export AUTH_JWT_PRIVATE_KEY
+fi
+: "${CONTENT_CURSOR_SECRET:=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
+export CONTENT_CURSOR_SECRET
 
 "$bin/quill-auth" migrate
 "$bin/quill-content" migrate

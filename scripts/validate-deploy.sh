@@ -191,6 +191,10 @@ for name, dep in by_kind.get("Deployment", {}).items():
                 err(dep, f"{c['name']}: {probe} missing")
             elif "grpc" in ports and p.get("grpc", {}).get("port") != ports["grpc"]:
                 err(dep, f"{c['name']}: {probe} must be a gRPC probe on port {ports['grpc']}")
+            # Readiness is the service's own health name (database up, not
+            # draining); "" is liveness and stays SERVING through both.
+            elif "grpc" in ports and probe == "readinessProbe" and not p["grpc"].get("service"):
+                err(dep, f"{c['name']}: readinessProbe must name the gRPC service it serves")
     if not any(s["spec"].get("selector") and selects({"matchLabels": s["spec"]["selector"]}, labels)
                for s in by_kind.get("Service", {}).values()):
         err(dep, "no Service selects its pods")

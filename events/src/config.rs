@@ -90,6 +90,7 @@ impl EventsConfig {
         let raw_delays: String = EVENTS_RETRY_DELAYS_MS.get()?;
         let retry_delays = parse_delays(&raw_delays)
             .map_err(|reason| EVENTS_RETRY_DELAYS_MS.invalid(&raw_delays, reason))?;
+        let retention = retention(&retry_delays)?;
         Ok(Self {
             amqp_url,
             exchange: EVENTS_EXCHANGE.get()?,
@@ -97,7 +98,7 @@ impl EventsConfig {
             max_attempts,
             retry_delays,
             relay_poll_interval: OUTBOX_POLL_INTERVAL_MS.millis()?,
-            retention: hours(EVENTS_RETENTION_HOURS.get()?),
+            retention,
             retention_interval: positive(
                 &RETENTION_INTERVAL_SECS,
                 RETENTION_INTERVAL_SECS.secs()?,
@@ -116,6 +117,21 @@ impl EventsConfig {
             retry_delays: self.retry_delays.clone(),
         }
     }
+}
+
+/// The inbox must outlive every redelivery of an event: at least an hour,
+/// and longer than the whole retry schedule.
+fn retention(retry_delays: &[Duration]) -> Result<Duration, ConfigError> {
+    let hours_set: u64 = EVENTS_RETENTION_HOURS.get()?;
+    let kept = hours(hours_set);
+    let schedule: Duration = retry_delays.iter().sum();
+    EVENTS_RETENTION_HOURS.ensure(
+        hours_set >= 1 && kept > schedule,
+        hours_set,
+        "must be at least 1 and longer than the retry schedule (EVENTS_RETRY_DELAYS_MS); \
+         deleting an inbox row early lets a redelivered event apply twice",
+    )?;
+    Ok(kept)
 }
 
 fn hours(hours: u64) -> Duration {

@@ -59,10 +59,11 @@ impl Retention {
         self
     }
 
-    /// Sweeps now, then every interval, until `shutdown`.
+    /// Sweeps now, then every interval, until `shutdown` (which also cuts a
+    /// long sweep short between two batches).
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
-            if let Err(e) = self.sweep().await {
+            if let Err(e) = self.sweep_until(&shutdown).await {
                 tracing::warn!(error = %e, "retention sweep failed; will retry");
             }
             if sleep_or_cancelled(self.every, &shutdown).await {
@@ -73,9 +74,13 @@ impl Retention {
 
     /// Deletes every finished row that is old enough; returns how many.
     pub async fn sweep(&self) -> Result<u64, sqlx::Error> {
+        self.sweep_until(&CancellationToken::new()).await
+    }
+
+    async fn sweep_until(&self, shutdown: &CancellationToken) -> Result<u64, sqlx::Error> {
         let mut total = 0;
         for rule in &self.rules {
-            let deleted = self.sweep_rule(rule).await?;
+            let deleted = self.sweep_rule(rule, shutdown).await?;
             if deleted > 0 {
                 tracing::info!(
                     table = rule.table,
@@ -88,7 +93,11 @@ impl Retention {
         Ok(total)
     }
 
-    async fn sweep_rule(&self, rule: &Rule) -> Result<u64, sqlx::Error> {
+    async fn sweep_rule(
+        &self,
+        rule: &Rule,
+        shutdown: &CancellationToken,
+    ) -> Result<u64, sqlx::Error> {
         let Rule {
             table,
             done_at,
@@ -110,7 +119,7 @@ impl Retention {
                 .await?
                 .rows_affected();
             deleted += batch;
-            if batch < BATCH.unsigned_abs() {
+            if batch < BATCH.unsigned_abs() || shutdown.is_cancelled() {
                 return Ok(deleted);
             }
         }

@@ -20,6 +20,7 @@ use std::{
 use futures::future::BoxFuture;
 use http::{HeaderMap, Request};
 use quill_proto::auth::v1::{CheckSessionRequest, auth_service_client::AuthServiceClient};
+use secrecy::ExposeSecret;
 use tonic::{Code, Status};
 use uuid::Uuid;
 
@@ -332,7 +333,7 @@ where
 #[derive(Debug, Clone)]
 pub struct AuthnConfig {
     /// `REDIS_URL`: where session states are cached.
-    pub redis_url: String,
+    pub redis_url: crate::config::Secret,
     /// `REDIS_PREFIX`: namespaces Redis keys; the same in every process.
     pub redis_prefix: String,
     /// `SERVICE_TOKEN_SECRET`: required to serve, not to migrate.
@@ -342,7 +343,9 @@ pub struct AuthnConfig {
 impl AuthnConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
-            redis_url: settings::REDIS_URL.get()?,
+            redis_url: settings::REDIS_URL
+                .secret()
+                .ok_or_else(|| settings::REDIS_URL.invalid("", "must be set"))?,
             redis_prefix: settings::REDIS_PREFIX.get()?,
             service_secret: ServiceSecret::from_env_opt()?,
         })
@@ -368,7 +371,7 @@ impl ServiceAuth {
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let secret = ServiceSecret::required(config.service_secret.as_ref())?;
         let credentials = ServiceCredentials::new(service, &secret);
-        let redis = crate::sessions::connect(&config.redis_url).await?;
+        let redis = crate::sessions::connect(config.redis_url.expose_secret()).await?;
         let tokens = TokenVerifier::from_auth_service(auth.clone()).await?;
         let source = AuthSessionSource::new(crate::grpc::client(auth, &credentials));
         let sessions = Sessions::new(redis.clone(), config.redis_prefix.clone(), Arc::new(source));

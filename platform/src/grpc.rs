@@ -1,5 +1,7 @@
-//! The gRPC server skeleton every service shares (health, reflection v1 and
-//! v1alpha, graceful drain) and the metadata conventions between processes.
+//! gRPC plumbing every process shares: clients to other services (service
+//! token, trace propagation, retried reads), the server's layers
+//! (authentication, tracing, metrics) under `quill_server::GrpcServer`, and
+//! the metadata conventions between processes.
 
 use std::future::Future;
 
@@ -7,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
     Code, Status,
-    service::{Routes, RoutesBuilder},
+    service::Routes,
     transport::{Channel, Server},
 };
 use tonic_types::{ErrorDetails, StatusExt};
@@ -74,26 +76,6 @@ macro_rules! message_limits {
 pub const AUTHORIZATION: &str = "authorization";
 /// Metadata key carrying the edge request id, for log correlation.
 pub const REQUEST_ID: &str = "x-request-id";
-
-/// Routes with health and reflection (both protocol versions: grpcurl 1.8
-/// only speaks v1alpha) already registered; the caller adds its services.
-pub fn base_routes(
-    health: tonic_health::pb::health_server::HealthServer<
-        impl tonic_health::pb::health_server::Health,
-    >,
-) -> Result<RoutesBuilder, tonic_reflection::server::Error> {
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(quill_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let mut routes = RoutesBuilder::default();
-    routes
-        .add_service(crate::message_limits!(health))
-        .add_service(crate::message_limits!(reflection().build_v1()?))
-        .add_service(crate::message_limits!(reflection().build_v1alpha()?));
-    Ok(routes)
-}
 
 /// Serves `routes` on `listener` until `shutdown` resolves, then drains
 /// in-flight calls. Every call is authenticated by `authn` before it reaches

@@ -1,6 +1,7 @@
 //! The one backoff every reconnect loop and start-up retry uses: exponential
 //! from 100 ms to 5 s, with jitter so that replicas which lost a dependency
-//! together do not come back at it in lockstep.
+//! together do not come back at it in lockstep. backon adds up to one more
+//! delay of jitter; the result is clamped to the maximum.
 
 use std::{future::Future, time::Duration};
 
@@ -28,6 +29,7 @@ fn builder_between(first: Duration, max: Duration) -> ExponentialBuilder {
 pub struct Backoff {
     builder: ExponentialBuilder,
     delays: ExponentialBackoff,
+    max: Duration,
 }
 
 impl Backoff {
@@ -42,12 +44,13 @@ impl Backoff {
         Self {
             delays: builder.build(),
             builder,
+            max: max.max(first),
         }
     }
 
     pub fn next_delay(&mut self) -> Duration {
         // Unbounded (`without_max_times`): the iterator never ends.
-        self.delays.next().unwrap_or(MAX)
+        self.delays.next().unwrap_or(self.max).min(self.max)
     }
 
     /// The delay before retry `n` (0 for the first), for a schedule kept
@@ -98,8 +101,8 @@ mod tests {
         let delays: Vec<Duration> = (0..12).map(|_| backoff.next_delay()).collect();
         // Jitter adds up to one base delay on top of it.
         assert!((FIRST..FIRST * 2).contains(&delays[0]), "{delays:?}");
-        assert!(delays.iter().all(|d| *d <= MAX * 2), "{delays:?}");
-        assert!(delays[11] >= MAX, "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= MAX), "{delays:?}");
+        assert_eq!(delays[11], MAX, "{delays:?}");
         backoff.reset();
         assert!(backoff.next_delay() < FIRST * 2);
     }

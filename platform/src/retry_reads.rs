@@ -31,6 +31,9 @@ const MAX_RETRIES: usize = 2;
 /// endpoint ready, short against any deadline.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
+/// Less than this left of the caller's deadline: no retry is worth sending.
+const MIN_TIME_LEFT: Duration = Duration::from_millis(5);
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Which calls may be retried, by gRPC path (`/quill.content.v1.ContentService/GetArticle`).
@@ -109,7 +112,8 @@ where
         }
         let (mut inner, budget) = (self.inner.clone(), Arc::clone(&self.budget));
         Box::pin(async move {
-            let (parts, body) = request.into_parts();
+            let (mut parts, body) = request.into_parts();
+            let deadline = grpc_timeout(&parts.headers).map(|t| tokio::time::Instant::now() + t);
             // A unary request is one small message: keep it to send again.
             let bytes = body.collect().await.map_err(BoxError::from)?.to_bytes();
             let mut outcome = first
@@ -121,6 +125,19 @@ where
                     break;
                 }
                 tokio::time::sleep(RETRY_PAUSE).await;
+                // A retry gets what is left of the caller's deadline, and
+                // none once it is spent.
+                if let Some(deadline) = deadline {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if left < MIN_TIME_LEFT {
+                        break;
+                    }
+                    parts.headers.insert(
+                        "grpc-timeout",
+                        http::HeaderValue::from_str(&format!("{}m", left.as_millis()))
+                            .expect("digits are a valid header value"),
+                    );
+                }
                 let ready = inner.ready().await.map_err(Into::into)?;
                 outcome = ready
                     .call(rebuild(&parts, bytes.clone()))
@@ -130,6 +147,22 @@ where
             outcome
         })
     }
+}
+
+/// The `grpc-timeout` header: digits and a unit (H, M, S, m, u, n).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let text = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 fn rebuild(parts: &http::request::Parts, bytes: Bytes) -> http::Request<Body> {
@@ -252,6 +285,27 @@ mod tests {
             .await;
         assert!(answer.is_err());
         assert_eq!(received.lock().expect("received").len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_gets_only_what_is_left_of_the_deadline() {
+        let (upstream, received) = upstream(usize::MAX, unavailable);
+        let mut retrying = RetryReads::new(upstream, only_reads());
+        let mut request = call(READ);
+        request
+            .headers_mut()
+            .insert("grpc-timeout", http::HeaderValue::from_static("30m"));
+        let _ = retrying.ready().await.expect("ready").call(request).await;
+        // 30 ms: the first attempt, then one retry after a 20 ms pause with
+        // about 10 ms left; a second pause would outlast the deadline.
+        assert_eq!(received.lock().expect("received").len(), 2);
+        assert_eq!(
+            grpc_timeout(&http::HeaderMap::from_iter([(
+                http::header::HeaderName::from_static("grpc-timeout"),
+                http::HeaderValue::from_static("2S"),
+            )])),
+            Some(Duration::from_secs(2))
+        );
     }
 
     #[tokio::test(start_paused = true)]

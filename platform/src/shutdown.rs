@@ -11,9 +11,9 @@ use std::{future::Future, time::Duration};
 pub use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// How long in-flight work gets to finish once asked to stop: below
-/// Kubernetes' default 30 s grace period, leaving room for the process to
-/// exit on its own.
+/// How long in-flight work gets to finish once asked to stop: the calls'
+/// drain and then the background loops' each get this much, which the
+/// Kubernetes grace period (50 s) covers with `SHUTDOWN_DELAY_SECS` (5 s).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A root token cancelled on the first SIGTERM or SIGINT.

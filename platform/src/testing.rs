@@ -61,7 +61,7 @@ pub fn service_secret() -> crate::service_identity::ServiceSecret {
 /// its Redis prefix (shared session cache) and the test service secret.
 pub fn authn_config(redis: &TestRedis) -> crate::authn::AuthnConfig {
     crate::authn::AuthnConfig {
-        redis_url: redis.url.clone(),
+        redis_url: redis.url.clone().into(),
         redis_prefix: redis.prefix.clone(),
         service_secret: Some(service_secret()),
     }

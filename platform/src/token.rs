@@ -88,7 +88,18 @@ impl TokenVerifier {
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let response = crate::retry::with_backoff("fetching auth public keys", 30, || {
             let mut client = crate::message_limits!(AuthServiceClient::new(channel.clone()));
-            async move { client.get_public_keys(GetPublicKeysRequest {}).await }
+            // A balanced channel with no replica yet waits rather than
+            // fails: bound each attempt so the retries go on.
+            async move {
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    client.get_public_keys(GetPublicKeysRequest {}),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(tonic::Status::deadline_exceeded("no auth replica answered"))
+                })
+            }
         })
         .await?
         .into_inner();

@@ -73,9 +73,6 @@ impl DatabaseConfig {
         if options.get_database().is_none() {
             return Err(invalid("names no database".to_owned()));
         }
-        if self.max_connections == 0 {
-            return Err(invalid("the pool needs at least 1 connection".to_owned()));
-        }
         Ok(())
     }
 }

@@ -25,6 +25,10 @@ pub enum ServeError {
 
 /// How often the dependencies a service cannot serve without are checked.
 const READINESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Failed checks in a row before the service reports NOT_SERVING: one slow
+/// check on a busy pool must not take a loaded replica out of every
+/// balancer (and push its load onto the others).
+const FAILURES_TO_UNREADY: u32 = 3;
 
 /// A check of one such dependency; `Err` says what is wrong.
 type Probe = Box<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -135,11 +139,20 @@ impl GrpcServer {
             shutdown,
             drain_delay,
         } = serving;
+        // Both reflection versions describe every service they list, the
+        // other version of reflection included.
         let reflection = || {
             self.served.iter().chain(&ALWAYS_SERVED).fold(
                 tonic_reflection::server::Builder::configure()
+                    .include_reflection_service(false)
                     .register_encoded_file_descriptor_set(quill_proto::FILE_DESCRIPTOR_SET)
-                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(
+                        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                    )
+                    .register_encoded_file_descriptor_set(
+                        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                    ),
                 |builder, name| builder.with_service_name(*name),
             )
         };
@@ -153,7 +166,7 @@ impl GrpcServer {
         };
         readiness.set(ServingStatus::Serving).await;
         let probing = shutdown.child_token();
-        tokio::spawn(
+        let watcher = tokio::spawn(
             readiness
                 .clone()
                 .watch(std::mem::take(&mut self.probes), probing.clone()),
@@ -163,6 +176,9 @@ impl GrpcServer {
             async move {
                 shutdown.cancelled().await;
                 probing.cancel();
+                // The watcher may be setting SERVING right now: let it end
+                // first, so the drain's NOT_SERVING is the last word.
+                let _ = watcher.await;
                 readiness.set(ServingStatus::NotServing).await;
                 // Callers see NOT_SERVING and move their calls elsewhere
                 // while this one still answers; only then stop listening.
@@ -212,7 +228,7 @@ impl Readiness {
         if probes.is_empty() {
             return;
         }
-        let mut ready = true;
+        let (mut ready, mut failures) = (true, 0);
         while !sleep_or_cancelled(READINESS_INTERVAL, &stop).await {
             let mut failing = None;
             for (name, probe) in &probes {
@@ -225,11 +241,12 @@ impl Readiness {
                 failing = Some((*name, problem));
                 break;
             }
-            // The drain may have begun while a probe ran: it has the last word.
-            if stop.is_cancelled() || failing.is_none() == ready {
+            failures = if failing.is_some() { failures + 1 } else { 0 };
+            let now_ready = failures < FAILURES_TO_UNREADY;
+            if stop.is_cancelled() || now_ready == ready {
                 continue;
             }
-            ready = failing.is_none();
+            ready = now_ready;
             match failing {
                 Some((dependency, problem)) => {
                     tracing::warn!(dependency, %problem, "not ready: a dependency is down");

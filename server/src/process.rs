@@ -77,7 +77,13 @@ impl ServerConfig {
             .database_url
             .secret()
             .ok_or_else(|| settings.database_url.invalid("", "must be set"))?;
-        let database = DatabaseConfig::new(url, settings.database_max_connections.get()?);
+        let max_connections: u32 = settings.database_max_connections.get()?;
+        settings.database_max_connections.ensure(
+            max_connections > 0,
+            max_connections,
+            "must be at least 1",
+        )?;
+        let database = DatabaseConfig::new(url, max_connections);
         database.validate(settings.database_url.name)?;
         Ok(Self {
             listen_setting: settings.listen.name,

@@ -45,6 +45,37 @@ async fn listed_v1(channel: Channel) -> BTreeSet<String> {
     }
 }
 
+/// Whether reflection v1 describes each of `services` (grpcurl `describe`).
+async fn described_v1(channel: Channel, services: &BTreeSet<String>) {
+    use v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    for service in services {
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(service.clone())),
+        };
+        let mut answers = ServerReflectionClient::new(channel.clone())
+            .server_reflection_info(tokio_stream::once(request))
+            .await
+            .expect("reflection v1")
+            .into_inner();
+        match answers
+            .next()
+            .await
+            .expect("an answer")
+            .expect("ok")
+            .message_response
+        {
+            Some(MessageResponse::FileDescriptorResponse(files)) => {
+                assert!(!files.file_descriptor_proto.is_empty(), "{service}");
+            }
+            other => panic!("{service} is listed but not described: {other:?}"),
+        }
+    }
+}
+
 async fn listed_v1alpha(channel: Channel) -> BTreeSet<String> {
     use v1alpha::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -96,6 +127,7 @@ async fn each_port_lists_exactly_what_it_serves() {
             expected,
             "v1 on {service}"
         );
+        described_v1(channel.clone(), &expected).await;
         assert_eq!(
             listed_v1alpha(channel.clone()).await,
             expected,

@@ -45,7 +45,7 @@ impl Service for Auth {
             .await
             .context("preparing the auth database")?;
         let database_ready = db::probe(pool.clone());
-        let redis = sessions::connect(&config.authn.redis_url)
+        let redis = sessions::connect(config.authn.redis_url.expose_secret())
             .await
             .context("connecting to Redis")?;
         let issuer = AccessTokenIssuer::new(

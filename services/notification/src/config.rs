@@ -140,7 +140,11 @@ impl quill_server::ServiceConfig for Config {
     fn from_env() -> Result<Self, ConfigError> {
         let smtp = match SMTP_URL.value() {
             Some(url) => {
-                Some(SmtpServer::parse(&url).map_err(|reason| SMTP_URL.invalid(&url, reason))?)
+                // The URL may carry credentials: never echo it.
+                Some(
+                    SmtpServer::parse(&url)
+                        .map_err(|reason| SMTP_URL.invalid("<redacted>", reason))?,
+                )
             }
             None => None,
         };
@@ -157,9 +161,7 @@ impl quill_server::ServiceConfig for Config {
             fanout_batch: NOTIFICATION_FANOUT_BATCH.get()?,
             mail_poll_interval: MAIL_POLL_INTERVAL_MS.millis()?,
             mail_max_attempts: MAIL_MAX_ATTEMPTS.get()?,
-            mail_retention: Duration::from_secs(
-                MAIL_RETENTION_HOURS.get::<u64>()?.saturating_mul(3600),
-            ),
+            mail_retention: mail_retention()?,
             events: EventsConfig::from_env()?,
             events_queue_prefix: EVENTS_QUEUE_PREFIX.text(),
             authn: AuthnConfig::from_env()?,
@@ -176,6 +178,13 @@ impl quill_server::ServiceConfig for Config {
     fn server(&self) -> &ServerConfig {
         &self.server
     }
+}
+
+/// At least an hour: a sent mail is kept for an operator to look at.
+fn mail_retention() -> Result<Duration, ConfigError> {
+    let hours: u64 = MAIL_RETENTION_HOURS.get()?;
+    MAIL_RETENTION_HOURS.ensure(hours >= 1, hours, "must be at least 1")?;
+    Ok(Duration::from_secs(hours.saturating_mul(3600)))
 }
 
 impl Config {
