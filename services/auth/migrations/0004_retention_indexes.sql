@@ -1,9 +1,0 @@
--- Retention deletes published outbox rows and inbox rows by age
--- (quill_events::Retention); these keep each sweep off a full scan.
--- Built in the migration's transaction, which blocks writes to the tables
--- while it runs: on a large table, create them by hand first with
--- CREATE INDEX CONCURRENTLY under the same names (this is then a no-op).
-CREATE INDEX IF NOT EXISTS outbox_published_idx
-    ON outbox (published_at) WHERE published_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS processed_events_processed_idx
-    ON processed_events (processed_at);
