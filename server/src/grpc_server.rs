@@ -131,8 +131,9 @@ impl GrpcServer {
     }
 
     /// Serves on the listener, every call authenticated by `authn`, until
-    /// shutdown; then stops accepting, gives calls in flight up to
-    /// [`DRAIN_TIMEOUT`] to finish, and as long again to the background loops.
+    /// shutdown; then reports NOT_SERVING, keeps answering for the drain
+    /// delay, stops accepting, gives calls in flight up to [`DRAIN_TIMEOUT`]
+    /// to finish, and as long again to the background loops.
     pub async fn serve(mut self, serving: Serving, authn: Authenticator) -> Result<(), ServeError> {
         let Serving {
             listener,
