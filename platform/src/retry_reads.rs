@@ -309,6 +309,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn retries_stop_when_the_budget_is_spent() {
+        let (upstream, received) = upstream(usize::MAX, unavailable);
+        let mut retrying = RetryReads::new(upstream, only_reads());
+        for _ in 0..200 {
+            let _ = retrying
+                .ready()
+                .await
+                .expect("ready")
+                .call(call(READ))
+                .await;
+        }
+        // Unbudgeted: 200 calls and 400 retries. The budget allows its
+        // reserve (10 a second over 10 s) plus 20% of the calls.
+        let sent = received.lock().expect("received").len();
+        assert!(sent <= 200 + 100 + 40 + 2, "{sent} attempts");
+        assert!(sent > 200, "no retry at all");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn retries_stop_at_the_limit() {
         let (upstream, received) = upstream(usize::MAX, unavailable);
         let mut retrying = RetryReads::new(upstream, only_reads());
