@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use axum::http::HeaderValue;
 use quill_platform::{
     authn::AuthnConfig,
-    config::{ConfigError, ensure_http_url},
+    config::{ConfigError, ensure_upstream_urls},
     metrics::optional_listen,
     settings::{AUTH_URL, CONTENT_URL, SHUTDOWN_DELAY_SECS},
 };
@@ -148,9 +148,9 @@ impl Config {
             0,
             "must be at least 1",
         )?;
-        ensure_http_url(&AUTH_URL, &config.auth_url)?;
-        ensure_http_url(&CONTENT_URL, &config.content_url)?;
-        ensure_http_url(&NOTIFICATION_URL, &config.notification_url)?;
+        ensure_upstream_urls(&AUTH_URL, &config.auth_url)?;
+        ensure_upstream_urls(&CONTENT_URL, &config.content_url)?;
+        ensure_upstream_urls(&NOTIFICATION_URL, &config.notification_url)?;
         Ok(config)
     }
 }

@@ -13,7 +13,7 @@
 //! runs with a replica per port): each entry is resolved the same way.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, btree_map::Entry},
     net::SocketAddr,
     sync::Arc,
     time::Duration,
@@ -119,15 +119,26 @@ impl Upstream {
 
     async fn discover(self, changes: Sender<Change<SocketAddr, Endpoint>>) {
         let mut serving: BTreeSet<SocketAddr> = BTreeSet::new();
-        let mut probes: BTreeMap<SocketAddr, Channel> = BTreeMap::new();
+        // Each address's endpoint, and a channel of its own for health checks.
+        let mut probes: BTreeMap<SocketAddr, (Endpoint, Channel)> = BTreeMap::new();
         loop {
             let found = self.resolve().await;
             probes.retain(|addr, _| found.contains(addr));
             let mut healthy = BTreeSet::new();
             for addr in &found {
-                let probe = probes
-                    .entry(*addr)
-                    .or_insert_with(|| endpoint(*addr).connect_lazy());
+                let (_, probe) = match probes.entry(*addr) {
+                    Entry::Occupied(known) => known.into_mut(),
+                    Entry::Vacant(new) => match endpoint(*addr) {
+                        Ok(endpoint) => {
+                            let probe = endpoint.connect_lazy();
+                            new.insert((endpoint, probe))
+                        }
+                        Err(e) => {
+                            tracing::warn!(upstream = %self.setting, endpoint = %addr, error = %e, "unusable endpoint");
+                            continue;
+                        }
+                    },
+                };
                 if self.is_serving(probe.clone()).await {
                     healthy.insert(*addr);
                 }
@@ -146,9 +157,12 @@ impl Upstream {
                 }
             }
             for new in healthy.difference(&serving) {
+                let Some((endpoint, _)) = probes.get(new) else {
+                    continue;
+                };
                 tracing::info!(upstream = %self.setting, endpoint = %new, "endpoint joined the balancer");
                 if changes
-                    .send(Change::Insert(*new, endpoint(*new)))
+                    .send(Change::Insert(*new, endpoint.clone()))
                     .await
                     .is_err()
                 {
@@ -213,11 +227,10 @@ pub fn to_notification(urls: &str) -> Result<Channel, BalanceError> {
     .channel())
 }
 
-fn endpoint(addr: SocketAddr) -> Endpoint {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .expect("a socket address is a valid authority")
+fn endpoint(addr: SocketAddr) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(CHECK_TIMEOUT)
-        .tcp_nodelay(true)
+        .tcp_nodelay(true))
 }
 
 #[cfg(test)]

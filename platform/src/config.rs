@@ -213,7 +213,7 @@ pub fn is_production() -> bool {
 /// Checks that `urls` names an upstream's replicas as
 /// [`Upstream`](crate::balance::Upstream) reads them, naming `setting`
 /// otherwise.
-pub fn ensure_http_url(setting: &Setting, urls: &str) -> Result<(), ConfigError> {
+pub fn ensure_upstream_urls(setting: &Setting, urls: &str) -> Result<(), ConfigError> {
     crate::balance::Upstream::parse(setting.name, urls, "")
         .map(drop)
         .map_err(|e| setting.invalid(urls, e.to_string()))

@@ -132,11 +132,11 @@ where
                     if left < MIN_TIME_LEFT {
                         break;
                     }
-                    parts.headers.insert(
-                        "grpc-timeout",
-                        http::HeaderValue::from_str(&format!("{}m", left.as_millis()))
-                            .expect("digits are a valid header value"),
-                    );
+                    if let Ok(timeout) =
+                        http::HeaderValue::try_from(format!("{}m", left.as_millis()))
+                    {
+                        parts.headers.insert("grpc-timeout", timeout);
+                    }
                 }
                 let ready = inner.ready().await.map_err(Into::into)?;
                 outcome = ready

@@ -81,3 +81,33 @@ fn every_config_loads_from_the_declared_defaults() {
     quill_notification::Config::from_env().expect("notification");
     quill_gateway::Config::from_env().expect("gateway");
 }
+
+/// Settings that carry credentials never show them when a config is
+/// printed (`{:?}` in a log line or a panic).
+#[test]
+fn printed_configs_show_no_credentials() {
+    use quill_server::ServiceConfig as _;
+    const PASSWORD: &str = "hunter2-not-in-logs";
+    let redis = format!("redis://:{PASSWORD}@redis:6379").into();
+    let amqp = format!("amqp://quill:{PASSWORD}@rabbitmq:5672/%2f").into();
+    let database = |name: &str| format!("postgres://quill:{PASSWORD}@db:5432/{name}").into();
+
+    let mut auth = quill_auth::Config::from_env().expect("auth");
+    auth.authn.redis_url = redis;
+    auth.events.amqp_url = amqp;
+    auth.server.database.url = database("quill_auth");
+    auth.signing_key_pem = Some(PASSWORD.to_owned().into());
+    let mut content = quill_content::Config::from_env().expect("content");
+    content.server.database.url = database("quill_content");
+    content.cursor_secret = PASSWORD.to_owned().into();
+    let mut gateway = quill_gateway::Config::from_env().expect("gateway");
+    gateway.authn.redis_url = format!("redis://:{PASSWORD}@redis:6379").into();
+
+    for printed in [
+        format!("{auth:?}"),
+        format!("{content:?}"),
+        format!("{gateway:?}"),
+    ] {
+        assert!(!printed.contains(PASSWORD), "{printed}");
+    }
+}

@@ -509,3 +509,21 @@ impl SessionSource for DbSessionSource {
             .map_err(|e| SessionError::Unavailable(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_printed_profile_update_shows_no_password() {
+        let update = ProfileUpdate {
+            password: Some("new-secret-password".to_owned().into()),
+            current_password: Some("old-secret-password".to_owned().into()),
+            bio: Some("visible".into()),
+            ..ProfileUpdate::default()
+        };
+        let printed = format!("{update:?}");
+        assert!(printed.contains("visible"));
+        assert!(!printed.contains("secret-password"), "{printed}");
+    }
+}

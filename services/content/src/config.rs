@@ -3,7 +3,7 @@
 use quill_events::{EventsConfig, config::EVENTS_QUEUE_PREFIX};
 use quill_platform::{
     authn::AuthnConfig,
-    config::{ConfigError, Secret, ensure_http_url, is_production},
+    config::{ConfigError, Secret, ensure_upstream_urls, is_production},
     rate_limit::Limit,
     settings::AUTH_URL,
 };
@@ -99,7 +99,7 @@ impl quill_server::ServiceConfig for Config {
 
 impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        ensure_http_url(&AUTH_URL, &self.auth_url)?;
+        ensure_upstream_urls(&AUTH_URL, &self.auth_url)?;
         CONTENT_CURSOR_SECRET.ensure(
             self.cursor_secret.expose_secret().len() >= 16,
             "<redacted>",

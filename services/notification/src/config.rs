@@ -5,7 +5,7 @@ use std::time::Duration;
 use quill_events::{EventsConfig, catalog, config::EVENTS_QUEUE_PREFIX};
 use quill_platform::{
     authn::AuthnConfig,
-    config::{ConfigError, ensure_http_url},
+    config::{ConfigError, ensure_upstream_urls},
     settings::{AUTH_URL, CONTENT_URL},
 };
 use quill_server::{ServerConfig, ServerSettings};
@@ -200,8 +200,8 @@ impl Config {
             self.server.database.max_connections,
             "must be at least 2",
         )?;
-        ensure_http_url(&AUTH_URL, &self.auth_url)?;
-        ensure_http_url(&CONTENT_URL, &self.content_url)?;
+        ensure_upstream_urls(&AUTH_URL, &self.auth_url)?;
+        ensure_upstream_urls(&CONTENT_URL, &self.content_url)?;
         MAIL_FROM.ensure(
             self.mail_from.parse::<lettre::message::Mailbox>().is_ok(),
             &self.mail_from,
