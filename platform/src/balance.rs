@@ -6,11 +6,13 @@
 //! addresses (a headless Service: DNS answers with every ready pod), keeps a
 //! connection to each, and spreads calls over them with tower's
 //! power-of-two-choices balancer (`Channel::balance_channel`). Like grpc's
-//! DNS resolver it re-resolves periodically, and at once when an endpoint
-//! stops answering; an endpoint whose health reports the service
-//! NOT_SERVING (draining, or its database down) leaves the set until it
-//! serves again. A comma-separated list of URLs works too (Compose, local
-//! runs with a replica per port): each entry is resolved the same way.
+//! DNS resolver it re-resolves periodically. Each endpoint's health is
+//! watched (`grpc.health.v1.Health/Watch`): an endpoint leaves the set the
+//! moment its watch reports the service NOT_SERVING (draining, or its
+//! database down) or breaks (the process died), not at the next poll, and
+//! comes back when a new watch, opened at each resolution, finds it serving.
+//! A comma-separated list of URLs works too (Compose, local runs with a
+//! replica per port): each entry is resolved the same way.
 
 use std::{
     collections::{BTreeMap, BTreeSet, btree_map::Entry},
@@ -24,16 +26,20 @@ use quill_proto::{
     auth::v1::auth_service_server, content::v1::content_service_server,
     notification::v1::notification_service_server,
 };
-use tokio::sync::mpsc::Sender;
+use tokio::{
+    sync::mpsc::{self, Sender, UnboundedSender},
+    task::JoinHandle,
+};
 use tonic::transport::{Channel, Endpoint, channel::Change};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-/// How often names are resolved again and endpoints' health re-checked:
-/// well within a draining replica's `SHUTDOWN_DELAY_SECS`.
+/// How often names are resolved again and endpoints that do not serve are
+/// asked again.
 const REFRESH: Duration = Duration::from_secs(2);
-/// How long a health check or a connection attempt may take.
+/// How long opening a health watch (its first answer) or a connection may
+/// take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Resolves `host:port` to addresses; `tokio::net::lookup_host` unless a
@@ -118,66 +124,100 @@ impl Upstream {
     }
 
     async fn discover(self, changes: Sender<Change<SocketAddr, Endpoint>>) {
+        let (report, mut reports) = mpsc::unbounded_channel();
+        let mut watched: BTreeMap<SocketAddr, Watched> = BTreeMap::new();
+        // What the balancer holds.
         let mut serving: BTreeSet<SocketAddr> = BTreeSet::new();
-        // Each address's endpoint, and a channel of its own for health checks.
-        let mut probes: BTreeMap<SocketAddr, (Endpoint, Channel)> = BTreeMap::new();
+        let mut generation = 0_u64;
+        let mut next_resolution = tokio::time::Instant::now();
         loop {
-            let found = self.resolve().await;
-            probes.retain(|addr, _| found.contains(addr));
-            let mut healthy = BTreeSet::new();
-            for addr in &found {
-                let (_, probe) = match probes.entry(*addr) {
-                    Entry::Occupied(known) => known.into_mut(),
-                    Entry::Vacant(new) => match endpoint(*addr) {
-                        Ok(endpoint) => {
-                            let probe = endpoint.connect_lazy();
-                            new.insert((endpoint, probe))
-                        }
-                        Err(e) => {
-                            tracing::warn!(upstream = %self.setting, endpoint = %addr, error = %e, "unusable endpoint");
-                            continue;
-                        }
-                    },
-                };
-                if self.is_serving(probe.clone()).await {
-                    healthy.insert(*addr);
+            if tokio::time::Instant::now() >= next_resolution {
+                let found = self.resolve().await;
+                watched.retain(|addr, _| found.contains(addr));
+                for addr in found {
+                    let endpoint = match watched.entry(addr) {
+                        Entry::Occupied(known) if !known.get().watcher.is_finished() => continue,
+                        Entry::Occupied(known) => known.get().endpoint.clone(),
+                        Entry::Vacant(_) => match endpoint(addr) {
+                            Ok(endpoint) => endpoint,
+                            Err(e) => {
+                                tracing::warn!(upstream = %self.setting, endpoint = %addr, error = %e, "unusable endpoint");
+                                continue;
+                            }
+                        },
+                    };
+                    generation += 1;
+                    let watcher = tokio::spawn(watch(
+                        endpoint.connect_lazy(),
+                        self.service,
+                        Report {
+                            to: report.clone(),
+                            addr,
+                            generation,
+                        },
+                    ));
+                    watched.insert(
+                        addr,
+                        Watched {
+                            endpoint,
+                            watcher,
+                            generation,
+                            serving: false,
+                        },
+                    );
                 }
+                next_resolution = tokio::time::Instant::now() + self.refresh;
             }
-            // None healthy: try them all rather than wait on an empty set
-            // (the panic threshold of service meshes); a call then fails
-            // fast on a dead endpoint instead of hanging until its deadline.
-            let lost = healthy.len() < serving.len() || healthy.len() < found.len();
-            if healthy.is_empty() {
-                healthy.clone_from(&found);
+            if !self.apply(&watched, &mut serving, &changes).await {
+                return;
             }
-            for gone in serving.difference(&healthy) {
-                tracing::info!(upstream = %self.setting, endpoint = %gone, "endpoint left the balancer");
-                if changes.send(Change::Remove(*gone)).await.is_err() {
-                    return;
-                }
-            }
-            for new in healthy.difference(&serving) {
-                let Some((endpoint, _)) = probes.get(new) else {
-                    continue;
-                };
-                tracing::info!(upstream = %self.setting, endpoint = %new, "endpoint joined the balancer");
-                if changes
-                    .send(Change::Insert(*new, endpoint.clone()))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            // An endpoint just lost: look again soon, as grpc's resolver does
-            // on a connection failure, instead of after a whole period.
-            serving = healthy;
-            let wait = if lost { self.refresh / 5 } else { self.refresh };
             tokio::select! {
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep_until(next_resolution) => {}
+                Some((addr, generation, up)) = reports.recv() => {
+                    // A watcher replaced since may still have spoken.
+                    if let Some(known) = watched.get_mut(&addr).filter(|w| w.generation == generation) {
+                        known.serving = up;
+                    }
+                }
                 () = changes.closed() => return,
             }
         }
+    }
+
+    /// Brings the balancer's set in line with what the watches report;
+    /// `false` once the channel is gone.
+    async fn apply(
+        &self,
+        watched: &BTreeMap<SocketAddr, Watched>,
+        serving: &mut BTreeSet<SocketAddr>,
+        changes: &Sender<Change<SocketAddr, Endpoint>>,
+    ) -> bool {
+        let mut wanted: BTreeSet<SocketAddr> = watched
+            .iter()
+            .filter(|(_, w)| w.serving)
+            .map(|(addr, _)| *addr)
+            .collect();
+        // None serving: try them all rather than wait on an empty set (the
+        // panic threshold of service meshes); a call then fails fast on a
+        // dead endpoint instead of hanging until its deadline.
+        if wanted.is_empty() {
+            wanted = watched.keys().copied().collect();
+        }
+        for gone in serving.difference(&wanted) {
+            tracing::info!(upstream = %self.setting, endpoint = %gone, "endpoint left the balancer");
+            if changes.send(Change::Remove(*gone)).await.is_err() {
+                return false;
+            }
+        }
+        for new in wanted.difference(serving) {
+            tracing::info!(upstream = %self.setting, endpoint = %new, "endpoint joined the balancer");
+            let endpoint = watched[new].endpoint.clone();
+            if changes.send(Change::Insert(*new, endpoint)).await.is_err() {
+                return false;
+            }
+        }
+        *serving = wanted;
+        true
     }
 
     /// Every address of every target; a target that does not resolve now
@@ -194,17 +234,67 @@ impl Upstream {
         }
         found
     }
+}
 
-    async fn is_serving(&self, probe: Channel) -> bool {
-        let mut client = HealthClient::new(probe);
-        let check = client.check(HealthCheckRequest {
-            service: self.service.to_owned(),
-        });
-        matches!(
-            tokio::time::timeout(CHECK_TIMEOUT, check).await,
-            Ok(Ok(answer)) if answer.get_ref().status() == ServingStatus::Serving
-        )
+/// One resolved address: its endpoint, the task watching its health, and
+/// what that task last reported.
+struct Watched {
+    endpoint: Endpoint,
+    watcher: JoinHandle<()>,
+    generation: u64,
+    serving: bool,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.watcher.abort();
     }
+}
+
+/// Where a watcher reports: `(address, generation, serving)`.
+struct Report {
+    to: UnboundedSender<(SocketAddr, u64, bool)>,
+    addr: SocketAddr,
+    generation: u64,
+}
+
+impl Report {
+    fn send(&self, serving: bool) {
+        let _ = self.to.send((self.addr, self.generation, serving));
+    }
+}
+
+/// Follows one endpoint's health for `service` until it stops serving or
+/// the watch breaks; reports each status. It ends on NOT_SERVING rather
+/// than hold the stream open: a draining server waits for its open calls,
+/// and the next resolution asks again anyway.
+async fn watch(probe: Channel, service: &'static str, report: Report) {
+    let mut client = HealthClient::new(probe);
+    let request = HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    let opened = tokio::time::timeout(CHECK_TIMEOUT, async {
+        let mut stream = client.watch(request).await?.into_inner();
+        let first = stream.message().await?;
+        Ok::<_, tonic::Status>((stream, first))
+    })
+    .await;
+    let (mut stream, mut next) = match opened {
+        Ok(Ok(opened)) => opened,
+        _ => return report.send(false),
+    };
+    while let Some(answer) = next {
+        let serving = answer.status() == ServingStatus::Serving;
+        report.send(serving);
+        if !serving {
+            return;
+        }
+        next = match stream.message().await {
+            Ok(next) => next,
+            Err(_) => None,
+        };
+    }
+    report.send(false);
 }
 
 /// A balanced channel to auth's replicas at `urls` (`AUTH_URL`).

@@ -22,25 +22,25 @@ use tracing::field::Empty;
 pub use crate::rpc_trace::Traced;
 use crate::{
     authn::{Authenticator, AuthnLayer},
-    retry_reads::{self, RetryReads},
+    retry_calls::{self, RetryCalls},
     rpc_trace::{RpcServerObserveLayer, split_path},
     service_identity::{Identified, ServiceCredentials},
     trace_context,
 };
 
 /// A channel to another Quill service: every call carries the calling
-/// service's token and the caller's trace context, and reads are retried on
-/// another replica when one fails them (see [`client`]).
-pub type ServiceChannel = Traced<Identified<RetryReads<Channel>>>;
+/// service's token and the caller's trace context, and failed calls are
+/// resent to another replica when that is safe (see [`client`]).
+pub type ServiceChannel = Traced<Identified<RetryCalls<Channel>>>;
 
 /// Wraps a client channel so every call proves which service makes it, gets
-/// a client span and propagates the current trace in its metadata, and the
-/// contract's side-effect-free calls are retried within a budget
-/// ([`crate::retry_reads`]): `AuthServiceClient::new(grpc::client(channel,
+/// a client span and propagates the current trace in its metadata, and calls
+/// that never left or that the contract declares free of side effects are
+/// resent within a budget ([`crate::retry_calls`]): `AuthServiceClient::new(grpc::client(channel,
 /// &credentials))`, typed `AuthServiceClient<grpc::ServiceChannel>`.
 pub fn client(channel: Channel, credentials: &ServiceCredentials) -> ServiceChannel {
     Traced::new(Identified::new(
-        RetryReads::new(channel, retry_reads::declared_safe()),
+        RetryCalls::new(channel, retry_calls::declared_safe()),
         credentials.clone(),
     ))
 }

@@ -13,7 +13,7 @@ pub mod limits;
 pub mod metrics;
 pub mod rate_limit;
 pub mod retry;
-pub mod retry_reads;
+pub mod retry_calls;
 mod rpc_trace;
 pub mod service_identity;
 pub mod sessions;

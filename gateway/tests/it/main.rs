@@ -16,6 +16,7 @@ mod processes;
 mod processes_support;
 mod readme;
 mod reflection;
+mod replicas;
 mod security;
 mod size_limits;
 mod support;

@@ -16,7 +16,11 @@ use quill_platform::{
     balance::{Resolver, Upstream},
     testing::ephemeral_listener,
 };
-use tokio_stream::{Stream, wrappers::TcpListenerStream};
+use tokio::sync::watch;
+use tokio_stream::{
+    Stream, StreamExt as _,
+    wrappers::{TcpListenerStream, WatchStream},
+};
 use tonic::{Request, Response, Status, transport::Channel};
 use tonic_health::pb::{
     HealthCheckRequest, HealthCheckResponse,
@@ -31,12 +35,13 @@ const SERVICE: &str = "quill.test.v1.Replicated";
 const PAYLOAD: &str = "payload";
 const REFRESH: Duration = Duration::from_millis(200);
 
-/// A replica: answers health checks, counting those that are calls.
+/// A replica: answers health checks, counting those that are calls, and
+/// health watches.
 #[derive(Clone)]
 struct Replica {
     addr: SocketAddr,
     calls: Arc<AtomicUsize>,
-    status: Arc<Mutex<ServingStatus>>,
+    status: Arc<watch::Sender<ServingStatus>>,
 }
 
 #[tonic::async_trait]
@@ -48,7 +53,7 @@ impl Health for Replica {
         if request.get_ref().service == PAYLOAD {
             self.calls.fetch_add(1, Ordering::SeqCst);
         }
-        let status = *self.status.lock().expect("status");
+        let status = *self.status.borrow();
         Ok(Response::new(HealthCheckResponse {
             status: status.into(),
         }))
@@ -61,7 +66,12 @@ impl Health for Replica {
         &self,
         _request: Request<HealthCheckRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(Status::unimplemented("not needed"))
+        let statuses = WatchStream::new(self.status.subscribe()).map(|status| {
+            Ok(HealthCheckResponse {
+                status: status.into(),
+            })
+        });
+        Ok(Response::new(Box::pin(statuses)))
     }
 }
 
@@ -71,7 +81,7 @@ impl Replica {
         let replica = Self {
             addr,
             calls: Arc::default(),
-            status: Arc::new(Mutex::new(ServingStatus::Serving)),
+            status: Arc::new(watch::Sender::new(ServingStatus::Serving)),
         };
         let service = HealthServer::new(replica.clone());
         tokio::spawn(
@@ -91,7 +101,7 @@ impl Replica {
     }
 
     fn set(&self, status: ServingStatus) {
-        *self.status.lock().expect("status") = status;
+        self.status.send_replace(status);
     }
 }
 
@@ -199,4 +209,23 @@ async fn a_replica_that_does_not_serve_gets_no_calls() {
 
     a.set(ServingStatus::Serving);
     until_reached(&channel, &a).await;
+}
+
+#[tokio::test]
+async fn a_replica_that_stops_serving_leaves_at_once_not_at_the_next_poll() {
+    let (a, b) = (Replica::start().await, Replica::start().await);
+    let urls = format!("{},{}", a.url(), b.url());
+    // Polling alone would notice a minute later.
+    let channel = Upstream::parse("TEST_URL", &urls, SERVICE)
+        .expect("two URLs")
+        .refreshing_every(Duration::from_secs(60))
+        .channel();
+    until_reached(&channel, &a).await;
+    until_reached(&channel, &b).await;
+
+    a.set(ServingStatus::NotServing);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = a.calls();
+    calls(&channel, 50).await;
+    assert_eq!(a.calls(), before, "a draining replica still got calls");
 }

@@ -1,10 +1,13 @@
 //! Quill as it runs in production: the four real binaries, each its own
 //! process on free loopback ports, configured only through the environment.
-//! Each service gets its own database; all share one Redis key prefix and
-//! one exchange and queue prefix of their own, and export spans to the
-//! test's OTLP receiver. Everything is torn down on drop, also when an
-//! assertion fails: processes get SIGTERM (SIGKILL if they do not drain),
-//! then the databases, keys, exchanges and queues are deleted.
+//! Each service gets its own database (shared by its replicas); all share
+//! one Redis key prefix and one exchange and queue prefix of their own, and
+//! export spans to the test's OTLP receiver. A [`Topology`] may ask for
+//! several replicas of each service and several gateways: callers then get
+//! every replica's URL in one comma-separated list, as `just up-replicas`
+//! runs them. Everything is torn down on drop, also when an assertion
+//! fails: processes get SIGTERM (SIGKILL if they do not drain), then the
+//! databases, keys, exchanges and queues are deleted.
 
 use std::{
     collections::BTreeMap,
@@ -22,26 +25,101 @@ use quill_server::testing::TestDb;
 
 /// The processes behind the gateway, each with a database and an admin port.
 pub const SERVICES: [&str; 3] = ["auth", "content", "notification"];
+const GATEWAY: &str = "gateway";
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// An Ed25519 key for this test's tokens only.
+const TEST_SIGNING_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIKb0Ay9oPk7WpHmVOSH9BH/02oANDSakbugL/1jzdN3g
+-----END PRIVATE KEY-----
+";
+
 type Lines = Arc<Mutex<Vec<String>>>;
 
+/// How many of each process to run, and settings on top of the defaults.
+pub struct Topology {
+    /// Replicas of each service.
+    pub replicas: usize,
+    pub gateways: usize,
+    /// Extra environment for every process.
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            gateways: 1,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// One process: what it runs and with which environment, so it can be
+/// started again after it was stopped or killed.
 struct Process {
-    name: &'static str,
+    /// `content` for the first replica, `content-2` for the second, ...
+    name: String,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
     child: Child,
     stdout: Lines,
     stderr: Lines,
     exit: Option<ExitStatus>,
 }
 
+impl Process {
+    fn spawn(name: String, binary: PathBuf, env: Vec<(String, String)>) -> Self {
+        let (child, stdout, stderr) = spawn(&binary, &env, Lines::default(), Lines::default());
+        Self {
+            name,
+            binary,
+            env,
+            child,
+            stdout,
+            stderr,
+            exit: None,
+        }
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.exit.is_none() && matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to [`DRAIN_TIMEOUT`] for the process to exit, then kills it;
+    /// `None`: it had to be killed.
+    fn wait(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_some() {
+            return self.exit;
+        }
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        self.exit = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break None;
+                }
+            }
+        };
+        self.exit
+    }
+}
+
 pub struct System {
     processes: Vec<Process>,
-    /// The gateway's REST address.
+    /// The first gateway's REST address.
     pub gateway: SocketAddr,
-    /// Each process's admin `/metrics` address (the gateway's included).
-    admin: BTreeMap<&'static str, SocketAddr>,
+    /// Every gateway's REST address.
+    pub gateways: Vec<SocketAddr>,
+    /// Each process's admin `/metrics` address, by process name.
+    admin: BTreeMap<String, SocketAddr>,
     pub exchange: String,
     pub queue_prefix: String,
     pub http: reqwest::Client,
@@ -58,9 +136,23 @@ enum StartError {
     Failed(String),
 }
 
+/// The name of replica `index` (from 1) of `service`.
+pub fn replica(service: &str, index: usize) -> String {
+    match index {
+        1 => service.to_owned(),
+        n => format!("{service}-{n}"),
+    }
+}
+
 impl System {
     /// Starts all four processes and waits until the gateway reports ready.
     pub async fn start(otlp_endpoint: &str) -> Self {
+        Self::start_with(otlp_endpoint, Topology::default()).await
+    }
+
+    /// Starts `topology` and waits until every gateway reports ready and
+    /// every process serves its metrics.
+    pub async fn start_with(otlp_endpoint: &str, topology: Topology) -> Self {
         let binaries = binaries();
         let databases: BTreeMap<_, _> = SERVICES
             .iter()
@@ -80,6 +172,7 @@ impl System {
         let mut system = Self {
             processes: Vec::new(),
             gateway: SocketAddr::from(([127, 0, 0, 1], 0)),
+            gateways: Vec::new(),
             admin: BTreeMap::new(),
             exchange: broker.exchange(),
             queue_prefix: broker.prefix.clone(),
@@ -89,7 +182,7 @@ impl System {
             _broker: broker,
         };
         for attempt in 1.. {
-            match system.launch(&binaries, otlp_endpoint).await {
+            match system.launch(&binaries, otlp_endpoint, &topology).await {
                 Ok(()) => return system,
                 Err(StartError::PortTaken(output)) if attempt < 3 => {
                     eprintln!("a chosen port was taken, starting again:\n{output}");
@@ -106,32 +199,42 @@ impl System {
 
     async fn launch(
         &mut self,
-        binaries: &[(&'static str, PathBuf)],
+        binaries: &BTreeMap<&'static str, PathBuf>,
         otlp: &str,
+        topology: &Topology,
     ) -> Result<(), StartError> {
-        let ports = free_ports(5 + SERVICES.len());
-        let listen = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
-        let (auth, content, notification, gateway) = (listen(0), listen(1), listen(2), listen(3));
-        self.gateway = gateway;
-        self.admin = SERVICES
+        let counts: Vec<(&'static str, usize)> = SERVICES
             .iter()
-            .chain(&["gateway"])
-            .enumerate()
-            .map(|(i, s)| (*s, listen(4 + i)))
+            .map(|s| (*s, topology.replicas))
+            .chain([(GATEWAY, topology.gateways)])
             .collect();
+        let total: usize = counts.iter().map(|(_, n)| n).sum();
+        let mut ports = free_ports(2 * total).into_iter();
+        let mut next = || SocketAddr::from(([127, 0, 0, 1], ports.next().expect("enough ports")));
+        // (process name, service, listen address, admin address)
+        let mut layout = Vec::with_capacity(total);
+        for (service, n) in &counts {
+            for index in 1..=*n {
+                layout.push((replica(service, index), *service, next(), next()));
+            }
+        }
+        let urls = |service: &str| {
+            let list: Vec<String> = layout
+                .iter()
+                .filter(|(_, s, _, _)| *s == service)
+                .map(|(_, _, listen, _)| format!("http://{listen}"))
+                .collect();
+            list.join(",")
+        };
         let db = |s: &str| self.databases[s].url.clone();
-        let common: Vec<(&str, String)> = vec![
+        let mut common: Vec<(&str, String)> = vec![
             ("RUST_LOG", "info".into()),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.into()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
             ("DEPLOYMENT_ENVIRONMENT", "test".into()),
-            ("AUTH_LISTEN", auth.to_string()),
-            ("CONTENT_LISTEN", content.to_string()),
-            ("NOTIFICATION_LISTEN", notification.to_string()),
-            ("GATEWAY_LISTEN", gateway.to_string()),
-            ("AUTH_URL", format!("http://{auth}")),
-            ("CONTENT_URL", format!("http://{content}")),
-            ("NOTIFICATION_URL", format!("http://{notification}")),
+            ("AUTH_URL", urls("auth")),
+            ("CONTENT_URL", urls("content")),
+            ("NOTIFICATION_URL", urls("notification")),
             ("AUTH_DATABASE_URL", db("auth")),
             ("CONTENT_DATABASE_URL", db("content")),
             ("NOTIFICATION_DATABASE_URL", db("notification")),
@@ -149,37 +252,33 @@ impl System {
             ("EVENTS_EXCHANGE", self.exchange.clone()),
             ("EVENTS_QUEUE_PREFIX", self.queue_prefix.clone()),
         ];
-        for (name, path) in binaries {
-            let mut command = Command::new(path);
-            // Only what is set here: nothing from the developer's shell
-            // (a stray OTEL_SERVICE_NAME or AMQP_URL) leaks in.
-            command
-                .env_clear()
-                .envs(common.iter().map(|(k, v)| (*k, v)))
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            if let Some(admin) = self.admin.get(name) {
-                let setting = match *name {
-                    "gateway" => "GATEWAY_METRICS_LISTEN",
-                    _ => "METRICS_LISTEN",
-                };
-                command.env(setting, admin.to_string());
-            }
-            die_with_parent(&mut command);
-            let mut child = command
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {}: {e}", path.display()));
-            let stdout = collect(child.stdout.take().expect("piped stdout"));
-            let stderr = collect(child.stderr.take().expect("piped stderr"));
-            self.processes.push(Process {
-                name,
-                child,
-                stdout,
-                stderr,
-                exit: None,
-            });
+        if topology.replicas > 1 {
+            // Every auth replica signs with the one key the others verify
+            // (a single replica makes its own at start).
+            common.push(("AUTH_JWT_PRIVATE_KEY", TEST_SIGNING_KEY.into()));
         }
+        common.extend(topology.env.iter().cloned());
+        self.admin.clear();
+        self.gateways.clear();
+        for (name, service, listen, admin) in layout {
+            let mut env: Vec<(String, String)> = common
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect();
+            let (listen_setting, metrics_setting) = match service {
+                GATEWAY => ("GATEWAY_LISTEN".to_owned(), "GATEWAY_METRICS_LISTEN"),
+                _ => (format!("{}_LISTEN", service.to_uppercase()), "METRICS_LISTEN"),
+            };
+            env.push((listen_setting, listen.to_string()));
+            env.push((metrics_setting.to_owned(), admin.to_string()));
+            if service == GATEWAY {
+                self.gateways.push(listen);
+            }
+            self.admin.insert(name.clone(), admin);
+            self.processes
+                .push(Process::spawn(name, binaries[service].clone(), env));
+        }
+        self.gateway = self.gateways[0];
         self.wait_until_ready().await
     }
 
@@ -190,7 +289,7 @@ impl System {
             for process in &mut self.processes {
                 if let Ok(Some(status)) = process.child.try_wait() {
                     process.exit = Some(status);
-                    exited = Some((process.name, status));
+                    exited = Some((process.name.clone(), status));
                     break;
                 }
             }
@@ -218,19 +317,22 @@ impl System {
         }
     }
 
+    async fn answers(&self, url: String) -> bool {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+
     async fn is_ready(&self) -> bool {
-        let ok = |url: String| async move {
-            self.http
-                .get(url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        };
-        if !ok(format!("http://{}/readyz", self.gateway)).await {
-            return false;
+        for gateway in &self.gateways {
+            if !self.answers(format!("http://{gateway}/readyz")).await {
+                return false;
+            }
         }
         for admin in self.admin.values() {
-            if !ok(format!("http://{admin}/metrics")).await {
+            if !self.answers(format!("http://{admin}/metrics")).await {
                 return false;
             }
         }
@@ -276,36 +378,66 @@ impl System {
             .unwrap_or_default()
     }
 
+    fn process(&mut self, name: &str) -> &mut Process {
+        self.processes
+            .iter_mut()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no process {name}"))
+    }
+
+    /// Sends `signal` to `process` and waits for it to exit (SIGKILL after
+    /// [`DRAIN_TIMEOUT`]; `None`: it had to be killed).
+    pub fn signal(&mut self, process: &str, signal: libc::c_int) -> Option<ExitStatus> {
+        let process = self.process(process);
+        assert!(process.is_running(), "quill-{} is not running", process.name);
+        send(&process.child, signal);
+        process.wait()
+    }
+
+    /// Starts a stopped `process` again with the environment (ports
+    /// included) it had, and waits until it serves its metrics.
+    pub async fn restart(&mut self, name: &str) {
+        let process = self.process(name);
+        assert!(!process.is_running(), "quill-{name} is still running");
+        let (child, stdout, stderr) = spawn(
+            &process.binary,
+            &process.env,
+            process.stdout.clone(),
+            process.stderr.clone(),
+        );
+        process.child = child;
+        process.stdout = stdout;
+        process.stderr = stderr;
+        process.exit = None;
+        let deadline = Instant::now() + START_TIMEOUT;
+        let admin = format!("http://{}/metrics", self.admin[name]);
+        while !self.answers(admin.clone()).await {
+            let process = self.process(name);
+            if let Ok(Some(status)) = process.child.try_wait() {
+                process.exit = Some(status);
+                panic!("quill-{name} exited on restart ({status}):\n{}", self.output(40));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "quill-{name} did not restart within {START_TIMEOUT:?}:\n{}",
+                self.output(40)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends SIGTERM to every process still running and waits for each to
     /// drain (SIGKILL after [`DRAIN_TIMEOUT`]); returns how each one exited
     /// (`None`: it had to be killed).
-    pub fn stop(&mut self) -> Vec<(&'static str, Option<ExitStatus>)> {
+    pub fn stop(&mut self) -> Vec<(String, Option<ExitStatus>)> {
         for process in &mut self.processes {
-            if process.exit.is_none() && matches!(process.child.try_wait(), Ok(None)) {
-                terminate(&process.child);
+            if process.is_running() {
+                send(&process.child, libc::SIGTERM);
             }
         }
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
         self.processes
             .iter_mut()
-            .map(|process| {
-                if process.exit.is_none() {
-                    process.exit = loop {
-                        match process.child.try_wait() {
-                            Ok(Some(status)) => break Some(status),
-                            Ok(None) if Instant::now() < deadline => {
-                                std::thread::sleep(Duration::from_millis(20));
-                            }
-                            _ => {
-                                let _ = process.child.kill();
-                                let _ = process.child.wait();
-                                break None;
-                            }
-                        }
-                    };
-                }
-                (process.name, process.exit)
-            })
+            .map(|process| (process.name.clone(), process.wait()))
             .collect()
     }
 
@@ -349,12 +481,13 @@ impl Drop for System {
     }
 }
 
-/// The four binaries: the gateway's as Cargo built it for this test, the
-/// services' from the same directory (`cargo build --workspace --bins`).
-fn binaries() -> Vec<(&'static str, PathBuf)> {
+/// The four binaries by service: the gateway's as Cargo built it for this
+/// test, the services' from the same directory (`cargo build --workspace
+/// --bins`).
+fn binaries() -> BTreeMap<&'static str, PathBuf> {
     let gateway = PathBuf::from(env!("CARGO_BIN_EXE_quill-gateway"));
     let dir = gateway.parent().expect("binary directory").to_owned();
-    let mut binaries: Vec<(&'static str, PathBuf)> = SERVICES
+    let mut binaries: BTreeMap<&'static str, PathBuf> = SERVICES
         .iter()
         .map(|s| {
             (
@@ -363,8 +496,8 @@ fn binaries() -> Vec<(&'static str, PathBuf)> {
             )
         })
         .collect();
-    binaries.push(("gateway", gateway));
-    for (_, path) in &binaries {
+    binaries.insert(GATEWAY, gateway);
+    for path in binaries.values() {
         assert!(
             Path::new(path).is_file(),
             "{} is missing: this test runs the real binaries; build them first with \
@@ -373,6 +506,26 @@ fn binaries() -> Vec<(&'static str, PathBuf)> {
         );
     }
     binaries
+}
+
+/// Starts `binary` with exactly `env` (nothing from the developer's shell,
+/// such as a stray OTEL_SERVICE_NAME or AMQP_URL, leaks in), appending its
+/// output to `stdout` and `stderr`.
+fn spawn(binary: &Path, env: &[(String, String)], stdout: Lines, stderr: Lines) -> (Child, Lines, Lines) {
+    let mut command = Command::new(binary);
+    command
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    die_with_parent(&mut command);
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+    collect(child.stdout.take().expect("piped stdout"), stdout.clone());
+    collect(child.stderr.take().expect("piped stderr"), stderr.clone());
+    (child, stdout, stderr)
 }
 
 /// `n` distinct loopback ports free right now, below the kernel's
@@ -389,24 +542,21 @@ fn free_ports(n: usize) -> Vec<u16> {
     ports
 }
 
-/// Reads a child's output line by line into a shared buffer.
-fn collect(stream: impl Read + Send + 'static) -> Lines {
-    let lines = Lines::default();
-    let sink = lines.clone();
+/// Appends a child's output, line by line, to a shared buffer.
+fn collect(stream: impl Read + Send + 'static, lines: Lines) {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
+            lines.lock().unwrap().push(line);
         }
     });
-    lines
 }
 
 #[allow(unsafe_code)]
-fn terminate(child: &Child) {
+fn send(child: &Child, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
     // SAFETY: plain kill(2) on our own child, which has not been reaped.
     unsafe {
-        libc::kill(pid, libc::SIGTERM);
+        libc::kill(pid, signal);
     }
 }
 

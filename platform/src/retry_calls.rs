@@ -1,11 +1,21 @@
-//! Retrying reads on another replica. A call that never reached a handler
-//! (the connection was refused or reset: a replica killed mid-load) or that
-//! a replica refused as UNAVAILABLE is sent again, through the balancer, so
-//! it usually lands elsewhere. Only methods the contract declares free of
-//! side effects (`option idempotency_level = NO_SIDE_EFFECTS` or
-//! `IDEMPOTENT` in the `.proto`) are retried, and retries draw on a budget
-//! (20% of recent calls, at least 10 a second) so a struggling upstream is
-//! not buried under them.
+//! Sending a failed call again, through the balancer, so it usually lands
+//! on another replica. Two kinds of call are resent:
+//!
+//! - **Any call that never left**: the connection to the chosen replica
+//!   could not be opened (a replica killed mid-load stays in the balancer
+//!   until its next health check, and tonic answers calls to it with the
+//!   connect error). Nothing reached a server, so even a write is safe to
+//!   send again; this is grpc's "transparent retry".
+//! - **Reads that failed on the way**: a call whose connection broke
+//!   mid-flight (it may or may not have run) or that a replica refused as
+//!   UNAVAILABLE, if the contract declares the method free of side effects
+//!   (`option idempotency_level = NO_SIDE_EFFECTS` or `IDEMPOTENT` in the
+//!   `.proto`). A write that failed this way is never resent.
+//!
+//! Retries draw on a budget (20% of recent calls, at least 10 a second) so
+//! a struggling upstream is not buried under them. Every Quill RPC sends
+//! one request message (no client streaming: a test guards it), so the
+//! request is kept whole to send again.
 
 use std::{
     collections::HashSet,
@@ -70,15 +80,16 @@ pub fn declared_safe() -> Retryable {
     Arc::new(|path| SAFE.contains(path))
 }
 
-/// Wraps a channel so that safe calls are retried (see the module docs).
+/// Wraps a channel so that failed calls are resent when that is safe (see
+/// the module docs).
 #[derive(Clone)]
-pub struct RetryReads<S> {
+pub struct RetryCalls<S> {
     inner: S,
     retryable: Retryable,
     budget: Arc<TpsBudget>,
 }
 
-impl<S> RetryReads<S> {
+impl<S> RetryCalls<S> {
     pub fn new(inner: S, retryable: Retryable) -> Self {
         Self {
             inner,
@@ -88,7 +99,7 @@ impl<S> RetryReads<S> {
     }
 }
 
-impl<S> Service<http::Request<Body>> for RetryReads<S>
+impl<S> Service<http::Request<Body>> for RetryCalls<S>
 where
     S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
@@ -107,21 +118,19 @@ where
         let clone = self.inner.clone();
         let mut first = std::mem::replace(&mut self.inner, clone);
         self.budget.deposit();
-        if !(self.retryable)(request.uri().path()) {
-            return Box::pin(async move { first.call(request).await.map_err(Into::into) });
-        }
+        let safe = (self.retryable)(request.uri().path());
         let (mut inner, budget) = (self.inner.clone(), Arc::clone(&self.budget));
         Box::pin(async move {
             let (mut parts, body) = request.into_parts();
             let deadline = grpc_timeout(&parts.headers).map(|t| tokio::time::Instant::now() + t);
-            // A unary request is one small message: keep it to send again.
+            // A request is one small message: keep it to send again.
             let bytes = body.collect().await.map_err(BoxError::from)?.to_bytes();
             let mut outcome = first
                 .call(rebuild(&parts, bytes.clone()))
                 .await
                 .map_err(Into::into);
             for _ in 0..MAX_RETRIES {
-                if !worth_retrying(&outcome) || !budget.withdraw() {
+                if !worth_retrying(&outcome, safe) || !budget.withdraw() {
                     break;
                 }
                 tokio::time::sleep(RETRY_PAUSE).await;
@@ -174,16 +183,32 @@ fn rebuild(parts: &http::request::Parts, bytes: Bytes) -> http::Request<Body> {
     request
 }
 
-/// The call never reached a handler, or a replica refused it as
-/// UNAVAILABLE (a trailers-only answer: the status is in the headers).
-fn worth_retrying(outcome: &Result<http::Response<Body>, BoxError>) -> bool {
+/// Any call that never left; for a `safe` one also a broken connection or
+/// a replica's UNAVAILABLE (a trailers-only answer: the status is in the
+/// headers).
+fn worth_retrying(outcome: &Result<http::Response<Body>, BoxError>, safe: bool) -> bool {
     match outcome {
-        Err(_) => true,
-        Ok(response) => response
-            .headers()
-            .get("grpc-status")
-            .is_some_and(|code| code.as_bytes() == b"14"),
+        Err(error) => safe || never_left(error.as_ref()),
+        Ok(response) => {
+            safe && response
+                .headers()
+                .get("grpc-status")
+                .is_some_and(|code| code.as_bytes() == b"14")
+        }
     }
+}
+
+/// The connection could not be opened: tonic marks that with
+/// [`tonic::ConnectError`] somewhere in the error's chain.
+fn never_left(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<tonic::ConnectError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -233,8 +258,15 @@ mod tests {
         (service, received)
     }
 
+    /// The connection to the replica could not be opened.
     fn refused() -> Answer {
-        Err("connection refused".into())
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        Err(Box::new(tonic::ConnectError(Box::new(refused))))
+    }
+
+    /// The connection broke with the call on it.
+    fn reset() -> Answer {
+        Err("connection reset".into())
     }
 
     fn unavailable() -> Answer {
@@ -257,9 +289,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_read_that_failed_is_sent_again_whole() {
-        for failure in [refused, unavailable] {
+        for failure in [refused, reset, unavailable] {
             let (upstream, received) = upstream(2, failure);
-            let mut retrying = RetryReads::new(upstream, only_reads());
+            let mut retrying = RetryCalls::new(upstream, only_reads());
             let answer = retrying
                 .ready()
                 .await
@@ -274,23 +306,40 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_write_is_never_sent_twice() {
+    async fn a_write_that_may_have_run_is_never_sent_twice() {
+        for failure in [reset, unavailable] {
+            let (upstream, received) = upstream(1, failure);
+            let mut retrying = RetryCalls::new(upstream, only_reads());
+            let _ = retrying
+                .ready()
+                .await
+                .expect("ready")
+                .call(call(WRITE))
+                .await;
+            assert_eq!(received.lock().expect("received").len(), 1);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_never_left_is_sent_again() {
         let (upstream, received) = upstream(1, refused);
-        let mut retrying = RetryReads::new(upstream, only_reads());
+        let mut retrying = RetryCalls::new(upstream, only_reads());
         let answer = retrying
             .ready()
             .await
             .expect("ready")
             .call(call(WRITE))
             .await;
-        assert!(answer.is_err());
-        assert_eq!(received.lock().expect("received").len(), 1);
+        assert!(answer.is_ok_and(|r| r.headers().get("grpc-status").is_none()));
+        let received = received.lock().expect("received");
+        assert_eq!(received.len(), 2, "one retry");
+        assert!(received.iter().all(|body| body == "the message"));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_retry_gets_only_what_is_left_of_the_deadline() {
         let (upstream, received) = upstream(usize::MAX, unavailable);
-        let mut retrying = RetryReads::new(upstream, only_reads());
+        let mut retrying = RetryCalls::new(upstream, only_reads());
         let mut request = call(READ);
         request
             .headers_mut()
@@ -311,7 +360,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_stop_when_the_budget_is_spent() {
         let (upstream, received) = upstream(usize::MAX, unavailable);
-        let mut retrying = RetryReads::new(upstream, only_reads());
+        let mut retrying = RetryCalls::new(upstream, only_reads());
         for _ in 0..200 {
             let _ = retrying
                 .ready()
@@ -330,7 +379,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_stop_at_the_limit() {
         let (upstream, received) = upstream(usize::MAX, unavailable);
-        let mut retrying = RetryReads::new(upstream, only_reads());
+        let mut retrying = RetryCalls::new(upstream, only_reads());
         let answer = retrying
             .ready()
             .await
@@ -339,6 +388,24 @@ mod tests {
             .await;
         assert!(answer.is_ok_and(|r| r.headers()["grpc-status"] == "14"));
         assert_eq!(received.lock().expect("received").len(), 1 + MAX_RETRIES);
+    }
+
+    #[test]
+    fn no_method_streams_its_requests() {
+        let files = FileDescriptorSet::decode(quill_proto::FILE_DESCRIPTOR_SET).expect("decodes");
+        for file in files.file {
+            for service in &file.service {
+                for method in &service.method {
+                    assert!(
+                        !method.client_streaming(),
+                        "{}.{}: a streamed request cannot be kept to send again; \
+                         RetryCalls must pass such calls through unbuffered",
+                        service.name(),
+                        method.name()
+                    );
+                }
+            }
+        }
     }
 
     #[test]
