@@ -97,6 +97,18 @@ fn is_oversized_message(status: &tonic::Status) -> bool {
     ) && status.message().contains("message length too large")
 }
 
+/// The chain of errors under a status (a transport error's is where the
+/// diagnosis is: refused, reset, went away), for the log.
+fn causes(status: &tonic::Status) -> String {
+    let mut chain = Vec::new();
+    let mut cause = std::error::Error::source(status);
+    while let Some(error) = cause {
+        chain.push(error.to_string());
+        cause = error.source();
+    }
+    chain.join(": ")
+}
+
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
         // A service's rate limit says when to come back (`google.rpc.RetryInfo`).
@@ -121,7 +133,12 @@ impl From<tonic::Status> for ApiError {
         if errors.is_empty() {
             let message = if http.is_server_error() {
                 // Upstream messages of server errors are internal detail.
-                tracing::warn!(code = ?status.code(), message = status.message(), "upstream error");
+                tracing::warn!(
+                    code = ?status.code(),
+                    message = status.message(),
+                    cause = %causes(&status),
+                    "upstream error"
+                );
                 http.canonical_reason().unwrap_or("error").to_lowercase()
             } else {
                 status.message().to_owned()

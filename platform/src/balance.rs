@@ -279,9 +279,8 @@ async fn watch(probe: Channel, service: &'static str, report: Report) {
         Ok::<_, tonic::Status>((stream, first))
     })
     .await;
-    let (mut stream, mut next) = match opened {
-        Ok(Ok(opened)) => opened,
-        _ => return report.send(false),
+    let Ok(Ok((mut stream, mut next))) = opened else {
+        return report.send(false);
     };
     while let Some(answer) = next {
         let serving = answer.status() == ServingStatus::Serving;
@@ -289,10 +288,8 @@ async fn watch(probe: Channel, service: &'static str, report: Report) {
         if !serving {
             return;
         }
-        next = match stream.message().await {
-            Ok(next) => next,
-            Err(_) => None,
-        };
+        // A broken watch ends like a closed one: not serving.
+        next = stream.message().await.unwrap_or_default();
     }
     report.send(false);
 }

@@ -7,6 +7,7 @@ use std::future::Future;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{
     Code, Status,
     service::Routes,
@@ -22,6 +23,7 @@ use tracing::field::Empty;
 pub use crate::rpc_trace::Traced;
 use crate::{
     authn::{Authenticator, AuthnLayer},
+    in_flight::InFlight,
     retry_calls::{self, RetryCalls},
     rpc_trace::{RpcServerObserveLayer, split_path},
     service_identity::{Identified, ServiceCredentials},
@@ -92,14 +94,32 @@ pub async fn serve(
         Ok(addr) => tracing::info!(%addr, "gRPC server listening"),
         Err(e) => tracing::warn!(error = %e, "gRPC server listening on an unknown address"),
     }
-    Server::builder()
+    let in_flight = InFlight::default();
+    let stopped = CancellationToken::new();
+    let signal = {
+        let stopped = stopped.clone();
+        async move {
+            shutdown.await;
+            stopped.cancel();
+        }
+    };
+    let served = Server::builder()
         .max_concurrent_streams(max_concurrent_streams)
+        .layer(in_flight.layer())
         .layer(TraceLayer::new(server_failures()).make_span_with(rpc_span))
         .layer(RpcServerObserveLayer)
         .layer(AuthnLayer::new(authn))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    // Drained when every call is answered, however long clients keep their
+    // idle connections open (see `in_flight`).
+    tokio::select! {
+        served = served => served,
+        () = async {
+            stopped.cancelled().await;
+            in_flight.settled().await;
+        } => Ok(()),
+    }
 }
 
 /// What counts as the server failing, for the `response failed` ERROR line

@@ -9,6 +9,7 @@ pub mod authz;
 pub mod balance;
 pub mod config;
 pub mod grpc;
+mod in_flight;
 pub mod limits;
 pub mod metrics;
 pub mod rate_limit;

@@ -198,13 +198,24 @@ fn worth_retrying(outcome: &Result<http::Response<Body>, BoxError>, safe: bool) 
     }
 }
 
-/// The connection could not be opened: tonic marks that with
-/// [`tonic::ConnectError`] somewhere in the error's chain.
+/// The call reached no handler: the connection could not be opened (tonic
+/// marks that with [`tonic::ConnectError`] somewhere in the error's chain),
+/// or the server refused the stream before processing it. HTTP/2 says
+/// which: a stream reset with REFUSED_STREAM, and the streams a GOAWAY
+/// names as above the last one the server will process (a replica that
+/// starts to drain sends one), were not processed (RFC 9113, 8.7). h2
+/// gives the remote GOAWAY's error only to those streams and to any opened
+/// after it; a call the server was running when it closed fails as a
+/// broken pipe instead.
 fn never_left(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(error);
     while let Some(error) = cause {
         if error.is::<tonic::ConnectError>() {
             return true;
+        }
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            let refused = h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            return h2.is_remote() && (refused || h2.is_go_away());
         }
         cause = error.source();
     }
@@ -334,6 +345,65 @@ mod tests {
         let received = received.lock().expect("received");
         assert_eq!(received.len(), 2, "one retry");
         assert!(received.iter().all(|body| body == "the message"));
+    }
+
+    /// A real HTTP/2 server that resets its first stream with `reason`,
+    /// then answers OK; how many streams it saw.
+    async fn resetting_server(reason: h2::Reason) -> (String, Arc<Mutex<usize>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let streams = Arc::new(Mutex::new(0));
+        let seen = Arc::clone(&streams);
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.expect("accept");
+            let mut connection = h2::server::handshake(socket).await.expect("handshake");
+            while let Some(Ok((_, mut respond))) = connection.accept().await {
+                let first = {
+                    let mut seen = seen.lock().expect("seen");
+                    *seen += 1;
+                    *seen == 1
+                };
+                if first {
+                    respond.send_reset(reason);
+                    continue;
+                }
+                let ok = http::Response::builder()
+                    .header("content-type", "application/grpc")
+                    .header("grpc-status", "0")
+                    .body(())
+                    .expect("response");
+                let _ = respond.send_response(ok, true);
+            }
+        });
+        (url, streams)
+    }
+
+    /// A draining or overloaded server refuses a stream before any handler
+    /// saw it: even a write is sent again. Any other reset may have run.
+    #[tokio::test]
+    async fn a_write_refused_before_processing_is_sent_again() {
+        for (reason, sent) in [
+            (h2::Reason::REFUSED_STREAM, 2),
+            (h2::Reason::INTERNAL_ERROR, 1),
+        ] {
+            let (url, streams) = resetting_server(reason).await;
+            let channel = tonic::transport::Endpoint::from_shared(url)
+                .expect("url")
+                .connect()
+                .await
+                .expect("connect");
+            let mut retrying = RetryCalls::new(channel, only_reads());
+            let answer = retrying
+                .ready()
+                .await
+                .expect("ready")
+                .call(call(WRITE))
+                .await;
+            assert_eq!(answer.is_ok(), sent == 2, "{reason:?}");
+            assert_eq!(*streams.lock().expect("streams"), sent, "{reason:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -132,9 +132,56 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), Db
 /// `db_pool_connections`.
 pub async fn prepare(config: &DatabaseConfig, migrator: &Migrator) -> Result<PgPool, DbError> {
     let pool = connect(config).await?;
-    migrator.run(&pool).await?;
+    migrate(&pool, migrator).await?;
     watch_pool(&pool);
     Ok(pool)
+}
+
+/// How often a replica asks again for the migration lock another holds.
+const MIGRATION_LOCK_POLL: Duration = Duration::from_millis(200);
+
+/// Applies `migrator` while holding the database's migration lock, asking
+/// for the lock with `pg_try_advisory_lock` instead of waiting in
+/// `pg_advisory_lock` as sqlx does. A replica waiting inside that statement
+/// is an open transaction, and `CREATE INDEX CONCURRENTLY` in the replica
+/// holding the lock waits for every open transaction to end: replicas that
+/// start together against a database with such a migration pending
+/// deadlock. The lock key is sqlx's, so a replica of an older build that
+/// still locks the sqlx way excludes this one and the other way round.
+async fn migrate(pool: &PgPool, migrator: &Migrator) -> Result<(), DbError> {
+    let mut conn = pool.acquire().await?;
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&mut *conn)
+        .await?;
+    let key = migration_lock_key(&database);
+    while !sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(&mut *conn)
+        .await?
+    {
+        tokio::time::sleep(MIGRATION_LOCK_POLL).await;
+    }
+    let mut unlocked = Migrator::with_migrations(migrator.iter().cloned().collect());
+    unlocked.set_locking(false);
+    // `run_direct` is what `run` calls; `run` on a pool connection inside a
+    // spawned future trips "implementation of `Acquire` is not general
+    // enough", the workaround sqlx's own comment names.
+    let applied = unlocked.run_direct(None, &mut *conn, false).await;
+    // Released with the connection anyway if this fails; try to hand it on
+    // now so a waiting replica does not wait for the pool to drop it.
+    let released = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(key)
+        .execute(&mut *conn)
+        .await;
+    applied?;
+    released?;
+    Ok(())
+}
+
+/// sqlx's advisory lock key for migrating `database`.
+fn migration_lock_key(database: &str) -> i64 {
+    const CRC_32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    0x3d32ad9e * i64::from(CRC_32.checksum(database.as_bytes()))
 }
 
 /// Creates the database if needed and opens a pool on it, retrying while

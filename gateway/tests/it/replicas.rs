@@ -118,7 +118,8 @@ async fn load_spreads_over_replicas_and_survives_a_drain_and_a_kill() {
     // hand-over or the crash, none doubled by a redelivery.
     let comments = fixture.comment_count(&system, &http).await;
     assert!(
-        comments >= report.comments_created && comments <= report.comments_created + report.write_failures(),
+        comments >= report.comments_created
+            && comments <= report.comments_created + report.write_failures(),
         "{comments} comments exist, {} were answered 200 and {} writes failed",
         report.comments_created,
         report.write_failures()
@@ -136,15 +137,26 @@ async fn load_spreads_over_replicas_and_survives_a_drain_and_a_kill() {
     let mut consumed = Vec::new();
     for process in ["notification", "notification-2"] {
         let samples = scrape(&system, process).await;
-        consumed.push(count(&samples, "events_consumed_total", &[
-            ("queue", &queue),
-            ("routing_key", "comment.created"),
-            ("outcome", "ok"),
-        ]));
+        consumed.push(count(
+            &samples,
+            "events_consumed_total",
+            &[
+                ("queue", &queue),
+                ("routing_key", "comment.added"),
+                ("outcome", "ok"),
+            ],
+        ));
     }
-    eprintln!("comment.created applied by the notification replicas: {consumed:?}");
-    assert!(consumed.iter().all(|n| *n > 0.0), "one replica took every event: {consumed:?}");
-    assert_eq!(consumed.iter().sum::<f64>(), comments as f64, "applied once each");
+    eprintln!("comment.added applied by the notification replicas: {consumed:?}");
+    assert!(
+        consumed.iter().all(|n| *n > 0.0),
+        "one replica took every event: {consumed:?}"
+    );
+    assert_eq!(
+        consumed.iter().sum::<f64>(),
+        comments as f64,
+        "applied once each"
+    );
 
     // Live pushes on both gateways, whichever replica's hub they came from.
     for stream in &streams {
@@ -183,7 +195,15 @@ impl Fixture {
             "description": "load",
             "body": "Comments welcome.",
         }});
-        let (status, body) = send(http, system.gateway, Method::POST, "/api/articles", Some(&author.token), Some(&article)).await;
+        let (status, body) = send(
+            http,
+            system.gateway,
+            Method::POST,
+            "/api/articles",
+            Some(&author.token),
+            Some(&article),
+        )
+        .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let slug = body["article"]["slug"].as_str().expect("slug").to_owned();
         // The author's welcome arrives before the load starts counting.
@@ -226,7 +246,9 @@ impl Fixture {
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        let count = body["count"].as_u64().unwrap_or_else(|| panic!("no count: {body}"));
+        let count = body["count"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no count: {body}"));
         usize::try_from(count).expect("count fits")
     }
 
@@ -253,7 +275,15 @@ async fn register(system: &System, http: &reqwest::Client) -> User {
         "email": format!("{username}@example.com"),
         "password": "a-long-enough-secret",
     }});
-    let (status, body) = send(http, system.gateway, Method::POST, "/api/users", None, Some(&user)).await;
+    let (status, body) = send(
+        http,
+        system.gateway,
+        Method::POST,
+        "/api/users",
+        None,
+        Some(&user),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     User {
         username,
@@ -282,7 +312,7 @@ async fn send(
     (status, body)
 }
 
-/// Which part of the test a request was sent in.
+/// Which part of the test a request ended in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 enum Phase {
@@ -330,23 +360,27 @@ impl Load {
         let tally = Arc::new(Mutex::new(Tally::default()));
         let workers = (0..WORKERS)
             .map(|worker| {
-                let (http, gateways, fixture) = (http.clone(), gateways.to_vec(), Arc::clone(fixture));
-                let (phase, stop, tally) = (Arc::clone(&phase), Arc::clone(&stop), Arc::clone(&tally));
+                let (http, gateways, fixture) =
+                    (http.clone(), gateways.to_vec(), Arc::clone(fixture));
+                let (phase, stop, tally) =
+                    (Arc::clone(&phase), Arc::clone(&stop), Arc::clone(&tally));
                 tokio::spawn(async move {
                     for n in worker.. {
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
                         let gateway = gateways[n % gateways.len()];
-                        let sent_in = Phase::from_u8(phase.load(Ordering::Relaxed));
                         let outcome = request(&http, gateway, &fixture, worker, n).await;
+                        // A call sent just before the kill and cut off by it
+                        // is the kill's.
+                        let ended_in = Phase::from_u8(phase.load(Ordering::Relaxed));
                         let mut tally = tally.lock().expect("tally");
                         tally.requests += 1;
                         match outcome {
                             Ok(Some(())) => tally.comments_created += 1,
                             Ok(None) => {}
                             Err((write, what)) => tally.failures.push(Failure {
-                                phase: sent_in,
+                                phase: ended_in,
                                 write,
                                 what,
                             }),
@@ -392,10 +426,30 @@ async fn request(
 ) -> Result<Option<()>, (bool, String)> {
     let reader = &fixture.commenters[worker % fixture.commenters.len()];
     let (method, path, token, body) = match n % 5 {
-        0 => (Method::GET, format!("/api/articles/{}", fixture.slug), None, None),
-        1 => (Method::GET, "/api/articles?limit=5".to_owned(), Some(&reader.token), None),
-        2 => (Method::GET, "/api/user".to_owned(), Some(&reader.token), None),
-        3 => (Method::GET, format!("/api/profiles/{}", fixture.author.username), Some(&reader.token), None),
+        0 => (
+            Method::GET,
+            format!("/api/articles/{}", fixture.slug),
+            None,
+            None,
+        ),
+        1 => (
+            Method::GET,
+            "/api/articles?limit=5".to_owned(),
+            Some(&reader.token),
+            None,
+        ),
+        2 => (
+            Method::GET,
+            "/api/user".to_owned(),
+            Some(&reader.token),
+            None,
+        ),
+        3 => (
+            Method::GET,
+            format!("/api/profiles/{}", fixture.author.username),
+            Some(&reader.token),
+            None,
+        ),
         _ => (
             Method::POST,
             format!("/api/articles/{}/comments", fixture.slug),
@@ -418,7 +472,10 @@ async fn request(
     let status = response.status();
     if !status.is_success() {
         let text = response.text().await.unwrap_or_default();
-        return Err((write, format!("{method} {path} via {gateway}: {status} {text}")));
+        return Err((
+            write,
+            format!("{method} {path} via {gateway}: {status} {text}"),
+        ));
     }
     Ok(write.then_some(()))
 }
@@ -513,7 +570,11 @@ impl Stream {
     async fn wait_until_open(&self) {
         let deadline = Instant::now() + WAIT;
         while !self.opened.load(Ordering::Relaxed) {
-            assert!(Instant::now() < deadline, "the stream on {} did not open", self.gateway);
+            assert!(
+                Instant::now() < deadline,
+                "the stream on {} did not open",
+                self.gateway
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -524,7 +585,12 @@ impl Stream {
         loop {
             let pushed = self.comments.lock().expect("pushed").clone();
             let distinct: BTreeSet<&String> = pushed.iter().collect();
-            assert_eq!(distinct.len(), pushed.len(), "a push came twice on {}", self.gateway);
+            assert_eq!(
+                distinct.len(),
+                pushed.len(),
+                "a push came twice on {}",
+                self.gateway
+            );
             if pushed.len() == expected {
                 return;
             }

@@ -440,6 +440,7 @@ async fn internal_rpcs_answer_only_the_services_they_serve() {
     let followers = content_pb::StreamFollowerIdsRequest {
         user_id: star_id.clone(),
         batch_size: 10,
+        as_of: None,
     };
 
     // Anonymous, with a user's token, and as the wrong service: refused.

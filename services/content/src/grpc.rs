@@ -9,7 +9,7 @@ use quill_platform::{
     authn,
     rate_limit::{Limit, RateLimiter},
     service_identity::Service,
-    time::to_proto,
+    time::{from_proto, to_proto},
 };
 use quill_proto::content::v1::{self as pb, content_service_server::ContentService};
 use tonic::{Request, Response, Status};
@@ -259,6 +259,13 @@ impl ContentService for ContentGrpc {
             .parse()
             .map_err(|_| ContentError::invalid("user_id", "is not a valid id"))?;
         let size = follower_batch_size(r.batch_size);
+        let as_of = r
+            .as_of
+            .as_ref()
+            .map(|at| {
+                from_proto(at).ok_or_else(|| ContentError::invalid("as_of", "is not a valid time"))
+            })
+            .transpose()?;
         let content = Arc::clone(&self.content);
         // State: the last id sent, or `None` once the last batch went out.
         let batches =
@@ -269,7 +276,7 @@ impl ContentService for ContentGrpc {
                         return Ok(None);
                     };
                     let ids = content
-                        .follower_batch(user_id, after, size)
+                        .follower_batch(user_id, after, size, as_of)
                         .await
                         .map_err(Status::from)?;
                     if ids.is_empty() {

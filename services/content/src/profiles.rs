@@ -1,5 +1,6 @@
 //! Profiles and follows, and the follower fan-out other services stream.
 
+use chrono::{DateTime, Utc};
 use quill_proto::events::v1::{UserFollowed, envelope::Payload};
 use uuid::Uuid;
 
@@ -57,9 +58,10 @@ impl Content {
             true => Some(self.authors.ensure(caller.user).await?),
             false => None,
         };
+        let now = Utc::now();
         let mut tx = self.pool.begin().await?;
         if let Some(follower) = follower {
-            if follows::insert(&mut *tx, caller.user, author.id).await? {
+            if follows::insert(&mut *tx, caller.user, author.id, now).await? {
                 announce(
                     &mut tx,
                     Payload::UserFollowed(UserFollowed {
@@ -72,7 +74,7 @@ impl Content {
                 .await?;
             }
         } else {
-            follows::delete(&mut *tx, caller.user, author.id).await?;
+            follows::delete(&mut *tx, caller.user, author.id, now).await?;
         }
         tx.commit().await?;
         Ok(ProfileView {
@@ -81,14 +83,16 @@ impl Content {
         })
     }
 
-    /// One batch of the followers of `user_id` after `after`.
+    /// One batch of the followers of `user_id` after `after`, as they were
+    /// at `as_of` (now when unset).
     pub async fn follower_batch(
         &self,
         user_id: Uuid,
         after: Option<Uuid>,
         batch_size: u32,
+        as_of: Option<DateTime<Utc>>,
     ) -> Result<Vec<Uuid>, ContentError> {
-        Ok(follows::follower_ids(&self.pool, user_id, after, i64::from(batch_size)).await?)
+        Ok(follows::follower_ids(&self.pool, user_id, after, i64::from(batch_size), as_of).await?)
     }
 }
 

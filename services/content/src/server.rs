@@ -46,8 +46,14 @@ impl Service for Content {
             .map_err(|e| anyhow::anyhow!("authentication against {}: {e}", config.auth_url))?;
         let events = &config.events;
         let amqp_url = events.amqp_url.expose_secret();
-        let retention =
-            Retention::backbone(pool.clone(), events.retention, events.retention_interval);
+        // Ended follows answer fan-outs of events as old as any still
+        // delivered, which the inbox's retention already bounds.
+        let retention = Retention::backbone(
+            pool.clone(),
+            events.retention,
+            events.retention_interval,
+        )
+        .keep("past_follows", "unfollowed_at", events.retention);
         let relay = OutboxRelay::new(pool.clone(), amqp_url, &events.exchange)
             .poll_interval(events.relay_poll_interval)
             .declare_queues(catalog::all(events, &config.events_queue_prefix));

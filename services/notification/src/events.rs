@@ -61,16 +61,26 @@ impl NotificationEvents {
     /// streams them: one multi-row INSERT per batch. The whole fan-out is
     /// one transaction, so a failure part-way retries from scratch without
     /// duplicates.
+    ///
+    /// The audience is the author's followers when the event happened
+    /// (`as_of`), not when it is consumed: after a backlog or an outage,
+    /// someone who followed since gets nothing, someone who unfollowed since
+    /// still gets it.
     async fn notify_followers(
         &self,
         conn: &mut PgConnection,
+        event: &Envelope,
         event_id: Uuid,
         author: Uuid,
         draft: &Draft,
     ) -> Result<(), HandlerError> {
+        let as_of = event
+            .occurred_at
+            .ok_or_else(|| HandlerError::permanent("event without occurred_at"))?;
         let mut request = tonic::Request::new(StreamFollowerIdsRequest {
             user_id: author.to_string(),
             batch_size: self.fanout_batch,
+            as_of: Some(as_of),
         });
         request.set_timeout(FANOUT_DEADLINE);
         let mut batches =
@@ -131,7 +141,7 @@ impl EventHandler for NotificationEvents {
                         .await?;
                 }
                 Effect::NotifyFollowers { author_id, draft } => {
-                    self.notify_followers(tx, event_id, author_id, &draft)
+                    self.notify_followers(tx, envelope, event_id, author_id, &draft)
                         .await?;
                 }
             }

@@ -267,7 +267,10 @@ impl System {
                 .collect();
             let (listen_setting, metrics_setting) = match service {
                 GATEWAY => ("GATEWAY_LISTEN".to_owned(), "GATEWAY_METRICS_LISTEN"),
-                _ => (format!("{}_LISTEN", service.to_uppercase()), "METRICS_LISTEN"),
+                _ => (
+                    format!("{}_LISTEN", service.to_uppercase()),
+                    "METRICS_LISTEN",
+                ),
             };
             env.push((listen_setting, listen.to_string()));
             env.push((metrics_setting.to_owned(), admin.to_string()));
@@ -389,7 +392,11 @@ impl System {
     /// [`DRAIN_TIMEOUT`]; `None`: it had to be killed).
     pub fn signal(&mut self, process: &str, signal: libc::c_int) -> Option<ExitStatus> {
         let process = self.process(process);
-        assert!(process.is_running(), "quill-{} is not running", process.name);
+        assert!(
+            process.is_running(),
+            "quill-{} is not running",
+            process.name
+        );
         send(&process.child, signal);
         process.wait()
     }
@@ -415,7 +422,10 @@ impl System {
             let process = self.process(name);
             if let Ok(Some(status)) = process.child.try_wait() {
                 process.exit = Some(status);
-                panic!("quill-{name} exited on restart ({status}):\n{}", self.output(40));
+                panic!(
+                    "quill-{name} exited on restart ({status}):\n{}",
+                    self.output(40)
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -439,6 +449,20 @@ impl System {
             .iter_mut()
             .map(|process| (process.name.clone(), process.wait()))
             .collect()
+    }
+
+    /// Every WARN and ERROR line any process logged, however long ago.
+    fn problems(&self) -> String {
+        let mut out = String::new();
+        for process in &self.processes {
+            let stdout = process.stdout.lock().unwrap();
+            for line in stdout.iter().filter(|line| {
+                line.contains(r#""level":"ERROR""#) || line.contains(r#""level":"WARN""#)
+            }) {
+                out.push_str(&format!("quill-{}: {line}\n", process.name));
+            }
+        }
+        out
     }
 
     /// The last `lines` lines of every process's stdout and stderr.
@@ -468,7 +492,7 @@ impl Drop for System {
     fn drop(&mut self) {
         let outcome = self.stop();
         if std::thread::panicking() {
-            eprintln!("{outcome:?}\n{}", self.output(40));
+            eprintln!("{outcome:?}\n{}{}", self.problems(), self.output(40));
         }
         // One at a time, each DROP DATABASE waits for a checkpoint of its
         // own (about a second); together they share one.
@@ -511,7 +535,12 @@ fn binaries() -> BTreeMap<&'static str, PathBuf> {
 /// Starts `binary` with exactly `env` (nothing from the developer's shell,
 /// such as a stray OTEL_SERVICE_NAME or AMQP_URL, leaks in), appending its
 /// output to `stdout` and `stderr`.
-fn spawn(binary: &Path, env: &[(String, String)], stdout: Lines, stderr: Lines) -> (Child, Lines, Lines) {
+fn spawn(
+    binary: &Path,
+    env: &[(String, String)],
+    stdout: Lines,
+    stderr: Lines,
+) -> (Child, Lines, Lines) {
     let mut command = Command::new(binary);
     command
         .env_clear()

@@ -1,35 +1,50 @@
-//! Who follows whom.
+//! Who follows whom, and who followed whom when: a follow that ends moves
+//! to `past_follows` with its period, so a fan-out can ask as of a moment.
 
+use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
 /// Idempotent: following twice is following. `true` when the follow is new.
+/// `at` comes from the same clock as the events' `occurred_at`, which a
+/// fan-out compares it with.
 pub async fn insert(
     db: impl PgExecutor<'_>,
     follower: Uuid,
     followee: Uuid,
+    at: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
-        "INSERT INTO follows (follower_id, followee_id) VALUES ($1, $2) \
+        "INSERT INTO follows (follower_id, followee_id, created_at) VALUES ($1, $2, $3) \
          ON CONFLICT DO NOTHING",
     )
     .bind(follower)
     .bind(followee)
+    .bind(at)
     .execute(db)
     .await?;
     Ok(inserted.rows_affected() == 1)
 }
 
+/// Ends the follow, if there is one, keeping its period; one statement.
 pub async fn delete(
     db: impl PgExecutor<'_>,
     follower: Uuid,
     followee: Uuid,
+    at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2")
-        .bind(follower)
-        .bind(followee)
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "WITH ended AS ( \
+             DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2 \
+             RETURNING follower_id, followee_id, created_at) \
+         INSERT INTO past_follows (follower_id, followee_id, followed_at, unfollowed_at) \
+         SELECT follower_id, followee_id, created_at, greatest(created_at, $3) FROM ended",
+    )
+    .bind(follower)
+    .bind(followee)
+    .bind(at)
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -47,22 +62,37 @@ pub async fn exists(
     .await
 }
 
-/// The SQL of one batch of followers, keyset-paged on the follower id.
-pub const FOLLOWER_IDS_SQL: &str = "SELECT follower_id FROM follows \
-     WHERE followee_id = $1 AND ($2::uuid IS NULL OR follower_id > $2) \
-     ORDER BY follower_id LIMIT $3";
+/// The SQL of one batch of followers, keyset-paged on the follower id: the
+/// current follows (those begun by `$4`, when set) and, as of `$4`, the
+/// ended ones that were running then. Each side reads at most `$3` rows
+/// off its index, so a batch costs the same however far into a large
+/// audience it is; the first `$3` of their union are the batch.
+pub const FOLLOWER_IDS_SQL: &str = "SELECT DISTINCT follower_id FROM ( \
+       (SELECT follower_id FROM follows \
+        WHERE followee_id = $1 AND ($2::uuid IS NULL OR follower_id > $2) \
+          AND ($4::timestamptz IS NULL OR created_at <= $4) \
+        ORDER BY follower_id LIMIT $3) \
+       UNION ALL \
+       (SELECT follower_id FROM past_follows \
+        WHERE followee_id = $1 AND ($2::uuid IS NULL OR follower_id > $2) \
+          AND followed_at <= $4 AND unfollowed_at > $4 \
+        ORDER BY follower_id LIMIT $3) \
+     ) AS followers ORDER BY follower_id LIMIT $3";
 
-/// Up to `limit` followers of `followee` whose ids sort after `after`.
+/// Up to `limit` followers of `followee` whose ids sort after `after`: of
+/// now, or of the moment `as_of`.
 pub async fn follower_ids(
     db: impl PgExecutor<'_>,
     followee: Uuid,
     after: Option<Uuid>,
     limit: i64,
+    as_of: Option<DateTime<Utc>>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar(FOLLOWER_IDS_SQL)
         .bind(followee)
         .bind(after)
         .bind(limit)
+        .bind(as_of)
         .fetch_all(db)
         .await
 }

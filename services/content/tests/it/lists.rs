@@ -518,6 +518,11 @@ async fn every_filter_the_feed_and_search_use_an_index() {
          SELECT ('00000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, \
                 ('00000000-0000-0000-0000-' || lpad(((g + 1) % 500)::text, 12, '0'))::uuid \
          FROM generate_series(0, 499) g",
+        "INSERT INTO past_follows (follower_id, followee_id, followed_at, unfollowed_at) \
+         SELECT ('00000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, \
+                ('00000000-0000-0000-0000-' || lpad(((g + 2) % 500)::text, 12, '0'))::uuid, \
+                now() - interval '2 days', now() - interval '1 day' \
+         FROM generate_series(0, 4999) g",
         "ANALYZE",
     ] {
         sqlx::query(statement).execute(&pool).await.unwrap();
@@ -607,9 +612,21 @@ async fn every_filter_the_feed_and_search_use_an_index() {
     );
     let feed_count = plan(&pool, articles::FEED_COUNT_SQL, |q| q.bind(viewer)).await;
     assert_uses(&feed_count, &["follows_pkey"], "feed count");
-    let followers = plan(&pool, follows::FOLLOWER_IDS_SQL, |q| {
-        q.bind(viewer).bind(None::<Uuid>).bind(500_i64)
-    })
-    .await;
-    assert_uses(&followers, &["follows_followee_idx"], "follower ids");
+    // Of now, ended follows are not even planned; as of a moment, both
+    // periods' tables are read off their indexes.
+    let as_of_cases: [(_, &[&str]); 2] = [
+        (None, &["follows_followee_idx"]),
+        (
+            // While every ended follow above was running.
+            Some(chrono::Utc::now() - chrono::Duration::hours(36)),
+            &["follows_followee_idx", "past_follows_followee_idx"],
+        ),
+    ];
+    for (as_of, indexes) in as_of_cases {
+        let followers = plan(&pool, follows::FOLLOWER_IDS_SQL, |q| {
+            q.bind(viewer).bind(None::<Uuid>).bind(500_i64).bind(as_of)
+        })
+        .await;
+        assert_uses(&followers, indexes, "follower ids");
+    }
 }

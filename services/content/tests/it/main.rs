@@ -7,5 +7,6 @@
 mod articles;
 mod events;
 mod lists;
+mod migrations;
 mod social;
 mod support;

@@ -4,7 +4,7 @@ use crate::support;
 
 use futures::StreamExt;
 use quill_proto::content::v1 as pb;
-use support::{World, as_user, assert_code, titles, violated_fields};
+use support::{User, World, as_user, assert_code, titles, violated_fields};
 use tonic::{Code, Request};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,6 +434,7 @@ async fn follower_ids_stream_in_batches() {
                 .stream_follower_ids(pb::StreamFollowerIdsRequest {
                     user_id,
                     batch_size,
+                    as_of: None,
                 })
                 .await
                 .unwrap()
@@ -458,6 +459,7 @@ async fn follower_ids_stream_in_batches() {
         .stream_follower_ids(pb::StreamFollowerIdsRequest {
             user_id: uuid::Uuid::now_v7().to_string(),
             batch_size: 0,
+            as_of: None,
         })
         .await
         .unwrap()
@@ -468,10 +470,101 @@ async fn follower_ids_stream_in_batches() {
             .stream_follower_ids(pb::StreamFollowerIdsRequest {
                 user_id: "not-an-id".into(),
                 batch_size: 0,
+                as_of: None,
             })
             .await
             .map(|_| ()),
         Code::InvalidArgument,
     );
     assert_eq!(violated_fields(&status), ["user_id"]);
+}
+
+/// A fan-out consumed late asks who followed as of the event: a follow
+/// since does not count, an unfollow since does not remove, and a follow,
+/// unfollow and follow again counts only in its periods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_ids_as_of_a_moment() {
+    let world = World::start().await;
+    let star = world.user("star").await;
+    let (steady, leaver, latecomer, returner) = (
+        world.user("steady").await,
+        world.user("leaver").await,
+        world.user("latecomer").await,
+        world.user("returner").await,
+    );
+    world.follow(&steady, &star).await;
+    world.follow(&leaver, &star).await;
+    world.follow(&returner, &star).await;
+    let before_the_gap = tick().await;
+    world.unfollow(&leaver, &star).await;
+    world.unfollow(&returner, &star).await;
+    world.follow(&latecomer, &star).await;
+    let in_the_gap = tick().await;
+    world.follow(&returner, &star).await;
+
+    let followers = |as_of: Option<chrono::DateTime<chrono::Utc>>| {
+        let mut client = world.notification_client();
+        let user_id = star.id.clone();
+        async move {
+            let mut stream = client
+                .stream_follower_ids(pb::StreamFollowerIdsRequest {
+                    user_id,
+                    // Batches of one: the keyset walks both periods' tables.
+                    batch_size: 1,
+                    as_of: as_of.map(quill_platform::time::to_proto),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut ids = Vec::new();
+            while let Some(batch) = stream.next().await {
+                ids.extend(batch.unwrap().user_ids);
+            }
+            ids
+        }
+    };
+    let sorted = |users: &[&User]| {
+        let mut ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        followers(Some(before_the_gap)).await,
+        sorted(&[&steady, &leaver, &returner])
+    );
+    assert_eq!(
+        followers(Some(in_the_gap)).await,
+        sorted(&[&steady, &latecomer])
+    );
+    assert_eq!(
+        followers(None).await,
+        sorted(&[&steady, &latecomer, &returner])
+    );
+    let before_anyone = before_the_gap - chrono::Duration::days(1);
+    assert!(followers(Some(before_anyone)).await.is_empty());
+
+    let status = assert_code(
+        world
+            .notification_client()
+            .stream_follower_ids(pb::StreamFollowerIdsRequest {
+                user_id: star.id.clone(),
+                batch_size: 0,
+                as_of: Some(prost_types::Timestamp {
+                    seconds: 0,
+                    nanos: -1,
+                }),
+            })
+            .await
+            .map(|_| ()),
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&status), ["as_of"]);
+}
+
+/// A moment strictly between what happened before and what happens after.
+async fn tick() -> chrono::DateTime<chrono::Utc> {
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let now = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    now
 }

@@ -7,6 +7,7 @@ use crate::support;
 use std::{collections::HashSet, time::Duration};
 
 use futures::StreamExt;
+use quill_events::new_envelope;
 use quill_proto::notification::v1::{
     GetPreferencesRequest, KindPreference, ListNotificationsRequest, MarkAllReadRequest,
     MarkReadRequest, NotificationKind, SubscribeRequest, UnreadCountRequest,
@@ -203,6 +204,37 @@ async fn a_new_article_reaches_every_follower_over_several_batches() {
     assert_eq!(list[0].title, "jake published \"Dragons\"");
     assert_eq!(list[0].body, "About Dragons");
     assert!(stack.list(&jake).await.is_empty());
+}
+
+/// The consumer is held back (a backlog, a broker outage) while the
+/// author's audience changes: the fan-out reaches whoever followed when the
+/// article was published, not whoever follows when the event is consumed.
+#[tokio::test]
+async fn a_late_new_article_reaches_the_followers_of_its_moment() {
+    let stack = Stack::start().await;
+    let jake = stack.signed_up("jake").await;
+    let steady = stack.signed_up("steady").await;
+    let leaver = stack.signed_up("leaver").await;
+    let latecomer = stack.signed_up("latecomer").await;
+    stack.follow(&steady, &jake, true).await;
+    stack.follow(&leaver, &jake, true).await;
+
+    let event = new_envelope("content", published(article(&jake, "Dragons")));
+    stack.follow(&leaver, &jake, false).await;
+    stack.follow(&latecomer, &jake, true).await;
+    stack.publisher.publish(&event).await;
+    stack.processed(&event).await;
+
+    let reached: HashSet<Uuid> = sqlx::query_scalar(
+        "SELECT user_id FROM notifications WHERE kind = 'new_article' AND event_id = $1",
+    )
+    .bind(Uuid::parse_str(&event.event_id).unwrap())
+    .fetch_all(&stack.db)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    assert_eq!(reached, HashSet::from([steady.id, leaver.id]));
 }
 
 #[tokio::test]

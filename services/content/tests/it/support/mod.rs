@@ -152,6 +152,18 @@ impl World {
             .expect("follow");
     }
 
+    pub async fn unfollow(&self, follower: &User, followee: &User) {
+        self.client()
+            .unfollow(as_user(
+                follower,
+                pb::UnfollowRequest {
+                    username: followee.username.clone(),
+                },
+            ))
+            .await
+            .expect("unfollow");
+    }
+
     pub async fn list(
         &self,
         viewer: Option<&User>,

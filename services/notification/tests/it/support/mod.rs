@@ -19,6 +19,8 @@ use quill_notification::{
     testing::{TestNotification, smtp::SmtpSink, use_broker},
 };
 use quill_proto::{
+    auth::v1::RegisterRequest,
+    content::v1::{FollowRequest, UnfollowRequest},
     events::v1::{
         ArticleFavorited, ArticlePublished, ArticleSnapshot, CommentAdded, Envelope, UserFollowed,
         UserRegistered, UserSnapshot, UserUpdated, envelope::Payload,
@@ -112,6 +114,46 @@ impl Stack {
             email: format!("{username}@example.com"),
             token,
         }
+    }
+
+    /// A user registered in auth for real, so content can act for them.
+    pub async fn signed_up(&self, username: &str) -> TestUser {
+        let email = format!("{username}@example.com");
+        let response = self
+            .auth
+            .client()
+            .register(RegisterRequest {
+                email: email.clone(),
+                username: username.to_owned(),
+                password: "correct horse battery".to_owned(),
+                client: None,
+            })
+            .await
+            .expect("register")
+            .into_inner();
+        TestUser {
+            id: response.user.expect("user").id.parse().expect("user id"),
+            username: username.to_owned(),
+            email,
+            token: response.tokens.expect("tokens").access_token,
+        }
+    }
+
+    /// `follower` follows (or, `false`, unfollows) `followee` through
+    /// content's API, as the gateway would.
+    pub async fn follow(&self, follower: &TestUser, followee: &TestUser, follow: bool) {
+        let mut content = self.content.client();
+        let username = followee.username.clone();
+        let done = if follow {
+            content
+                .follow(follower.request(FollowRequest { username }))
+                .await
+        } else {
+            content
+                .unfollow(follower.request(UnfollowRequest { username }))
+                .await
+        };
+        done.expect("follow or unfollow");
     }
 
     /// A user the service has heard of through `user.registered`.
