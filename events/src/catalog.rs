@@ -33,12 +33,38 @@ pub const NOTIFICATION_KEYS: &[&str] = &[
 pub const SUBSCRIPTIONS: &[(&str, &[&str])] =
     &[(CONTENT, CONTENT_KEYS), (NOTIFICATION, NOTIFICATION_KEYS)];
 
-/// The queue of `service`: its name, under `queue_prefix` unless that is empty.
+/// The version of the queues' shape, in their names: `v2` are quorum
+/// queues, which an older broker's classic `<service>` queues cannot turn
+/// into in place (see `broker`).
+const QUEUE_VERSION: &str = "v2";
+
+/// The queue of `service`: `<service>.v2`, under `queue_prefix` unless
+/// that is empty.
 pub fn queue_name(queue_prefix: &str, service: &str) -> String {
+    format!(
+        "{}.{QUEUE_VERSION}",
+        legacy_queue_name(queue_prefix, service)
+    )
+}
+
+/// The classic queue an older Quill declared for `service`.
+pub fn legacy_queue_name(queue_prefix: &str, service: &str) -> String {
     if queue_prefix.is_empty() {
         service.to_owned()
     } else {
         format!("{queue_prefix}.{service}")
+    }
+}
+
+fn topology_of(
+    config: &EventsConfig,
+    queue_prefix: &str,
+    service: &str,
+    bindings: &[&str],
+) -> Topology {
+    Topology {
+        legacy_queue: Some(legacy_queue_name(queue_prefix, service)),
+        ..config.topology(&queue_name(queue_prefix, service), bindings)
     }
 }
 
@@ -47,24 +73,24 @@ pub fn topology(config: &EventsConfig, queue_prefix: &str, service: &str) -> Opt
     SUBSCRIPTIONS
         .iter()
         .find(|(name, _)| *name == service)
-        .map(|(name, bindings)| config.topology(&queue_name(queue_prefix, name), bindings))
+        .map(|(name, bindings)| topology_of(config, queue_prefix, name, bindings))
 }
 
 /// The content service's topology.
 pub fn content(config: &EventsConfig, queue_prefix: &str) -> Topology {
-    config.topology(&queue_name(queue_prefix, CONTENT), CONTENT_KEYS)
+    topology_of(config, queue_prefix, CONTENT, CONTENT_KEYS)
 }
 
 /// The notification service's topology.
 pub fn notification(config: &EventsConfig, queue_prefix: &str) -> Topology {
-    config.topology(&queue_name(queue_prefix, NOTIFICATION), NOTIFICATION_KEYS)
+    topology_of(config, queue_prefix, NOTIFICATION, NOTIFICATION_KEYS)
 }
 
 /// Every consuming service's topology, for relays to declare.
 pub fn all(config: &EventsConfig, queue_prefix: &str) -> Vec<Topology> {
     SUBSCRIPTIONS
         .iter()
-        .map(|(name, bindings)| config.topology(&queue_name(queue_prefix, name), bindings))
+        .map(|(name, bindings)| topology_of(config, queue_prefix, name, bindings))
         .collect()
 }
 
@@ -80,12 +106,13 @@ mod tests {
         };
         let content = content(&config, "");
         assert_eq!(content.exchange, "x.events");
-        assert_eq!(content.queue, "content");
+        assert_eq!(content.queue, "content.v2");
+        assert_eq!(content.legacy_queue.as_deref(), Some("content"));
         assert_eq!(
             content.bindings,
             ["user.registered", "user.updated", "user.banned"]
         );
-        assert_eq!(notification(&config, "t1").queue, "t1.notification");
+        assert_eq!(notification(&config, "t1").queue, "t1.notification.v2");
         assert_eq!(
             topology(&config, "t1", NOTIFICATION),
             Some(notification(&config, "t1"))

@@ -15,7 +15,7 @@ quill_platform::settings! {
     /// The topic exchange every event goes through.
     EVENTS_EXCHANGE = "quill.events";
     /// Prefixes the queue names, so a second system can share a broker
-    /// (empty in production, where the queues are `content`, `notification`).
+    /// (empty in production, where the queues are `content.v2`, `notification.v2`).
     EVENTS_QUEUE_PREFIX = "";
     /// Unacked deliveries per consumer, handled concurrently.
     EVENTS_PREFETCH = "32";
@@ -115,6 +115,7 @@ impl EventsConfig {
             bindings: bindings.iter().map(|b| (*b).to_owned()).collect(),
             max_attempts: self.max_attempts,
             retry_delays: self.retry_delays.clone(),
+            legacy_queue: None,
         }
     }
 }

@@ -221,6 +221,7 @@ impl<H: EventHandler> Consumer<H> {
         let connection = broker::connect(&self.amqp_url, &name).await?;
         let channel = connection.create_channel().await?;
         self.topology.declare(&channel).await?;
+        broker::retire_legacy(&connection, &self.topology).await?;
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await?;
@@ -295,7 +296,8 @@ impl<H: EventHandler> Consumer<H> {
                 }
                 Outcome::Failed(HandlerError::Unavailable(e)) => {
                     Span::current().record("otel.status_code", "ERROR");
-                    self.pause_and_requeue(&delivery, &e, shutdown).await
+                    self.pause_and_requeue(channel, &delivery, &e, shutdown)
+                        .await
                 }
                 Outcome::Failed(e) => {
                     Span::current().record("otel.status_code", "ERROR");
@@ -381,6 +383,7 @@ impl<H: EventHandler> Consumer<H> {
     /// an outage also stops the consumer from taking more deliveries.
     async fn pause_and_requeue(
         &self,
+        channel: &Channel,
         delivery: &Delivery,
         error: &BoxError,
         shutdown: &CancellationToken,
@@ -397,11 +400,32 @@ impl<H: EventHandler> Consumer<H> {
             }
         }
         sleep_or_cancelled(until.saturating_duration_since(now), shutdown).await;
-        let requeue = BasicNackOptions {
-            requeue: true,
-            ..BasicNackOptions::default()
-        };
-        delivery.acker.nack(requeue).await?;
+        // Back to the queue as a new message rather than a nack: the queue
+        // counts every nacked redelivery towards its delivery limit, and
+        // an outage must not park what it only delayed.
+        let copied = async {
+            let confirmation = channel
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    &delivery.data,
+                    keeping_routing_key(delivery),
+                )
+                .await?
+                .await?;
+            Ok::<_, EventsError>(confirmation.is_ack())
+        }
+        .await;
+        if matches!(copied, Ok(true)) {
+            delivery.acker.ack(BasicAckOptions::default()).await?;
+        } else {
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            delivery.acker.nack(requeue).await?;
+        }
         self.count(delivery, "requeued");
         Ok(())
     }
@@ -583,13 +607,20 @@ pub fn attempts(properties: &BasicProperties) -> u32 {
     u32::try_from(n).unwrap_or(0)
 }
 
-fn with_attempts(delivery: &Delivery, attempts: u32, last_error: &str) -> BasicProperties {
-    let properties = &delivery.properties;
-    let mut headers = properties.headers().clone().unwrap_or_default();
+/// The delivery's properties, its routing key kept in a header: a message
+/// republished to a queue directly arrives under the queue's name.
+pub(crate) fn keeping_routing_key(delivery: &Delivery) -> BasicProperties {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     headers.insert(
         ROUTING_KEY_HEADER.into(),
         broker::string_value(&routing_key(delivery)),
     );
+    delivery.properties.clone().with_headers(headers)
+}
+
+fn with_attempts(delivery: &Delivery, attempts: u32, last_error: &str) -> BasicProperties {
+    let properties = keeping_routing_key(delivery);
+    let mut headers = properties.headers().clone().unwrap_or_default();
     headers.insert(
         ATTEMPTS_HEADER.into(),
         AMQPValue::LongLongInt(i64::from(attempts)),
@@ -597,7 +628,7 @@ fn with_attempts(delivery: &Delivery, attempts: u32, last_error: &str) -> BasicP
     // Header values are capped to keep a huge error message out of the broker.
     let last_error: String = last_error.chars().take(512).collect();
     headers.insert(LAST_ERROR_HEADER.into(), broker::string_value(&last_error));
-    properties.clone().with_headers(headers)
+    properties.with_headers(headers)
 }
 
 #[cfg(test)]

@@ -68,6 +68,7 @@ impl TestBroker {
                 std::time::Duration::from_millis(50),
                 std::time::Duration::from_millis(100),
             ],
+            legacy_queue: None,
         };
         self.track(topology.clone());
         topology

@@ -857,8 +857,23 @@ async fn a_consumer_paused_by_an_outage_stops_at_once_and_leaves_the_event_queue
         Envelope::decode(&back.delivery.data[..])?.event_id,
         event.event_id
     );
-    assert!(back.delivery.redelivered);
     assert_eq!(attempts(&back.delivery.properties), 0, "no attempt spent");
+    // Back as a new message, not a nacked one: the outage spent nothing of
+    // the queue's delivery limit either.
+    let delivery_count = back
+        .delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get("x-delivery-count").cloned());
+    assert!(
+        matches!(
+            delivery_count,
+            None | Some(AMQPValue::LongLongInt(0) | AMQPValue::LongInt(0))
+        ),
+        "{:?}",
+        back.delivery.properties
+    );
     conn.close(200, "done".into()).await?;
     assert_eq!(
         broker.ready_messages(&topology.dead_letter_queue()).await,
@@ -962,5 +977,156 @@ async fn an_idle_relay_is_woken_by_the_commit_not_its_poll() -> anyhow::Result<(
         .await?;
     }
     relay.stop().await?;
+    Ok(())
+}
+
+/// A broker an older Quill used holds a classic queue for the service (and
+/// its retry queues), with events in them. The consumer retires them: every
+/// event is applied once from the new quorum queue, the old queues are gone,
+/// and new events no longer reach them.
+#[tokio::test]
+async fn an_older_brokers_classic_queues_are_retired_losing_nothing() -> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let legacy = broker.topology("svc", &["user.followed"]);
+    let topology = Topology {
+        queue: format!("{}.v2", legacy.queue),
+        legacy_queue: Some(legacy.queue.clone()),
+        ..legacy.clone()
+    };
+    broker.track(topology.clone());
+
+    // The classic queues as an older Quill declared them, with events in them.
+    let conn = broker::connect(&broker.url, "test-legacy").await?;
+    let channel = conn.create_channel().await?;
+    broker::declare_exchange(&channel, &broker.exchange()).await?;
+    let durable = lapin::options::QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let retry = legacy.retry_queue(1);
+    for queue in [&legacy.queue, &retry] {
+        channel
+            .queue_declare(queue.as_str().into(), durable, FieldTable::default())
+            .await?;
+    }
+    channel
+        .queue_bind(
+            legacy.queue.as_str().into(),
+            broker.exchange().as_str().into(),
+            "user.followed".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    conn.close(200, "done".into()).await?;
+    let routed: Vec<Envelope> = (0..3).map(followed).collect();
+    let bytes = |events: &[Envelope]| {
+        events
+            .iter()
+            .map(Message::encode_to_vec)
+            .collect::<Vec<_>>()
+    };
+    publish_raw(
+        &broker.url,
+        &broker.exchange(),
+        "user.followed",
+        &bytes(&routed),
+    )
+    .await?;
+    let retried = followed(3);
+    publish_raw(
+        &broker.url,
+        "",
+        &retry,
+        &bytes(std::slice::from_ref(&retried)),
+    )
+    .await?;
+
+    let running = consumer(&pool, &broker.url, &topology, Recorder::default());
+    eventually("the old queues' events are applied", || async {
+        Ok(applied(&pool).await? == (4, 4))
+    })
+    .await?;
+    let conn = broker::connect(&broker.url, "test-legacy").await?;
+    for queue in [&legacy.queue, &retry] {
+        let probe = conn.create_channel().await?;
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let found = probe
+            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+            .await;
+        assert!(found.is_err(), "{queue} is still there");
+    }
+    // The new queue is a quorum queue: declaring it classic is refused.
+    let classic = conn.create_channel().await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("classic".into()),
+    );
+    assert!(
+        classic
+            .queue_declare(topology.queue.as_str().into(), durable, args)
+            .await
+            .is_err(),
+        "{} is not a quorum queue",
+        topology.queue
+    );
+    conn.close(200, "done".into()).await?;
+
+    publish_raw(
+        &broker.url,
+        &broker.exchange(),
+        "user.followed",
+        &bytes(&[followed(4)]),
+    )
+    .await?;
+    eventually("a new event is applied", || async {
+        Ok(applied(&pool).await? == (5, 5))
+    })
+    .await?;
+    running.stop().await
+}
+
+/// A message the consumer never settles (it crashes on it, or its
+/// connection drops) comes back each time; past the delivery limit the
+/// queue parks it instead of feeding it to every replica forever.
+#[tokio::test]
+async fn a_message_redelivered_past_the_delivery_limit_is_parked() -> anyhow::Result<()> {
+    let broker = TestBroker::new();
+    let topology = broker.topology("limit", &["user.followed"]);
+    declare(&broker.url, &topology).await?;
+    let event = followed(0);
+    publish_raw(
+        &broker.url,
+        &broker.exchange(),
+        "user.followed",
+        &[event.encode_to_vec()],
+    )
+    .await?;
+
+    let conn = broker::connect(&broker.url, "test-crashing-consumer").await?;
+    let channel = conn.create_channel().await?;
+    let mut deliveries = 0;
+    while let Some(message) = channel
+        .basic_get(topology.queue.as_str().into(), BasicGetOptions::default())
+        .await?
+    {
+        deliveries += 1;
+        let requeue = lapin::options::BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        };
+        message.delivery.acker.nack(requeue).await?;
+        anyhow::ensure!(deliveries <= 100, "never parked");
+    }
+    conn.close(200, "done".into()).await?;
+    assert_eq!(deliveries, broker::DELIVERY_LIMIT + 1);
+
+    let parked = get_parked(&broker.url, &topology).await?;
+    assert_eq!(Envelope::decode(&parked.data[..])?.event_id, event.event_id);
     Ok(())
 }
