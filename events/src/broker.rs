@@ -27,18 +27,13 @@
 //!
 //! A queue's type cannot change in place, so the quorum queues have new
 //! names (`<queue>.v2`, see `catalog`). A broker of an older Quill still
-//! has the classic `<queue>` and its retry queues: the consumer unbinds
-//! them, moves what they hold into the new queue and deletes them once
-//! empty (`retire_legacy`). The old DLQ is left for an operator.
+//! has the classic `<queue>` and its retry queues: `legacy` retires them.
 
 use std::time::Duration;
 
 use lapin::{
     Channel, Connection, ConnectionProperties, ExchangeKind,
-    options::{
-        BasicAckOptions, BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions,
-        QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-    },
+    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, LongString},
 };
 
@@ -91,7 +86,7 @@ pub struct Topology {
     /// Delay before retry 1, 2, ...; later retries reuse the last delay.
     pub retry_delays: Vec<Duration>,
     /// The classic queue an older Quill consumed for this service (with
-    /// its `.retry.<n>` queues): retired by the consumer (`retire_legacy`).
+    /// its `.retry.<n>` queues), which the consumer retires (`legacy`).
     pub legacy_queue: Option<String>,
 }
 
@@ -197,112 +192,6 @@ fn dead_lettering(exchange: &str, routing_key: &str) -> FieldTable {
     args.insert("x-overflow".into(), string_value("reject-publish"));
     args
 }
-
-/// What [`retire_legacy`] did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Retired {
-    /// Messages moved into the new queue.
-    pub moved: u64,
-    /// Legacy queues deleted (main and retry queues).
-    pub deleted: usize,
-}
-
-/// Retires the classic queues an older Quill declared for this topology:
-/// unbinds the old main queue so nothing new is routed there, moves every
-/// message it and its retry queues hold into the new queue (confirmed
-/// before each is acked: nothing is lost, and the consumers' inbox makes a
-/// message that also reached the new queue apply once), and deletes each
-/// once empty. Replicas may run it at once: `basic_get` hands each message
-/// to one of them. Its old DLQ is left as it is, for an operator.
-pub async fn retire_legacy(
-    connection: &Connection,
-    topology: &Topology,
-) -> Result<Retired, EventsError> {
-    let mut retired = Retired::default();
-    let Some(legacy) = &topology.legacy_queue else {
-        return Ok(retired);
-    };
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(lapin::options::ConfirmSelectOptions::default())
-        .await?;
-    let retry_queues = (1..=topology.retry_delays.len().max(LEGACY_RETRY_QUEUES))
-        .map(|n| format!("{legacy}.retry.{n}"));
-    for queue in std::iter::once(legacy.clone()).chain(retry_queues) {
-        // A passive declare of a missing queue closes its channel: ask on
-        // a channel of its own.
-        let probe = connection.create_channel().await?;
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        if probe
-            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
-            .await
-            .is_err()
-        {
-            continue;
-        }
-        let _ = probe.close(200, "probed".into()).await;
-        if queue == *legacy {
-            for key in &topology.bindings {
-                channel
-                    .queue_unbind(
-                        queue.as_str().into(),
-                        topology.exchange.as_str().into(),
-                        key.as_str().into(),
-                        FieldTable::default(),
-                    )
-                    .await?;
-            }
-        }
-        while let Some(message) = channel
-            .basic_get(queue.as_str().into(), BasicGetOptions::default())
-            .await?
-        {
-            let delivery = message.delivery;
-            let confirmed = channel
-                .basic_publish(
-                    "".into(),
-                    topology.queue.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &delivery.data,
-                    crate::consumer::keeping_routing_key(&delivery),
-                )
-                .await?
-                .await?;
-            if !confirmed.is_ack() {
-                return Err(EventsError::Nacked);
-            }
-            delivery.acker.ack(BasicAckOptions::default()).await?;
-            retired.moved += 1;
-        }
-        let empty_only = QueueDeleteOptions {
-            if_empty: true,
-            ..QueueDeleteOptions::default()
-        };
-        if channel
-            .queue_delete(queue.as_str().into(), empty_only)
-            .await
-            .is_ok()
-        {
-            retired.deleted += 1;
-        } else {
-            // Something arrived since (an old retry expiring into it):
-            // the next connect moves it.
-            return Ok(retired);
-        }
-    }
-    let _ = channel.close(200, "retired".into()).await;
-    if retired.moved > 0 || retired.deleted > 0 {
-        tracing::info!(queue = %legacy, moved = retired.moved, deleted = retired.deleted, "retired the classic queues of an older Quill");
-    }
-    Ok(retired)
-}
-
-/// Retry queues a legacy topology may have, beyond this one's count: the
-/// default schedule's (`EVENTS_RETRY_DELAYS_MS`).
-const LEGACY_RETRY_QUEUES: usize = 3;
 
 fn durable_exchange() -> ExchangeDeclareOptions {
     ExchangeDeclareOptions {

@@ -188,6 +188,11 @@ impl<H: EventHandler> Consumer<H> {
     /// deliveries, finishes and acks those in flight, cancels and closes.
     /// Deliveries prefetched but not started go back to the queue on close.
     pub async fn run(self, shutdown: CancellationToken) {
+        let retiring = tokio::spawn(crate::legacy::retire_until_done(
+            self.amqp_url.clone(),
+            self.topology.clone(),
+            shutdown.clone(),
+        ));
         let mut backoff = Backoff::new();
         while !shutdown.is_cancelled() {
             match self.open().await {
@@ -213,6 +218,7 @@ impl<H: EventHandler> Consumer<H> {
                 break;
             }
         }
+        let _ = retiring.await;
         tracing::info!(queue = %self.topology.queue, "consumer stopped");
     }
 
@@ -221,7 +227,6 @@ impl<H: EventHandler> Consumer<H> {
         let connection = broker::connect(&self.amqp_url, &name).await?;
         let channel = connection.create_channel().await?;
         self.topology.declare(&channel).await?;
-        broker::retire_legacy(&connection, &self.topology).await?;
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await?;
@@ -607,16 +612,33 @@ pub fn attempts(properties: &BasicProperties) -> u32 {
     u32::try_from(n).unwrap_or(0)
 }
 
-/// The delivery's properties, its routing key kept in a header: a message
-/// republished to a queue directly arrives under the queue's name.
+/// The delivery's properties for a copy of it, its routing key kept in a
+/// header (a message republished to a queue directly arrives under the
+/// queue's name), without the broker's own bookkeeping of the original.
 pub(crate) fn keeping_routing_key(delivery: &Delivery) -> BasicProperties {
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let mut headers = FieldTable::default();
+    if let Some(original) = delivery.properties.headers() {
+        for (name, value) in original.inner() {
+            if !BROKER_HEADERS.contains(&name.as_str()) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+    }
     headers.insert(
         ROUTING_KEY_HEADER.into(),
         broker::string_value(&routing_key(delivery)),
     );
     delivery.properties.clone().with_headers(headers)
 }
+
+/// Headers the broker sets on a delivery: a copy is a new message.
+const BROKER_HEADERS: &[&str] = &[
+    "x-delivery-count",
+    "x-death",
+    "x-first-death-reason",
+    "x-first-death-queue",
+    "x-first-death-exchange",
+];
 
 fn with_attempts(delivery: &Delivery, attempts: u32, last_error: &str) -> BasicProperties {
     let properties = keeping_routing_key(delivery);

@@ -149,16 +149,24 @@ const MIGRATION_LOCK_POLL: Duration = Duration::from_millis(200);
 /// deadlock. The lock key is sqlx's, so a replica of an older build that
 /// still locks the sqlx way excludes this one and the other way round.
 async fn migrate(pool: &PgPool, migrator: &Migrator) -> Result<(), DbError> {
-    let mut conn = pool.acquire().await?;
+    // Out of the pool: the lock is the session's, and a pooled connection
+    // that failed to unlock would hold it for as long as the process runs.
+    // Dropped, this one closes and the lock goes with it.
+    let mut conn = pool.acquire().await?.detach();
     let database: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut conn)
         .await?;
     let key = migration_lock_key(&database);
+    let mut waiting = false;
     while !sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
         .bind(key)
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut conn)
         .await?
     {
+        if !waiting {
+            tracing::info!(%database, "another replica is migrating; waiting for it");
+            waiting = true;
+        }
         tokio::time::sleep(MIGRATION_LOCK_POLL).await;
     }
     let mut unlocked = Migrator::with_migrations(migrator.iter().cloned().collect());
@@ -166,13 +174,14 @@ async fn migrate(pool: &PgPool, migrator: &Migrator) -> Result<(), DbError> {
     // `run_direct` is what `run` calls; `run` on a pool connection inside a
     // spawned future trips "implementation of `Acquire` is not general
     // enough", the workaround sqlx's own comment names.
-    let applied = unlocked.run_direct(None, &mut *conn, false).await;
-    // Released with the connection anyway if this fails; try to hand it on
-    // now so a waiting replica does not wait for the pool to drop it.
+    let applied = unlocked.run_direct(None, &mut conn, false).await;
+    // Released when the connection closes anyway; unlocking first hands
+    // it to a waiting replica at once.
     let released = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(key)
-        .execute(&mut *conn)
+        .execute(&mut conn)
         .await;
+    let _ = conn.close().await;
     applied?;
     released?;
     Ok(())

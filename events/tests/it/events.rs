@@ -18,7 +18,7 @@ use lapin::{
 use prost::Message;
 use quill_events::{
     Consumer, EventHandler, EventsConfig, HandlerError, OutboxRelay, Topology, async_trait,
-    backlog, broker, catalog, consumer::attempts, enqueue, new_envelope,
+    backlog, broker, catalog, consumer::attempts, enqueue, legacy, new_envelope,
     testing::OUTBOX_AND_INBOX_SQL, testing::TestBroker,
 };
 use quill_platform::{shutdown::CancellationToken, testing::TcpProxy};
@@ -859,7 +859,8 @@ async fn a_consumer_paused_by_an_outage_stops_at_once_and_leaves_the_event_queue
     );
     assert_eq!(attempts(&back.delivery.properties), 0, "no attempt spent");
     // Back as a new message, not a nacked one: the outage spent nothing of
-    // the queue's delivery limit either.
+    // the queue's delivery limit. The copy may count the one return of the
+    // stopping consumer's prefetch; a nack would have added its own.
     let delivery_count = back
         .delivery
         .properties
@@ -869,7 +870,7 @@ async fn a_consumer_paused_by_an_outage_stops_at_once_and_leaves_the_event_queue
     assert!(
         matches!(
             delivery_count,
-            None | Some(AMQPValue::LongLongInt(0) | AMQPValue::LongInt(0))
+            None | Some(AMQPValue::LongLongInt(0 | 1) | AMQPValue::LongInt(0 | 1))
         ),
         "{:?}",
         back.delivery.properties
@@ -981,45 +982,34 @@ async fn an_idle_relay_is_woken_by_the_commit_not_its_poll() -> anyhow::Result<(
 }
 
 /// A broker an older Quill used holds a classic queue for the service (and
-/// its retry queues), with events in them. The consumer retires them: every
-/// event is applied once from the new quorum queue, the old queues are gone,
-/// and new events no longer reach them.
+/// its retry queues), with events in them. While an old replica still
+/// consumes it nothing moves; then the consumer retires it: every event is
+/// applied once from the new quorum queue, the old queues are gone, and new
+/// events no longer reach them.
 #[tokio::test]
 async fn an_older_brokers_classic_queues_are_retired_losing_nothing() -> anyhow::Result<()> {
     let (_db, pool) = database().await?;
     let broker = TestBroker::new();
-    let legacy = broker.topology("svc", &["user.followed"]);
+    let old = broker.topology("svc", &["user.followed"]);
     let topology = Topology {
-        queue: format!("{}.v2", legacy.queue),
-        legacy_queue: Some(legacy.queue.clone()),
-        ..legacy.clone()
+        queue: format!("{}.v2", old.queue),
+        legacy_queue: Some(old.queue.clone()),
+        ..old.clone()
     };
     broker.track(topology.clone());
 
-    // The classic queues as an older Quill declared them, with events in them.
-    let conn = broker::connect(&broker.url, "test-legacy").await?;
+    let conn = broker::connect(&broker.url, "test-older-quill").await?;
     let channel = conn.create_channel().await?;
-    broker::declare_exchange(&channel, &broker.exchange()).await?;
-    let durable = lapin::options::QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    let retry = legacy.retry_queue(1);
-    for queue in [&legacy.queue, &retry] {
-        channel
-            .queue_declare(queue.as_str().into(), durable, FieldTable::default())
-            .await?;
-    }
-    channel
-        .queue_bind(
-            legacy.queue.as_str().into(),
-            broker.exchange().as_str().into(),
-            "user.followed".into(),
-            Default::default(),
+    legacy::declare_as_an_older_quill(&channel, &topology).await?;
+    // An old replica, still running, holds the old queue.
+    let old_replica = channel
+        .basic_consume(
+            old.queue.as_str().into(),
+            "old-replica".into(),
+            BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await?;
-    conn.close(200, "done".into()).await?;
     let routed: Vec<Envelope> = (0..3).map(followed).collect();
     let bytes = |events: &[Envelope]| {
         events
@@ -1035,6 +1025,7 @@ async fn an_older_brokers_classic_queues_are_retired_losing_nothing() -> anyhow:
     )
     .await?;
     let retried = followed(3);
+    let retry = old.retry_queue(1);
     publish_raw(
         &broker.url,
         "",
@@ -1042,31 +1033,50 @@ async fn an_older_brokers_classic_queues_are_retired_losing_nothing() -> anyhow:
         &bytes(std::slice::from_ref(&retried)),
     )
     .await?;
+    declare(&broker.url, &topology).await?;
+    assert_eq!(
+        legacy::retire(&broker.url, &topology).await?,
+        legacy::Progress::OldReplicasRun
+    );
+    // Stopping, it hands back what it held.
+    drop(old_replica);
+    conn.close(200, "old replica stopped".into()).await?;
 
     let running = consumer(&pool, &broker.url, &topology, Recorder::default());
     eventually("the old queues' events are applied", || async {
         Ok(applied(&pool).await? == (4, 4))
     })
     .await?;
-    let conn = broker::connect(&broker.url, "test-legacy").await?;
-    for queue in [&legacy.queue, &retry] {
-        let probe = conn.create_channel().await?;
-        let passive = lapin::options::QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        let found = probe
-            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
-            .await;
-        assert!(found.is_err(), "{queue} is still there");
-    }
+    eventually("the old queues are gone", || async {
+        let conn = broker::connect(&broker.url, "test-peek").await?;
+        let mut gone = true;
+        for queue in [&old.queue, &retry] {
+            let probe = conn.create_channel().await?;
+            let passive = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            gone &= probe
+                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                .await
+                .is_err();
+        }
+        conn.close(200, "done".into()).await?;
+        Ok(gone)
+    })
+    .await?;
     // The new queue is a quorum queue: declaring it classic is refused.
+    let conn = broker::connect(&broker.url, "test-peek").await?;
     let classic = conn.create_channel().await?;
     let mut args = FieldTable::default();
     args.insert(
         "x-queue-type".into(),
         AMQPValue::LongString("classic".into()),
     );
+    let durable = lapin::options::QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
     assert!(
         classic
             .queue_declare(topology.queue.as_str().into(), durable, args)
@@ -1075,7 +1085,7 @@ async fn an_older_brokers_classic_queues_are_retired_losing_nothing() -> anyhow:
         "{} is not a quorum queue",
         topology.queue
     );
-    conn.close(200, "done".into()).await?;
+    let _ = conn.close(200, "done".into()).await;
 
     publish_raw(
         &broker.url,
@@ -1124,7 +1134,11 @@ async fn a_message_redelivered_past_the_delivery_limit_is_parked() -> anyhow::Re
         anyhow::ensure!(deliveries <= 100, "never parked");
     }
     conn.close(200, "done".into()).await?;
-    assert_eq!(deliveries, broker::DELIVERY_LIMIT + 1);
+    // The broker counts a return past the limit (3.10 and later: limit + 1).
+    assert!(
+        (broker::DELIVERY_LIMIT..=broker::DELIVERY_LIMIT + 1).contains(&deliveries),
+        "{deliveries} deliveries"
+    );
 
     let parked = get_parked(&broker.url, &topology).await?;
     assert_eq!(Envelope::decode(&parked.data[..])?.event_id, event.event_id);

@@ -64,16 +64,18 @@ pub async fn exists(
 
 /// The SQL of one batch of followers, keyset-paged on the follower id: the
 /// current follows (those begun by `$4`, when set) and, as of `$4`, the
-/// ended ones that were running then. Each side reads at most `$3` rows
-/// off its index, so a batch costs the same however far into a large
-/// audience it is; the first `$3` of their union are the batch.
+/// ended ones that were running then. Each side walks its index from the
+/// keyset on and stops at `$3` distinct ids, so the first `$3` of their
+/// union are the batch (a short batch is the last). The ended side also
+/// passes over the ended follows that do not cover `$4`: as many as the
+/// author lost within the retention window, which bounds it.
 pub const FOLLOWER_IDS_SQL: &str = "SELECT DISTINCT follower_id FROM ( \
        (SELECT follower_id FROM follows \
         WHERE followee_id = $1 AND ($2::uuid IS NULL OR follower_id > $2) \
           AND ($4::timestamptz IS NULL OR created_at <= $4) \
         ORDER BY follower_id LIMIT $3) \
        UNION ALL \
-       (SELECT follower_id FROM past_follows \
+       (SELECT DISTINCT follower_id FROM past_follows \
         WHERE followee_id = $1 AND ($2::uuid IS NULL OR follower_id > $2) \
           AND followed_at <= $4 AND unfollowed_at > $4 \
         ORDER BY follower_id LIMIT $3) \
