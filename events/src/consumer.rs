@@ -46,7 +46,7 @@ use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
-use quill_platform::{metrics, trace_context};
+use quill_platform::{metrics, request_id, trace_context};
 
 use quill_platform::{
     retry::Backoff,
@@ -337,7 +337,14 @@ impl<H: EventHandler> Consumer<H> {
             Ok(id) => id,
             Err(e) => return Outcome::Failed(HandlerError::permanent(e)),
         };
-        match self.apply_once(event_id, &envelope).await {
+        // The request that caused the event: on the consumer's log lines,
+        // and on the calls its handler makes.
+        Span::current().record("request_id", envelope.request_id.as_str());
+        let applied = request_id::scope(
+            envelope.request_id.clone(),
+            self.apply_once(event_id, &envelope),
+        );
+        match applied.await {
             Ok(true) => Outcome::Applied,
             Ok(false) => Outcome::Duplicate,
             Err(e) => Outcome::Failed(e),
@@ -566,6 +573,7 @@ fn delivery_span(queue: &str, delivery: &Delivery) -> Span {
         messaging.destination.name = %queue,
         messaging.rabbitmq.destination.routing_key = %routing_key(delivery),
         messaging.message.id = %message_id,
+        request_id = Empty,
     );
     let parent = crate::trace_headers::from_amqp_headers(delivery.properties.headers().as_ref())
         .or_else(|| {

@@ -35,6 +35,7 @@ pub fn new_envelope(producer: &str, payload: Payload) -> Envelope {
         producer: producer.to_owned(),
         traceparent,
         tracestate,
+        request_id: quill_platform::request_id::current().unwrap_or_default(),
         payload: Some(payload),
     }
 }

@@ -24,6 +24,7 @@ pub use crate::rpc_trace::Traced;
 use crate::{
     authn::{Authenticator, AuthnLayer},
     in_flight::InFlight,
+    request_id::RequestIdLayer,
     retry_calls::{self, RetryCalls},
     rpc_trace::{RpcServerObserveLayer, split_path},
     service_identity::{Identified, ServiceCredentials},
@@ -106,6 +107,7 @@ pub async fn serve(
     let served = Server::builder()
         .max_concurrent_streams(max_concurrent_streams)
         .layer(in_flight.layer())
+        .layer(RequestIdLayer)
         .layer(TraceLayer::new(server_failures()).make_span_with(rpc_span))
         .layer(RpcServerObserveLayer)
         .layer(AuthnLayer::new(authn))

@@ -13,6 +13,7 @@ mod in_flight;
 pub mod limits;
 pub mod metrics;
 pub mod rate_limit;
+pub mod request_id;
 pub mod retry;
 pub mod retry_calls;
 mod rpc_trace;

@@ -200,6 +200,7 @@ where
             rpc.grpc.status_code = Empty,
         );
         trace_context::inject_headers(&span, request.headers_mut());
+        crate::request_id::propagate(request.headers_mut());
         let inner = {
             let _entered = span.enter();
             self.inner.call(request)

@@ -210,16 +210,25 @@ async fn an_article_is_one_trace_from_the_gateway_through_content_to_a_follower_
     let http = assert_http_root(&trace, "POST", "/api/articles", "/api/articles", 201);
     let server = assert_rpc_hop(&trace, http, CONTENT, CONTENT_SERVICE, "CreateArticle");
     assert_eq!(server.attr("rpc.grpc.status_code").as_deref(), Some("0"));
-    assert_eq!(server.attr("request_id"), Some(request_id));
+    assert_eq!(server.attr("request_id"), Some(request_id.clone()));
     let publish = assert_published(&trace, server, &system.exchange, "article.published");
     let process = assert_consumed(&trace, publish, NOTIFICATION, &consumers[0].1);
-    assert_rpc_hop(
+    let fan_out = assert_rpc_hop(
         &trace,
         process,
         CONTENT,
         CONTENT_SERVICE,
         "StreamFollowerIds",
     );
+    // The request id crossed the broker and the next call too.
+    for hop in [process, fan_out] {
+        assert_eq!(
+            hop.attr("request_id"),
+            Some(request_id.clone()),
+            "{}",
+            trace.render()
+        );
+    }
 
     let gateway = scrape(&system, "gateway").await;
     assert_eq!(http_requests(&gateway, "POST", "/api/articles", "201"), 1.0);
@@ -258,6 +267,10 @@ async fn a_profile_content_does_not_know_is_asked_of_auth_in_the_same_trace() {
         .await
         .expect("get profile");
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("request id")
+        .to_owned();
 
     // A read-model miss: content asks auth, which knows nobody by that name.
     let trace = wait_for_trace(&receiver, "/api/profiles/{username}", |t| {
@@ -268,6 +281,14 @@ async fn a_profile_content_does_not_know_is_asked_of_auth_in_the_same_trace() {
     let http = assert_http_root(&trace, "GET", "/api/profiles/{username}", path, 404);
     let content = assert_rpc_hop(&trace, http, CONTENT, CONTENT_SERVICE, "GetProfile");
     let auth = assert_rpc_hop(&trace, content, AUTH, AUTH_SERVICE, "GetUserByUsername");
+    // The gateway's request id, carried on by content's own call.
+    for server in [content, auth] {
+        assert_eq!(
+            server.attr("request_id"),
+            Some(request_id.clone()),
+            "{tree}"
+        );
+    }
     // Both services answered NOT_FOUND, and each caller saw it: the client
     // spans are the ones that failed.
     for server in [content, auth] {
