@@ -27,6 +27,7 @@ use uuid::Uuid;
 use crate::{
     authz::Role,
     config::ConfigError,
+    error_info::{self, reason},
     grpc::{AUTHORIZATION, ServiceChannel},
     service_identity::{
         SERVICE_TOKEN, Service, ServiceCredentials, ServiceSecret, ServiceVerifier,
@@ -64,10 +65,14 @@ pub enum AuthnError {
 
 impl From<AuthnError> for Status {
     fn from(error: AuthnError) -> Self {
-        match error {
-            AuthnError::Unavailable => Status::unavailable(error.to_string()),
-            _ => Status::unauthenticated(error.to_string()),
-        }
+        let (code, why) = match error {
+            AuthnError::Missing => (Code::Unauthenticated, reason::TOKEN_MISSING),
+            AuthnError::Invalid => (Code::Unauthenticated, reason::TOKEN_INVALID),
+            AuthnError::Expired => (Code::Unauthenticated, reason::TOKEN_EXPIRED),
+            AuthnError::Ended => (Code::Unauthenticated, reason::SESSION_ENDED),
+            AuthnError::Unavailable => (Code::Unavailable, reason::SESSION_CHECK_UNAVAILABLE),
+        };
+        error_info::status(code, why, error.to_string())
     }
 }
 
@@ -219,7 +224,10 @@ pub fn maybe_caller<T>(request: &tonic::Request<T>) -> Result<Option<Caller>, St
         Some(Identity::Anonymous) => Ok(None),
         // The layer did not run: a wiring mistake, refused rather than
         // served as anonymous.
-        None => Err(Status::internal("authentication layer missing")),
+        None => {
+            tracing::error!("authentication layer missing");
+            Err(error_info::internal())
+        }
     }
 }
 
@@ -235,12 +243,14 @@ pub fn require_service<T>(
 ) -> Result<Service, Status> {
     match calling_service(request) {
         Some(service) if allowed.contains(&service) => Ok(service),
-        Some(service) => Err(Status::new(
+        Some(service) => Err(error_info::status(
             Code::PermissionDenied,
+            reason::SERVICE_NOT_ALLOWED,
             format!("this call is not open to the {service} service"),
         )),
-        None => Err(Status::new(
+        None => Err(error_info::status(
             Code::PermissionDenied,
+            reason::SERVICE_NOT_ALLOWED,
             "this call is internal to Quill's services",
         )),
     }

@@ -27,6 +27,22 @@ pub enum Denied {
     Rule(&'static str),
 }
 
+/// PERMISSION_DENIED, naming the missing permission when it is one.
+impl From<Denied> for tonic::Status {
+    fn from(denied: Denied) -> Self {
+        let metadata: &[(&str, &str)] = match denied {
+            Denied::Missing(permission) => &[("permission", permission.as_str())],
+            Denied::Rule(_) => &[],
+        };
+        crate::error_info::with_metadata(
+            tonic::Code::PermissionDenied,
+            crate::error_info::reason::PERMISSION_DENIED,
+            metadata,
+            denied.to_string(),
+        )
+    }
+}
+
 impl Role {
     /// `Ok` if this role has `permission`.
     pub fn require(self, permission: Permission) -> Result<(), Denied> {

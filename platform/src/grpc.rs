@@ -13,7 +13,7 @@ use tonic::{
     service::Routes,
     transport::{Channel, Server},
 };
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::ErrorDetails;
 use tower_http::{
     classify::{GrpcCode, GrpcErrorsAsFailures, SharedClassifier},
     trace::TraceLayer,
@@ -23,6 +23,7 @@ use tracing::field::Empty;
 pub use crate::rpc_trace::Traced;
 use crate::{
     authn::{Authenticator, AuthnLayer},
+    error_info,
     in_flight::InFlight,
     request_id::RequestIdLayer,
     retry_calls::{self, RetryCalls},
@@ -178,8 +179,9 @@ fn rpc_span<B>(request: &http::Request<B>) -> tracing::Span {
 pub type FieldViolations = Vec<(&'static str, String)>;
 
 /// A status whose details name the offending fields (`google.rpc.BadRequest`),
-/// which the gateway turns into RealWorld's `{"errors":{field:[msg]}}`.
-pub fn field_violations(code: Code, violations: &[(&str, String)]) -> Status {
+/// which the gateway turns into RealWorld's `{"errors":{field:[msg]}}`, and
+/// say why in a stable `reason` (see [`crate::error_info`]).
+pub fn field_violations(code: Code, reason: &'static str, violations: &[(&str, String)]) -> Status {
     let summary = violations
         .iter()
         .map(|(field, msg)| format!("{field} {msg}"))
@@ -189,5 +191,5 @@ pub fn field_violations(code: Code, violations: &[(&str, String)]) -> Status {
     for (field, msg) in violations {
         details.add_bad_request_violation(*field, msg.clone());
     }
-    Status::with_error_details(code, summary, details)
+    error_info::with_details(code, reason, &[], summary, details)
 }

@@ -8,6 +8,7 @@ pub mod authn;
 pub mod authz;
 pub mod balance;
 pub mod config;
+pub mod error_info;
 pub mod grpc;
 mod in_flight;
 pub mod limits;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use tonic::Status;
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::ErrorDetails;
 
 /// A limit was reached; the window ends after `retry_after`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -21,7 +21,13 @@ impl From<RateLimited> for Status {
     fn from(limited: RateLimited) -> Self {
         let mut details = ErrorDetails::new();
         details.set_retry_info(Some(limited.retry_after));
-        Status::with_error_details(tonic::Code::ResourceExhausted, limited.to_string(), details)
+        crate::error_info::with_details(
+            tonic::Code::ResourceExhausted,
+            crate::error_info::reason::RATE_LIMITED,
+            &[],
+            limited.to_string(),
+            details,
+        )
     }
 }
 

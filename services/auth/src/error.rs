@@ -2,6 +2,7 @@
 
 use quill_platform::{
     authz::Denied,
+    error_info::{self, reason},
     grpc::{FieldViolations, field_violations},
     rate_limit::RateLimited,
 };
@@ -46,22 +47,33 @@ impl AuthError {
 impl From<AuthError> for Status {
     fn from(error: AuthError) -> Self {
         match error {
-            AuthError::Invalid(violations) => field_violations(Code::InvalidArgument, &violations),
+            AuthError::Invalid(violations) => {
+                field_violations(Code::InvalidArgument, reason::INVALID_FIELDS, &violations)
+            }
             AuthError::Taken(field) => field_violations(
                 Code::AlreadyExists,
+                reason::ALREADY_TAKEN,
                 &[(field, "has already been taken".to_owned())],
             ),
             AuthError::InvalidCredentials => field_violations(
                 Code::Unauthenticated,
+                reason::CREDENTIALS_INVALID,
                 &[("email or password", "is invalid".to_owned())],
             ),
-            AuthError::Unauthenticated(why) => Status::unauthenticated(why),
-            AuthError::Banned => Status::permission_denied("account is banned"),
-            AuthError::Forbidden(denied) => Status::permission_denied(denied.to_string()),
-            AuthError::NotFound(what) => Status::not_found(format!("{what} not found")),
+            AuthError::Unauthenticated(why) => {
+                error_info::status(Code::Unauthenticated, reason::UNAUTHENTICATED, why)
+            }
+            AuthError::Banned => error_info::status(
+                Code::PermissionDenied,
+                reason::ACCOUNT_BANNED,
+                "account is banned",
+            ),
+            AuthError::Forbidden(denied) => denied.into(),
+            AuthError::NotFound(what) => error_info::not_found(what),
             AuthError::RateLimited(limited) => limited.into(),
             AuthError::ReauthRequired => field_violations(
                 Code::PermissionDenied,
+                reason::REAUTHENTICATION_REQUIRED,
                 &[(
                     "currentPassword",
                     "is required to change the email or password (or sign in again)".to_owned(),
@@ -69,12 +81,13 @@ impl From<AuthError> for Status {
             ),
             AuthError::ReauthFailed => field_violations(
                 Code::PermissionDenied,
+                reason::REAUTHENTICATION_FAILED,
                 &[("currentPassword", "is incorrect".to_owned())],
             ),
             // Internal details go to the log, never to the client.
             AuthError::Database(_) | AuthError::Redis(_) | AuthError::Internal(_) => {
                 tracing::error!(error = %error, "internal error");
-                Status::internal("internal error")
+                error_info::internal()
             }
         }
     }

@@ -2,6 +2,7 @@
 
 use quill_platform::{
     authz::Denied,
+    error_info::{self, reason},
     grpc::{FieldViolations, field_violations},
 };
 use tonic::{Code, Status};
@@ -45,19 +46,26 @@ impl From<ContentError> for Status {
     fn from(error: ContentError) -> Self {
         match error {
             ContentError::Invalid(violations) => {
-                field_violations(Code::InvalidArgument, &violations)
+                field_violations(Code::InvalidArgument, reason::INVALID_FIELDS, &violations)
             }
-            ContentError::Unauthenticated(why) => Status::unauthenticated(why),
-            ContentError::Forbidden(denied) => Status::permission_denied(denied.to_string()),
-            ContentError::NotFound(what) => Status::not_found(format!("{what} not found")),
+            ContentError::Unauthenticated(why) => {
+                error_info::status(Code::Unauthenticated, reason::UNAUTHENTICATED, why)
+            }
+            ContentError::Forbidden(denied) => denied.into(),
+            ContentError::NotFound(what) => error_info::not_found(what),
             ContentError::Upstream { what, ref status } => {
                 tracing::warn!(error = %status, "{what} call failed");
-                Status::unavailable(format!("{what} is unavailable, try again"))
+                error_info::with_metadata(
+                    Code::Unavailable,
+                    reason::UPSTREAM_UNAVAILABLE,
+                    &[("upstream", what)],
+                    format!("{what} is unavailable, try again"),
+                )
             }
             // Internal details go to the log, never to the client.
             ContentError::Database(_) | ContentError::Internal(_) => {
                 tracing::error!(error = %error, "internal error");
-                Status::internal("internal error")
+                error_info::internal()
             }
         }
     }

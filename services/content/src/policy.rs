@@ -9,11 +9,7 @@ use uuid::Uuid;
 use crate::error::ContentError;
 
 pub fn may_publish(caller: &Caller) -> Result<(), ContentError> {
-    if caller.role.can(Permission::ArticleCreate) {
-        Ok(())
-    } else {
-        Err(Denied::Rule("your role may not publish articles").into())
-    }
+    Ok(caller.role.require(Permission::ArticleCreate)?)
 }
 
 /// Update and delete: the author, or a moderator.

@@ -1,6 +1,9 @@
 //! What can go wrong in the notification service, and its one mapping to gRPC.
 
-use quill_platform::grpc::{FieldViolations, field_violations};
+use quill_platform::{
+    error_info::{self, reason},
+    grpc::{FieldViolations, field_violations},
+};
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,14 +30,16 @@ impl From<NotificationError> for Status {
     fn from(error: NotificationError) -> Self {
         match error {
             NotificationError::Invalid(violations) => {
-                field_violations(Code::InvalidArgument, &violations)
+                field_violations(Code::InvalidArgument, reason::INVALID_FIELDS, &violations)
             }
-            NotificationError::NotFound(what) => Status::not_found(format!("{what} not found")),
-            NotificationError::TooManyStreams(why) => Status::resource_exhausted(why),
+            NotificationError::NotFound(what) => error_info::not_found(what),
+            NotificationError::TooManyStreams(why) => {
+                error_info::status(Code::ResourceExhausted, reason::TOO_MANY_STREAMS, why)
+            }
             // Internal details go to the log, never to the client.
             NotificationError::Database(_) => {
                 tracing::error!(error = %error, "internal error");
-                Status::internal("internal error")
+                error_info::internal()
             }
         }
     }
