@@ -11,11 +11,17 @@ build:
 
 # Migrate, then run auth, content, notification and the gateway in the foreground (Ctrl-C stops all).
 up: build
+    scripts/backing-services.sh ensure
     scripts/up.sh
 
 # The same with N replicas of each service behind one gateway, calls balanced over them.
 up-replicas n="2": build
+    scripts/backing-services.sh ensure
     scripts/up.sh {{n}}
+
+# What this machine has: PostgreSQL, Redis, RabbitMQ (versions, ports) and the tools the tests need.
+doctor:
+    scripts/backing-services.sh doctor
 
 # Run every test against the real PostgreSQL, Redis and RabbitMQ.
 test:

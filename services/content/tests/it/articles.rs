@@ -237,7 +237,7 @@ async fn a_viewer_cannot_publish() {
             .await,
         Code::PermissionDenied,
     );
-    assert!(status.message().contains("publish"), "{status:?}");
+    assert!(status.message().contains("article:create"), "{status:?}");
     let tags = world
         .client()
         .list_tags(pb::ListTagsRequest {})
