@@ -111,7 +111,7 @@ async fn retire_on(
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    let main = look(connection, &channel, old, old_main_arguments(topology, old)).await?;
+    let main = look(connection, old, old_main_arguments(topology, old)).await?;
     for key in &topology.bindings {
         channel
             .queue_unbind(
@@ -129,13 +129,7 @@ async fn retire_on(
     let retry_queues = topology.retry_delays.len().max(OLD_RETRY_QUEUES);
     for n in 1..=retry_queues {
         let queue = format!("{old}.retry.{n}");
-        look(
-            connection,
-            &channel,
-            &queue,
-            old_retry_arguments(topology, old, n),
-        )
-        .await?;
+        look(connection, &queue, old_retry_arguments(topology, old, n)).await?;
         moved += empty_into(&channel, &queue, &topology.queue).await?;
         if !delete_if_idle(connection, &queue).await? {
             return Ok(Progress::NotEmptyYet);
@@ -150,10 +144,10 @@ async fn retire_on(
 
 /// The queue as it stands, declared as the older Quill declared it. If it
 /// exists with other arguments (another retry schedule), the broker says
-/// so by closing the channel: it exists, so ask passively on a new one.
+/// so by closing the channel: it exists, so ask passively on another. Both
+/// on channels of their own, so the one moving messages stays open.
 async fn look(
     connection: &Connection,
-    channel: &Channel,
     queue: &str,
     arguments: FieldTable,
 ) -> Result<Queue, EventsError> {
@@ -161,10 +155,12 @@ async fn look(
         durable: true,
         ..QueueDeclareOptions::default()
     };
-    if let Ok(found) = channel
+    let declaring = connection.create_channel().await?;
+    if let Ok(found) = declaring
         .queue_declare(queue.into(), durable, arguments)
         .await
     {
+        let _ = declaring.close(200, "looked".into()).await;
         return Ok(found);
     }
     let probe = connection.create_channel().await?;

@@ -1144,3 +1144,61 @@ async fn a_message_redelivered_past_the_delivery_limit_is_parked() -> anyhow::Re
     assert_eq!(Envelope::decode(&parked.data[..])?.event_id, event.event_id);
     Ok(())
 }
+
+/// An older Quill that ran another retry schedule declared its retry
+/// queues with other TTLs: declaring them as this one would is refused, and
+/// the retirement still moves everything and deletes them.
+#[tokio::test]
+async fn classic_queues_of_another_retry_schedule_are_retired_too() -> anyhow::Result<()> {
+    let broker = TestBroker::new();
+    let old = broker.topology("other", &["user.followed"]);
+    let topology = Topology {
+        queue: format!("{}.v2", old.queue),
+        legacy_queue: Some(old.queue.clone()),
+        ..old.clone()
+    };
+    broker.track(topology.clone());
+    let staged = Topology {
+        retry_delays: vec![Duration::from_secs(30)],
+        ..topology.clone()
+    };
+    let conn = broker::connect(&broker.url, "test-older-quill").await?;
+    let channel = conn.create_channel().await?;
+    legacy::declare_as_an_older_quill(&channel, &staged).await?;
+    conn.close(200, "staged".into()).await?;
+    declare(&broker.url, &topology).await?;
+    let bytes = |events: Vec<Envelope>| {
+        events
+            .iter()
+            .map(Message::encode_to_vec)
+            .collect::<Vec<_>>()
+    };
+    publish_raw(
+        &broker.url,
+        &broker.exchange(),
+        "user.followed",
+        &bytes(vec![followed(0), followed(1)]),
+    )
+    .await?;
+    publish_raw(
+        &broker.url,
+        "",
+        &old.retry_queue(1),
+        &bytes(vec![followed(2)]),
+    )
+    .await?;
+
+    assert_eq!(
+        legacy::retire(&broker.url, &topology).await?,
+        legacy::Progress::Done { moved: 3 }
+    );
+    // The routed two reached the new queue directly too (it was bound
+    // already); the inbox applies each once.
+    assert_eq!(broker.ready_messages(&topology.queue).await, 2 + 3);
+    assert_eq!(
+        legacy::retire(&broker.url, &topology).await?,
+        legacy::Progress::Done { moved: 0 },
+        "nothing left, and no error on a broker without old queues"
+    );
+    Ok(())
+}
