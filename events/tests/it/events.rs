@@ -981,6 +981,19 @@ async fn an_idle_relay_is_woken_by_the_commit_not_its_poll() -> anyhow::Result<(
     Ok(())
 }
 
+/// A queue as an older Quill named it (classic, `<prefix>.<name>`), and
+/// the topology of today's build that retires it (`<prefix>.<name>.v2`).
+fn upgraded(broker: &TestBroker, name: &str) -> (Topology, Topology) {
+    let old = broker.topology(name, &["user.followed"]);
+    let topology = Topology {
+        queue: format!("{}.v2", old.queue),
+        legacy_queue: Some(old.queue.clone()),
+        ..old.clone()
+    };
+    broker.track(topology.clone());
+    (old, topology)
+}
+
 /// A broker an older Quill used holds a classic queue for the service (and
 /// its retry queues), with events in them. While an old replica still
 /// consumes it nothing moves; then the consumer retires it: every event is
@@ -990,13 +1003,7 @@ async fn an_idle_relay_is_woken_by_the_commit_not_its_poll() -> anyhow::Result<(
 async fn an_older_brokers_classic_queues_are_retired_losing_nothing() -> anyhow::Result<()> {
     let (_db, pool) = database().await?;
     let broker = TestBroker::new();
-    let old = broker.topology("svc", &["user.followed"]);
-    let topology = Topology {
-        queue: format!("{}.v2", old.queue),
-        legacy_queue: Some(old.queue.clone()),
-        ..old.clone()
-    };
-    broker.track(topology.clone());
+    let (old, topology) = upgraded(&broker, "svc");
 
     let conn = broker::connect(&broker.url, "test-older-quill").await?;
     let channel = conn.create_channel().await?;
@@ -1151,13 +1158,7 @@ async fn a_message_redelivered_past_the_delivery_limit_is_parked() -> anyhow::Re
 #[tokio::test]
 async fn classic_queues_of_another_retry_schedule_are_retired_too() -> anyhow::Result<()> {
     let broker = TestBroker::new();
-    let old = broker.topology("other", &["user.followed"]);
-    let topology = Topology {
-        queue: format!("{}.v2", old.queue),
-        legacy_queue: Some(old.queue.clone()),
-        ..old.clone()
-    };
-    broker.track(topology.clone());
+    let (old, topology) = upgraded(&broker, "other");
     let staged = Topology {
         retry_delays: vec![Duration::from_secs(30)],
         ..topology.clone()

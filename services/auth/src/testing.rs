@@ -16,7 +16,10 @@ use quill_platform::{
     service_identity::Service,
     testing::{self, AuthPeer, TestRedis},
 };
-use quill_proto::{auth::v1::auth_service_client::AuthServiceClient, events::v1::Envelope};
+use quill_proto::{
+    auth::v1::{AuthResponse, RegisterRequest, auth_service_client::AuthServiceClient},
+    events::v1::Envelope,
+};
 use quill_server::{
     ServiceConfig as _,
     testing::{TestDb, TestServer},
@@ -95,6 +98,21 @@ impl TestAuth {
 
     pub fn client(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(self.channel.clone())
+    }
+
+    /// Registers a user through the API, as a front end would: the user
+    /// and their first tokens.
+    pub async fn register(&self, username: &str, email: &str, password: &str) -> AuthResponse {
+        self.client()
+            .register(RegisterRequest {
+                email: email.to_owned(),
+                username: username.to_owned(),
+                password: password.to_owned(),
+                client: None,
+            })
+            .await
+            .expect("register")
+            .into_inner()
     }
 
     /// A probe of the events auth publishes with these routing keys.

@@ -102,3 +102,33 @@ async fn a_draining_replica_answers_not_ready_until_it_stops_listening() {
         .await;
     assert!(fresh.is_err(), "still listening after the drain delay");
 }
+
+/// A client that opened an HTTP/2 connection and went silent (it never
+/// answers the shutdown's PING, never closes) does not hold the drain: the
+/// server is done once no call is in flight, not when every client has
+/// gone (hyper#4170), so a rolling restart is not stretched to its grace
+/// period and killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_connection_does_not_hold_the_drain() {
+    use tokio::io::AsyncWriteExt as _;
+
+    let mut auth = TestAuth::start().await;
+    let mut silent = tokio::net::TcpStream::connect(auth.addr)
+        .await
+        .expect("connect");
+    // The client connection preface and an empty SETTINGS frame; then nothing.
+    silent
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("preface");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let stopping = tokio::time::Instant::now();
+    auth.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "the drain took {:?}",
+        stopping.elapsed()
+    );
+    drop(silent);
+}

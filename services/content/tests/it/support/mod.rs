@@ -6,7 +6,7 @@ use quill_auth::testing::TestAuth;
 use quill_content::testing::TestContent;
 use quill_platform::{grpc::ServiceChannel, service_identity::Service, testing};
 use quill_proto::{
-    auth::v1::{LoginRequest, RegisterRequest},
+    auth::v1::LoginRequest,
     content::v1::{self as pb, content_service_client::ContentServiceClient},
 };
 use tonic::{Code, Request, Status, transport::Channel};
@@ -57,18 +57,7 @@ impl World {
     /// A registered user (role creator, auth's default).
     pub async fn user(&self, username: &str) -> User {
         let email = format!("{}@example.com", username.to_lowercase());
-        let response = self
-            .auth
-            .client()
-            .register(RegisterRequest {
-                email: email.clone(),
-                username: username.to_owned(),
-                password: PASSWORD.to_owned(),
-                client: None,
-            })
-            .await
-            .expect("register")
-            .into_inner();
+        let response = self.auth.register(username, &email, PASSWORD).await;
         let user = response.user.expect("user");
         User {
             id: user.id,

@@ -19,7 +19,6 @@ use quill_notification::{
     testing::{TestNotification, smtp::SmtpSink, use_broker},
 };
 use quill_proto::{
-    auth::v1::RegisterRequest,
     content::v1::{FollowRequest, UnfollowRequest},
     events::v1::{
         ArticleFavorited, ArticlePublished, ArticleSnapshot, CommentAdded, Envelope, UserFollowed,
@@ -121,16 +120,8 @@ impl Stack {
         let email = format!("{username}@example.com");
         let response = self
             .auth
-            .client()
-            .register(RegisterRequest {
-                email: email.clone(),
-                username: username.to_owned(),
-                password: "correct horse battery".to_owned(),
-                client: None,
-            })
-            .await
-            .expect("register")
-            .into_inner();
+            .register(username, &email, "correct horse battery")
+            .await;
         TestUser {
             id: response.user.expect("user").id.parse().expect("user id"),
             username: username.to_owned(),
