@@ -21,7 +21,7 @@ use tower_http::{
 };
 use tracing::{Level, field::Empty};
 
-use crate::{config::CorsOrigins, error::ApiError, routes, state::AppState};
+use crate::{challenge, config::CorsOrigins, error::ApiError, routes, state::AppState};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
                         .on_response(on_response),
                 )
                 .layer(middleware::from_fn(record_metrics))
+                .layer(middleware::from_fn(challenge::announce_ignored_credentials))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::new(
@@ -79,7 +80,7 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
             Method::OPTIONS,
         ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
-        .expose_headers([REQUEST_ID, header::RETRY_AFTER])
+        .expose_headers([REQUEST_ID, header::RETRY_AFTER, header::WWW_AUTHENTICATE])
         .max_age(Duration::from_secs(600));
     match origins {
         CorsOrigins::Any => layer.allow_origin(AllowOrigin::any()),

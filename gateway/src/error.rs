@@ -12,12 +12,16 @@ use serde::Serialize;
 use tonic::Code;
 use tonic_types::StatusExt;
 
+use crate::challenge::challenge;
+
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     /// RealWorld's `{"errors": {field: [messages]}}`.
     errors: BTreeMap<String, Vec<String>>,
     retry_after_secs: Option<u64>,
+    /// `WWW-Authenticate`, on every 401.
+    challenge: Option<HeaderValue>,
 }
 
 impl ApiError {
@@ -26,6 +30,7 @@ impl ApiError {
             status,
             errors: BTreeMap::from([(field.to_owned(), vec![message.into()])]),
             retry_after_secs: None,
+            challenge: None,
         }
     }
 
@@ -33,8 +38,21 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, field, message)
     }
 
+    /// Credentials were presented and refused.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "token", message)
+        let message = message.into();
+        Self {
+            challenge: Some(challenge(Some(&message))),
+            ..Self::new(StatusCode::UNAUTHORIZED, "token", message)
+        }
+    }
+
+    /// No credentials, on a route that needs them.
+    pub fn token_missing() -> Self {
+        Self {
+            challenge: Some(challenge(None)),
+            ..Self::new(StatusCode::UNAUTHORIZED, "token", "is missing")
+        }
     }
 
     pub fn not_found(what: &str) -> Self {
@@ -74,7 +92,10 @@ fn http_status(code: Code) -> StatusCode {
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         Code::PermissionDenied => StatusCode::FORBIDDEN,
         Code::NotFound => StatusCode::NOT_FOUND,
-        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        // RealWorld answers a taken username or email with 422, like any
+        // other invalid field; its clients show those errors and no others.
+        Code::AlreadyExists => StatusCode::UNPROCESSABLE_ENTITY,
+        Code::Aborted => StatusCode::CONFLICT,
         Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
@@ -149,10 +170,13 @@ impl From<tonic::Status> for ApiError {
             };
             errors.insert(field.to_owned(), vec![message]);
         }
+        let challenge =
+            (status.code() == Code::Unauthenticated).then(|| challenge(Some(status.message())));
         Self {
             status: http,
             errors,
             retry_after_secs: None,
+            challenge,
         }
     }
 }
@@ -174,6 +198,11 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if let Some(challenge) = self.challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
         response
     }
 }
@@ -189,7 +218,7 @@ mod tests {
             (Code::Unauthenticated, 401),
             (Code::PermissionDenied, 403),
             (Code::NotFound, 404),
-            (Code::AlreadyExists, 409),
+            (Code::AlreadyExists, 422),
             (Code::ResourceExhausted, 429),
             (Code::Unavailable, 503),
             (Code::DeadlineExceeded, 504),

@@ -12,7 +12,7 @@ use axum::{
 use quill_platform::authn::{AuthnError, Caller};
 use serde::de::DeserializeOwned;
 
-use crate::{error::ApiError, state::AppState};
+use crate::{challenge::IgnoredCredentials, error::ApiError, state::AppState};
 
 /// `axum::Json`, but malformed, mistyped or oversized bodies become
 /// `{"errors":{"body":[...]}}` with 400, 422, 413 or 415.
@@ -63,12 +63,19 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = token_from(parts)?.ok_or_else(|| ApiError::unauthorized("is missing"))?;
-        authenticate(token, state).await
+        let token = token_from(parts)
+            .map_err(Refused::into_error)?
+            .ok_or_else(ApiError::token_missing)?;
+        authenticate(token, state)
+            .await
+            .map_err(Refused::into_error)
     }
 }
 
-/// Absent credentials are fine; present but bad credentials are still a 401.
+/// For public reads: absent credentials are anonymous, and so are
+/// credentials that do not hold, said so in `WWW-Authenticate` (see
+/// [`crate::challenge`]). Only an unknown session state is an error: the
+/// caller may well be signed in, and would see a wrong page.
 impl OptionalFromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
@@ -76,21 +83,50 @@ impl OptionalFromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Option<Self>, Self::Rejection> {
-        match token_from(parts)? {
-            Some(token) => authenticate(token, state).await.map(Some),
-            None => Ok(None),
+        let outcome = match token_from(parts) {
+            Ok(None) => return Ok(None),
+            Ok(Some(token)) => authenticate(token, state).await,
+            Err(malformed) => Err(malformed),
+        };
+        match outcome {
+            Ok(user) => Ok(Some(user)),
+            Err(Refused::Credentials(reason)) => {
+                if let Some(ignored) = parts.extensions.get::<IgnoredCredentials>() {
+                    ignored.record(reason);
+                }
+                Ok(None)
+            }
+            Err(Refused::SessionStateUnknown) => Err(Refused::SessionStateUnknown.into_error()),
+        }
+    }
+}
+
+/// Why credentials did not authenticate.
+enum Refused {
+    /// They do not hold, for the reason given.
+    Credentials(&'static str),
+    /// Neither the session cache nor auth could say whether the session
+    /// is live.
+    SessionStateUnknown,
+}
+
+impl Refused {
+    fn into_error(self) -> ApiError {
+        match self {
+            Self::Credentials(reason) => ApiError::unauthorized(reason),
+            Self::SessionStateUnknown => ApiError::unavailable("session store"),
         }
     }
 }
 
 /// Accepts RealWorld's `Token <jwt>` and the standard `Bearer <jwt>`.
-fn token_from(parts: &Parts) -> Result<Option<String>, ApiError> {
+fn token_from(parts: &Parts) -> Result<Option<String>, Refused> {
     let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
     let value = value
         .to_str()
-        .map_err(|_| ApiError::unauthorized("is malformed"))?;
+        .map_err(|_| Refused::Credentials("is malformed"))?;
     match value.split_once(' ') {
         Some((scheme, token))
             if (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
@@ -98,20 +134,20 @@ fn token_from(parts: &Parts) -> Result<Option<String>, ApiError> {
         {
             Ok(Some(token.trim().to_owned()))
         }
-        _ => Err(ApiError::unauthorized(
+        _ => Err(Refused::Credentials(
             "must be 'Token <jwt>' or 'Bearer <jwt>'",
         )),
     }
 }
 
-async fn authenticate(token: String, state: &AppState) -> Result<AuthUser, ApiError> {
+async fn authenticate(token: String, state: &AppState) -> Result<AuthUser, Refused> {
     match state.authn.authenticate(&token).await {
         Ok(caller) => Ok(AuthUser { token, caller }),
-        Err(AuthnError::Expired) => Err(ApiError::unauthorized("has expired")),
-        Err(AuthnError::Ended) => Err(ApiError::unauthorized("session has ended")),
+        Err(AuthnError::Expired) => Err(Refused::Credentials("has expired")),
+        Err(AuthnError::Ended) => Err(Refused::Credentials("session has ended")),
         // Unknown session state: refuse rather than admit a revoked token.
-        Err(AuthnError::Unavailable) => Err(ApiError::unavailable("session store")),
-        Err(AuthnError::Invalid | AuthnError::Missing) => Err(ApiError::unauthorized("is invalid")),
+        Err(AuthnError::Unavailable) => Err(Refused::SessionStateUnknown),
+        Err(AuthnError::Invalid | AuthnError::Missing) => Err(Refused::Credentials("is invalid")),
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod app;
 mod bodies;
 mod calls;
+pub mod challenge;
 pub mod config;
 pub mod error;
 pub mod extract;

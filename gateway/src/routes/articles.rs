@@ -82,7 +82,7 @@ fn present(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.is_empty())
 }
 
-fn count(field: &str, value: Option<String>) -> Result<u32, ApiError> {
+pub(super) fn count(field: &str, value: Option<String>) -> Result<u32, ApiError> {
     match present(value) {
         None => Ok(0),
         Some(v) => v

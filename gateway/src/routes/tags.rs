@@ -2,11 +2,13 @@
 
 use axum::{Json, response::IntoResponse};
 use quill_proto::content::v1 as pb;
+use serde::Deserialize;
 
 use crate::{
     bodies::articles::TagsBody,
     calls::Calls,
     error::ApiError,
+    extract::ApiQuery,
     route_table::{RouteTable, get},
 };
 
@@ -14,10 +16,20 @@ pub fn routes() -> RouteTable {
     RouteTable::default().route("/api/tags", get(list_tags))
 }
 
-async fn list_tags(calls: Calls) -> Result<impl IntoResponse, ApiError> {
+/// `limit`: how many of the most used tags (default 20, at most 1,000).
+#[derive(Deserialize)]
+struct TagsQuery {
+    limit: Option<String>,
+}
+
+async fn list_tags(
+    calls: Calls,
+    ApiQuery(query): ApiQuery<TagsQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = super::articles::count("limit", query.limit)?;
     let tags = calls
         .content(None)
-        .list_tags(pb::ListTagsRequest {})
+        .list_tags(pb::ListTagsRequest { limit })
         .await?
         .into_inner();
     Ok(Json(TagsBody::from(tags)))

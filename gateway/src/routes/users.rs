@@ -52,7 +52,8 @@ struct LoginUser {
 }
 
 /// Front ends post back the whole user object they were given, so fields we
-/// hand out (`token`, `refreshToken`) are accepted and ignored.
+/// hand out (`token`, `refreshToken`, `role`) are accepted and ignored (a
+/// role changes only through administration).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct UpdateUser {
@@ -71,6 +72,8 @@ struct UpdateUser {
     _token: Option<serde::de::IgnoredAny>,
     #[serde(rename = "refreshToken")]
     _refresh_token: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "role")]
+    _role: Option<serde::de::IgnoredAny>,
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).

@@ -66,13 +66,13 @@ async fn register_login_and_current_user_follow_realworld_shapes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conflicts_and_wrong_passwords_use_the_error_format() {
+async fn a_taken_email_and_wrong_passwords_use_the_error_format() {
     let gw = TestGateway::start().await;
     let kate = gw.register("kate").await;
     let dup_email = gw
         .post("/api/users", None, json!({"user": {"username": "kate2", "email": "KATE@example.com", "password": "long enough"}}))
         .await;
-    assert_eq!(dup_email.status, StatusCode::CONFLICT);
+    assert_eq!(dup_email.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         dup_email.body,
         json!({"errors": {"email": ["has already been taken"]}})
@@ -209,6 +209,13 @@ async fn bad_tokens_are_refused_with_401() {
         let response = gw.get("/api/user", Some(&token)).await;
         assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{what}");
         assert_eq!(errors_for(&response.body, "token"), vec![message], "{what}");
+        assert_eq!(
+            response.headers["www-authenticate"],
+            format!(
+                r#"Bearer realm="quill", error="invalid_token", error_description="{message}""#
+            ),
+            "{what}"
+        );
     }
     let scheme = gw
         .send(
@@ -222,6 +229,10 @@ async fn bad_tokens_are_refused_with_401() {
     assert_eq!(
         (missing.status, errors_for(&missing.body, "token")),
         (StatusCode::UNAUTHORIZED, vec!["is missing".to_owned()])
+    );
+    assert_eq!(
+        missing.headers["www-authenticate"],
+        r#"Bearer realm="quill""#
     );
 }
 

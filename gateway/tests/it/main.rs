@@ -7,6 +7,7 @@
 mod accounts_api;
 mod content_api;
 mod edge;
+mod front_end;
 mod hostile_input;
 mod metrics;
 mod notification_rules;

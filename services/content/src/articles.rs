@@ -310,10 +310,15 @@ impl Content {
         self.page(result, page.limit, true).await
     }
 
-    /// The most used tags, at most `MAX_LISTED_TAGS`: the list's size must
-    /// not grow with whatever users invent.
-    pub async fn tags(&self) -> Result<Vec<String>, ContentError> {
-        Ok(repo::tags_in_use(&self.pool, validation::MAX_LISTED_TAGS).await?)
+    /// The `limit` most used tags (0: the default), at most
+    /// `MAX_LISTED_TAGS`: the list's size must not grow with whatever users
+    /// invent.
+    pub async fn tags(&self, limit: u32) -> Result<Vec<String>, ContentError> {
+        let limit = match limit {
+            0 => validation::DEFAULT_LISTED_TAGS,
+            n => n.min(validation::MAX_LISTED_TAGS),
+        };
+        Ok(repo::tags_in_use(&self.pool, i64::from(limit)).await?)
     }
 
     fn position(&self, cursor: Option<&str>, violations: &mut Violations) -> Option<Position> {

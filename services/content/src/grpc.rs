@@ -209,9 +209,9 @@ impl ContentService for ContentGrpc {
 
     async fn list_tags(
         &self,
-        _request: Request<pb::ListTagsRequest>,
+        request: Request<pb::ListTagsRequest>,
     ) -> Reply<pb::ListTagsResponse> {
-        let tags = self.content.tags().await?;
+        let tags = self.content.tags(request.get_ref().limit).await?;
         Ok(Response::new(pb::ListTagsResponse { tags }))
     }
 

@@ -43,8 +43,10 @@ pub const MAX_LIMIT: u32 = 100;
 /// article's; longer threads page on (`next_cursor`).
 pub const DEFAULT_COMMENT_LIMIT: u32 = 100;
 pub const MAX_COMMENT_LIMIT: u32 = 100;
-/// The tag list (RealWorld's "popular tags") names the most used ones.
-pub const MAX_LISTED_TAGS: i64 = 1_000;
+/// The tag list (RealWorld's "popular tags") names the most used ones:
+/// a front end's sidebar by default, more on request.
+pub const DEFAULT_LISTED_TAGS: u32 = 20;
+pub const MAX_LISTED_TAGS: u32 = 1_000;
 
 /// The most bytes UTF-8 spends on one character.
 const MAX_BYTES_PER_CHAR: usize = 4;

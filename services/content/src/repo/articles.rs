@@ -348,14 +348,12 @@ pub async fn unlink_tags(db: impl PgExecutor<'_>, article_id: Uuid) -> Result<()
     Ok(())
 }
 
-/// The `max` most used tags, sorted by code point (as the article's own
-/// tag lists are, whatever the database's collation).
+/// The `max` most used tags, most used first; ties by code point
+/// (whatever the database's collation), so the order is stable.
 pub async fn tags_in_use(db: impl PgExecutor<'_>, max: i64) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT name FROM ( \
-             SELECT t.name FROM tags t JOIN article_tags at ON at.tag_id = t.id \
-             GROUP BY t.id, t.name ORDER BY count(*) DESC, t.name COLLATE \"C\" LIMIT $1 \
-         ) popular ORDER BY name COLLATE \"C\"",
+        "SELECT t.name FROM tags t JOIN article_tags at ON at.tag_id = t.id \
+         GROUP BY t.id, t.name ORDER BY count(*) DESC, t.name COLLATE \"C\" LIMIT $1",
     )
     .bind(max)
     .fetch_all(db)

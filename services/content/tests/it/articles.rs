@@ -54,7 +54,7 @@ async fn a_creator_publishes_and_anyone_reads_it() {
     assert_eq!(read, created);
     let tags = world
         .client()
-        .list_tags(pb::ListTagsRequest {})
+        .list_tags(pb::ListTagsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -240,7 +240,7 @@ async fn a_viewer_cannot_publish() {
     assert!(status.message().contains("article:create"), "{status:?}");
     let tags = world
         .client()
-        .list_tags(pb::ListTagsRequest {})
+        .list_tags(pb::ListTagsRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -428,7 +428,7 @@ async fn the_author_deletes_and_unknown_slugs_are_not_found() {
     // Its tag is no longer in use.
     let tags = world
         .client()
-        .list_tags(pb::ListTagsRequest {})
+        .list_tags(pb::ListTagsRequest::default())
         .await
         .unwrap()
         .into_inner();

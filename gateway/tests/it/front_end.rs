@@ -1,0 +1,194 @@
+//! What stock RealWorld front ends send and expect, request by request as
+//! they send it: the spec's status codes, the user object posted back as
+//! given, popular tags.
+
+use quill_auth::testing::claims_of;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::support::{TestGateway, errors_for};
+
+#[tokio::test]
+async fn a_taken_username_or_email_is_a_422_naming_the_field() {
+    let gw = TestGateway::start().await;
+    gw.register("jake").await;
+
+    let taken_name = gw
+        .post(
+            "/api/users",
+            None,
+            json!({"user": {"username": "jake", "email": "other@example.com", "password": "long-enough-1"}}),
+        )
+        .await;
+    assert_eq!(taken_name.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        !errors_for(&taken_name.body, "username").is_empty(),
+        "{:?}",
+        taken_name.body
+    );
+
+    let taken_email = gw
+        .post(
+            "/api/users",
+            None,
+            json!({"user": {"username": "other", "email": "jake@example.com", "password": "long-enough-1"}}),
+        )
+        .await;
+    assert_eq!(taken_email.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        !errors_for(&taken_email.body, "email").is_empty(),
+        "{:?}",
+        taken_email.body
+    );
+}
+
+#[tokio::test]
+async fn the_settings_page_posts_back_the_user_it_was_given() {
+    let gw = TestGateway::start().await;
+    let jake = gw.register("jake").await;
+    let mut user = gw.get("/api/user", Some(&jake.token)).await.body["user"].clone();
+    assert_eq!(user["role"], "creator");
+    user["bio"] = json!("I work at statefarm");
+
+    let saved = gw
+        .call(
+            Method::PUT,
+            "/api/user",
+            Some(&jake.token),
+            Some(json!({ "user": user })),
+        )
+        .await;
+
+    assert_eq!(saved.status, StatusCode::OK, "{:?}", saved.body);
+    assert_eq!(saved.body["user"]["bio"], "I work at statefarm");
+    // A role posted back is not a way to change it.
+    let mut promoted = saved.body["user"].clone();
+    promoted["role"] = json!("admin");
+    let saved = gw
+        .call(
+            Method::PUT,
+            "/api/user",
+            Some(&jake.token),
+            Some(json!({ "user": promoted })),
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::OK, "{:?}", saved.body);
+    assert_eq!(saved.body["user"]["role"], "creator");
+}
+
+#[tokio::test]
+async fn popular_tags_come_most_used_first_and_bounded() {
+    let gw = TestGateway::start().await;
+    let jake = gw.register("jake").await;
+    // "zebra" on three articles, "middle" on two, then 25 tags used once.
+    gw.article(&jake, "One", &["zebra", "middle", "a-00"]).await;
+    gw.article(&jake, "Two", &["zebra", "middle"]).await;
+    let rare: Vec<String> = (1..25).map(|i| format!("a-{i:02}")).collect();
+    let rare: Vec<&str> = rare.iter().map(String::as_str).collect();
+    for chunk in rare.chunks(12) {
+        let mut tags = vec!["zebra"];
+        tags.extend_from_slice(chunk);
+        gw.article(&jake, &format!("Three {}", chunk[0]), &tags)
+            .await;
+    }
+
+    let tags = gw.get("/api/tags", None).await;
+    assert_eq!(tags.status, StatusCode::OK);
+    let tags: Vec<String> = serde_json::from_value(tags.body["tags"].clone()).unwrap();
+    assert_eq!(tags.len(), 20, "the default page is 20 tags: {tags:?}");
+    assert_eq!(&tags[..4], ["zebra", "middle", "a-00", "a-01"]);
+
+    let all = gw.get("/api/tags?limit=1000", None).await;
+    assert_eq!(all.body["tags"].as_array().unwrap().len(), 27);
+    let two = gw.get("/api/tags?limit=2", None).await;
+    assert_eq!(two.body["tags"], json!(["zebra", "middle"]));
+    let bad = gw.get("/api/tags?limit=lots", None).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!errors_for(&bad.body, "limit").is_empty(), "{:?}", bad.body);
+}
+
+/// The official Postman suite posts `["training", "dragons"]` and expects
+/// `dragons` first: tag lists are sorted, whatever order they came in.
+#[tokio::test]
+async fn tag_lists_come_back_sorted_as_the_official_suite_expects() {
+    let gw = TestGateway::start().await;
+    let jake = gw.register("jake").await;
+
+    let article = gw.article(&jake, "Dragons", &["training", "dragons"]).await;
+
+    assert_eq!(article["tagList"], json!(["dragons", "training"]));
+}
+
+/// Front ends attach their stored token to every request, including the
+/// home page's article list: one that expired, broke, or whose session
+/// ended must not empty the page.
+#[tokio::test]
+async fn a_public_read_with_a_bad_token_is_served_as_anonymous_and_says_why() {
+    let gw = TestGateway::start().await;
+    let jake = gw.register("jake").await;
+    let article = gw.article(&jake, "Dragons", &["dragons"]).await;
+    let slug = article["slug"].as_str().unwrap();
+    gw.favorite(&jake, slug).await;
+    let claims = claims_of(&jake.token);
+    let mut expired = claims.clone();
+    expired["exp"] = json!(claims["iat"].as_i64().unwrap() - 60);
+    let ended = gw.register("ended").await;
+    let logout = gw
+        .post("/api/users/logout", Some(&ended.token), json!({}))
+        .await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+
+    for (what, token, reason) in [
+        ("expired", gw.auth.sign(&expired), "has expired"),
+        ("malformed", "garbage".to_owned(), "is invalid"),
+        (
+            "of an ended session",
+            ended.token.clone(),
+            "session has ended",
+        ),
+    ] {
+        for path in [
+            "/api/articles".to_owned(),
+            format!("/api/articles/{slug}"),
+            format!("/api/articles/{slug}/comments"),
+            "/api/profiles/jake".to_owned(),
+        ] {
+            let response = gw.get(&path, Some(&token)).await;
+            assert_eq!(
+                response.status,
+                StatusCode::OK,
+                "{what} {path}: {:?}",
+                response.body
+            );
+            assert_eq!(
+                response.headers["www-authenticate"],
+                format!(
+                    r#"Bearer realm="quill", error="invalid_token", error_description="{reason}""#
+                ),
+                "{what} {path}"
+            );
+        }
+        let list = gw.get("/api/articles", Some(&token)).await;
+        assert_eq!(list.body["articlesCount"], 1, "{what}");
+        assert_eq!(
+            list.body["articles"][0]["favorited"], false,
+            "served as anonymous"
+        );
+        // A write still refuses it.
+        let write = gw
+            .post(
+                &format!("/api/articles/{slug}/favorite"),
+                Some(&token),
+                json!({}),
+            )
+            .await;
+        assert_eq!(write.status, StatusCode::UNAUTHORIZED, "{what}");
+    }
+
+    // A good token is used, and nothing is said.
+    let signed_in = gw.get("/api/articles", Some(&jake.token)).await;
+    assert_eq!(signed_in.body["articles"][0]["favorited"], true);
+    assert!(!signed_in.headers.contains_key("www-authenticate"));
+    let anonymous = gw.get("/api/articles", None).await;
+    assert!(!anonymous.headers.contains_key("www-authenticate"));
+}
