@@ -36,7 +36,17 @@ pub enum TokenError {
     BadKey(String),
 }
 
-/// Verifies EdDSA-signed access tokens against a set of public keys by `kid`.
+/// The audience of session tokens: the access tokens' audience, marked, so
+/// verifiers that check signatures alone (and so cannot see a revocation)
+/// refuse tokens that live for days.
+pub fn session_audience(audience: &str) -> String {
+    format!("{audience}:session")
+}
+
+/// Verifies EdDSA-signed access and session tokens against a set of public
+/// keys by `kid`. Accepting session tokens is safe only because every Quill
+/// process follows a verification with the session check
+/// ([`crate::authn`]).
 #[derive(Clone)]
 pub struct TokenVerifier {
     keys: HashMap<String, DecodingKey>,
@@ -61,7 +71,7 @@ impl TokenVerifier {
         // confusion are rejected before any signature check.
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
+        validation.set_audience(&[audience.to_owned(), session_audience(audience)]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.leeway = 5;
         Ok(Self { keys, validation })

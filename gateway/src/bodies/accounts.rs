@@ -16,11 +16,16 @@ fn role_name(role: i32) -> &'static str {
     }
 }
 
-/// RealWorld's user object, plus our `role`, and `refreshToken` when one was
-/// issued.
+/// RealWorld's user object, plus our `role`, and `accessToken` with
+/// `refreshToken` when they were issued. RealWorld's `token` is the session
+/// token: stock front ends never refresh, so it lives as long as the
+/// session, and every request checks the session is live (see README,
+/// "Tokens").
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token: Option<String>,
     bio: Option<String>,
     email: String,
     image: Option<String>,
@@ -43,9 +48,12 @@ impl UserBody {
         Self::new(user, token, None)
     }
 
-    fn new(user: pb::User, token: String, refresh_token: Option<String>) -> Self {
+    /// `issued`: the access and refresh tokens of a new credential set.
+    fn new(user: pb::User, token: String, issued: Option<(String, String)>) -> Self {
+        let (access_token, refresh_token) = issued.unzip();
         Self {
             user: User {
+                access_token,
                 bio: user.bio,
                 email: user.email,
                 image: user.image,
@@ -64,16 +72,21 @@ impl TryFrom<pb::AuthResponse> for UserBody {
 
     fn try_from(response: pb::AuthResponse) -> Result<Self, ApiError> {
         let (Some(user), Some(tokens)) = (response.user, response.tokens) else {
-            return Err(ApiError::from(tonic::Status::internal(
-                "incomplete auth response",
-            )));
+            return Err(incomplete());
         };
+        if tokens.session_token.is_empty() {
+            return Err(incomplete());
+        }
         Ok(Self::new(
             user,
-            tokens.access_token,
-            Some(tokens.refresh_token),
+            tokens.session_token,
+            Some((tokens.access_token, tokens.refresh_token)),
         ))
     }
+}
+
+fn incomplete() -> ApiError {
+    ApiError::from(tonic::Status::internal("incomplete auth response"))
 }
 
 #[derive(Serialize)]
@@ -213,12 +226,13 @@ mod tests {
     }
 
     #[test]
-    fn a_login_returns_the_user_with_both_tokens() {
+    fn a_login_returns_the_session_token_as_realworlds_token_and_the_others_beside() {
         let body = UserBody::try_from(pb::AuthResponse {
             user: Some(jake()),
             tokens: Some(pb::Tokens {
-                access_token: "jwt".into(),
+                access_token: "access".into(),
                 refresh_token: "refresh".into(),
+                session_token: "session".into(),
                 ..pb::Tokens::default()
             }),
         })
@@ -227,7 +241,8 @@ mod tests {
             &body,
             &json!({ "user": {
                 "email": "jake@jake.jake",
-                "token": "jwt",
+                "token": "session",
+                "accessToken": "access",
                 "username": "jake",
                 "bio": "I work at statefarm",
                 "image": null,
@@ -254,14 +269,22 @@ mod tests {
 
     #[test]
     fn an_auth_response_without_tokens_is_a_server_error() {
-        let response = pb::AuthResponse {
-            user: Some(jake()),
-            tokens: None,
-        };
-        let Err(error) = UserBody::try_from(response) else {
-            panic!("an auth response without tokens converted");
-        };
-        assert_eq!(error.status().as_u16(), 500);
+        for tokens in [
+            None,
+            Some(pb::Tokens {
+                access_token: "access".into(),
+                ..pb::Tokens::default()
+            }),
+        ] {
+            let response = pb::AuthResponse {
+                user: Some(jake()),
+                tokens,
+            };
+            let Err(error) = UserBody::try_from(response) else {
+                panic!("an auth response without a session token converted");
+            };
+            assert_eq!(error.status().as_u16(), 500);
+        }
     }
 
     #[test]

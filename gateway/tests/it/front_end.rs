@@ -2,11 +2,13 @@
 //! they send it: the spec's status codes, the user object posted back as
 //! given, popular tags.
 
+use std::time::Duration;
+
 use quill_auth::testing::claims_of;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::{TestGateway, errors_for};
+use crate::support::{TestGateway, errors_for, with_token};
 
 #[tokio::test]
 async fn a_taken_username_or_email_is_a_422_naming_the_field() {
@@ -191,4 +193,97 @@ async fn a_public_read_with_a_bad_token_is_served_as_anonymous_and_says_why() {
     assert!(!signed_in.headers.contains_key("www-authenticate"));
     let anonymous = gw.get("/api/articles", None).await;
     assert!(!anonymous.headers.contains_key("www-authenticate"));
+}
+
+/// Stock front ends store `token` and never refresh: it must last as long
+/// as the session, while an ended session still stops it on the next
+/// request. Access tokens here live one second, so a front end holding one
+/// would be signed out at once.
+#[tokio::test]
+async fn the_realworld_token_outlives_access_tokens_and_still_ends_with_its_session() {
+    let gw = TestGateway::setup()
+        .auth(|c| c.access_token_ttl = Duration::from_secs(1))
+        .start()
+        .await;
+    let admin = gw.admin("admin").await;
+    let jake = gw.register("jake").await;
+    let jane = gw.register("jane").await;
+    let claims = claims_of(&jake.token);
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert!(
+        lifetime >= 29 * 86_400,
+        "the session's 30 days, not {lifetime} s"
+    );
+    assert_eq!(claims["aud"], "quill:session");
+    let article = gw.article(&jake, "Dragons", &[]).await;
+    let slug = article["slug"].as_str().unwrap().to_owned();
+
+    // Past the access token's second and the verifiers' 5 s of leeway.
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
+
+    let expired = gw.get("/api/user", Some(&jake.access_token)).await;
+    assert_eq!(expired.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(errors_for(&expired.body, "token"), ["has expired"]);
+    // The front end's requests, after the access token's life.
+    assert_eq!(
+        gw.get("/api/user", Some(&jake.token)).await.status,
+        StatusCode::OK
+    );
+    gw.comment(&jane, &slug, "Still here").await;
+    let favorited = gw.favorite(&jane, &slug).await;
+    assert_eq!(favorited["favorited"], true);
+
+    // Logout ends it on the next request, on every port.
+    let logout = gw
+        .post("/api/users/logout", Some(&jake.token), json!({}))
+        .await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    let after = gw.get("/api/user", Some(&jake.token)).await;
+    assert_eq!(errors_for(&after.body, "token"), ["session has ended"]);
+    let direct = gw
+        .content
+        .client()
+        .create_article(with_token(
+            quill_proto::content::v1::CreateArticleRequest {
+                title: "After logout".into(),
+                description: "d".into(),
+                body: "b".into(),
+                tags: vec![],
+            },
+            &jake.token,
+        ))
+        .await;
+    assert_eq!(direct.unwrap_err().code(), tonic::Code::Unauthenticated);
+
+    // So do a ban and a password change (other sessions end).
+    let ban = gw
+        .post("/api/admin/users/jane/ban", Some(&admin.token), json!({}))
+        .await;
+    assert_eq!(ban.status, StatusCode::OK, "{:?}", ban.body);
+    assert_eq!(
+        gw.get("/api/user", Some(&jane.token)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let joe = gw.register("joe").await;
+    let other_device = gw.login(&joe).await.body["user"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let changed = gw
+        .call(
+            Method::PUT,
+            "/api/user",
+            Some(&joe.token),
+            Some(json!({"user": {"password": "a-new-secret-1", "currentPassword": joe.password}})),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
+    assert_eq!(
+        gw.get("/api/user", Some(&other_device)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        gw.get("/api/user", Some(&joe.token)).await.status,
+        StatusCode::OK
+    );
 }

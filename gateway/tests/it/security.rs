@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use quill_platform::{
-    grpc::{AUTHORIZATION, ServiceChannel},
+    grpc::ServiceChannel,
     service_identity::{Service, ServiceCredentials, ServiceSecret},
     testing,
 };
@@ -18,17 +18,8 @@ use quill_proto::{
 };
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use support::{TestGateway, User, errors_for};
-use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
-
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        AUTHORIZATION,
-        MetadataValue::try_from(format!("Bearer {token}")).expect("ascii"),
-    );
-    request
-}
+use support::{TestGateway, User, errors_for, with_token};
+use tonic::{Code, transport::Channel};
 
 fn new_article(title: &str) -> content_pb::CreateArticleRequest {
     content_pb::CreateArticleRequest {
@@ -188,7 +179,7 @@ async fn a_live_subscribe_stream_ends_when_its_token_expires() {
         .start()
         .await;
     let user = gw.register("short-lived").await;
-    let mut stream = subscribe(&gw, &user.token).await;
+    let mut stream = subscribe(&gw, &user.access_token).await;
     tokio::time::timeout(Duration::from_secs(6), until_end(&mut stream))
         .await
         .expect("the stream ends at the token's expiry");

@@ -24,13 +24,15 @@ use crate::{
         sessions::{self, SessionRow},
         users::{self, UserChanges, UserPage, UserRow},
     },
-    tokens::{AccessTokenIssuer, IssuedAccessToken, RefreshToken},
+    tokens::{AccessTokenIssuer, IssuedToken, RefreshToken},
     validation::{self, MAX_BIO_CHARS, MAX_IMAGE_CHARS},
 };
 
 /// What a successful register, login or refresh hands back.
 pub struct Credentials {
-    pub access: IssuedAccessToken,
+    pub access: IssuedToken,
+    /// Lives as long as the session (see [`crate::tokens`]).
+    pub session: IssuedToken,
     pub refresh_token: String,
     pub refresh_expires_at: DateTime<Utc>,
     pub session_id: Uuid,
@@ -195,7 +197,9 @@ impl Accounts {
         }
         sessions::mark_rotated(&mut *tx, &hash).await?;
         sessions::touch(&mut *tx, token.session_id).await?;
-        let credentials = self.issue(&mut tx, &user, token.session_id).await?;
+        let credentials = self
+            .issue(&mut tx, &user, token.session_id, token.session_expires_at)
+            .await?;
         tx.commit().await?;
         Ok((user, credentials))
     }
@@ -438,7 +442,7 @@ impl Accounts {
             expires_at,
         )
         .await?;
-        self.issue(tx, user, session_id).await
+        self.issue(tx, user, session_id, expires_at).await
     }
 
     async fn issue(
@@ -446,15 +450,21 @@ impl Accounts {
         tx: &mut Transaction<'_, Postgres>,
         user: &UserRow,
         session_id: Uuid,
+        session_expires_at: DateTime<Utc>,
     ) -> Result<Credentials, AuthError> {
         let refresh = RefreshToken::generate();
         sessions::add_refresh_token(&mut **tx, &RefreshToken::hash(&refresh.0), session_id).await?;
-        let access = self.issuer.issue(user.id, session_id, role_of(user))?;
+        let role = role_of(user);
+        let access = self.issuer.issue(user.id, session_id, role)?;
+        let session =
+            self.issuer
+                .issue_session_token(user.id, session_id, role, session_expires_at)?;
         Ok(Credentials {
             access,
+            session,
             refresh_token: refresh.0,
-            // Sliding sessions would extend this; ours end at a fixed time.
-            refresh_expires_at: Utc::now() + self.refresh_ttl,
+            // Sessions end at a fixed time, and their refresh tokens with them.
+            refresh_expires_at: session_expires_at,
             session_id,
         })
     }
@@ -463,8 +473,10 @@ impl Accounts {
     /// fails the change is rolled back, and if the commit fails afterwards the
     /// worst case is a session refused early, never one accepted late.
     async fn revoke_in_cache(&self, sessions: &[Uuid]) -> Result<(), AuthError> {
-        // Outlive the longest-lived access token plus verifier leeway.
-        let ttl = self.issuer.ttl + Duration::from_secs(10);
+        // Outlive the longest-lived token (a session token, as long as a
+        // session) plus verifier leeway; a lost entry only costs a miss
+        // that asks the database again.
+        let ttl = self.refresh_ttl + Duration::from_secs(10);
         Ok(self.sessions.end(sessions, ttl).await?)
     }
 }

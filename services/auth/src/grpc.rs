@@ -342,6 +342,8 @@ fn auth_response(user: &UserRow, credentials: Credentials) -> pb::AuthResponse {
             refresh_token: credentials.refresh_token,
             refresh_token_expires_at: Some(to_proto(credentials.refresh_expires_at)),
             session_id: credentials.session_id.to_string(),
+            session_token: credentials.session.token,
+            session_token_expires_at: Some(to_proto(credentials.session.expires_at)),
         }),
     }
 }

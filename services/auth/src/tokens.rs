@@ -1,4 +1,12 @@
-//! Issuing credentials: EdDSA-signed access tokens and opaque refresh tokens.
+//! Issuing credentials: EdDSA-signed access and session tokens, and opaque
+//! refresh tokens.
+//!
+//! Both signed kinds carry the same claims. An access token lives minutes;
+//! a session token lives as long as its session, for clients that cannot
+//! refresh (stock RealWorld front ends), and says so in its audience
+//! (`<audience>:session`, see [`quill_platform::token::session_audience`]), so
+//! a verifier that checks signatures alone refuses it. Quill's own services
+//! accept both because they check the session's state on every call.
 
 use std::time::Duration;
 
@@ -9,7 +17,10 @@ use ed25519_dalek::{
     pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding},
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use quill_platform::{authz::Role, token::Claims};
+use quill_platform::{
+    authz::Role,
+    token::{Claims, session_audience},
+};
 use rand::{RngCore, rngs::OsRng};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -26,7 +37,7 @@ pub struct AccessTokenIssuer {
     pub ttl: Duration,
 }
 
-pub struct IssuedAccessToken {
+pub struct IssuedToken {
     pub token: String,
     pub expires_at: DateTime<Utc>,
 }
@@ -84,28 +95,46 @@ impl AccessTokenIssuer {
         &self.public_key_pem
     }
 
-    pub fn issue(
+    /// An access token: `ttl` long.
+    pub fn issue(&self, user: Uuid, session: Uuid, role: Role) -> Result<IssuedToken, AuthError> {
+        let expires_at = Utc::now() + self.ttl;
+        self.sign(user, session, role, expires_at, self.audience.clone())
+    }
+
+    /// A session token: valid until the session expires.
+    pub fn issue_session_token(
         &self,
         user: Uuid,
         session: Uuid,
         role: Role,
-    ) -> Result<IssuedAccessToken, AuthError> {
-        let now = Utc::now();
-        let expires_at = now + self.ttl;
+        session_expires_at: DateTime<Utc>,
+    ) -> Result<IssuedToken, AuthError> {
+        let audience = session_audience(&self.audience);
+        self.sign(user, session, role, session_expires_at, audience)
+    }
+
+    fn sign(
+        &self,
+        user: Uuid,
+        session: Uuid,
+        role: Role,
+        expires_at: DateTime<Utc>,
+        audience: String,
+    ) -> Result<IssuedToken, AuthError> {
         let claims = Claims {
             sub: user,
             sid: session,
             role,
             exp: expires_at.timestamp(),
-            iat: now.timestamp(),
+            iat: Utc::now().timestamp(),
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: audience,
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         let token = encode(&header, &claims, &self.encoding_key)
             .map_err(|e| AuthError::Internal(format!("signing token: {e}")))?;
-        Ok(IssuedAccessToken { token, expires_at })
+        Ok(IssuedToken { token, expires_at })
     }
 }
 
@@ -150,6 +179,34 @@ mod tests {
             (user, session, Role::Creator)
         );
         assert_eq!(claims.exp - claims.iat, 60);
+    }
+
+    #[test]
+    fn a_session_token_lives_with_its_session_and_names_its_kind() {
+        let issuer = issuer(Duration::from_secs(60));
+        let verifier = TokenVerifier::new(
+            [(issuer.kid(), issuer.public_key_pem())],
+            "quill-auth",
+            "quill",
+        )
+        .unwrap();
+        let session_ends = Utc::now() + chrono::Duration::days(30);
+        let token = issuer
+            .issue_session_token(Uuid::new_v4(), Uuid::new_v4(), Role::Viewer, session_ends)
+            .unwrap();
+        let claims = verifier.verify(&token.token).unwrap();
+        assert_eq!(claims.aud, "quill:session");
+        assert_eq!(claims.exp, session_ends.timestamp());
+        // A verifier that knows only access tokens refuses it.
+        let mut strict = jsonwebtoken::Validation::new(Algorithm::EdDSA);
+        strict.set_audience(&["quill"]);
+        let key =
+            jsonwebtoken::DecodingKey::from_ed_pem(issuer.public_key_pem().as_bytes()).unwrap();
+        assert!(jsonwebtoken::decode::<Claims>(&token.token, &key, &strict).is_err());
+        let access = issuer
+            .issue(Uuid::new_v4(), Uuid::new_v4(), Role::Viewer)
+            .unwrap();
+        assert!(jsonwebtoken::decode::<Claims>(&access.token, &key, &strict).is_ok());
     }
 
     #[test]

@@ -101,7 +101,10 @@ pub struct User {
     pub username: String,
     pub email: String,
     pub password: String,
+    /// RealWorld's `token`: the session token.
     pub token: String,
+    /// The short-lived access token issued beside it.
+    pub access_token: String,
     pub refresh_token: String,
 }
 
@@ -294,6 +297,10 @@ impl TestGateway {
                 .as_str()
                 .expect("token")
                 .to_owned(),
+            access_token: response.body["user"]["accessToken"]
+                .as_str()
+                .expect("access token")
+                .to_owned(),
             refresh_token: response.body["user"]["refreshToken"]
                 .as_str()
                 .expect("refresh")
@@ -319,6 +326,10 @@ impl TestGateway {
             token: login.body["user"]["token"]
                 .as_str()
                 .expect("token")
+                .to_owned(),
+            access_token: login.body["user"]["accessToken"]
+                .as_str()
+                .expect("access token")
                 .to_owned(),
             ..user
         }
@@ -470,6 +481,16 @@ fn split_broker_url(url: &str) -> (&str, &str, &str) {
         Some(at) => (&server[..=at], &server[at + 1..], vhost),
         None => ("", server, vhost),
     }
+}
+
+/// A gRPC request carrying `token`, as a caller straight to a service's port.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        quill_platform::grpc::AUTHORIZATION,
+        tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).expect("ascii"),
+    );
+    request
 }
 
 /// The messages RealWorld's error body lists for `field`.
