@@ -91,6 +91,7 @@ async fn ban(
         .ban_user(pb::BanUserRequest { username })
         .await?
         .into_inner();
+    super::users::refresh_author(&calls, &user, &banned.id).await;
     Ok(Json(AdminUserBody::from(banned)))
 }
 
@@ -104,5 +105,6 @@ async fn unban(
         .unban_user(pb::UnbanUserRequest { username })
         .await?
         .into_inner();
+    super::users::refresh_author(&calls, &user, &unbanned.id).await;
     Ok(Json(AdminUserBody::from(unbanned)))
 }

@@ -179,7 +179,30 @@ async fn update_user(
         })
         .await?
         .into_inner();
+    refresh_author(&calls, &user, &updated.id).await;
     Ok(Json(UserBody::current(updated, user.token)))
+}
+
+/// Read-your-writes across services: content shows profiles from its copy
+/// of auth's data, which the `user.*` event updates a moment after auth
+/// answers. Before a change in auth is answered, content copies it, so the
+/// client's next read (a profile, an article's author) shows it. The change
+/// has happened whatever this call's fate: if content cannot be reached, the
+/// answer still goes out and the event brings the copy up to date.
+pub(super) async fn refresh_author(calls: &Calls, actor: &AuthUser, user_id: &str) {
+    let refreshed = calls
+        .content(Some(actor))
+        .refresh_author(quill_proto::content::v1::RefreshAuthorRequest {
+            user_id: user_id.to_owned(),
+        })
+        .await;
+    if let Err(status) = refreshed {
+        tracing::warn!(
+            code = ?status.code(),
+            message = status.message(),
+            "content's copy of a changed user was not refreshed; the event will bring it"
+        );
+    }
 }
 
 async fn logout(calls: Calls, user: AuthUser) -> Result<impl IntoResponse, ApiError> {

@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use quill_auth::testing::claims_of;
+use quill_platform::testing::TcpProxy;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::support::{TestGateway, errors_for, with_token};
+use crate::support::{TestGateway, broker_addr, errors_for, with_token};
 
 #[tokio::test]
 async fn a_taken_username_or_email_is_a_422_naming_the_field() {
@@ -285,5 +286,83 @@ async fn the_realworld_token_outlives_access_tokens_and_still_ends_with_its_sess
     assert_eq!(
         gw.get("/api/user", Some(&joe.token)).await.status,
         StatusCode::OK
+    );
+}
+
+/// A settings page saves, then opens the profile; an admin bans, then
+/// reloads the list. With the broker cut no `user.*` event reaches
+/// content, so every read below sees the change only if the write itself
+/// brought content's copy up to date.
+#[tokio::test]
+async fn a_change_in_auth_is_what_the_next_read_through_content_shows() {
+    let proxy = TcpProxy::start(broker_addr()).await;
+    let gw = TestGateway::start_behind(&proxy).await;
+    let admin = gw.admin("admin").await;
+    let jake = gw.register("jake").await;
+    let article = gw.article(&jake, "Dragons", &[]).await;
+    let slug = article["slug"].as_str().unwrap().to_owned();
+    gw.comment(&jake, &slug, "First!").await;
+    proxy.cut();
+
+    let save = |changes: serde_json::Value| {
+        gw.call(
+            Method::PUT,
+            "/api/user",
+            Some(&jake.token),
+            Some(json!({ "user": changes })),
+        )
+    };
+    let saved =
+        save(json!({"bio": "I work at statefarm", "image": "https://example.com/jake.png"})).await;
+    assert_eq!(saved.status, StatusCode::OK, "{:?}", saved.body);
+    let profile = gw.get("/api/profiles/jake", Some(&jake.token)).await;
+    assert_eq!(profile.body["profile"]["bio"], "I work at statefarm");
+    assert_eq!(
+        profile.body["profile"]["image"],
+        "https://example.com/jake.png"
+    );
+    let comments = gw
+        .get(&format!("/api/articles/{slug}/comments"), None)
+        .await;
+    assert_eq!(
+        comments.body["comments"][0]["author"]["bio"],
+        "I work at statefarm"
+    );
+
+    let renamed = save(json!({"username": "jacob"})).await;
+    assert_eq!(renamed.status, StatusCode::OK, "{:?}", renamed.body);
+    // Read by slug and by the old name first: nothing has asked auth for
+    // the new name yet.
+    let read = gw.get(&format!("/api/articles/{slug}"), None).await;
+    assert_eq!(read.body["article"]["author"]["username"], "jacob");
+    assert_eq!(
+        gw.get("/api/profiles/jake", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let by_author = gw.get("/api/articles?author=jacob", None).await;
+    assert_eq!(by_author.body["articlesCount"], 1, "{:?}", by_author.body);
+
+    let ban = gw
+        .post("/api/admin/users/jacob/ban", Some(&admin.token), json!({}))
+        .await;
+    assert_eq!(ban.status, StatusCode::OK, "{:?}", ban.body);
+    let listed = gw.get("/api/articles", Some(&admin.token)).await;
+    assert_eq!(
+        listed.body["articlesCount"], 0,
+        "a banned author's articles are not listed"
+    );
+    let unban = gw
+        .call(
+            Method::DELETE,
+            "/api/admin/users/jacob/ban",
+            Some(&admin.token),
+            None,
+        )
+        .await;
+    assert_eq!(unban.status, StatusCode::OK, "{:?}", unban.body);
+    let listed = gw.get("/api/articles", Some(&admin.token)).await;
+    assert_eq!(
+        listed.body["articlesCount"], 1,
+        "listed again after the unban"
     );
 }

@@ -70,6 +70,16 @@ impl Authors {
             .ok_or(ContentError::Unauthenticated("unknown user"))
     }
 
+    /// Copies what auth holds about `id` now, over whatever the read-model
+    /// had (unless an event newer than this call already arrived).
+    pub async fn refresh(&self, id: Uuid) -> Result<AuthorRow, ContentError> {
+        self.fetch_and_store(&[id])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(ContentError::NotFound("user"))
+    }
+
     /// Resolves a username through the read-model, then auth.
     pub async fn by_username(&self, username: &str) -> Result<AuthorRow, ContentError> {
         if let Some(author) = authors::by_username(&self.pool, username).await? {

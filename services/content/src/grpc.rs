@@ -58,6 +58,12 @@ impl ContentGrpc {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+fn parse_user_id(id: &str) -> Result<Uuid, ContentError> {
+    id.trim()
+        .parse()
+        .map_err(|_| ContentError::invalid("user_id", "is not a valid id"))
+}
+
 #[tonic::async_trait]
 impl ContentService for ContentGrpc {
     async fn create_article(
@@ -242,6 +248,18 @@ impl ContentService for ContentGrpc {
         Ok(Response::new(profile_message(profile)))
     }
 
+    /// Not a write against the caller's budget: it changes nothing they
+    /// could flood others with, and it follows a write auth has limited.
+    async fn refresh_author(
+        &self,
+        request: Request<pb::RefreshAuthorRequest>,
+    ) -> Reply<pb::RefreshAuthorResponse> {
+        let caller = authn::caller(&request)?;
+        let user = parse_user_id(&request.get_ref().user_id)?;
+        self.content.refresh_author(&caller, user).await?;
+        Ok(Response::new(pb::RefreshAuthorResponse {}))
+    }
+
     type StreamFollowerIdsStream =
         Pin<Box<dyn Stream<Item = Result<pb::FollowerIdBatch, Status>> + Send + 'static>>;
 
@@ -253,11 +271,7 @@ impl ContentService for ContentGrpc {
     ) -> Reply<Self::StreamFollowerIdsStream> {
         authn::require_service(&request, &[Service::Notification])?;
         let r = request.into_inner();
-        let user_id: Uuid = r
-            .user_id
-            .trim()
-            .parse()
-            .map_err(|_| ContentError::invalid("user_id", "is not a valid id"))?;
+        let user_id = parse_user_id(&r.user_id)?;
         let size = follower_batch_size(r.batch_size);
         let as_of = r
             .as_of

@@ -12,6 +12,14 @@ pub fn may_publish(caller: &Caller) -> Result<(), ContentError> {
     Ok(caller.role.require(Permission::ArticleCreate)?)
 }
 
+/// Refreshing content's copy of a user: the user, or who manages users.
+pub fn may_refresh_author(caller: &Caller, user: Uuid) -> Result<(), ContentError> {
+    if caller.user == user {
+        return Ok(());
+    }
+    Ok(caller.role.require(Permission::UserManage)?)
+}
+
 /// Update and delete: the author, or a moderator.
 pub fn may_change_article(caller: &Caller, author_id: Uuid) -> Result<(), ContentError> {
     if caller.user == author_id || caller.role.can(Permission::ArticleModerate) {

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::{
     error::ContentError,
     events::announce,
-    policy::Caller,
+    policy::{self, Caller},
     repo::{authors::AuthorRow, follows},
     service::Content,
     validation,
@@ -36,6 +36,14 @@ impl Content {
             None => false,
         };
         Ok(ProfileView { author, following })
+    }
+
+    /// Content's copy of `user` made current, for read-your-writes after a
+    /// change in auth.
+    pub async fn refresh_author(&self, caller: &Caller, user: Uuid) -> Result<(), ContentError> {
+        policy::may_refresh_author(caller, user)?;
+        self.authors.refresh(user).await?;
+        Ok(())
     }
 
     /// Idempotent in both directions; following yourself is refused. Only a
