@@ -53,28 +53,14 @@ async fn the_settings_page_posts_back_the_user_it_was_given() {
     assert_eq!(user["role"], "creator");
     user["bio"] = json!("I work at statefarm");
 
-    let saved = gw
-        .call(
-            Method::PUT,
-            "/api/user",
-            Some(&jake.token),
-            Some(json!({ "user": user })),
-        )
-        .await;
+    let saved = gw.put_user(&jake.token, user).await;
 
     assert_eq!(saved.status, StatusCode::OK, "{:?}", saved.body);
     assert_eq!(saved.body["user"]["bio"], "I work at statefarm");
     // A role posted back is not a way to change it.
     let mut promoted = saved.body["user"].clone();
     promoted["role"] = json!("admin");
-    let saved = gw
-        .call(
-            Method::PUT,
-            "/api/user",
-            Some(&jake.token),
-            Some(json!({ "user": promoted })),
-        )
-        .await;
+    let saved = gw.put_user(&jake.token, promoted).await;
     assert_eq!(saved.status, StatusCode::OK, "{:?}", saved.body);
     assert_eq!(saved.body["user"]["role"], "creator");
 }
@@ -271,11 +257,9 @@ async fn the_realworld_token_outlives_access_tokens_and_still_ends_with_its_sess
         .unwrap()
         .to_owned();
     let changed = gw
-        .call(
-            Method::PUT,
-            "/api/user",
-            Some(&joe.token),
-            Some(json!({"user": {"password": "a-new-secret-1", "currentPassword": joe.password}})),
+        .put_user(
+            &joe.token,
+            json!({"password": "a-new-secret-1", "currentPassword": joe.password}),
         )
         .await;
     assert_eq!(changed.status, StatusCode::OK, "{:?}", changed.body);
@@ -304,14 +288,7 @@ async fn a_change_in_auth_is_what_the_next_read_through_content_shows() {
     gw.comment(&jake, &slug, "First!").await;
     proxy.cut();
 
-    let save = |changes: serde_json::Value| {
-        gw.call(
-            Method::PUT,
-            "/api/user",
-            Some(&jake.token),
-            Some(json!({ "user": changes })),
-        )
-    };
+    let save = |changes: serde_json::Value| gw.put_user(&jake.token, changes);
     let saved =
         save(json!({"bio": "I work at statefarm", "image": "https://example.com/jake.png"})).await;
     assert_eq!(saved.status, StatusCode::OK, "{:?}", saved.body);

@@ -162,15 +162,20 @@ mod tests {
         AccessTokenIssuer::new(None, "quill-auth".into(), "quill".into(), ttl).unwrap()
     }
 
-    #[test]
-    fn issued_tokens_verify_with_the_public_key_only() {
-        let issuer = issuer(Duration::from_secs(60));
-        let verifier = TokenVerifier::new(
+    /// What every other process builds from `GetPublicKeys`.
+    fn verifier_of(issuer: &AccessTokenIssuer) -> TokenVerifier {
+        TokenVerifier::new(
             [(issuer.kid(), issuer.public_key_pem())],
             "quill-auth",
             "quill",
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn issued_tokens_verify_with_the_public_key_only() {
+        let issuer = issuer(Duration::from_secs(60));
+        let verifier = verifier_of(&issuer);
         let (user, session) = (Uuid::new_v4(), Uuid::new_v4());
         let token = issuer.issue(user, session, Role::Creator).unwrap();
         let claims = verifier.verify(&token.token).unwrap();
@@ -184,12 +189,7 @@ mod tests {
     #[test]
     fn a_session_token_lives_with_its_session_and_names_its_kind() {
         let issuer = issuer(Duration::from_secs(60));
-        let verifier = TokenVerifier::new(
-            [(issuer.kid(), issuer.public_key_pem())],
-            "quill-auth",
-            "quill",
-        )
-        .unwrap();
+        let verifier = verifier_of(&issuer);
         let session_ends = Utc::now() + chrono::Duration::days(30);
         let token = issuer
             .issue_session_token(Uuid::new_v4(), Uuid::new_v4(), Role::Viewer, session_ends)

@@ -308,6 +308,17 @@ impl TestGateway {
         }
     }
 
+    /// `PUT /api/user` with `changes` as the user object.
+    pub async fn put_user(&self, token: &str, changes: Value) -> Response {
+        self.call(
+            Method::PUT,
+            "/api/user",
+            Some(token),
+            Some(json!({ "user": changes })),
+        )
+        .await
+    }
+
     pub async fn login(&self, user: &User) -> Response {
         self.post(
             "/api/users/login",
