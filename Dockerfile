@@ -55,13 +55,16 @@ CMD ["quill-gateway"]
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 # ca-certificates follows the Debian release; pinning its exact version would
 # break the build at every point release.
+# /var/lib/quill/uploads: a named volume mounted there (the gateway's uploads)
+# starts with its owner, the unprivileged user.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 65532 quill \
     && useradd --system --uid 65532 --gid quill --no-create-home \
-         --home-dir /nonexistent --shell /usr/sbin/nologin quill
+         --home-dir /nonexistent --shell /usr/sbin/nologin quill \
+    && install -d -o 65532 -g 65532 /var/lib/quill/uploads
 COPY --from=builder /out/ /usr/local/bin/
 # Containers listen on every interface; the binaries' own defaults are loopback.
 ENV RUST_LOG=info \

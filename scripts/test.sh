@@ -11,6 +11,10 @@ cd "$(dirname "$0")/.."
 # compile every workspace crate a second time.
 cargo build --workspace --all-targets
 
+# The S3-compatible server the gateway's s3:// image store is tested against.
+QUILL_S3_SERVER=$(scripts/s3-server.sh)
+export QUILL_S3_SERVER
+
 cargo nextest run --workspace --all-targets --no-fail-fast
 
 # The official RealWorld Postman suite against the whole running system.

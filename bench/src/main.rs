@@ -88,6 +88,10 @@ impl System {
         config.content_url = content.url();
         config.notification_url = notification.url();
         config.authn = auth.config.authn.clone();
+        config.uploads.location = std::env::temp_dir()
+            .join("quill-bench-uploads")
+            .display()
+            .to_string();
         let (listener, gateway) = ephemeral_listener().await;
         let stop = CancellationToken::new();
         tokio::spawn(quill_gateway::server::run(config, listener, stop.clone()));

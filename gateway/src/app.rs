@@ -21,7 +21,7 @@ use tower_http::{
 };
 use tracing::{Level, field::Empty};
 
-use crate::{challenge, config::CorsOrigins, error::ApiError, routes, state::AppState};
+use crate::{avatar, challenge, config::CorsOrigins, error::ApiError, routes, state::AppState};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
                 )
                 .layer(middleware::from_fn(record_metrics))
                 .layer(middleware::from_fn(challenge::announce_ignored_credentials))
+                .layer(middleware::from_fn_with_state(state.clone(), avatar::scope))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::new(

@@ -2,11 +2,13 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use crate::images::StoreOptions;
 use axum::http::HeaderValue;
 use quill_platform::{
     authn::AuthnConfig,
     config::{ConfigError, ensure_upstream_urls},
     metrics::optional_listen,
+    rate_limit::Limit,
     settings::{AUTH_URL, CONTENT_URL, SHUTDOWN_DELAY_SECS},
 };
 
@@ -41,6 +43,23 @@ quill_platform::settings! {
     GATEWAY_METRICS_LISTEN = "127.0.0.1:9100";
     /// How often an open notification stream re-checks its session.
     GATEWAY_STREAM_RECHECK_SECS = "30";
+    /// Where uploaded images are stored: a directory (created if missing,
+    /// relative to the working directory) or a URL, `file:///srv/uploads`
+    /// or `s3://bucket/prefix` (credentials, region and endpoint from the
+    /// standard `AWS_*` variables). Every gateway replica must see the same
+    /// store: a directory only serves one host.
+    GATEWAY_UPLOADS_URL = "data/uploads";
+    /// The largest image `POST /api/uploads` accepts, in bytes.
+    GATEWAY_MAX_UPLOAD_BYTES = "5242880";
+    /// Uploads one user may make per rate-limit window.
+    GATEWAY_UPLOAD_RATE_LIMIT = "30";
+    /// The API's public base URL (`https://api.example.com`), from which an
+    /// upload's absolute URL is written; empty: `http://` and the
+    /// request's `Host`.
+    GATEWAY_PUBLIC_URL = "";
+    /// The image shown for users who have none (`image` of users and
+    /// profiles); empty: `null`, as RealWorld has it.
+    GATEWAY_DEFAULT_AVATAR_URL = "";
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +93,53 @@ pub struct Config {
     /// How long the gateway keeps answering, `/readyz` 503, once shutdown
     /// begins (`SHUTDOWN_DELAY_SECS`), before it stops listening.
     pub drain_delay: Duration,
+    pub uploads: UploadsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadsConfig {
+    /// `GATEWAY_UPLOADS_URL`: a directory or an object-store URL.
+    pub location: String,
+    /// The `AWS_*` variables, for an `s3://` location.
+    pub store_options: StoreOptions,
+    /// `GATEWAY_MAX_UPLOAD_BYTES`.
+    pub max_bytes: usize,
+    /// `GATEWAY_UPLOAD_RATE_LIMIT` per `RATE_LIMIT_WINDOW_SECS`.
+    pub rate_limit: Limit,
+    /// `GATEWAY_PUBLIC_URL`, without a trailing slash; `None`: from `Host`.
+    pub public_url: Option<String>,
+    /// `GATEWAY_DEFAULT_AVATAR_URL`; `None`: `null`.
+    pub default_avatar: Option<String>,
+}
+
+impl UploadsConfig {
+    fn from_env() -> Result<Self, ConfigError> {
+        let config = Self {
+            location: GATEWAY_UPLOADS_URL.get()?,
+            store_options: StoreOptions::from_env(),
+            max_bytes: GATEWAY_MAX_UPLOAD_BYTES.get()?,
+            rate_limit: Limit::from_env(&GATEWAY_UPLOAD_RATE_LIMIT)?,
+            public_url: GATEWAY_PUBLIC_URL
+                .opt()?
+                .and_then(non_empty)
+                .map(|url| url.trim_end_matches('/').to_owned()),
+            default_avatar: GATEWAY_DEFAULT_AVATAR_URL.opt()?.and_then(non_empty),
+        };
+        GATEWAY_MAX_UPLOAD_BYTES.ensure(config.max_bytes > 0, 0, "must be positive")?;
+        if let Some(url) = &config.public_url {
+            GATEWAY_PUBLIC_URL.ensure(
+                url.starts_with("http://") || url.starts_with("https://"),
+                url,
+                "must be an http:// or https:// URL",
+            )?;
+        }
+        Ok(config)
+    }
+}
+
+fn non_empty(value: String) -> Option<String> {
+    let value = value.trim();
+    (!value.is_empty()).then(|| value.to_owned())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +202,7 @@ impl Config {
             },
             stream_recheck: GATEWAY_STREAM_RECHECK_SECS.secs()?,
             drain_delay: SHUTDOWN_DELAY_SECS.secs()?,
+            uploads: UploadsConfig::from_env()?,
         };
         GATEWAY_STREAM_RECHECK_SECS.ensure(
             !config.stream_recheck.is_zero(),

@@ -3,12 +3,14 @@
 //! rate limits, and maps each route to gRPC calls on the services.
 
 pub mod app;
+mod avatar;
 mod bodies;
 mod calls;
 pub mod challenge;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod images;
 mod route_table;
 pub mod routes;
 pub mod server;

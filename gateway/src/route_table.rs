@@ -6,6 +6,7 @@
 
 use axum::{
     Router,
+    extract::DefaultBodyLimit,
     handler::Handler,
     http::Method,
     routing::{MethodFilter, MethodRouter},
@@ -53,6 +54,13 @@ impl Endpoint {
 
     pub fn delete<H: Handler<T, AppState>, T: 'static>(self, handler: H) -> Self {
         self.on(Method::DELETE, MethodFilter::DELETE, handler)
+    }
+
+    /// Lifts the router-wide body limit (`GATEWAY_MAX_BODY_BYTES`) for a
+    /// handler that bounds its body by a limit of its own (uploads).
+    pub fn bounding_its_own_body(mut self) -> Self {
+        self.router = self.router.layer(DefaultBodyLimit::disable());
+        self
     }
 
     fn on<H: Handler<T, AppState>, T: 'static>(

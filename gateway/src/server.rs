@@ -11,6 +11,7 @@ use hyper_util::{
 use quill_platform::{
     authn::ServiceAuth,
     balance,
+    rate_limit::RateLimiter,
     service_identity::Service,
     shutdown::{CancellationToken, DRAIN_TIMEOUT},
 };
@@ -20,6 +21,7 @@ use tower::ServiceExt;
 use crate::{
     app::router,
     config::Config,
+    images::ImageStore,
     state::{AppState, Upstreams},
 };
 
@@ -41,7 +43,12 @@ pub async fn run(
         credentials: identity.credentials.clone(),
     };
     let (header_read_timeout, drain_delay) = (config.header_read_timeout, config.drain_delay);
+    let images = ImageStore::open(&config.uploads.location, &config.uploads.store_options)
+        .map_err(|e| anyhow::anyhow!("GATEWAY_UPLOADS_URL: {e}"))?;
     let state = AppState {
+        upload_limiter: RateLimiter::new(identity.redis.clone(), config.authn.redis_prefix.clone()),
+        default_avatar: config.uploads.default_avatar.as_deref().map(Arc::from),
+        images,
         authn: identity.authn,
         redis: identity.redis,
         upstreams,

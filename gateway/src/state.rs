@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use quill_platform::{
-    authn::Authenticator, service_identity::ServiceCredentials, shutdown::CancellationToken,
+    authn::Authenticator, rate_limit::RateLimiter, service_identity::ServiceCredentials,
+    shutdown::CancellationToken,
 };
 use quill_proto::{
     auth::v1::auth_service_server, content::v1::content_service_server,
@@ -14,7 +15,7 @@ use quill_proto::{
 use redis::aio::ConnectionManager;
 use tonic::transport::Channel;
 
-use crate::config::Config;
+use crate::{config::Config, images::ImageStore};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -29,6 +30,12 @@ pub struct AppState {
     /// Cancelled when the server starts to drain: endless responses
     /// (notification streams) end then, or the drain would wait for them.
     pub shutdown: CancellationToken,
+    /// Where uploaded images live.
+    pub images: ImageStore,
+    /// Counts uploads per user (`GATEWAY_UPLOAD_RATE_LIMIT`).
+    pub upload_limiter: RateLimiter,
+    /// `GATEWAY_DEFAULT_AVATAR_URL`, shared by every request that shows it.
+    pub default_avatar: Option<Arc<str>>,
 }
 
 /// gRPC channels to the services, which `calls::Calls` makes clients of.

@@ -28,6 +28,7 @@ pub struct User {
     access_token: Option<String>,
     bio: Option<String>,
     email: String,
+    #[serde(serialize_with = "crate::avatar::serialize")]
     image: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<String>,

@@ -11,6 +11,7 @@ use crate::error::ApiError;
 pub struct Profile {
     bio: Option<String>,
     following: bool,
+    #[serde(serialize_with = "crate::avatar::serialize")]
     image: Option<String>,
     username: String,
 }

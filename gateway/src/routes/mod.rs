@@ -8,6 +8,7 @@ pub mod health;
 pub mod notifications;
 pub mod profiles;
 pub mod tags;
+pub mod uploads;
 pub mod users;
 
 use crate::route_table::RouteTable;
@@ -21,6 +22,7 @@ pub fn all() -> RouteTable {
         .merge(articles::routes())
         .merge(comments::routes())
         .merge(tags::routes())
+        .merge(uploads::routes())
         .merge(notifications::routes())
         .merge(health::routes())
         .merge(docs::routes())

@@ -11,6 +11,7 @@ use quill_proto::auth::v1 as pb;
 use serde::Deserialize;
 
 use crate::{
+    avatar,
     bodies::accounts::{RevokedSessionsBody, SessionsBody, UserBody},
     calls::Calls,
     error::ApiError,
@@ -174,7 +175,7 @@ async fn update_user(
             username: changes.username,
             password: changes.password,
             bio: changes.bio.map(Option::unwrap_or_default),
-            image: changes.image.map(Option::unwrap_or_default),
+            image: avatar::posted_back(changes.image).map(Option::unwrap_or_default),
             current_password: changes.current_password,
         })
         .await?

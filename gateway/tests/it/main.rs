@@ -21,3 +21,4 @@ mod replicas;
 mod security;
 mod size_limits;
 mod support;
+mod uploads;

@@ -127,6 +127,8 @@ pub struct System {
     // Dropped after the processes are gone (fields drop after `Drop::drop`).
     _redis: TestRedis,
     _broker: TestBroker,
+    /// The gateways' image store, shared as replicas must share it.
+    uploads: tempfile::TempDir,
 }
 
 /// Why a start attempt failed.
@@ -180,6 +182,7 @@ impl System {
             databases,
             _redis: redis,
             _broker: broker,
+            uploads: tempfile::tempdir().expect("an upload directory"),
         };
         for attempt in 1.. {
             match system.launch(&binaries, otlp_endpoint, &topology).await {
@@ -251,6 +254,10 @@ impl System {
             ("AMQP_URL", self._broker.url.clone()),
             ("EVENTS_EXCHANGE", self.exchange.clone()),
             ("EVENTS_QUEUE_PREFIX", self.queue_prefix.clone()),
+            (
+                "GATEWAY_UPLOADS_URL",
+                self.uploads.path().display().to_string(),
+            ),
         ];
         if topology.replicas > 1 {
             // Every auth replica signs with the one key the others verify
@@ -594,7 +601,7 @@ fn send(child: &Child, signal: libc::c_int) {
 /// follows the spawning thread, so start the system from the test's own
 /// task (which `block_on` keeps on the test thread), not a spawned one.
 #[allow(unsafe_code)]
-fn die_with_parent(command: &mut Command) {
+pub fn die_with_parent(command: &mut Command) {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt as _;

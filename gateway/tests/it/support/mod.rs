@@ -36,6 +36,8 @@ pub struct TestGateway {
     pub http: reqwest::Client,
     stop: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The gateway's image store; other gateways of the test share it.
+    pub uploads: tempfile::TempDir,
 }
 
 type Tweak<'a, C> = Box<dyn FnOnce(&mut C) + 'a>;
@@ -170,11 +172,14 @@ impl TestGateway {
         config.content_url = content.url();
         config.notification_url = notification.url();
         config.authn = auth.config.authn.clone();
+        let uploads = tempfile::tempdir().expect("an upload directory");
+        config.uploads.location = uploads.path().display().to_string();
         tweak(&mut config);
         let (listener, addr) = ephemeral_listener().await;
         let stop = CancellationToken::new();
         let task = tokio::spawn(server::run(config, listener, stop.clone()));
         let gateway = Self {
+            uploads,
             auth,
             content,
             notification,
@@ -207,6 +212,7 @@ impl TestGateway {
         config.content_url = self.content.url();
         config.notification_url = self.notification.url();
         config.authn = self.auth.config.authn.clone();
+        config.uploads.location = self.uploads.path().display().to_string();
         tweak(&mut config);
         let (listener, addr) = ephemeral_listener().await;
         let stop = CancellationToken::new();

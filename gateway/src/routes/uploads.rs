@@ -1,0 +1,260 @@
+//! Image uploads (our extension): `POST /api/uploads` stores an image sent
+//! as `multipart/form-data` and answers its URL, which a client then uses as
+//! `image` (`PUT /api/user`) or in an article's body; `GET` serves it back.
+
+use axum::{
+    Json,
+    body::Body,
+    extract::{FromRequest, Multipart, Path, Request, State, multipart::MultipartError},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use bytes::{Bytes, BytesMut};
+use http_body_util::Limited;
+use serde::Serialize;
+
+use crate::{
+    config::UploadsConfig,
+    error::ApiError,
+    extract::AuthUser,
+    images::{ImageKind, ImageName, StoreError},
+    route_table::{RouteTable, get, post},
+    state::AppState,
+};
+
+/// The multipart framing around the image: boundaries, part headers, and a
+/// client's own small fields, which are refused once read.
+const MULTIPART_OVERHEAD_BYTES: usize = 16 * 1024;
+
+/// A stored file never changes (its name is its hash), so it may be cached
+/// for a year and never revalidated.
+const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
+
+/// A served file is an image and nothing else: never sniffed into HTML,
+/// never allowed to run anything if opened directly, embeddable from the
+/// front end's origin.
+const SERVED_FILE_HEADERS: [(&str, &str); 3] = [
+    ("x-content-type-options", "nosniff"),
+    ("content-security-policy", "default-src 'none'; sandbox"),
+    ("cross-origin-resource-policy", "cross-origin"),
+];
+
+pub fn routes() -> RouteTable {
+    RouteTable::default()
+        .route("/api/uploads", post(upload).bounding_its_own_body())
+        .route("/api/uploads/{name}", get(serve))
+}
+
+#[derive(Serialize)]
+struct UploadBody {
+    upload: Upload,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Upload {
+    url: String,
+    content_type: &'static str,
+    size: usize,
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    user: AuthUser,
+    request: Request,
+) -> Result<impl IntoResponse, ApiError> {
+    let settings = &state.config.uploads;
+    state
+        .upload_limiter
+        .hit("upload", &user.caller.user.to_string(), settings.rate_limit)
+        .await
+        .map_err(|limited| ApiError::rate_limited(limited.retry_after.as_secs()))?;
+    let base = public_base(settings, &request);
+    let request = request.map(|body| {
+        Body::new(Limited::new(
+            body,
+            settings.max_bytes + MULTIPART_OVERHEAD_BYTES,
+        ))
+    });
+    let multipart = Multipart::from_request(request, &state)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "body",
+                "must be multipart/form-data with the image as `file`",
+            )
+        })?;
+    let image = read_image(multipart, settings.max_bytes).await?;
+    let kind = ImageKind::sniff(&image).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "file",
+            "must be a JPEG, PNG, WebP or GIF image",
+        )
+    })?;
+    let size = image.len();
+    let name = state.images.save(image, kind).await.map_err(store_failed)?;
+    let url = format!("{base}/api/uploads/{name}");
+    tracing::info!(upload = %name, size, user = %user.caller.user, "image uploaded");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, url.clone())],
+        Json(UploadBody {
+            upload: Upload {
+                url,
+                content_type: kind.content_type(),
+                size,
+            },
+        }),
+    ))
+}
+
+/// The one part named `file`; anything else in the form is refused rather
+/// than ignored, so a client sending the wrong name learns it at once.
+async fn read_image(mut multipart: Multipart, max_bytes: usize) -> Result<Bytes, ApiError> {
+    let mut image = None;
+    while let Some(mut field) = multipart.next_field().await.map_err(malformed)? {
+        if field.name() != Some("file") {
+            return Err(ApiError::validation(
+                "file",
+                "the image is the form's only field, named `file`",
+            ));
+        }
+        if image.is_some() {
+            return Err(ApiError::validation("file", "one image per upload"));
+        }
+        let mut bytes = BytesMut::new();
+        while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+            if bytes.len() + chunk.len() > max_bytes {
+                return Err(too_large(max_bytes));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        image = Some(bytes.freeze());
+    }
+    match image {
+        None => Err(ApiError::validation("file", "is required")),
+        Some(image) if image.is_empty() => Err(ApiError::validation("file", "is empty")),
+        Some(image) => Ok(image),
+    }
+}
+
+fn too_large(max_bytes: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "file",
+        format!("must be at most {max_bytes} bytes"),
+    )
+}
+
+/// A body cut off by the size limit is a 413; any other framing error a 400.
+fn malformed(error: MultipartError) -> ApiError {
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body",
+            "is larger than an upload may be",
+        );
+    }
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "body",
+        format!("is not valid multipart/form-data: {}", error.body_text()),
+    )
+}
+
+fn store_failed(error: StoreError) -> ApiError {
+    tracing::error!(error = %error, "image store failed");
+    ApiError::unavailable("uploads")
+}
+
+/// Where the API is reached from outside: `GATEWAY_PUBLIC_URL` when set
+/// (behind a proxy, the only way to know the scheme), otherwise the host the
+/// client addressed. A client that sends a false `Host` only receives a
+/// false URL for itself; with neither, the URL is relative to the API.
+fn public_base(settings: &UploadsConfig, request: &Request) -> String {
+    if let Some(url) = &settings.public_url {
+        return url.clone();
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .and_then(|host| host.parse::<http::uri::Authority>().ok())
+        .or_else(|| request.uri().authority().cloned());
+    host.map_or_else(String::new, |host| format!("http://{host}"))
+}
+
+async fn serve(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = ImageName::parse(&name).ok_or_else(|| ApiError::not_found("upload"))?;
+    let etag =
+        HeaderValue::from_str(&name.etag()).expect("an ETag of hex digits is a header value");
+    // The name is the content's hash: a client holding this ETag holds the
+    // file, so there is nothing to look up.
+    if matches_etag(&headers, &name.etag()) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        response.headers_mut().insert(header::ETAG, etag);
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, IMMUTABLE);
+        return Ok(response);
+    }
+    let found = state
+        .images
+        .fetch(&name)
+        .await
+        .map_err(store_failed)?
+        .ok_or_else(|| ApiError::not_found("upload"))?;
+    let size = found.meta.size;
+    let mut response = Body::from_stream(found.into_stream()).into_response();
+    let response_headers = response.headers_mut();
+    response_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(name.kind().content_type()),
+    );
+    response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    response_headers.insert(header::ETAG, etag);
+    response_headers.insert(header::CACHE_CONTROL, IMMUTABLE);
+    for (name, value) in SERVED_FILE_HEADERS {
+        response_headers.insert(name, HeaderValue::from_static(value));
+    }
+    Ok(response)
+}
+
+/// `If-None-Match` as RFC 9110 compares it (weakly): `*`, or a list of
+/// tags of which one, `W/` aside, is `etag`.
+fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_compares_weakly_and_takes_lists() {
+        let etag = "\"abc\"";
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static(value));
+            headers
+        };
+        assert!(matches_etag(&with("\"abc\""), etag));
+        assert!(matches_etag(&with("W/\"abc\""), etag));
+        assert!(matches_etag(&with("\"x\", \"abc\""), etag));
+        assert!(matches_etag(&with("*"), etag));
+        assert!(!matches_etag(&with("\"abcd\""), etag));
+        assert!(!matches_etag(&HeaderMap::new(), etag));
+    }
+}
