@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, MatchedPath, Request},
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
     http::{HeaderName, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -16,7 +16,6 @@ use tower_http::{
     cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     sensitive_headers::SetSensitiveRequestHeadersLayer,
-    timeout::TimeoutLayer,
     trace::{DefaultOnResponse, OnResponse, TraceLayer},
 };
 use tracing::{Level, field::Empty};
@@ -28,8 +27,6 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     let cors = cors(&state.config.cors_origins);
-    // Outlasts the RPC deadline, so the upstream's own timeout answers first.
-    let request_timeout = state.config.rpc_deadline * 2 + Duration::from_secs(1);
     routes::all()
         .into_router()
         .fallback(|| async { ApiError::not_found("route") })
@@ -56,10 +53,7 @@ pub fn router(state: AppState) -> Router {
                     )
                     .into_response()
                 }))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    request_timeout,
-                ))
+                .layer(middleware::from_fn_with_state(state.clone(), deadline))
                 .layer(cors)
                 .layer(DefaultBodyLimit::max(max_body)),
         )
@@ -86,6 +80,25 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
     match origins {
         CorsOrigins::Any => layer.allow_origin(AllowOrigin::any()),
         CorsOrigins::List(list) => layer.allow_origin(AllowOrigin::list(list.iter().cloned())),
+    }
+}
+
+/// Each request's whole exchange is bounded. It outlasts the RPC deadline,
+/// so an upstream's own timeout answers first; an upload also streams its
+/// body in (5 MiB over a slow link), so it has a deadline of its own.
+async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let limit = if request.method() == Method::POST && route == Some(routes::uploads::PATH) {
+        state.config.uploads.timeout
+    } else {
+        state.config.rpc_deadline * 2 + Duration::from_secs(1)
+    };
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "body", "timed out").into_response(),
     }
 }
 

@@ -49,7 +49,8 @@ pub fn serialize<S: Serializer>(image: &Option<String>, serializer: S) -> Result
 /// user's and stop following the setting.
 pub fn posted_back(image: Option<Option<String>>) -> Option<Option<String>> {
     match (image, default_avatar()) {
-        (Some(Some(url)), Some(default)) if *url == *default => Some(None),
+        // Trimmed as auth trims what it stores.
+        (Some(Some(url)), Some(default)) if url.trim() == &*default => Some(None),
         (image, _) => image,
     }
 }

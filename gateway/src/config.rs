@@ -51,8 +51,12 @@ quill_platform::settings! {
     GATEWAY_UPLOADS_URL = "data/uploads";
     /// The largest image `POST /api/uploads` accepts, in bytes.
     GATEWAY_MAX_UPLOAD_BYTES = "5242880";
-    /// Uploads one user may make per rate-limit window.
+    /// Upload attempts one user may make per rate-limit window (refused
+    /// ones count: they cost the reading too).
     GATEWAY_UPLOAD_RATE_LIMIT = "30";
+    /// How long an upload may take, body included, in seconds (other
+    /// requests: twice `GATEWAY_RPC_DEADLINE_MS` and a second).
+    GATEWAY_UPLOAD_TIMEOUT_SECS = "120";
     /// The API's public base URL (`https://api.example.com`), from which an
     /// upload's absolute URL is written; empty: `http://` and the
     /// request's `Host`.
@@ -106,6 +110,8 @@ pub struct UploadsConfig {
     pub max_bytes: usize,
     /// `GATEWAY_UPLOAD_RATE_LIMIT` per `RATE_LIMIT_WINDOW_SECS`.
     pub rate_limit: Limit,
+    /// `GATEWAY_UPLOAD_TIMEOUT_SECS`.
+    pub timeout: Duration,
     /// `GATEWAY_PUBLIC_URL`, without a trailing slash; `None`: from `Host`.
     pub public_url: Option<String>,
     /// `GATEWAY_DEFAULT_AVATAR_URL`; `None`: `null`.
@@ -119,6 +125,7 @@ impl UploadsConfig {
             store_options: StoreOptions::from_env(),
             max_bytes: GATEWAY_MAX_UPLOAD_BYTES.get()?,
             rate_limit: Limit::from_env(&GATEWAY_UPLOAD_RATE_LIMIT)?,
+            timeout: GATEWAY_UPLOAD_TIMEOUT_SECS.secs()?,
             public_url: GATEWAY_PUBLIC_URL
                 .opt()?
                 .and_then(non_empty)
@@ -126,6 +133,7 @@ impl UploadsConfig {
             default_avatar: GATEWAY_DEFAULT_AVATAR_URL.opt()?.and_then(non_empty),
         };
         GATEWAY_MAX_UPLOAD_BYTES.ensure(config.max_bytes > 0, 0, "must be positive")?;
+        GATEWAY_UPLOAD_TIMEOUT_SECS.ensure(!config.timeout.is_zero(), 0, "must be at least 1")?;
         if let Some(url) = &config.public_url {
             GATEWAY_PUBLIC_URL.ensure(
                 url.starts_with("http://") || url.starts_with("https://"),

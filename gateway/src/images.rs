@@ -76,8 +76,13 @@ pub struct ImageName {
 }
 
 impl ImageName {
-    fn of(bytes: &[u8], kind: ImageKind) -> Self {
-        let digest = Sha256::digest(bytes)
+    fn of(chunks: &[Bytes], kind: ImageKind) -> Self {
+        let mut hasher = Sha256::new();
+        for chunk in chunks {
+            hasher.update(chunk);
+        }
+        let digest = hasher
+            .finalize()
             .iter()
             .map(|byte| format!("{byte:02x}"))
             .collect();
@@ -191,16 +196,40 @@ impl ImageStore {
         Ok(Self { store })
     }
 
-    /// Stores `bytes` (already sniffed as `kind`) under their content
-    /// address. Storing the same image twice writes the same object again:
-    /// harmless, and it needs no conditional put, which not every
-    /// S3-compatible store offers.
-    pub async fn save(&self, bytes: Bytes, kind: ImageKind) -> Result<ImageName, StoreError> {
-        let name = ImageName::of(&bytes, kind);
-        self.store
-            .put(&name.path(), PutPayload::from_bytes(bytes))
-            .await?;
+    /// Stores an image (already sniffed as `kind`), as the chunks it
+    /// arrived in, under its content address. Storing the same image twice
+    /// writes the same object again: harmless, and it needs no conditional
+    /// put, which not every S3-compatible store offers.
+    pub async fn save(&self, chunks: Vec<Bytes>, kind: ImageKind) -> Result<ImageName, StoreError> {
+        let name = ImageName::of(&chunks, kind);
+        let payload: PutPayload = chunks.into_iter().collect();
+        self.store.put(&name.path(), payload).await?;
         Ok(name)
+    }
+
+    /// The stored image's size, without reading it (`HEAD`).
+    pub async fn size(&self, name: &ImageName) -> Result<Option<u64>, StoreError> {
+        match self.store.head(&name.path()).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Asks the store for a name nobody wrote, so a bucket that refuses the
+    /// credentials, or cannot be reached, shows in the log at start rather
+    /// than at the first upload. Not fatal: images are one feature, and a
+    /// store that is down now may be up in a minute.
+    pub async fn check(&self) {
+        let probe = Path::from("quill-start-probe");
+        match self.store.head(&probe).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(error) => tracing::error!(
+                store = %self.store,
+                error = %error,
+                "the image store refuses or cannot be reached; uploads and images will fail"
+            ),
+        }
     }
 
     /// The stored image, streamed; `None` if there is none of that name.
@@ -253,8 +282,11 @@ mod tests {
     }
 
     #[test]
-    fn a_name_is_the_content_hash_and_the_sniffed_extension() {
-        let name = ImageName::of(b"abc", ImageKind::Png);
+    fn a_name_is_the_hash_of_the_whole_content_and_the_sniffed_extension() {
+        let name = ImageName::of(
+            &[Bytes::from_static(b"a"), Bytes::from_static(b"bc")],
+            ImageKind::Png,
+        );
         assert_eq!(
             name.to_string(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad.png"

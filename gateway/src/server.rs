@@ -45,6 +45,11 @@ pub async fn run(
     let (header_read_timeout, drain_delay) = (config.header_read_timeout, config.drain_delay);
     let images = ImageStore::open(&config.uploads.location, &config.uploads.store_options)
         .map_err(|e| anyhow::anyhow!("GATEWAY_UPLOADS_URL: {e}"))?;
+    // In the background: an unreachable store is retried for minutes.
+    tokio::spawn({
+        let images = images.clone();
+        async move { images.check().await }
+    });
     let state = AppState {
         upload_limiter: RateLimiter::new(identity.redis.clone(), config.authn.redis_prefix.clone()),
         default_avatar: config.uploads.default_avatar.as_deref().map(Arc::from),

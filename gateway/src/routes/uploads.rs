@@ -6,10 +6,10 @@ use axum::{
     Json,
     body::Body,
     extract::{FromRequest, Multipart, Path, Request, State, multipart::MultipartError},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::Limited;
 use serde::Serialize;
 
@@ -39,9 +39,12 @@ const SERVED_FILE_HEADERS: [(&str, &str); 3] = [
     ("cross-origin-resource-policy", "cross-origin"),
 ];
 
+/// Where images are posted.
+pub const PATH: &str = "/api/uploads";
+
 pub fn routes() -> RouteTable {
     RouteTable::default()
-        .route("/api/uploads", post(upload).bounding_its_own_body())
+        .route(PATH, post(upload).bounding_its_own_body())
         .route("/api/uploads/{name}", get(serve))
 }
 
@@ -85,16 +88,19 @@ async fn upload(
                 "must be multipart/form-data with the image as `file`",
             )
         })?;
-    let image = read_image(multipart, settings.max_bytes).await?;
-    let kind = ImageKind::sniff(&image).ok_or_else(|| {
+    let Image { chunks, size } = read_image(multipart, settings.max_bytes).await?;
+    let kind = ImageKind::sniff(&first_bytes(&chunks)).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "file",
             "must be a JPEG, PNG, WebP or GIF image",
         )
     })?;
-    let size = image.len();
-    let name = state.images.save(image, kind).await.map_err(store_failed)?;
+    let name = state
+        .images
+        .save(chunks, kind)
+        .await
+        .map_err(store_failed)?;
     let url = format!("{base}/api/uploads/{name}");
     tracing::info!(upload = %name, size, user = %user.caller.user, "image uploaded");
     Ok((
@@ -110,9 +116,16 @@ async fn upload(
     ))
 }
 
+/// An uploaded file as it arrived: kept in its chunks, never copied into
+/// one buffer, so an upload holds its own size in memory and no more.
+struct Image {
+    chunks: Vec<Bytes>,
+    size: usize,
+}
+
 /// The one part named `file`; anything else in the form is refused rather
 /// than ignored, so a client sending the wrong name learns it at once.
-async fn read_image(mut multipart: Multipart, max_bytes: usize) -> Result<Bytes, ApiError> {
+async fn read_image(mut multipart: Multipart, max_bytes: usize) -> Result<Image, ApiError> {
     let mut image = None;
     while let Some(mut field) = multipart.next_field().await.map_err(malformed)? {
         if field.name() != Some("file") {
@@ -124,20 +137,32 @@ async fn read_image(mut multipart: Multipart, max_bytes: usize) -> Result<Bytes,
         if image.is_some() {
             return Err(ApiError::validation("file", "one image per upload"));
         }
-        let mut bytes = BytesMut::new();
+        let (mut chunks, mut size) = (Vec::new(), 0);
         while let Some(chunk) = field.chunk().await.map_err(malformed)? {
-            if bytes.len() + chunk.len() > max_bytes {
+            size += chunk.len();
+            if size > max_bytes {
                 return Err(too_large(max_bytes));
             }
-            bytes.extend_from_slice(&chunk);
+            chunks.push(chunk);
         }
-        image = Some(bytes.freeze());
+        image = Some(Image { chunks, size });
     }
     match image {
         None => Err(ApiError::validation("file", "is required")),
-        Some(image) if image.is_empty() => Err(ApiError::validation("file", "is empty")),
+        Some(Image { size: 0, .. }) => Err(ApiError::validation("file", "is empty")),
         Some(image) => Ok(image),
     }
+}
+
+/// Enough of the file's start for [`ImageKind::sniff`], which the first
+/// chunk alone may not hold.
+fn first_bytes(chunks: &[Bytes]) -> Vec<u8> {
+    const SIGNATURE_BYTES: usize = 12;
+    chunks
+        .iter()
+        .flat_map(|chunk| chunk.iter().copied())
+        .take(SIGNATURE_BYTES)
+        .collect()
 }
 
 fn too_large(max_bytes: usize) -> ApiError {
@@ -188,30 +213,34 @@ fn public_base(settings: &UploadsConfig, request: &Request) -> String {
 
 async fn serve(
     State(state): State<AppState>,
+    method: Method,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let name = ImageName::parse(&name).ok_or_else(|| ApiError::not_found("upload"))?;
     let etag =
         HeaderValue::from_str(&name.etag()).expect("an ETag of hex digits is a header value");
-    // The name is the content's hash: a client holding this ETag holds the
+    // The name is the content's hash: a client holding this ETag held the
     // file, so there is nothing to look up.
-    if matches_etag(&headers, &name.etag()) {
-        let mut response = StatusCode::NOT_MODIFIED.into_response();
-        response.headers_mut().insert(header::ETAG, etag);
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, IMMUTABLE);
-        return Ok(response);
+    if if_none_match(&headers).any(|tag| tag.trim_start_matches("W/") == name.etag()) {
+        return Ok(not_modified(etag));
     }
-    let found = state
-        .images
-        .fetch(&name)
-        .await
-        .map_err(store_failed)?
-        .ok_or_else(|| ApiError::not_found("upload"))?;
-    let size = found.meta.size;
-    let mut response = Body::from_stream(found.into_stream()).into_response();
+    let missing = || ApiError::not_found("upload");
+    // `*` matches only a file that exists (RFC 9110, 13.1.2).
+    if if_none_match(&headers).any(|tag| tag == "*") {
+        let size = state.images.size(&name).await.map_err(store_failed)?;
+        size.ok_or_else(missing)?;
+        return Ok(not_modified(etag));
+    }
+    let (size, body) = if method == Method::HEAD {
+        let size = state.images.size(&name).await.map_err(store_failed)?;
+        (size.ok_or_else(missing)?, Body::empty())
+    } else {
+        let found = state.images.fetch(&name).await.map_err(store_failed)?;
+        let found = found.ok_or_else(missing)?;
+        (found.meta.size, Body::from_stream(found.into_stream()))
+    };
+    let mut response = body.into_response();
     let response_headers = response.headers_mut();
     response_headers.insert(
         header::CONTENT_TYPE,
@@ -226,16 +255,23 @@ async fn serve(
     Ok(response)
 }
 
-/// `If-None-Match` as RFC 9110 compares it (weakly): `*`, or a list of
-/// tags of which one, `W/` aside, is `etag`.
-fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+fn not_modified(etag: HeaderValue) -> Response {
+    let mut response = StatusCode::NOT_MODIFIED.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, etag);
+    headers.insert(header::CACHE_CONTROL, IMMUTABLE);
+    response
+}
+
+/// The tags of `If-None-Match` (repeated headers are one list). RFC 9110
+/// compares them weakly: `W/` aside.
+fn if_none_match(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(str::trim)
-        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
 }
 
 #[cfg(test)]
@@ -243,18 +279,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn if_none_match_compares_weakly_and_takes_lists() {
-        let etag = "\"abc\"";
-        let with = |value: &'static str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static(value));
-            headers
-        };
-        assert!(matches_etag(&with("\"abc\""), etag));
-        assert!(matches_etag(&with("W/\"abc\""), etag));
-        assert!(matches_etag(&with("\"x\", \"abc\""), etag));
-        assert!(matches_etag(&with("*"), etag));
-        assert!(!matches_etag(&with("\"abcd\""), etag));
-        assert!(!matches_etag(&HeaderMap::new(), etag));
+    fn if_none_match_is_a_list_across_headers() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"a\", W/\"b\""),
+        );
+        headers.append(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert_eq!(
+            if_none_match(&headers).collect::<Vec<_>>(),
+            ["\"a\"", "W/\"b\"", "*"]
+        );
+        assert_eq!(if_none_match(&HeaderMap::new()).count(), 0);
+    }
+
+    #[test]
+    fn a_signature_split_across_chunks_is_still_read() {
+        let chunks = [
+            Bytes::from_static(b"\x89P"),
+            Bytes::from_static(b"NG\r\n\x1a\n\0\0"),
+        ];
+        assert_eq!(
+            ImageKind::sniff(&first_bytes(&chunks)),
+            Some(ImageKind::Png)
+        );
     }
 }

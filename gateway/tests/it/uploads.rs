@@ -2,6 +2,9 @@
 //! back cacheable, usable as a user's `image`; and the default avatar.
 
 use quill_proto::auth::v1 as auth_pb;
+use std::time::Duration;
+
+use futures::StreamExt;
 use reqwest::{
     StatusCode,
     multipart::{Form, Part},
@@ -40,6 +43,18 @@ async fn upload(gw: &TestGateway, token: Option<&str>, form: Form) -> Response {
         request = request.header("authorization", format!("Token {token}"));
     }
     gw.send(request).await
+}
+
+/// A body written by hand, framed by the boundary `XyZ`.
+async fn upload_raw(gw: &TestGateway, token: &str, body: impl Into<reqwest::Body>) -> Response {
+    gw.send(
+        gw.http
+            .post(gw.url("/api/uploads"))
+            .header("authorization", format!("Token {token}"))
+            .header("content-type", "multipart/form-data; boundary=XyZ")
+            .body(body),
+    )
+    .await
 }
 
 fn url_of(uploaded: &Response) -> String {
@@ -88,6 +103,14 @@ async fn an_uploaded_avatar_is_served_back_cacheable_and_becomes_the_users_image
     assert_eq!(uploaded.body["upload"]["size"], PNG.len());
     assert_eq!(stored(&gw), std::slice::from_ref(&name));
 
+    let head = gw.http.head(&url).send().await.expect("request");
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(
+        head.headers()["content-length"],
+        PNG.len().to_string().as_str()
+    );
+    assert_eq!(head.headers()["content-type"], "image/png");
+
     let served = gw.http.get(&url).send().await.expect("request");
     assert_eq!(served.status(), StatusCode::OK);
     let headers = served.headers().clone();
@@ -109,7 +132,10 @@ async fn an_uploaded_avatar_is_served_back_cacheable_and_becomes_the_users_image
         .await
         .expect("request");
     assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(revalidated.headers()["etag"], etag.as_str());
     assert!(revalidated.bytes().await.expect("bytes").is_empty());
+    let any = gw.http.get(&url).header("if-none-match", "*").send().await;
+    assert_eq!(any.expect("request").status(), StatusCode::NOT_MODIFIED);
 
     // The same image again is the same file.
     let again = upload(&gw, Some(&jake.token), file(PNG, "image/png")).await;
@@ -212,7 +238,86 @@ async fn an_image_over_the_limit_is_a_413_however_it_is_sent() {
         "{:?}",
         refused.body
     );
+
+    // Bytes outside the file count too: a preamble as long as the limit and
+    // its framing allowance is cut off before any part begins.
+    let preamble = "x".repeat(1024 + 16 * 1024 + 1);
+    let framed = upload_raw(
+        &gw,
+        &jake.token,
+        format!(
+            "{preamble}\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nx\r\n--XyZ--\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(
+        framed.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{:?}",
+        framed.body
+    );
     assert_eq!(stored(&gw).len(), 1);
+}
+
+/// Uploads have their own limit: the router-wide one, for JSON bodies,
+/// does not cut them short.
+#[tokio::test]
+async fn an_upload_may_be_larger_than_other_bodies() {
+    let gw = TestGateway::start_with(|c| c.max_body_bytes = 64 * 1024).await;
+    let jake = gw.register("jake").await;
+    let mut image = PNG.to_vec();
+    image.resize(128 * 1024, 0);
+
+    let uploaded = upload(&gw, Some(&jake.token), file(image, "image/png")).await;
+
+    assert_eq!(uploaded.status, StatusCode::CREATED, "{:?}", uploaded.body);
+    assert_eq!(uploaded.body["upload"]["size"], 128 * 1024);
+}
+
+/// A slow link: the body arrives in pieces over longer than other requests
+/// may take, and within the upload's own deadline.
+#[tokio::test]
+async fn an_upload_has_a_deadline_of_its_own() {
+    let gw = TestGateway::start().await;
+    let jake = gw.register("jake").await;
+    // Other requests may take 1.2 s here; uploads 30 s.
+    let patient = gw
+        .another_gateway(|c| {
+            c.rpc_deadline = Duration::from_millis(100);
+            c.uploads.timeout = Duration::from_secs(30);
+        })
+        .await;
+    let slowly = |base: &str, pause: Duration| {
+        let head = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n";
+        let pieces: Vec<Vec<u8>> = vec![
+            [head.as_bytes(), &PNG[..8]].concat(),
+            PNG[8..].to_vec(),
+            b"\r\n--XyZ--\r\n".to_vec(),
+        ];
+        let stream = futures::stream::iter(pieces).then(move |piece| async move {
+            tokio::time::sleep(pause).await;
+            Ok::<_, std::io::Error>(piece)
+        });
+        gw.http
+            .post(format!("{base}/api/uploads"))
+            .header("authorization", format!("Token {}", jake.token))
+            .header("content-type", "multipart/form-data; boundary=XyZ")
+            .body(reqwest::Body::wrap_stream(stream))
+    };
+
+    // Three pauses of 600 ms: past what any other request may take.
+    let uploaded = gw
+        .send(slowly(&patient.base, Duration::from_millis(600)))
+        .await;
+    assert_eq!(uploaded.status, StatusCode::CREATED, "{:?}", uploaded.body);
+
+    let impatient = gw
+        .another_gateway(|c| c.uploads.timeout = Duration::from_millis(500))
+        .await;
+    let timed_out = gw
+        .send(slowly(&impatient.base, Duration::from_millis(400)))
+        .await;
+    assert_eq!(timed_out.status, StatusCode::GATEWAY_TIMEOUT);
 }
 
 #[tokio::test]
@@ -233,15 +338,7 @@ async fn malformed_uploads_are_4xx_naming_what_is_wrong() {
         json_body.body
     );
 
-    let no_file = gw
-        .send(
-            gw.http
-                .post(gw.url("/api/uploads"))
-                .header("authorization", format!("Token {}", jake.token))
-                .header("content-type", "multipart/form-data; boundary=XyZ")
-                .body("--XyZ--\r\n"),
-        )
-        .await;
+    let no_file = upload_raw(&gw, &jake.token, "--XyZ--\r\n").await;
     assert_eq!(
         no_file.status,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -277,16 +374,18 @@ async fn malformed_uploads_are_4xx_naming_what_is_wrong() {
     );
     assert_eq!(errors_for(&empty.body, "file"), ["is empty"]);
 
-    let truncated = gw
-        .http
-        .post(gw.url("/api/uploads"))
-        .header("authorization", format!("Token {}", jake.token))
-        .header("content-type", "multipart/form-data; boundary=XyZ")
-        .body("--XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n\u{89}PNG")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(truncated.status(), StatusCode::BAD_REQUEST);
+    let truncated = upload_raw(
+        &gw,
+        &jake.token,
+        "--XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n\u{89}PNG",
+    )
+    .await;
+    assert_eq!(
+        truncated.status,
+        StatusCode::BAD_REQUEST,
+        "{:?}",
+        truncated.body
+    );
 
     assert!(stored(&gw).is_empty());
 }
@@ -311,6 +410,15 @@ async fn only_names_the_gateway_wrote_are_served() {
             "{path}: {:?}",
             response.body
         );
+    }
+    // `*` stands for a file that exists; for no file, it is no match.
+    let unknown = gw.url(&format!("/api/uploads/{UNKNOWN_NAME}"));
+    for request in [
+        gw.http.get(&unknown).header("if-none-match", "*"),
+        gw.http.head(&unknown),
+    ] {
+        let response = request.send().await.expect("request");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
     }
 }
 
@@ -392,7 +500,8 @@ async fn users_without_an_image_show_the_default_avatar_and_posting_it_back_stor
         own
     );
     // Choosing the default again is having no image of one's own.
-    gw.put_user(&jake.token, json!({ "image": DEFAULT })).await;
+    gw.put_user(&jake.token, json!({ "image": format!(" {DEFAULT} ") }))
+        .await;
     assert_eq!(stored_image(&gw, &jake.token).await, None);
     assert_eq!(
         gw.get("/api/profiles/jake", None).await.body["profile"]["image"],
