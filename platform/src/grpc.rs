@@ -30,6 +30,7 @@ use crate::{
     rpc_trace::{RpcServerObserveLayer, split_path},
     service_identity::{Identified, ServiceCredentials},
     trace_context,
+    unfinished_calls::UnfinishedCallsLayer,
 };
 
 /// A channel to another Quill service: every call carries the calling
@@ -112,6 +113,7 @@ pub async fn serve(
         .layer(TraceLayer::new(server_failures()).make_span_with(rpc_span))
         .layer(RpcServerObserveLayer)
         .layer(AuthnLayer::new(authn))
+        .layer(UnfinishedCallsLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
     // Drained when every call is answered, however long clients keep their

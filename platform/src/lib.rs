@@ -28,3 +28,4 @@ pub mod testing;
 pub mod time;
 pub mod token;
 pub mod trace_context;
+mod unfinished_calls;

@@ -69,12 +69,13 @@ async fn the_settings_page_posts_back_the_user_it_was_given() {
 async fn popular_tags_come_most_used_first_and_bounded() {
     let gw = TestGateway::start().await;
     let jake = gw.register("jake").await;
-    // "zebra" on three articles, "middle" on two, then 25 tags used once.
-    gw.article(&jake, "One", &["zebra", "middle", "a-00"]).await;
+    // "zebra" on every article, "middle" on two, then 105 tags used once.
+    gw.article(&jake, "One", &["zebra", "middle", "a-000"])
+        .await;
     gw.article(&jake, "Two", &["zebra", "middle"]).await;
-    let rare: Vec<String> = (1..25).map(|i| format!("a-{i:02}")).collect();
+    let rare: Vec<String> = (1..105).map(|i| format!("a-{i:03}")).collect();
     let rare: Vec<&str> = rare.iter().map(String::as_str).collect();
-    for chunk in rare.chunks(12) {
+    for chunk in rare.chunks(19) {
         let mut tags = vec!["zebra"];
         tags.extend_from_slice(chunk);
         gw.article(&jake, &format!("Three {}", chunk[0]), &tags)
@@ -84,11 +85,11 @@ async fn popular_tags_come_most_used_first_and_bounded() {
     let tags = gw.get("/api/tags", None).await;
     assert_eq!(tags.status, StatusCode::OK);
     let tags: Vec<String> = serde_json::from_value(tags.body["tags"].clone()).unwrap();
-    assert_eq!(tags.len(), 20, "the default page is 20 tags: {tags:?}");
-    assert_eq!(&tags[..4], ["zebra", "middle", "a-00", "a-01"]);
+    assert_eq!(tags.len(), 100, "the default page is 100 tags: {tags:?}");
+    assert_eq!(&tags[..4], ["zebra", "middle", "a-000", "a-001"]);
 
     let all = gw.get("/api/tags?limit=1000", None).await;
-    assert_eq!(all.body["tags"].as_array().unwrap().len(), 27);
+    assert_eq!(all.body["tags"].as_array().unwrap().len(), 107);
     let two = gw.get("/api/tags?limit=2", None).await;
     assert_eq!(two.body["tags"], json!(["zebra", "middle"]));
     let bad = gw.get("/api/tags?limit=lots", None).await;

@@ -109,3 +109,30 @@ async fn every_kind_of_error_names_its_reason() {
     );
     assert_eq!(reason(&internal_call).0, "SERVICE_NOT_ALLOWED");
 }
+
+/// A client that gives up on a call resets its stream, and a call reset
+/// before its request message arrived reaches the server as an empty body
+/// (hyper reads CANCEL as its end). That is the client's doing: CANCELLED,
+/// not INTERNAL, which would log `response failed` at ERROR.
+#[tokio::test]
+async fn a_call_whose_request_message_never_came_is_cancelled_not_internal() {
+    let world = World::start().await;
+    let addr = world.content.addr;
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::post(format!(
+        "http://{addr}/quill.content.v1.ContentService/ListTags"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .expect("a request");
+
+    let (answer, _) = client.send_request(request, true).expect("sent");
+
+    let answer = answer.await.expect("an answer");
+    let status = answer.headers().get("grpc-status").expect("trailers-only");
+    assert_eq!(status, "1", "{:?}", answer.headers());
+}
