@@ -13,6 +13,10 @@ use quill_platform::{metrics, trace_context};
 use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
+    compression::{
+        CompressionLayer, CompressionLevel,
+        predicate::{NotForContentType, Predicate, SizeAbove},
+    },
     cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     sensitive_headers::SetSensitiveRequestHeadersLayer,
@@ -20,7 +24,9 @@ use tower_http::{
 };
 use tracing::{Level, field::Empty};
 
-use crate::{avatar, challenge, config::CorsOrigins, error::ApiError, routes, state::AppState};
+use crate::{
+    avatar, challenge, conditional, config::CorsOrigins, error::ApiError, routes, state::AppState,
+};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -54,10 +60,28 @@ pub fn router(state: AppState) -> Router {
                     .into_response()
                 }))
                 .layer(middleware::from_fn_with_state(state.clone(), deadline))
+                .layer(compression())
+                .layer(middleware::from_fn(conditional::validate))
                 .layer(cors)
                 .layer(DefaultBodyLimit::max(max_body)),
         )
         .with_state(state)
+}
+
+/// gzip, Brotli or zstd, as the client's `Accept-Encoding` prefers, for
+/// answers worth it: below about a kilobyte the framing eats the gain.
+/// Images are compressed already, and an event stream must not be held
+/// back to fill a compression block.
+fn compression() -> CompressionLayer<impl Predicate> {
+    const WORTH_COMPRESSING_BYTES: u64 = 1024;
+    CompressionLayer::new()
+        .quality(CompressionLevel::Fastest)
+        .compress_when(
+            SizeAbove::new(WORTH_COMPRESSING_BYTES)
+                .and(NotForContentType::GRPC)
+                .and(NotForContentType::IMAGES)
+                .and(NotForContentType::SSE),
+        )
 }
 
 /// What browsers need for a cross-origin call with a token. Headers are

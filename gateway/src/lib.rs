@@ -7,6 +7,7 @@ mod avatar;
 mod bodies;
 mod calls;
 pub mod challenge;
+mod conditional;
 pub mod config;
 pub mod error;
 pub mod extract;

@@ -5,6 +5,7 @@
 //! stays per test.
 
 mod accounts_api;
+mod caching;
 mod content_api;
 mod edge;
 mod front_end;

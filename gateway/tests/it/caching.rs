@@ -1,0 +1,161 @@
+//! Answers compressed as the client asks, and validated: an `ETag` on every
+//! JSON answer, a 304 for an unchanged one, `Cache-Control` saying who may
+//! keep it.
+
+use std::io::Read;
+
+use reqwest::{StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::support::TestGateway;
+
+async fn get_encoded(gw: &TestGateway, path: &str, encoding: &str) -> reqwest::Response {
+    gw.http
+        .get(gw.url(path))
+        .header(header::ACCEPT_ENCODING, encoding)
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test]
+async fn json_answers_are_compressed_as_the_client_asks() {
+    let gw = TestGateway::start().await;
+    let jake = gw.register("jake").await;
+    for title in ["One", "Two", "Three"] {
+        gw.post(
+            "/api/articles",
+            Some(&jake.token),
+            json!({"article": {"title": title, "description": "d".repeat(1000), "body": "b"}}),
+        )
+        .await;
+    }
+    let plain: Value = get_encoded(&gw, "/api/articles", "identity")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+
+    let gzipped = get_encoded(&gw, "/api/articles", "gzip").await;
+    assert_eq!(gzipped.headers()[header::CONTENT_ENCODING], "gzip");
+    let vary: Vec<&str> = gzipped
+        .headers()
+        .get_all(header::VARY)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert!(
+        vary.iter().any(|v| v.contains("accept-encoding")),
+        "{vary:?}"
+    );
+    let compressed = gzipped.bytes().await.expect("bytes");
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(compressed.as_ref())
+        .read_to_string(&mut json)
+        .expect("gzip");
+    assert!(
+        compressed.len() * 4 < json.len(),
+        "{} of {}",
+        compressed.len(),
+        json.len()
+    );
+    assert_eq!(serde_json::from_str::<Value>(&json).expect("JSON"), plain);
+
+    for (asked, chosen) in [
+        ("br", "br"),
+        ("zstd", "zstd"),
+        ("gzip;q=0.5, br;q=1.0", "br"),
+    ] {
+        let response = get_encoded(&gw, "/api/articles", asked).await;
+        assert_eq!(
+            response.headers()[header::CONTENT_ENCODING],
+            chosen,
+            "{asked}"
+        );
+    }
+
+    // Small answers are sent as they are.
+    let small = get_encoded(&gw, "/api/tags", "gzip").await;
+    assert!(!small.headers().contains_key(header::CONTENT_ENCODING));
+    // An event stream is never held back to fill a compression block.
+    let stream = gw
+        .http
+        .get(gw.url("/api/notifications/stream"))
+        .header(header::ACCEPT_ENCODING, "gzip")
+        .header(header::AUTHORIZATION, format!("Token {}", jake.token))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert!(!stream.headers().contains_key(header::CONTENT_ENCODING));
+}
+
+async fn get_if(
+    gw: &TestGateway,
+    path: &str,
+    token: Option<&str>,
+    etag: Option<&str>,
+) -> reqwest::Response {
+    let mut request = gw.http.get(gw.url(path));
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Token {token}"));
+    }
+    if let Some(etag) = etag {
+        request = request.header(header::IF_NONE_MATCH, etag);
+    }
+    request.send().await.expect("request")
+}
+
+fn etag(response: &reqwest::Response) -> String {
+    response.headers()[header::ETAG]
+        .to_str()
+        .expect("an ETag")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_unchanged_answer_is_a_304_and_a_change_a_new_tag() {
+    let gw = TestGateway::start().await;
+    let jake = gw.register("jake").await;
+    let jane = gw.register("jane").await;
+    let article = gw.article(&jake, "Dragons", &["dragons"]).await;
+    let slug = article["slug"].as_str().expect("a slug");
+    gw.comment(&jake, slug, "first").await;
+    let path = format!("/api/articles/{slug}");
+
+    let first = get_if(&gw, &path, None, None).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()[header::CACHE_CONTROL], "no-cache");
+    let tag = etag(&first);
+    assert!(tag.starts_with("W/\""), "{tag}");
+
+    let unchanged = get_if(&gw, &path, None, Some(&tag)).await;
+    assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(etag(&unchanged), tag);
+    assert!(unchanged.bytes().await.expect("bytes").is_empty());
+
+    // A viewer's own answer is theirs: private, and tagged apart from
+    // the anonymous one once their flags differ.
+    gw.favorite(&jane, slug).await;
+    let janes = get_if(&gw, &path, Some(&jane.token), None).await;
+    assert_eq!(janes.headers()[header::CACHE_CONTROL], "private, no-cache");
+    let changed = get_if(&gw, &path, None, Some(&tag)).await;
+    assert_eq!(changed.status(), StatusCode::OK, "favoritesCount changed");
+    assert_ne!(etag(&changed), tag);
+    assert_ne!(etag(&janes), etag(&changed), "favorited differs");
+
+    for path in [
+        "/api/articles".to_owned(),
+        format!("/api/articles/{slug}/comments"),
+        "/api/profiles/jake".to_owned(),
+        "/api/tags".to_owned(),
+    ] {
+        let answer = get_if(&gw, &path, None, None).await;
+        let tag = etag(&answer);
+        let again = get_if(&gw, &path, None, Some(&tag)).await;
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
+    }
+    let user = get_if(&gw, "/api/user", Some(&jake.token), None).await;
+    let again = get_if(&gw, "/api/user", Some(&jake.token), Some(&etag(&user))).await;
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+}
