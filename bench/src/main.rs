@@ -6,7 +6,9 @@
 //! 1. the latency from a REST write (a comment on someone's article) to the
 //!    notification arriving on the article author's SSE stream, p50/p99/max;
 //! 2. the sustained events per second one notification consumer applies,
-//!    from a queue filled before it starts.
+//!    from a queue filled before it starts;
+//! 3. what gzip and zstd would cost and save on gRPC list pages
+//!    ([`grpc_compression`]).
 //!
 //! Figures depend on the machine; compare runs on one machine only.
 
@@ -33,6 +35,8 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+mod grpc_compression;
+
 const LATENCY_SAMPLES: usize = 200;
 const THROUGHPUT_EVENTS: usize = 5_000;
 
@@ -51,6 +55,9 @@ async fn main() -> anyhow::Result<()> {
         "one notification consumer: {THROUGHPUT_EVENTS} queued user.followed events drained in {:.2} s after start-up = {rate:.0} events/s",
         elapsed.as_secs_f64()
     );
+    for line in grpc_compression::report() {
+        println!("gRPC compression, {line}");
+    }
     Ok(())
 }
 
