@@ -9,7 +9,7 @@ use axum::{
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
-use quill_platform::{metrics, trace_context};
+use quill_platform::{metrics, quota_headers, trace_context};
 use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
                 )
                 .layer(middleware::from_fn(record_metrics))
                 .layer(middleware::from_fn(challenge::announce_ignored_credentials))
+                .layer(middleware::from_fn(rate_limit_headers))
                 .layer(middleware::from_fn_with_state(state.clone(), avatar::scope))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(CatchPanicLayer::custom(|_| {
@@ -99,12 +100,26 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
             Method::OPTIONS,
         ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
-        .expose_headers([REQUEST_ID, header::RETRY_AFTER, header::WWW_AUTHENTICATE])
+        .expose_headers([
+            REQUEST_ID,
+            header::RETRY_AFTER,
+            header::WWW_AUTHENTICATE,
+            quota_headers::RATELIMIT_POLICY,
+            quota_headers::RATELIMIT,
+        ])
         .max_age(Duration::from_secs(600));
     match origins {
         CorsOrigins::Any => layer.allow_origin(AllowOrigin::any()),
         CorsOrigins::List(list) => layer.allow_origin(AllowOrigin::list(list.iter().cloned())),
     }
+}
+
+/// The rate-limit budgets the request counted against, in the gateway or
+/// in the services it called (see `quota_headers`), on its answer.
+async fn rate_limit_headers(request: Request, next: Next) -> Response {
+    let (mut response, quotas) = quota_headers::scope(next.run(request)).await;
+    response.headers_mut().extend(quotas);
+    response
 }
 
 /// Each request's whole exchange is bounded. It outlasts the RPC deadline,

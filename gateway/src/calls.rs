@@ -11,6 +11,7 @@ use axum::{extract::FromRequestParts, http::request::Parts};
 use quill_platform::{
     grpc::{self, AUTHORIZATION, REQUEST_ID, ServiceChannel},
     message_limits,
+    quota_headers::Relaying,
 };
 use quill_proto::{
     auth::v1::auth_service_client::AuthServiceClient,
@@ -28,7 +29,9 @@ use crate::{
     state::{AppState, Upstreams},
 };
 
-type Upstream = InterceptedService<ServiceChannel, CallMetadata>;
+/// Each call carries the request's metadata, and relays the rate-limit
+/// budgets its answer reports to the REST answer.
+type Upstream = InterceptedService<Relaying<ServiceChannel>, CallMetadata>;
 
 pub type AuthClient = AuthServiceClient<Upstream>;
 pub type ContentClient = ContentServiceClient<Upstream>;
@@ -92,7 +95,7 @@ impl Calls {
             authorization: user.and_then(|user| format!("Bearer {}", user.token).parse().ok()),
         };
         InterceptedService::new(
-            grpc::client(channel.clone(), &self.upstreams.credentials),
+            Relaying::new(grpc::client(channel.clone(), &self.upstreams.credentials)),
             metadata,
         )
     }

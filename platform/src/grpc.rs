@@ -25,6 +25,7 @@ use crate::{
     authn::{Authenticator, AuthnLayer},
     error_info,
     in_flight::InFlight,
+    quota_headers::QuotaHeadersLayer,
     request_id::RequestIdLayer,
     retry_calls::{self, RetryCalls},
     rpc_trace::{RpcServerObserveLayer, split_path},
@@ -114,6 +115,7 @@ pub async fn serve(
         .layer(RpcServerObserveLayer)
         .layer(AuthnLayer::new(authn))
         .layer(UnfinishedCallsLayer)
+        .layer(QuotaHeadersLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
     // Drained when every call is answered, however long clients keep their

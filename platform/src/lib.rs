@@ -13,6 +13,7 @@ pub mod grpc;
 mod in_flight;
 pub mod limits;
 pub mod metrics;
+pub mod quota_headers;
 pub mod rate_limit;
 pub mod request_id;
 pub mod retry;

@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
+
+use crate::quota_headers::{self, Quota};
 use tonic::Status;
 use tonic_types::ErrorDetails;
 
@@ -72,18 +74,47 @@ impl RateLimiter {
 
     /// Counts one event against `scope:subject` and errs once more than
     /// `limit.limit` fell in the window. Atomic, so concurrent callers can
-    /// never all pass a budget with one slot left.
-    pub async fn hit(&self, scope: &str, subject: &str, limit: Limit) -> Result<(), RateLimited> {
-        match self.incr(&self.key(scope, subject), limit.window).await {
-            Some((count, ttl)) if count > u64::from(limit.limit) => Err(limited(ttl)),
-            _ => Ok(()),
+    /// never all pass a budget with one slot left. The budget as it stands
+    /// is reported to the caller in the rate-limit headers
+    /// ([`crate::quota_headers`]), under the name `scope`.
+    pub async fn hit(
+        &self,
+        scope: &'static str,
+        subject: &str,
+        limit: Limit,
+    ) -> Result<(), RateLimited> {
+        let counted = self.incr(&self.key(scope, subject), limit.window).await;
+        if let Some((count, ttl)) = counted {
+            quota_headers::report(Quota {
+                policy: scope,
+                limit: limit.limit,
+                window: limit.window,
+                remaining: u64::from(limit.limit).saturating_sub(count),
+                reset: Duration::from_secs(u64::try_from(ttl).unwrap_or(0)),
+            });
         }
+        verdict(counted, limit)
+    }
+
+    /// [`Self::hit`] for a budget whose state is nobody else's business
+    /// (one account's failed logins): not reported in the headers.
+    pub async fn hit_unreported(
+        &self,
+        scope: &str,
+        subject: &str,
+        limit: Limit,
+    ) -> Result<(), RateLimited> {
+        verdict(
+            self.incr(&self.key(scope, subject), limit.window).await,
+            limit,
+        )
     }
 
     /// Takes back one event counted by [`Self::hit`] (an attempt reserved
     /// a failure and then succeeded). Never creates a key: a window that
     /// ended meanwhile stays ended.
     pub async fn release(&self, scope: &str, subject: &str) {
+        quota_headers::report_released(scope);
         const DECR_IF_PRESENT: &str = "if redis.call('EXISTS', KEYS[1]) == 1 then \
              return redis.call('DECR', KEYS[1]) end return 0";
         let mut conn = self.redis.clone();
@@ -132,6 +163,13 @@ impl RateLimiter {
                 None
             }
         }
+    }
+}
+
+fn verdict(counted: Option<(u64, i64)>, limit: Limit) -> Result<(), RateLimited> {
+    match counted {
+        Some((count, ttl)) if count > u64::from(limit.limit) => Err(limited(ttl)),
+        _ => Ok(()),
     }
 }
 

@@ -206,8 +206,10 @@ async fn the_realworld_token_outlives_access_tokens_and_still_ends_with_its_sess
     let article = gw.article(&jake, "Dragons", &[]).await;
     let slug = article["slug"].as_str().unwrap().to_owned();
 
-    // Past the access token's second and the verifiers' 5 s of leeway.
-    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    // Past the access token's second and the verifiers' 5 s of leeway, in
+    // whole seconds as JWTs count them: 7 s after issue is always past
+    // `exp + 5` (6.5 s was not, when issued late in a second).
+    tokio::time::sleep(Duration::from_millis(7_200)).await;
 
     let expired = gw.get("/api/user", Some(&jake.access_token)).await;
     assert_eq!(expired.status, StatusCode::UNAUTHORIZED);

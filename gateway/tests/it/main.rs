@@ -16,6 +16,7 @@ mod notification_stream;
 mod notifications_api;
 mod processes;
 mod processes_support;
+mod rate_limit_headers;
 mod readme;
 mod reflection;
 mod replicas;

@@ -91,7 +91,7 @@ impl LoginGuard {
         F: AsyncFnOnce() -> bool,
     {
         let limits = &self.limits;
-        let budgets: [(&str, String, Limit); 3] = [
+        let budgets: [(&'static str, String, Limit); 3] = [
             (
                 ACCOUNT_CLIENT,
                 attempt.account_client(),
@@ -105,7 +105,14 @@ impl LoginGuard {
             ),
         ];
         for (taken, (scope, subject, limit)) in budgets.iter().enumerate() {
-            if let Err(limited) = self.limiter.hit(scope, subject, *limit).await {
+            // The client's own address is reported; an account's budgets
+            // would tell anyone how close it is to being locked.
+            let counted = if *scope == IP {
+                self.limiter.hit(scope, subject, *limit).await
+            } else {
+                self.limiter.hit_unreported(scope, subject, *limit).await
+            };
+            if let Err(limited) = counted {
                 if *scope == ACCOUNT && known_client().await {
                     break;
                 }
@@ -134,7 +141,7 @@ impl LoginGuard {
     /// check, so a stolen access token cannot be used to guess the password.
     pub async fn admit_reauth(&self, session: &str) -> Result<(), RateLimited> {
         self.limiter
-            .hit(REAUTH, session, self.limits.login_failures_per_client)
+            .hit_unreported(REAUTH, session, self.limits.login_failures_per_client)
             .await
     }
 
