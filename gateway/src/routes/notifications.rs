@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::{
     Json,
     extract::{Path, State},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{
         IntoResponse,
         sse::{Event, KeepAlive, Sse},
@@ -170,15 +170,24 @@ async fn update_preferences(
 /// goes away, the access token expires, its session is revoked, or the
 /// gateway shuts down; then the stream simply ends and the client reconnects
 /// (with a fresh token). The subscription is in place before the response
-/// starts.
+/// starts. A reconnecting `EventSource` sends the id of the last event it
+/// received as `Last-Event-ID`, and is sent every notification it missed
+/// since, in order, before the live ones.
 async fn stream(
     State(state): State<AppState>,
     calls: Calls,
     user: AuthUser,
+    headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, ApiError> {
+    let after_id = headers
+        .get("last-event-id")
+        .and_then(|id| id.to_str().ok())
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned);
     let notifications = calls
         .notification_stream(&user)
-        .subscribe(pb::SubscribeRequest {})
+        .subscribe(pb::SubscribeRequest { after_id })
         .await?
         .into_inner();
     let end = Box::pin(stream_end(state, user.caller));

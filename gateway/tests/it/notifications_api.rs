@@ -191,3 +191,119 @@ async fn preferences_are_read_and_changed_through_rest() {
         unknown.body
     );
 }
+
+/// Every event (id, data) the stream carries within `wait`.
+async fn events_within(stream: &mut reqwest::Response, wait: Duration) -> Vec<(String, Value)> {
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    let read = async {
+        while let Some(chunk) = stream.chunk().await.expect("read stream") {
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let event: String = buffer.drain(..end + 2).collect();
+                let field = |name: &str| -> String {
+                    event
+                        .lines()
+                        .filter_map(|line| line.strip_prefix(name))
+                        .map(str::trim_start)
+                        .collect()
+                };
+                let data = field("data:");
+                if !data.is_empty() {
+                    events.push((field("id:"), serde_json::from_str(&data).expect("JSON")));
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(wait, read).await;
+    events
+}
+
+/// Polls until `user` has `n` notifications; their ids, oldest first.
+async fn wait_for_count(gw: &TestGateway, user: &support::User, n: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let all = gw.notifications(user).await;
+        if all.len() >= n {
+            assert_eq!(all.len(), n, "{all:?}");
+            return all
+                .iter()
+                .rev()
+                .map(|n| n["id"].as_str().expect("id").to_owned())
+                .collect();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{all:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn open(gw: &TestGateway, token: &str, last_event_id: Option<&str>) -> reqwest::RequestBuilder {
+    let request = gw
+        .http
+        .get(gw.url("/api/notifications/stream"))
+        .header("authorization", format!("Token {token}"));
+    match last_event_id {
+        Some(id) => request.header("last-event-id", id),
+        None => request,
+    }
+}
+
+#[tokio::test]
+async fn a_reconnecting_event_source_gets_what_it_missed_once_in_order_then_live() {
+    let gw = TestGateway::start().await;
+    let jake = gw.register("jake").await;
+    let jane = gw.register("jane").await;
+    let article = gw.article(&jake, "Dragons", &[]).await;
+    let slug = article["slug"].as_str().expect("slug").to_owned();
+    wait_for_count(&gw, &jake, 1).await; // the welcome
+
+    // Connected: the follow arrives live.
+    let mut stream = open(&gw, &jake.token, None).send().await.expect("stream");
+    gw.follow(&jane, "jake").await;
+    let live = next_event_of_kind(&mut stream, "new_follower").await;
+    let last_seen = live["id"].as_str().expect("id").to_owned();
+    drop(stream);
+
+    // Away: three comments.
+    for body in ["one", "two", "three"] {
+        gw.comment(&jane, &slug, body).await;
+    }
+    let ids = wait_for_count(&gw, &jake, 5).await;
+
+    // Back, with the id of the last event received.
+    let mut resumed = open(&gw, &jake.token, Some(&last_seen))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resumed.status(), StatusCode::OK);
+    let missed = events_within(&mut resumed, Duration::from_millis(1_500)).await;
+    let missed_ids: Vec<&str> = missed.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        missed_ids,
+        ids[2..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert!(
+        missed.iter().all(|(_, n)| n["kind"] == "comment"),
+        "{missed:?}"
+    );
+
+    // Then the live stream goes on, nothing sent twice.
+    gw.favorite(&jane, &slug).await;
+    let after = events_within(&mut resumed, Duration::from_secs(3)).await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].1["kind"], "favorite");
+
+    // An id that is not one of the caller's notifications is refused.
+    let forged = open(&gw, &jake.token, Some("not-an-id"))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(forged.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let janes = gw.notifications(&jane).await;
+    let someone_elses = janes[0]["id"].as_str().expect("id");
+    let refused = open(&gw, &jake.token, Some(someone_elses))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}

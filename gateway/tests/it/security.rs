@@ -192,7 +192,10 @@ async fn subscribe(
 ) -> tonic::Streaming<notification_pb::Notification> {
     gw.notification
         .client()
-        .subscribe(with_token(notification_pb::SubscribeRequest {}, token))
+        .subscribe(with_token(
+            notification_pb::SubscribeRequest::default(),
+            token,
+        ))
         .await
         .expect("subscribed")
         .into_inner()

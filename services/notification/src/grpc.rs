@@ -1,7 +1,7 @@
 //! The gRPC face of notification: take the caller the authentication layer
 //! established, translate messages, and delegate to `Inbox`.
 
-use std::{pin::Pin, time::Duration};
+use std::{collections::HashSet, pin::Pin, time::Duration};
 
 use futures::{Stream, StreamExt};
 use quill_platform::{
@@ -10,13 +10,18 @@ use quill_platform::{
 };
 use quill_proto::notification::v1::{self as pb, notification_service_server::NotificationService};
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use crate::{
+    error::NotificationError,
     inbox::{Inbox, ListQuery, Notification},
     live::Hub,
     preferences::{KindChange, Preferences, PreferencesUpdate},
     rules::Kind,
 };
+
+/// Missed notifications are read and sent this many at a time.
+const REPLAY_PAGE: u32 = 200;
 
 pub struct NotificationGrpc {
     inbox: Inbox,
@@ -162,21 +167,63 @@ impl NotificationService for NotificationGrpc {
     /// Registered before the response goes out, so anything committed after
     /// the client sees the response headers reaches it. The stream ends
     /// when the client goes away (tonic drops it, which unregisters it).
+    /// With `after_id`, what the caller missed since comes first: the live
+    /// subscription is taken before the missed ones are read, so nothing
+    /// falls between the two, and what both hold is sent once.
     async fn subscribe(
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Reply<Self::SubscribeStream> {
         let caller = authn::caller(&request)?;
+        let after = request
+            .into_inner()
+            .after_id
+            .map(|id| {
+                Uuid::parse_str(id.trim())
+                    .map_err(|_| NotificationError::invalid("after_id", "is not a notification id"))
+            })
+            .transpose()?;
+        let live = self.hub.subscribe(caller.user)?;
+        let user = caller.user;
+        let missed = match after {
+            Some(after) => self.inbox.missed(user, after, REPLAY_PAGE).await?,
+            None => Vec::new(),
+        };
         // The stream ends with the session: at the token's expiry, or when
         // a re-check finds it revoked (logout, ban, password change).
         let authn = self.authn.clone();
         let recheck = self.stream_recheck;
         let ended = async move { authn.session_ended(&caller, recheck).await };
-        let stream = self
-            .hub
-            .subscribe(caller.user)?
-            .take_until(ended)
-            .map(|notification| Ok(notification_message(notification)));
+        let inbox = self.inbox.clone();
+        let stream = async_stream::stream! {
+            let mut sent = HashSet::new();
+            let mut page = missed;
+            loop {
+                let more = page.len() == REPLAY_PAGE as usize;
+                let Some(last) = page.last().map(|n| n.id) else { break };
+                for notification in page {
+                    sent.insert(notification.id);
+                    yield Ok(notification_message(notification));
+                }
+                if !more {
+                    break;
+                }
+                page = match inbox.missed(user, last, REPLAY_PAGE).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        yield Err(Status::from(e));
+                        return;
+                    }
+                };
+            }
+            let mut live = live;
+            while let Some(notification) = live.next().await {
+                if !sent.contains(&notification.id) {
+                    yield Ok(notification_message(notification));
+                }
+            }
+        }
+        .take_until(ended);
         Ok(Response::new(Box::pin(stream)))
     }
 }

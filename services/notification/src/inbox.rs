@@ -59,6 +59,7 @@ pub struct NotificationPage {
     pub total: u64,
 }
 
+#[derive(Clone)]
 pub struct Inbox {
     pub(crate) pool: PgPool,
 }
@@ -99,6 +100,22 @@ impl Inbox {
             notifications: rows.into_iter().map(Notification::from).collect(),
             total: total.unsigned_abs(),
         })
+    }
+
+    /// Up to `limit` of `user`'s notifications after `after`, oldest
+    /// first: what a stream that ended there missed.
+    pub async fn missed(
+        &self,
+        user: Uuid,
+        after: Uuid,
+        limit: u32,
+    ) -> Result<Vec<Notification>, NotificationError> {
+        let rows = repo::after(&self.pool, user, after, i64::from(limit))
+            .await?
+            .ok_or_else(|| {
+                NotificationError::invalid("after_id", "names none of your notifications")
+            })?;
+        Ok(rows.into_iter().map(Notification::from).collect())
     }
 
     pub async fn unread_count(&self, user: Uuid) -> Result<u64, NotificationError> {

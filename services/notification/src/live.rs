@@ -4,9 +4,12 @@
 //! whichever replica consumed the event, and pushes it to its own
 //! subscribers of that user through an in-process broadcast.
 //!
-//! Limitation: NOTIFY is fire-and-forget. While an instance's listener
-//! connection is down, it misses announcements; its subscribers then see
-//! those notifications in the list, not live.
+//! NOTIFY is fire-and-forget: while an instance's listener connection is
+//! down, it misses announcements. So when the listener reconnects, every
+//! stream of the instance ends, as does a stream too slow to keep up with
+//! its buffer; a client resumes from the last notification it received
+//! (`Last-Event-ID`, `SubscribeRequest.after_id`) and is sent what it
+//! missed, then the live ones.
 
 use std::{
     collections::HashMap,
@@ -47,6 +50,9 @@ const PER_USER_BUFFER: usize = 64;
 struct Streams {
     senders: HashMap<Uuid, broadcast::Sender<Notification>>,
     open: usize,
+    /// Cancelled when the streams open now may have missed something
+    /// (the listener reconnected); replaced for the streams opened after.
+    missed: CancellationToken,
 }
 
 /// The live subscribers of this instance, by user.
@@ -80,6 +86,7 @@ impl Hub {
                 streams: Arc::clone(&self.streams),
                 stream: BroadcastStream::new(broadcast::channel(1).1),
                 closing: Box::pin(self.closing.clone().cancelled_owned()),
+                missed: Box::pin(streams.missed.clone().cancelled_owned()),
                 counted: false,
             });
         }
@@ -109,8 +116,16 @@ impl Hub {
             streams: Arc::clone(&self.streams),
             stream: BroadcastStream::new(receiver),
             closing: Box::pin(self.closing.clone().cancelled_owned()),
+            missed: Box::pin(streams.missed.clone().cancelled_owned()),
             counted: true,
         })
+    }
+
+    /// Ends every stream open now: announcements may have been missed, and
+    /// a stream that resumes from its last notification gets them.
+    fn end_streams_that_may_have_missed(&self) {
+        let mut streams = lock(&self.streams);
+        std::mem::take(&mut streams.missed).cancel();
     }
 
     fn is_watched(&self, user: Uuid) -> bool {
@@ -139,6 +154,8 @@ pub struct Subscription {
     stream: BroadcastStream<Notification>,
     /// Ends the stream when the hub closes.
     closing: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Ends the stream when it may have missed an announcement.
+    missed: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Whether it holds a slot (not when opened during shutdown).
     counted: bool,
 }
@@ -147,18 +164,19 @@ impl Stream for Subscription {
     type Item = Notification;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.closing.as_mut().poll(cx).is_ready() {
+        if self.closing.as_mut().poll(cx).is_ready() || self.missed.as_mut().poll(cx).is_ready() {
             return Poll::Ready(None);
         }
-        loop {
-            match self.stream.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(notification))) => return Poll::Ready(Some(notification)),
-                Poll::Ready(Some(Err(lagged))) => {
-                    tracing::debug!(user = %self.user, %lagged, "slow subscriber skipped notifications");
-                }
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
+        match self.stream.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(notification))) => Poll::Ready(Some(notification)),
+            Poll::Ready(Some(Err(lagged))) => {
+                // Skipping would lose them for good; ended, the client
+                // resumes from its last one and is sent them.
+                tracing::debug!(user = %self.user, %lagged, "slow subscriber fell behind; its stream ends");
+                Poll::Ready(None)
             }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -213,25 +231,32 @@ impl Listener {
                 () = shutdown.cancelled() => break,
                 received = self.listener.try_recv() => received,
             };
-            match received {
+            let lost = match received {
                 Ok(Some(notification)) => {
                     backoff.reset();
                     self.dispatch(&notification).await;
+                    continue;
                 }
-                Ok(None) => {
-                    tracing::warn!("notification listener reconnecting; live pushes may be missed");
-                    // Mail queued meanwhile would otherwise wait for the poll.
-                    self.mail_wakeup.notify_one();
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "notification listener failed, reconnecting");
-                    if sleep_or_cancelled(backoff.next_delay(), &shutdown).await {
+                Ok(None) => "connection lost".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(error = %lost, "notification listener reconnecting");
+            // Mail queued meanwhile would otherwise wait for the poll.
+            self.mail_wakeup.notify_one();
+            // A listener of our own (not the lost one's silent reconnect),
+            // so it is known when LISTEN holds again: only then do the open
+            // streams end, so that those resuming miss nothing more.
+            loop {
+                match listen(&self.pool).await {
+                    Ok(listener) => {
+                        self.listener = listener;
+                        self.hub.end_streams_that_may_have_missed();
                         break;
                     }
-                    match listen(&self.pool).await {
-                        Ok(listener) => self.listener = listener,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "notification listener cannot connect");
+                    Err(e) => {
+                        tracing::warn!(error = %e, "notification listener cannot connect");
+                        if sleep_or_cancelled(backoff.next_delay(), &shutdown).await {
+                            return;
                         }
                     }
                 }

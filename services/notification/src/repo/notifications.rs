@@ -2,7 +2,7 @@
 //! read back by their owner, marked read.
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgConnection, PgExecutor};
+use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use super::NOTIFICATIONS_CHANNEL;
@@ -96,6 +96,40 @@ pub async fn list(
     .bind(offset)
     .fetch_all(db)
     .await
+}
+
+/// Up to `limit` of `user`'s notifications that come after `after` (one
+/// of theirs) in the stream's order, creation then id, oldest first: what a
+/// stream that ended at `after` missed. `None` if `after` is not one of
+/// `user`'s notifications.
+pub async fn after(
+    db: &PgPool,
+    user: Uuid,
+    after: Uuid,
+    limit: i64,
+) -> Result<Option<Vec<NotificationRow>>, sqlx::Error> {
+    let anchor: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT created_at FROM notifications WHERE id = $1 AND user_id = $2")
+            .bind(after)
+            .bind(user)
+            .fetch_optional(db)
+            .await?;
+    let Some(created_at) = anchor else {
+        return Ok(None);
+    };
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM notifications
+         WHERE user_id = $1 AND (created_at, id) > ($2, $3)
+         ORDER BY created_at, id
+         LIMIT $4"
+    )))
+    .bind(user)
+    .bind(created_at)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+    .map(Some)
 }
 
 pub async fn count(

@@ -480,7 +480,7 @@ async fn a_subscriber_receives_new_notifications_live() {
     let mut stream = stack
         .notification
         .client()
-        .subscribe(jake.request(SubscribeRequest {}))
+        .subscribe(jake.request(SubscribeRequest::default()))
         .await
         .expect("subscribe")
         .into_inner();
@@ -503,7 +503,7 @@ async fn two_replicas_on_one_queue_apply_each_event_exactly_once_and_both_push_l
     let replica = stack.replica().await;
     let jake = stack.user("jake");
     let subscribe = |client: &mut quill_proto::notification::v1::notification_service_client::NotificationServiceClient<tonic::transport::Channel>| {
-        let request = jake.request(SubscribeRequest {});
+        let request = jake.request(SubscribeRequest::default());
         let mut client = client.clone();
         async move { client.subscribe(request).await.expect("subscribe").into_inner() }
     };
@@ -546,4 +546,61 @@ async fn two_replicas_on_one_queue_apply_each_event_exactly_once_and_both_push_l
             seen.insert(next.id);
         }
     }
+}
+
+/// NOTIFY is fire-and-forget: what is announced while an instance's LISTEN
+/// connection is down is never heard. So once it listens again, its open
+/// streams end, and a stream resumed from its last notification is sent
+/// what came meanwhile, once.
+#[tokio::test]
+async fn streams_end_when_the_listener_reconnects_and_resume_without_a_gap() {
+    let stack = Stack::start().await;
+    let (jake, jane, joe) = (stack.user("jake"), stack.user("jane"), stack.user("joe"));
+    let mut client = stack.notification.client();
+    let mut stream = client
+        .subscribe(jake.request(SubscribeRequest::default()))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    stack.publish(followed(&jane, &jake)).await;
+    let first = tokio::time::timeout(support::WAIT, stream.next())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("a notification");
+
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_all(&stack.db)
+    .await
+    .expect("terminate the listener");
+    assert_eq!(terminated, [true], "one listener connection");
+    // Meanwhile, a follow the dead listener cannot announce.
+    stack.publish(followed(&joe, &jake)).await;
+
+    let ended = tokio::time::timeout(support::WAIT, async {
+        while let Some(item) = stream.next().await {
+            item.expect("no error, an end");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived the lost listener");
+
+    let mut resumed = client
+        .subscribe(jake.request(SubscribeRequest {
+            after_id: Some(first.id.clone()),
+        }))
+        .await
+        .expect("resume")
+        .into_inner();
+    let next = tokio::time::timeout(support::WAIT, resumed.next())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("a notification");
+    assert_eq!(next.title, "joe followed you");
+    let again = tokio::time::timeout(Duration::from_millis(700), resumed.next()).await;
+    assert!(again.is_err(), "sent once: {again:?}");
 }
