@@ -62,10 +62,11 @@ pub async fn validate(request: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(bytes))
 }
 
-/// A 200 with a JSON body that set no validator of its own.
+/// A 200 with a JSON body that set no validator or caching of its own.
 fn is_plain_json(response: &Response) -> bool {
     response.status() == StatusCode::OK
         && !response.headers().contains_key(header::ETAG)
+        && !response.headers().contains_key(header::CACHE_CONTROL)
         && content_type(response.headers()).is_some_and(|t| t.starts_with("application/json"))
 }
 

@@ -105,10 +105,14 @@ impl Authenticator {
     /// The caller behind an access token: it verifies, and its session is
     /// live now.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, AuthnError> {
-        let claims = self.tokens.verify(token).map_err(|e| match e {
-            TokenError::Expired => AuthnError::Expired,
-            _ => AuthnError::Invalid,
-        })?;
+        let claims = self
+            .tokens
+            .verify_fetching(token)
+            .await
+            .map_err(|e| match e {
+                TokenError::Expired => AuthnError::Expired,
+                _ => AuthnError::Invalid,
+            })?;
         let remaining = (claims.exp + LEEWAY_SECS - unix_now()).max(1) as u64;
         let status = self
             .sessions

@@ -1,7 +1,14 @@
 //! Access-token verification with public keys only. The auth service signs;
 //! every other process verifies with the keys auth publishes.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use futures::future::BoxFuture;
+use tokio::time::Instant;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use quill_proto::auth::v1::{GetPublicKeysRequest, auth_service_client::AuthServiceClient};
@@ -47,10 +54,38 @@ pub fn session_audience(audience: &str) -> String {
 /// keys by `kid`. Accepting session tokens is safe only because every Quill
 /// process follows a verification with the session check
 /// ([`crate::authn`]).
-#[derive(Clone)]
 pub struct TokenVerifier {
-    keys: HashMap<String, DecodingKey>,
+    keys: RwLock<HashMap<String, DecodingKey>>,
     validation: Validation,
+    /// Where keys are fetched again when a token names one not known yet.
+    source: Option<KeySource>,
+}
+
+/// `(kid, SubjectPublicKeyInfo PEM)` pairs.
+pub type PublicKeys = Vec<(String, String)>;
+pub type FetchKeys = Arc<dyn Fn() -> BoxFuture<'static, Result<PublicKeys, String>> + Send + Sync>;
+
+/// At most one fetch per this long: a token naming an unknown kid costs no
+/// more than that, whoever sends how many.
+const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+
+struct KeySource {
+    fetch: FetchKeys,
+    /// When keys were last fetched; also makes concurrent misses wait for
+    /// one fetch instead of each making its own.
+    fetched: tokio::sync::Mutex<Option<Instant>>,
+}
+
+fn decoding_keys<'a>(
+    keys: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<HashMap<String, DecodingKey>, TokenError> {
+    keys.into_iter()
+        .map(|(kid, pem)| {
+            DecodingKey::from_ed_pem(pem.as_bytes())
+                .map(|key| (kid.to_owned(), key))
+                .map_err(|e| TokenError::BadKey(e.to_string()))
+        })
+        .collect()
 }
 
 impl TokenVerifier {
@@ -59,14 +94,7 @@ impl TokenVerifier {
         issuer: &str,
         audience: &str,
     ) -> Result<Self, TokenError> {
-        let keys = keys
-            .into_iter()
-            .map(|(kid, pem)| {
-                DecodingKey::from_ed_pem(pem.as_bytes())
-                    .map(|key| (kid.to_owned(), key))
-                    .map_err(|e| TokenError::BadKey(e.to_string()))
-            })
-            .collect::<Result<HashMap<_, _>, _>>()?;
+        let keys = decoding_keys(keys)?;
         // Only EdDSA is accepted, so `alg: none` and HMAC-with-the-public-key
         // confusion are rejected before any signature check.
         let mut validation = Validation::new(Algorithm::EdDSA);
@@ -74,15 +102,30 @@ impl TokenVerifier {
         validation.set_audience(&[audience.to_owned(), session_audience(audience)]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.leeway = 5;
-        Ok(Self { keys, validation })
+        Ok(Self {
+            keys: RwLock::new(keys),
+            validation,
+            source: None,
+        })
     }
 
+    /// Fetches the keys again from `fetch` when a token names a kid not
+    /// known yet: a key published after this verifier started (rotation)
+    /// is learnt at its first token.
+    pub fn refetching(mut self, fetch: FetchKeys) -> Self {
+        self.source = Some(KeySource {
+            fetch,
+            fetched: tokio::sync::Mutex::new(Some(Instant::now())),
+        });
+        self
+    }
+
+    /// Verifies with the keys known now.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let header = decode_header(token).map_err(|_| TokenError::Invalid)?;
-        let key = match header.kid {
-            Some(kid) => self.keys.get(&kid).ok_or(TokenError::UnknownKey)?,
-            None => return Err(TokenError::UnknownKey),
-        };
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let key = keys.get(&kid).ok_or(TokenError::UnknownKey)?;
         decode::<Claims>(token, key, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
@@ -91,8 +134,49 @@ impl TokenVerifier {
             })
     }
 
+    /// [`Self::verify`], and for a kid not known yet, once more after the
+    /// keys are fetched again (at most once per [`REFETCH_INTERVAL`]).
+    pub async fn verify_fetching(&self, token: &str) -> Result<Claims, TokenError> {
+        match self.verify(token) {
+            Err(TokenError::UnknownKey) if self.refetch().await => self.verify(token),
+            verified => verified,
+        }
+    }
+
+    /// Whether the keys may have changed: fetched now, or by a concurrent
+    /// miss a moment ago.
+    async fn refetch(&self) -> bool {
+        let Some(source) = &self.source else {
+            return false;
+        };
+        let mut fetched = source.fetched.lock().await;
+        if fetched.is_some_and(|at| at.elapsed() < REFETCH_INTERVAL) {
+            return true;
+        }
+        *fetched = Some(Instant::now());
+        let keys = (source.fetch)().await.and_then(|keys| {
+            decoding_keys(keys.iter().map(|(k, p)| (k.as_str(), p.as_str())))
+                .map_err(|e| e.to_string())
+        });
+        match keys {
+            Ok(keys) => {
+                tracing::info!(
+                    keys = keys.len(),
+                    "token keys fetched again for an unknown kid"
+                );
+                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot fetch token keys again; the known ones stay");
+                false
+            }
+        }
+    }
+
     /// Builds a verifier from the keys the auth service publishes, retrying
-    /// while auth is not reachable yet.
+    /// while auth is not reachable yet; it fetches them again when a token
+    /// names a key it does not know.
     pub async fn from_auth_service(
         channel: tonic::transport::Channel,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
@@ -121,6 +205,137 @@ impl TokenVerifier {
             &response.issuer,
             &response.audience,
         )?;
-        Ok(verifier)
+        let fetch: FetchKeys = Arc::new(move || {
+            let mut client = crate::message_limits!(AuthServiceClient::new(channel.clone()));
+            Box::pin(async move {
+                let keys = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    client.get_public_keys(GetPublicKeysRequest {}),
+                )
+                .await
+                .map_err(|_| "no auth replica answered".to_owned())?
+                .map_err(|status| status.message().to_owned())?
+                .into_inner()
+                .keys;
+                Ok(keys
+                    .into_iter()
+                    .map(|k| (k.kid, k.public_key_pem))
+                    .collect())
+            })
+        });
+        Ok(verifier.refetching(fetch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use ed25519_dalek::{
+        SigningKey,
+        pkcs8::{EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding},
+    };
+    use jsonwebtoken::{EncodingKey, Header, encode};
+
+    use super::*;
+
+    struct Key {
+        kid: &'static str,
+        private_pem: String,
+        public_pem: String,
+    }
+
+    fn key(kid: &'static str) -> Key {
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        Key {
+            kid,
+            private_pem: key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+            public_pem: key
+                .verifying_key()
+                .to_public_key_pem(LineEnding::LF)
+                .unwrap(),
+        }
+    }
+
+    fn token(key: &Key) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: Uuid::now_v7(),
+            sid: Uuid::now_v7(),
+            role: Role::Creator,
+            exp: now + 60,
+            iat: now,
+            iss: "quill-auth".into(),
+            aud: "quill".into(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(key.kid.to_owned());
+        let signing = EncodingKey::from_ed_pem(key.private_pem.as_bytes()).unwrap();
+        encode(&header, &claims, &signing).unwrap()
+    }
+
+    /// A verifier knowing `old`, whose source publishes what `published`
+    /// holds when asked, and counts how often it was.
+    fn verifier(old: &Key, published: Arc<Mutex<PublicKeys>>) -> (TokenVerifier, Arc<Mutex<u32>>) {
+        let fetches = Arc::new(Mutex::new(0));
+        let counted = Arc::clone(&fetches);
+        let fetch: FetchKeys = Arc::new(move || {
+            *counted.lock().unwrap() += 1;
+            let keys = published.lock().unwrap().clone();
+            Box::pin(async move { Ok(keys) })
+        });
+        let verifier =
+            TokenVerifier::new([(old.kid, old.public_pem.as_str())], "quill-auth", "quill")
+                .unwrap()
+                .refetching(fetch);
+        (verifier, fetches)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_published_after_start_is_learnt_at_its_first_token_and_strangers_cost_one_fetch()
+    {
+        let (old, new) = (key("old"), key("new"));
+        let published = Arc::new(Mutex::new(vec![(
+            old.kid.to_owned(),
+            old.public_pem.clone(),
+        )]));
+        let (verifier, fetches) = verifier(&old, Arc::clone(&published));
+        assert!(verifier.verify_fetching(&token(&old)).await.is_ok());
+        assert_eq!(*fetches.lock().unwrap(), 0, "a known key needs no fetch");
+
+        // Rotation: the new key is published beside the old one.
+        published
+            .lock()
+            .unwrap()
+            .push((new.kid.to_owned(), new.public_pem.clone()));
+        tokio::time::advance(REFETCH_INTERVAL).await;
+        assert!(verifier.verify_fetching(&token(&new)).await.is_ok());
+        assert!(
+            verifier.verify_fetching(&token(&old)).await.is_ok(),
+            "the old one stays"
+        );
+        assert_eq!(*fetches.lock().unwrap(), 1);
+
+        // Tokens naming keys nobody published: at most one fetch a window.
+        let stranger = key("stranger");
+        for _ in 0..50 {
+            assert!(matches!(
+                verifier.verify_fetching(&token(&stranger)).await,
+                Err(TokenError::UnknownKey)
+            ));
+        }
+        assert_eq!(*fetches.lock().unwrap(), 1, "still within the window");
+        tokio::time::advance(REFETCH_INTERVAL).await;
+        let _ = verifier.verify_fetching(&token(&stranger)).await;
+        assert_eq!(*fetches.lock().unwrap(), 2);
+
+        // The old key retired: its tokens no longer verify once refetched.
+        published.lock().unwrap().remove(0);
+        tokio::time::advance(REFETCH_INTERVAL).await;
+        let _ = verifier.verify_fetching(&token(&stranger)).await;
+        assert!(matches!(
+            verifier.verify(&token(&old)),
+            Err(TokenError::UnknownKey)
+        ));
     }
 }

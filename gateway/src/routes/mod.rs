@@ -5,6 +5,7 @@ pub mod articles;
 pub mod comments;
 pub mod docs;
 pub mod health;
+pub mod keys;
 pub mod notifications;
 pub mod profiles;
 pub mod tags;
@@ -25,6 +26,7 @@ pub fn all() -> RouteTable {
         .merge(uploads::routes())
         .merge(notifications::routes())
         .merge(health::routes())
+        .merge(keys::routes())
         .merge(docs::routes())
 }
 

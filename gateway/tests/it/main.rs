@@ -10,6 +10,7 @@ mod content_api;
 mod edge;
 mod front_end;
 mod hostile_input;
+mod keys;
 mod metrics;
 mod notification_rules;
 mod notification_stream;

@@ -1,5 +1,6 @@
 //! Settings of the auth service, from the environment.
 
+use crate::tokens::PublishedKey;
 use std::time::Duration;
 
 use quill_events::EventsConfig;
@@ -24,6 +25,11 @@ quill_platform::settings! {
     AUTH_JWT_PRIVATE_KEY = "";
     /// A file holding `AUTH_JWT_PRIVATE_KEY`; wins over the variable.
     AUTH_JWT_PRIVATE_KEY_FILE = "";
+    /// More Ed25519 public keys (SPKI PEM blocks, one after another) to
+    /// publish beside the signing key's, for rotation: the next key, before
+    /// it signs; the previous one, until the last token it signed expires
+    /// (the session lifetime, `AUTH_REFRESH_TOKEN_TTL_SECS`).
+    AUTH_JWT_PUBLISHED_KEYS = "";
     /// The `iss` of access tokens.
     JWT_ISSUER = "quill-auth";
     /// The `aud` of access tokens.
@@ -56,6 +62,8 @@ pub struct Config {
     pub authn: AuthnConfig,
     /// PKCS#8 PEM of the Ed25519 signing key. Generated when absent (dev only).
     pub signing_key_pem: Option<Secret>,
+    /// `AUTH_JWT_PUBLISHED_KEYS`, parsed.
+    pub published_keys: Vec<PublishedKey>,
     pub issuer: String,
     pub audience: String,
     pub access_token_ttl: Duration,
@@ -106,6 +114,11 @@ impl quill_server::ServiceConfig for Config {
             })?,
             authn: AuthnConfig::from_env()?,
             signing_key_pem,
+            published_keys: match AUTH_JWT_PUBLISHED_KEYS.opt::<String>()? {
+                Some(pems) => PublishedKey::parse_all(&pems)
+                    .map_err(|e| AUTH_JWT_PUBLISHED_KEYS.invalid("(PEM)", e.to_string()))?,
+                None => Vec::new(),
+            },
             issuer: JWT_ISSUER.get()?,
             audience: JWT_AUDIENCE.get()?,
             access_token_ttl: AUTH_ACCESS_TOKEN_TTL_SECS.secs()?,

@@ -124,11 +124,16 @@ impl AuthService for AuthGrpc {
     ) -> Reply<pb::GetPublicKeysResponse> {
         let issuer = self.accounts.issuer();
         Ok(Response::new(pb::GetPublicKeysResponse {
-            keys: vec![pb::PublicKey {
-                kid: issuer.kid().to_owned(),
-                algorithm: "EdDSA".into(),
-                public_key_pem: issuer.public_key_pem().to_owned(),
-            }],
+            keys: issuer
+                .public_keys()
+                .into_iter()
+                .map(|key| pb::PublicKey {
+                    kid: key.kid,
+                    algorithm: "EdDSA".into(),
+                    public_key_pem: key.public_key_pem,
+                    jwk_x: key.jwk_x,
+                })
+                .collect(),
             issuer: issuer.issuer.clone(),
             audience: issuer.audience.clone(),
         }))

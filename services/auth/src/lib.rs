@@ -13,7 +13,7 @@ mod repo;
 pub mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
-mod tokens;
+pub mod tokens;
 mod validation;
 
 pub use config::Config;

@@ -56,9 +56,13 @@ impl Service for Auth {
             config.issuer.clone(),
             config.audience.clone(),
             config.access_token_ttl,
-        )?;
+        )
+        .context("AUTH_JWT_PRIVATE_KEY")?
+        .publishing(config.published_keys.clone());
+        let keys = issuer.public_keys();
         let verifier = TokenVerifier::new(
-            [(issuer.kid(), issuer.public_key_pem())],
+            keys.iter()
+                .map(|key| (key.kid.as_str(), key.public_key_pem.as_str())),
             &config.issuer,
             &config.audience,
         )?;

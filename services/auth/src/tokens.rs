@@ -13,8 +13,11 @@ use std::time::Duration;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use ed25519_dalek::{
-    SigningKey,
-    pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding},
+    SigningKey, VerifyingKey,
+    pkcs8::{
+        DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey,
+        spki::der::pem::LineEnding,
+    },
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use quill_platform::{
@@ -32,6 +35,10 @@ pub struct AccessTokenIssuer {
     encoding_key: EncodingKey,
     kid: String,
     public_key_pem: String,
+    /// `x` of the key's JWK: the raw 32-byte public key, base64url.
+    jwk_x: String,
+    /// Keys published beside the signing one (`AUTH_JWT_PUBLISHED_KEYS`).
+    published: Vec<PublishedKey>,
     pub issuer: String,
     pub audience: String,
     pub ttl: Duration,
@@ -43,7 +50,7 @@ pub struct IssuedToken {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("AUTH_JWT_PRIVATE_KEY is not a PKCS#8 PEM Ed25519 key: {0}")]
+#[error("not a usable Ed25519 PEM key: {0}")]
 pub struct KeyError(String);
 
 impl AccessTokenIssuer {
@@ -73,24 +80,44 @@ impl AccessTokenIssuer {
             .map_err(|e| KeyError(e.to_string()))?;
         let encoding_key = EncodingKey::from_ed_pem(private_pem.as_bytes())
             .map_err(|e| KeyError(e.to_string()))?;
-        // The key id is derived from the public key, so every replica sharing
-        // a key announces the same kid.
-        let digest = Sha256::digest(signing_key.verifying_key().as_bytes());
-        let kid = URL_SAFE_NO_PAD.encode(&digest[..12]);
+        let own = PublishedKey::of(&signing_key.verifying_key(), public_key_pem);
         Ok(Self {
             encoding_key,
-            kid,
-            public_key_pem,
+            kid: own.kid,
+            public_key_pem: own.public_key_pem,
+            jwk_x: own.jwk_x,
+            published: Vec::new(),
             issuer,
             audience,
             ttl,
         })
     }
 
+    #[cfg(any(test, feature = "testing"))]
     pub fn kid(&self) -> &str {
         &self.kid
     }
 
+    /// Also publishes `keys` (which do not sign here): the next key before
+    /// it signs, the previous one until the last token it signed expires.
+    pub fn publishing(mut self, keys: Vec<PublishedKey>) -> Self {
+        self.published = keys.into_iter().filter(|key| key.kid != self.kid).collect();
+        self
+    }
+
+    /// Every key a verifier must know: the signing one first.
+    pub fn public_keys(&self) -> Vec<PublishedKey> {
+        let own = PublishedKey {
+            kid: self.kid.clone(),
+            public_key_pem: self.public_key_pem.clone(),
+            jwk_x: self.jwk_x.clone(),
+        };
+        std::iter::once(own)
+            .chain(self.published.iter().cloned())
+            .collect()
+    }
+
+    #[cfg(test)]
     pub fn public_key_pem(&self) -> &str {
         &self.public_key_pem
     }
@@ -135,6 +162,46 @@ impl AccessTokenIssuer {
         let token = encode(&header, &claims, &self.encoding_key)
             .map_err(|e| AuthError::Internal(format!("signing token: {e}")))?;
         Ok(IssuedToken { token, expires_at })
+    }
+}
+
+/// A public key as verifiers are given it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedKey {
+    /// Derived from the key, so every replica sharing a key announces the
+    /// same kid.
+    pub kid: String,
+    /// SubjectPublicKeyInfo PEM.
+    pub public_key_pem: String,
+    /// The JWK `x`: the raw public key, base64url.
+    pub jwk_x: String,
+}
+
+impl PublishedKey {
+    fn of(key: &VerifyingKey, public_key_pem: String) -> Self {
+        let digest = Sha256::digest(key.as_bytes());
+        Self {
+            kid: URL_SAFE_NO_PAD.encode(&digest[..12]),
+            public_key_pem,
+            jwk_x: URL_SAFE_NO_PAD.encode(key.as_bytes()),
+        }
+    }
+
+    /// Every `PUBLIC KEY` PEM block in `pems` (Ed25519 only).
+    pub fn parse_all(pems: &str) -> Result<Vec<Self>, KeyError> {
+        const END: &str = "-----END PUBLIC KEY-----";
+        pems.split_inclusive(END)
+            .map(str::trim)
+            .filter(|block| !block.is_empty())
+            .map(|block| {
+                let key = VerifyingKey::from_public_key_pem(block)
+                    .map_err(|e| KeyError(format!("a published key: {e}")))?;
+                let pem = key
+                    .to_public_key_pem(LineEnding::LF)
+                    .map_err(|e| KeyError(e.to_string()))?;
+                Ok(Self::of(&key, pem))
+            })
+            .collect()
     }
 }
 
@@ -252,5 +319,25 @@ mod tests {
         assert_ne!(a.0, b.0);
         assert_eq!(a.0.len(), 43);
         assert_eq!(RefreshToken::hash(&a.0), RefreshToken::hash(&a.0));
+    }
+
+    #[test]
+    fn published_keys_are_every_pem_block_named_as_their_signer_names_them() {
+        let (a, b) = (
+            issuer(Duration::from_secs(60)),
+            issuer(Duration::from_secs(60)),
+        );
+        let both = format!("{}\n{}", a.public_key_pem(), b.public_key_pem());
+        let published = PublishedKey::parse_all(&both).unwrap();
+        let kids: Vec<&str> = published.iter().map(|k| k.kid.as_str()).collect();
+        assert_eq!(kids, [a.kid(), b.kid()]);
+        assert_eq!(published[0], a.public_keys()[0]);
+        // Publishing the signing key again lists it once.
+        assert_eq!(a.publishing(published).public_keys().len(), 2);
+        assert!(
+            PublishedKey::parse_all("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----")
+                .is_err()
+        );
+        assert!(PublishedKey::parse_all("").unwrap().is_empty());
     }
 }
