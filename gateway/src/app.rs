@@ -99,11 +99,18 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
             Method::DELETE,
             Method::OPTIONS,
         ])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("last-event-id"),
+            REQUEST_ID,
+        ])
         .expose_headers([
             REQUEST_ID,
             header::RETRY_AFTER,
             header::WWW_AUTHENTICATE,
+            header::ETAG,
             quota_headers::RATELIMIT_POLICY,
             quota_headers::RATELIMIT,
         ])

@@ -51,13 +51,11 @@ pub async fn validate(request: Request, next: Next) -> Response {
     );
     headers.append(header::VARY, HeaderValue::from_static("authorization"));
     if if_none_match.is_some_and(|tags| names(&tags, &etag)) {
-        let mut not_modified = StatusCode::NOT_MODIFIED.into_response();
-        for name in [header::ETAG, header::CACHE_CONTROL, header::VARY] {
-            for value in headers.get_all(&name) {
-                not_modified.headers_mut().append(&name, value.clone());
-            }
-        }
-        return not_modified;
+        // The 200's headers (validators, caching, CORS), without a body.
+        parts.status = StatusCode::NOT_MODIFIED;
+        parts.headers.remove(header::CONTENT_TYPE);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::empty());
     }
     Response::from_parts(parts, Body::from(bytes))
 }

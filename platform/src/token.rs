@@ -153,11 +153,13 @@ impl TokenVerifier {
         if fetched.is_some_and(|at| at.elapsed() < REFETCH_INTERVAL) {
             return true;
         }
-        *fetched = Some(Instant::now());
+        // Stamped when the fetch is done, not before: a caller that gives
+        // up mid-fetch (its client hung up) must not use the window up.
         let keys = (source.fetch)().await.and_then(|keys| {
             decoding_keys(keys.iter().map(|(k, p)| (k.as_str(), p.as_str())))
                 .map_err(|e| e.to_string())
         });
+        *fetched = Some(Instant::now());
         match keys {
             Ok(keys) => {
                 tracing::info!(

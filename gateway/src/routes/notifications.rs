@@ -185,11 +185,26 @@ async fn stream(
         .map(str::trim)
         .filter(|id| !id.is_empty())
         .map(str::to_owned);
-    let notifications = calls
-        .notification_stream(&user)
-        .subscribe(pb::SubscribeRequest { after_id })
-        .await?
-        .into_inner();
+    let mut client = calls.notification_stream(&user);
+    let subscribed = client
+        .subscribe(pb::SubscribeRequest {
+            after_id: after_id.clone(),
+        })
+        .await;
+    let notifications = match subscribed {
+        // `EventSource` gives up for good on any answer but 200: an id it
+        // cannot resume from (forged, or from another account) streams
+        // live from now rather than never again.
+        Err(status) if after_id.is_some() && status.code() == tonic::Code::InvalidArgument => {
+            tracing::info!(
+                reason = status.message(),
+                "Last-Event-ID unusable; streaming from now"
+            );
+            client.subscribe(pb::SubscribeRequest::default()).await?
+        }
+        subscribed => subscribed?,
+    }
+    .into_inner();
     let end = Box::pin(stream_end(state, user.caller));
     let events = futures::stream::unfold(Some((notifications, end)), |open| async move {
         let (mut notifications, mut end) = open?;

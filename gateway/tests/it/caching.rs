@@ -133,6 +133,26 @@ async fn an_unchanged_answer_is_a_304_and_a_change_a_new_tag() {
     assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(etag(&unchanged), tag);
     assert!(unchanged.bytes().await.expect("bytes").is_empty());
+    // From a front end on another origin: the 304 keeps the CORS answer,
+    // and the tag is readable.
+    let cross_origin = gw
+        .http
+        .get(gw.url(&path))
+        .header(header::ORIGIN, "http://localhost:3000")
+        .header(header::IF_NONE_MATCH, &tag)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(cross_origin.status(), StatusCode::NOT_MODIFIED);
+    let headers = cross_origin.headers();
+    assert_eq!(
+        headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "http://localhost:3000"
+    );
+    let exposed = headers[header::ACCESS_CONTROL_EXPOSE_HEADERS]
+        .to_str()
+        .unwrap();
+    assert!(exposed.contains("etag"), "{exposed}");
 
     // A viewer's own answer is theirs: private, and tagged apart from
     // the anonymous one once their flags differ.

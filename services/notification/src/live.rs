@@ -247,6 +247,11 @@ impl Listener {
             // so it is known when LISTEN holds again: only then do the open
             // streams end, so that those resuming miss nothing more.
             loop {
+                // Before every attempt: a connection that dies right after
+                // LISTEN must not spin, ending every stream each time.
+                if sleep_or_cancelled(backoff.next_delay(), &shutdown).await {
+                    return;
+                }
                 match listen(&self.pool).await {
                     Ok(listener) => {
                         self.listener = listener;
@@ -255,9 +260,6 @@ impl Listener {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "notification listener cannot connect");
-                        if sleep_or_cancelled(backoff.next_delay(), &shutdown).await {
-                            return;
-                        }
                     }
                 }
             }
@@ -287,7 +289,12 @@ impl Listener {
         match notifications::notification(&self.pool, id).await {
             Ok(Some(row)) => self.hub.publish(user, row.into()),
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, %id, "cannot load a notification to push"),
+            Err(e) => {
+                // Pushing later ones would move the client past this one;
+                // ended, its stream resumes and is sent it.
+                tracing::warn!(error = %e, %id, "cannot load a notification to push; streams end to resume");
+                self.hub.end_streams_that_may_have_missed();
+            }
         }
     }
 }
