@@ -11,7 +11,9 @@ use futures::future::BoxFuture;
 use tokio::time::Instant;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
-use quill_proto::auth::v1::{GetPublicKeysRequest, auth_service_client::AuthServiceClient};
+use quill_proto::auth::v1::{
+    GetPublicKeysRequest, GetPublicKeysResponse, auth_service_client::AuthServiceClient,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -183,22 +185,9 @@ impl TokenVerifier {
         channel: tonic::transport::Channel,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let response = crate::retry::with_backoff("fetching auth public keys", 30, || {
-            let mut client = crate::message_limits!(AuthServiceClient::new(channel.clone()));
-            // A balanced channel with no replica yet waits rather than
-            // fails: bound each attempt so the retries go on.
-            async move {
-                tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    client.get_public_keys(GetPublicKeysRequest {}),
-                )
-                .await
-                .unwrap_or_else(|_| {
-                    Err(tonic::Status::deadline_exceeded("no auth replica answered"))
-                })
-            }
+            ask_for_keys(channel.clone())
         })
-        .await?
-        .into_inner();
+        .await?;
         let verifier = Self::new(
             response
                 .keys
@@ -208,17 +197,12 @@ impl TokenVerifier {
             &response.audience,
         )?;
         let fetch: FetchKeys = Arc::new(move || {
-            let mut client = crate::message_limits!(AuthServiceClient::new(channel.clone()));
+            let asked = ask_for_keys(channel.clone());
             Box::pin(async move {
-                let keys = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    client.get_public_keys(GetPublicKeysRequest {}),
-                )
-                .await
-                .map_err(|_| "no auth replica answered".to_owned())?
-                .map_err(|status| status.message().to_owned())?
-                .into_inner()
-                .keys;
+                let keys = asked
+                    .await
+                    .map_err(|status| status.message().to_owned())?
+                    .keys;
                 Ok(keys
                     .into_iter()
                     .map(|k| (k.kid, k.public_key_pem))
@@ -226,6 +210,23 @@ impl TokenVerifier {
             })
         });
         Ok(verifier.refetching(fetch))
+    }
+}
+
+/// One `GetPublicKeys` call. A balanced channel with no replica yet waits
+/// rather than fails, so the call is bounded.
+fn ask_for_keys(
+    channel: tonic::transport::Channel,
+) -> impl Future<Output = Result<GetPublicKeysResponse, tonic::Status>> {
+    let mut client = crate::message_limits!(AuthServiceClient::new(channel));
+    async move {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get_public_keys(GetPublicKeysRequest {}),
+        )
+        .await
+        .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no auth replica answered")))
+        .map(tonic::Response::into_inner)
     }
 }
 

@@ -218,8 +218,8 @@ async fn serve(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let name = ImageName::parse(&name).ok_or_else(|| ApiError::not_found("upload"))?;
-    let etag =
-        HeaderValue::from_str(&name.etag()).expect("an ETag of hex digits is a header value");
+    // Hex digits in quotes: always a header value.
+    let etag = HeaderValue::try_from(name.etag()).map_err(|_| ApiError::not_found("upload"))?;
     // The name is the content's hash: a client holding this ETag held the
     // file, so there is nothing to look up.
     if if_none_match(&headers).any(|tag| tag.trim_start_matches("W/") == name.etag()) {

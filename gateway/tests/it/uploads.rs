@@ -64,6 +64,16 @@ fn url_of(uploaded: &Response) -> String {
         .to_owned()
 }
 
+/// Refused with `status`, naming the `file` field.
+fn assert_refused(response: &Response, status: StatusCode) {
+    assert_eq!(response.status, status, "{:?}", response.body);
+    assert!(
+        !errors_for(&response.body, "file").is_empty(),
+        "{:?}",
+        response.body
+    );
+}
+
 /// What the store holds, by name.
 fn stored(gw: &TestGateway) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(gw.uploads.path())
@@ -187,17 +197,7 @@ async fn what_is_not_an_accepted_image_is_refused_and_not_stored() {
         (b"\x89PNG".as_slice(), "image/png"),
     ] {
         let refused = upload(&gw, Some(&jake.token), file(bytes, declared)).await;
-        assert_eq!(
-            refused.status,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "{:?}",
-            refused.body
-        );
-        assert!(
-            !errors_for(&refused.body, "file").is_empty(),
-            "{:?}",
-            refused.body
-        );
+        assert_refused(&refused, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
     assert!(stored(&gw).is_empty());
 }
@@ -215,17 +215,7 @@ async fn an_image_over_the_limit_is_a_413_however_it_is_sent() {
     assert_eq!(accepted.status, StatusCode::CREATED, "{:?}", accepted.body);
 
     let refused = upload(&gw, Some(&jake.token), file(over, "image/png")).await;
-    assert_eq!(
-        refused.status,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "{:?}",
-        refused.body
-    );
-    assert!(
-        !errors_for(&refused.body, "file").is_empty(),
-        "{:?}",
-        refused.body
-    );
+    assert_refused(&refused, StatusCode::PAYLOAD_TOO_LARGE);
 
     // Far larger than the limit and the router's body limit: cut off while
     // it streams, not read whole.
