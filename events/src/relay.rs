@@ -44,9 +44,28 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Number of events waiting to be published, for the outbox backlog gauge.
 pub async fn backlog(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        .fetch_one(pool)
-        .await
+    Ok(pending(pool).await?.rows)
+}
+
+/// What waits in the outbox: how many rows, and how long the oldest has.
+struct Pending {
+    rows: i64,
+    oldest_age_seconds: f64,
+}
+
+/// One scan of the unpublished rows' partial index for both gauges.
+async fn pending(pool: &PgPool) -> Result<Pending, sqlx::Error> {
+    let (rows, oldest_age_seconds): (i64, f64) = sqlx::query_as(
+        "SELECT count(*),
+                COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8
+         FROM outbox WHERE published_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Pending {
+        rows,
+        oldest_age_seconds,
+    })
 }
 
 /// Publishes a service's outbox to the event exchange. Run one per replica.
@@ -104,9 +123,9 @@ impl OutboxRelay {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Backoff::new();
         let mut publisher: Option<Publisher> = None;
-        let backlog_gauge = metrics::get()
-            .outbox_backlog
-            .with_label_values(&[database_name(&self.pool).as_str()]);
+        let db = database_name(&self.pool);
+        let backlog_gauge = metrics::get().outbox_backlog.with_label_values(&[&db]);
+        let oldest_gauge = metrics::get().outbox_oldest_age.with_label_values(&[&db]);
         let wakeup = Arc::new(Notify::new());
         let listener = tokio::spawn(listen_for_rows(
             self.pool.clone(),
@@ -135,8 +154,9 @@ impl OutboxRelay {
                 },
             };
             let batch = self.relay_batch(&channel).await;
-            if let Ok(n) = backlog(&self.pool).await {
-                backlog_gauge.set(n);
+            if let Ok(pending) = pending(&self.pool).await {
+                backlog_gauge.set(pending.rows);
+                oldest_gauge.set(pending.oldest_age_seconds);
             }
             let idle = match batch {
                 Ok(sent) => {
@@ -346,7 +366,7 @@ impl Publisher {
     }
 }
 
-/// The `db` label of the backlog gauge.
+/// The `db` label of the outbox gauges.
 fn database_name(pool: &PgPool) -> String {
     pool.connect_options()
         .get_database()

@@ -193,8 +193,8 @@ fn on_response(response: &Response, latency: Duration, span: &tracing::Span) {
         .on_response(response, latency, span);
 }
 
-/// `http_server_requests_total` and `http_server_duration_seconds`, labelled
-/// by the matched route (`unmatched` for the fallback).
+/// `http_server_request_duration_seconds`, labelled by method, the matched
+/// route (`unmatched` for the fallback) and status.
 async fn record_metrics(request: Request, next: Next) -> Response {
     let start = std::time::Instant::now();
     let method = request.method().clone();

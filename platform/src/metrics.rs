@@ -1,13 +1,30 @@
 //! Prometheus metrics: one process-wide registry, the metric families every
 //! Quill process records, and the admin HTTP server that serves them.
 //!
-//! Families (all in the text exposition format at `/metrics`):
-//! - `rpc_server_requests_total{service,method,code}`, `rpc_server_duration_seconds{service,method}`
-//! - `http_server_requests_total{method,route,status}`, `http_server_duration_seconds{method,route}`
-//! - `events_published_total{routing_key}`
-//! - `events_consumed_total{queue,routing_key,outcome}` (ok|duplicate|retried|requeued|dead_lettered)
-//! - `outbox_backlog{db}`: unsent outbox rows, updated by the relay every poll
-//! - `db_pool_connections{db,state}` (size|idle), sampled at scrape time
+//! Names and labels follow the OpenTelemetry semantic conventions as an
+//! OpenTelemetry Prometheus exporter writes them (dots become underscores,
+//! the unit is a suffix), so dashboards and alerts written for those
+//! conventions work unchanged. Request counts are the histograms' `_count`.
+//! - `http_server_request_duration_seconds{http_request_method,http_route,http_response_status_code}`
+//! - `rpc_server_call_duration_seconds` and `rpc_client_call_duration_seconds`
+//!   `{rpc_system_name,rpc_method,rpc_response_status_code}` (`rpc_method` is
+//!   `package.Service/Method`, the status its canonical name)
+//! - `messaging_process_duration_seconds{messaging_system,messaging_destination_name,messaging_operation_name,error_type}`:
+//!   one delivery, from its arrival to its settlement
+//! - `messaging_consumer_lag_seconds{messaging_destination_name}`: how old an
+//!   event is when its consumer starts on it (histogram), and
+//!   `messaging_consumer_lag_messages{messaging_destination_name}`: deliveries
+//!   waiting in the queue, sampled by the consumer
+//! - `db_client_connection_count{db_client_connection_pool_name,db_client_connection_state}`
+//!   (`idle`, `used`: they add up to the pool's size) and
+//!   `db_client_connection_max{db_client_connection_pool_name}`, sampled at scrape time
+//! - `process_*` (CPU, resident memory, open files, start time; Linux)
+//!
+//! Quill's own, where no convention exists:
+//! - `events_published_total{routing_key}`,
+//!   `events_consumed_total{queue,routing_key,outcome}` (ok|duplicate|retried|requeued|dead_lettered)
+//! - `outbox_backlog{db}` and `outbox_oldest_age_seconds{db}`: unpublished
+//!   outbox rows and the age of the oldest, updated by the relay
 
 use std::{
     net::SocketAddr,
@@ -16,7 +33,7 @@ use std::{
 
 use crate::shutdown::CancellationToken;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds, 1 ms to 10 s.
@@ -24,17 +41,30 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Event age buckets in seconds: from a live pipeline (milliseconds) to a
+/// consumer that has fallen minutes behind, or a retry queue's delays.
+const LAG_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+];
+
+/// `rpc.system.name`: every RPC Quill makes or serves is gRPC.
+const RPC_SYSTEM: &str = "grpc";
+
 /// The metric families; get them with [`get`].
 pub struct Metrics {
     registry: Registry,
-    pub rpc_server_requests: IntCounterVec,
-    pub rpc_server_duration: HistogramVec,
-    pub http_server_requests: IntCounterVec,
     pub http_server_duration: HistogramVec,
+    pub rpc_server_duration: HistogramVec,
+    pub rpc_client_duration: HistogramVec,
+    pub messaging_process_duration: HistogramVec,
+    pub messaging_consumer_lag: HistogramVec,
+    pub messaging_consumer_lag_messages: IntGaugeVec,
+    pub db_connection_count: IntGaugeVec,
+    pub db_connection_max: IntGaugeVec,
     pub events_published: IntCounterVec,
     pub events_consumed: IntCounterVec,
     pub outbox_backlog: IntGaugeVec,
-    pub db_pool_connections: IntGaugeVec,
+    pub outbox_oldest_age: GaugeVec,
     samplers: Mutex<Vec<(String, Sampler)>>,
 }
 
@@ -56,9 +86,9 @@ impl Metrics {
             registry.register(Box::new(c.clone())).expect("unique");
             c
         };
-        let histogram = |name: &str, help: &str, labels: &[&str]| {
+        let histogram = |name: &str, help: &str, buckets: &[f64], labels: &[&str]| {
             let h = HistogramVec::new(
-                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
                 labels,
             )
             .expect("valid histogram");
@@ -70,26 +100,79 @@ impl Metrics {
             registry.register(Box::new(g.clone())).expect("unique");
             g
         };
+        let rpc_labels = &["rpc_system_name", "rpc_method", "rpc_response_status_code"];
+        let pool = "db_client_connection_pool_name";
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique");
+        let outbox_oldest_age = GaugeVec::new(
+            Opts::new(
+                "outbox_oldest_age_seconds",
+                "Age of the oldest outbox row not yet published (0 when none), by database",
+            ),
+            &["db"],
+        )
+        .expect("valid gauge");
+        registry
+            .register(Box::new(outbox_oldest_age.clone()))
+            .expect("unique");
         Self {
-            rpc_server_requests: counter(
-                "rpc_server_requests_total",
-                "gRPC calls served, by service, method and status code",
-                &["service", "method", "code"],
+            http_server_duration: histogram(
+                "http_server_request_duration_seconds",
+                "Duration of HTTP server requests, until the response head",
+                LATENCY_BUCKETS,
+                &[
+                    "http_request_method",
+                    "http_route",
+                    "http_response_status_code",
+                ],
             ),
             rpc_server_duration: histogram(
-                "rpc_server_duration_seconds",
-                "gRPC call latency until the status is sent",
-                &["service", "method"],
+                "rpc_server_call_duration_seconds",
+                "Duration of incoming gRPC calls, until the status is sent",
+                LATENCY_BUCKETS,
+                rpc_labels,
             ),
-            http_server_requests: counter(
-                "http_server_requests_total",
-                "HTTP requests served, by method, matched route and status",
-                &["method", "route", "status"],
+            rpc_client_duration: histogram(
+                "rpc_client_call_duration_seconds",
+                "Duration of outgoing gRPC calls, until the status is received",
+                LATENCY_BUCKETS,
+                rpc_labels,
             ),
-            http_server_duration: histogram(
-                "http_server_duration_seconds",
-                "HTTP request latency until the response head",
-                &["method", "route"],
+            messaging_process_duration: histogram(
+                "messaging_process_duration_seconds",
+                "Duration of processing one delivery, until it is settled with the broker",
+                LATENCY_BUCKETS,
+                &[
+                    "messaging_system",
+                    "messaging_destination_name",
+                    "messaging_operation_name",
+                    "error_type",
+                ],
+            ),
+            messaging_consumer_lag: histogram(
+                "messaging_consumer_lag_seconds",
+                "Age of an event (since it occurred) when its consumer starts processing it",
+                LAG_BUCKETS,
+                &["messaging_destination_name"],
+            ),
+            messaging_consumer_lag_messages: gauge(
+                "messaging_consumer_lag_messages",
+                "Deliveries waiting in a consumer's queue, sampled by the consumer",
+                &["messaging_destination_name"],
+            ),
+            db_connection_count: gauge(
+                "db_client_connection_count",
+                "Database pool connections by state (idle, used)",
+                &[pool, "db_client_connection_state"],
+            ),
+            db_connection_max: gauge(
+                "db_client_connection_max",
+                "The most connections a database pool opens",
+                &[pool],
             ),
             events_published: counter(
                 "events_published_total",
@@ -106,11 +189,7 @@ impl Metrics {
                 "Outbox rows waiting to be published, by database",
                 &["db"],
             ),
-            db_pool_connections: gauge(
-                "db_pool_connections",
-                "Database pool connections (state: size, idle), by database",
-                &["db", "state"],
-            ),
+            outbox_oldest_age,
             samplers: Mutex::new(Vec::new()),
             registry,
         }
@@ -144,25 +223,30 @@ pub fn add_sampler(key: &str, sample: Sampler) {
     }
 }
 
-/// Records one finished gRPC call on the server side.
-pub fn record_rpc(service: &str, method: &str, code: i32, seconds: f64) {
+/// Which end of a gRPC call is recording it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcSide {
+    Server,
+    Client,
+}
+
+/// Records one finished gRPC call; `method` is `package.Service/Method`.
+pub fn record_rpc(side: RpcSide, method: &str, code: i32, seconds: f64) {
     let m = get();
-    m.rpc_server_requests
-        .with_label_values(&[service, method, grpc_code_name(code)])
-        .inc();
-    m.rpc_server_duration
-        .with_label_values(&[service, method])
+    let histogram = match side {
+        RpcSide::Server => &m.rpc_server_duration,
+        RpcSide::Client => &m.rpc_client_duration,
+    };
+    histogram
+        .with_label_values(&[RPC_SYSTEM, method, grpc_code_name(code)])
         .observe(seconds);
 }
 
 /// Records one HTTP response.
 pub fn record_http(method: &str, route: &str, status: u16, seconds: f64) {
-    let m = get();
-    m.http_server_requests
+    get()
+        .http_server_duration
         .with_label_values(&[method, route, &status.to_string()])
-        .inc();
-    m.http_server_duration
-        .with_label_values(&[method, route])
         .observe(seconds);
 }
 

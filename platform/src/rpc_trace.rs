@@ -1,7 +1,8 @@
 //! Tower middleware giving every gRPC call a span with OpenTelemetry RPC
 //! attributes, W3C context propagation over metadata, the final status code
 //! (read from the headers of a trailers-only response or from the trailers)
-//! and, on the server side, the `rpc_server_*` metrics.
+//! and the `rpc_server_call_duration_seconds` or
+//! `rpc_client_call_duration_seconds` histogram.
 //!
 //! Used through [`crate::grpc::traced`] (clients) and
 //! [`crate::grpc::serve`] (servers).
@@ -18,7 +19,10 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tracing::{Span, field::Empty};
 
-use crate::{metrics, trace_context};
+use crate::{
+    metrics::{self, RpcSide},
+    trace_context,
+};
 
 const CANCELLED: i32 = 1;
 const UNKNOWN: i32 = 2;
@@ -38,8 +42,9 @@ fn grpc_status(headers: &HeaderMap) -> Option<i32> {
 struct Finish {
     span: Span,
     start: Instant,
-    /// `(service, method)` for the server metrics; `None` on the client.
-    server: Option<(String, String)>,
+    side: RpcSide,
+    /// `package.Service/Method`, the metrics' `rpc_method`.
+    method: String,
     header_code: Option<i32>,
     done: bool,
 }
@@ -55,23 +60,21 @@ impl Finish {
         }
         self.span.record("rpc.grpc.status_code", code);
         // OTel RPC semconv: servers flag only their own failures as errors.
-        let error = match self.server {
-            Some(_) => matches!(code, 2 | 4 | 12 | 13 | 14 | 15),
-            None => code != 0,
+        let error = match self.side {
+            RpcSide::Server => matches!(code, 2 | 4 | 12 | 13 | 14 | 15),
+            RpcSide::Client => code != 0,
         };
         if error {
             self.span.record("otel.status_code", "ERROR");
         }
-        if let Some((service, method)) = &self.server {
-            // UNIMPLEMENTED answers a path no service registered: the path is
-            // the caller's to choose, so it must not become a label value.
-            let (service, method) = if code == UNIMPLEMENTED {
-                (OTHER, OTHER)
-            } else {
-                (service.as_str(), method.as_str())
-            };
-            metrics::record_rpc(service, method, code, self.start.elapsed().as_secs_f64());
-        }
+        // A server's UNIMPLEMENTED answers a path no service registered: the
+        // path is the caller's to choose, so it must not become a label value.
+        let method = if self.side == RpcSide::Server && code == UNIMPLEMENTED {
+            OTHER
+        } else {
+            self.method.as_str()
+        };
+        metrics::record_rpc(self.side, method, code, self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -189,6 +192,7 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let (service, method) = split_path(request.uri().path());
+        let rpc_method = format!("{service}/{method}");
         let span = tracing::info_span!(
             "grpc.client",
             otel.name = %format_args!("{service}/{method}"),
@@ -210,7 +214,8 @@ where
             finish: Some(Finish {
                 span,
                 start: Instant::now(),
-                server: None,
+                side: RpcSide::Client,
+                method: rpc_method,
                 header_code: None,
                 done: false,
             }),
@@ -219,7 +224,7 @@ where
 }
 
 /// Server middleware (inside the span-making `TraceLayer`): records the
-/// status on the current `rpc` span and the `rpc_server_*` metrics.
+/// status on the current `rpc` span and the `rpc_server_call_duration_seconds` histogram.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RpcServerObserveLayer;
 
@@ -253,7 +258,8 @@ where
         let finish = Finish {
             span: Span::current(),
             start: Instant::now(),
-            server: Some((service.to_owned(), method.to_owned())),
+            side: RpcSide::Server,
+            method: format!("{service}/{method}"),
             header_code: None,
             done: false,
         };

@@ -129,7 +129,7 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), Db
 
 /// Creates the database if needed, connects (retrying while the server is
 /// unreachable), applies `migrator` and reports the pool's connections as
-/// `db_pool_connections`.
+/// `db_client_connection_count`.
 pub async fn prepare(config: &DatabaseConfig, migrator: &Migrator) -> Result<PgPool, DbError> {
     let pool = connect(config).await?;
     migrate(&pool, migrator).await?;
@@ -222,7 +222,8 @@ pub fn probe(
     }
 }
 
-/// Samples `pool`'s size and idle connections at every scrape.
+/// Samples `pool`'s idle and used connections at every scrape: two states
+/// that add up to the pool's size, so `sum()` over them never double-counts.
 fn watch_pool(pool: &PgPool) {
     let db = pool
         .connect_options()
@@ -233,13 +234,17 @@ fn watch_pool(pool: &PgPool) {
     metrics::add_sampler(
         &format!("db_pool:{db}"),
         Box::new(move |metrics| {
-            let gauge = &metrics.db_pool_connections;
-            gauge
-                .with_label_values(&[db.as_str(), "size"])
-                .set(i64::from(pool.size()));
-            gauge
-                .with_label_values(&[db.as_str(), "idle"])
-                .set(i64::try_from(pool.num_idle()).unwrap_or(i64::MAX));
+            let size = i64::from(pool.size());
+            let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX).min(size);
+            let count = &metrics.db_connection_count;
+            count.with_label_values(&[db.as_str(), "idle"]).set(idle);
+            count
+                .with_label_values(&[db.as_str(), "used"])
+                .set(size - idle);
+            metrics
+                .db_connection_max
+                .with_label_values(&[db.as_str()])
+                .set(i64::from(pool.options().get_max_connections()));
         }),
     );
 }

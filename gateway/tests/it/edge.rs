@@ -112,7 +112,7 @@ async fn the_public_listener_does_not_serve_metrics() {
         !scrape
             .body
             .to_string()
-            .contains("http_server_requests_total"),
+            .contains("http_server_request_duration_seconds"),
         "{}",
         scrape.body
     );

@@ -68,43 +68,43 @@ async fn the_admin_port_serves_prometheus_metrics() {
     );
     let text = scrape.text().await.expect("body");
 
+    // Request counts are the duration histograms' `_count`, by the
+    // OpenTelemetry HTTP conventions' labels, status included.
+    let http = "http_server_request_duration_seconds_count";
     let created = sample(
         &text,
-        "http_server_requests_total",
+        http,
         &[
-            r#"method="POST""#,
-            r#"route="/api/articles""#,
-            r#"status="201""#,
+            r#"http_request_method="POST""#,
+            r#"http_route="/api/articles""#,
+            r#"http_response_status_code="201""#,
         ],
     );
     assert!(created >= Some(1.0), "{text}");
     let registered = sample(
         &text,
-        "http_server_requests_total",
+        http,
         &[
-            r#"method="POST""#,
-            r#"route="/api/users""#,
-            r#"status="201""#,
+            r#"http_request_method="POST""#,
+            r#"http_route="/api/users""#,
+            r#"http_response_status_code="201""#,
         ],
     );
     assert!(registered >= Some(1.0), "{text}");
     let unmatched = sample(
         &text,
-        "http_server_requests_total",
-        &[r#"route="unmatched""#, r#"status="404""#],
+        http,
+        &[
+            r#"http_route="unmatched""#,
+            r#"http_response_status_code="404""#,
+        ],
     );
     assert!(unmatched >= Some(1.0), "{text}");
-    let latency = sample(
-        &text,
-        "http_server_duration_seconds_count",
-        &[r#"method="POST""#, r#"route="/api/articles""#],
-    );
-    assert!(latency >= Some(1.0), "{text}");
     assert!(
         sample(
             &text,
-            "http_server_duration_seconds_bucket",
-            &[r#"route="/api/articles""#, r#"le="+Inf""#]
+            "http_server_request_duration_seconds_bucket",
+            &[r#"http_route="/api/articles""#, r#"le="+Inf""#]
         ) >= Some(1.0)
     );
     // The route label is the pattern, never the raw path; methods outside
@@ -115,7 +115,7 @@ async fn the_admin_port_serves_prometheus_metrics() {
         "raw method leaked into labels: {text}"
     );
     assert!(
-        sample(&text, "http_server_requests_total", &[r#"method="_OTHER""#]) >= Some(1.0),
+        sample(&text, http, &[r#"http_request_method="_OTHER""#]) >= Some(1.0),
         "{text}"
     );
 
@@ -128,39 +128,49 @@ async fn the_admin_port_serves_prometheus_metrics() {
         .text()
         .await
         .expect("body");
-    let rpc = sample(
+    let rpc = "rpc_server_call_duration_seconds_count";
+    let created = sample(
         &text,
-        "rpc_server_requests_total",
+        rpc,
         &[
-            r#"service="quill.content.v1.ContentService""#,
-            r#"method="CreateArticle""#,
-            r#"code="OK""#,
+            r#"rpc_system_name="grpc""#,
+            r#"rpc_method="quill.content.v1.ContentService/CreateArticle""#,
+            r#"rpc_response_status_code="OK""#,
         ],
     );
-    assert!(rpc >= Some(1.0), "{text}");
-    let register_rpc = sample(
+    assert!(created >= Some(1.0), "{text}");
+    let registered = sample(
         &text,
-        "rpc_server_requests_total",
+        rpc,
         &[
-            r#"service="quill.auth.v1.AuthService""#,
-            r#"method="Register""#,
-            r#"code="OK""#,
+            r#"rpc_method="quill.auth.v1.AuthService/Register""#,
+            r#"rpc_response_status_code="OK""#,
         ],
     );
-    assert!(register_rpc >= Some(1.0), "{text}");
+    assert!(registered >= Some(1.0), "{text}");
+    // The gateway calls content: the calling side is measured too.
     assert!(
         sample(
             &text,
-            "rpc_server_duration_seconds_count",
-            &[
-                r#"service="quill.content.v1.ContentService""#,
-                r#"method="CreateArticle""#
-            ],
+            "rpc_client_call_duration_seconds_count",
+            &[r#"rpc_method="quill.content.v1.ContentService/CreateArticle""#],
         ) >= Some(1.0),
         "{text}"
     );
+    // Idle and used add up to the pool: summing the states never double-counts.
+    let idle = sample(
+        &text,
+        "db_client_connection_count",
+        &[r#"db_client_connection_state="idle""#],
+    );
+    let used = sample(
+        &text,
+        "db_client_connection_count",
+        &[r#"db_client_connection_state="used""#],
+    );
+    assert!(idle.unwrap_or(0.0) + used.unwrap_or(0.0) >= 1.0, "{text}");
     assert!(
-        sample(&text, "db_pool_connections", &[r#"state="size""#]) >= Some(1.0),
+        sample(&text, "process_resident_memory_bytes", &[]) > Some(0.0),
         "{text}"
     );
 }

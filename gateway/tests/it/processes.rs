@@ -15,6 +15,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use processes_support::{
+    monitoring,
     otlp::{Exported, Receiver, Trace, hex},
     prometheus::{self, Sample},
     system::{SERVICES, System},
@@ -23,6 +24,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
+const PROCESSES: [&str; 4] = ["gateway", "auth", "content", "notification"];
 
 const GATEWAY: &str = "quill-gateway";
 const AUTH: &str = "quill-auth";
@@ -106,39 +108,53 @@ async fn a_registration_is_one_trace_one_request_id_and_counted_in_every_process
     assert_eq!(
         sample(
             &gateway,
-            "http_server_duration_seconds_count",
-            &[("method", "POST"), ("route", "/api/users")]
+            "rpc_client_call_duration_seconds_count",
+            &[("rpc_method", &format!("{AUTH_SERVICE}/Register"))]
         ),
-        1.0
+        1.0,
+        "the gateway measures its own call to auth"
     );
     let auth = wait_until_published(&system, "auth", "user.registered").await;
     assert_eq!(rpc_requests(&auth, AUTH_SERVICE, "Register", "OK"), 1.0);
-    assert_eq!(
-        sample(
-            &auth,
-            "rpc_server_duration_seconds_count",
-            &[("service", AUTH_SERVICE), ("method", "Register")]
-        ),
-        1.0
-    );
     for (service, queue) in [
         ("content", system.queue("content")),
         ("notification", system.queue("notification")),
     ] {
         let samples = scrape(&system, service).await;
         assert_eq!(consumed(&samples, &queue, "user.registered"), 1.0);
+        let destination = [("messaging_destination_name", queue.as_str())];
+        let processed = [
+            ("messaging_system", "rabbitmq"),
+            ("messaging_destination_name", queue.as_str()),
+            ("messaging_operation_name", "process"),
+        ];
+        assert!(
+            sample(
+                &samples,
+                "messaging_process_duration_seconds_count",
+                &processed
+            ) >= 1.0
+        );
+        assert!(
+            sample(
+                &samples,
+                "messaging_consumer_lag_seconds_count",
+                &destination
+            ) >= 1.0
+        );
+        sample(&samples, "messaging_consumer_lag_messages", &destination);
         assert_eq!(
             prometheus::value(
                 &samples,
-                "rpc_server_requests_total",
-                &[("method", "Register")]
+                "rpc_server_call_duration_seconds_count",
+                &[("rpc_method", &format!("{AUTH_SERVICE}/Register"))]
             ),
             None,
             "{service} counts auth's calls"
         );
     }
     assert_eq!(
-        prometheus::value(&gateway, "rpc_server_requests_total", &[]),
+        prometheus::value(&gateway, "rpc_server_call_duration_seconds_count", &[]),
         None,
         "the gateway serves no gRPC"
     );
@@ -149,17 +165,35 @@ async fn a_registration_is_one_trace_one_request_id_and_counted_in_every_process
         sample(&content, "outbox_backlog", &[("db", &content_db)]),
         0.0
     );
+    assert_eq!(
+        sample(
+            &content,
+            "outbox_oldest_age_seconds",
+            &[("db", &content_db)]
+        ),
+        0.0
+    );
     for service in SERVICES {
         let samples = scrape(&system, service).await;
         let db = system.database(service);
-        let size = [("db", db.as_str()), ("state", "size")];
-        assert!(sample(&samples, "db_pool_connections", &size) >= 1.0);
-        sample(
-            &samples,
-            "db_pool_connections",
-            &[("db", &db), ("state", "idle")],
-        );
+        let pool = ("db_client_connection_pool_name", db.as_str());
+        let state = |s| [pool, ("db_client_connection_state", s)];
+        let connections = sample(&samples, "db_client_connection_count", &state("idle"))
+            + sample(&samples, "db_client_connection_count", &state("used"));
+        assert!(connections >= 1.0);
+        assert!(connections <= sample(&samples, "db_client_connection_max", &[pool]));
     }
+    for process in PROCESSES {
+        let samples = scrape(&system, process).await;
+        assert!(sample(&samples, "process_resident_memory_bytes", &[]) > 0.0);
+        assert!(sample(&samples, "process_cpu_seconds_total", &[]) >= 0.0);
+    }
+    // The dashboard and the alert rules ask only for what these processes expose.
+    let mut exposed = Vec::new();
+    for process in PROCESSES {
+        exposed.extend(scrape(&system, process).await);
+    }
+    monitoring::assert_queries_match(&exposed);
 
     assert_clean_exit(&mut system);
 }
@@ -654,13 +688,26 @@ fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 fn http_requests(samples: &[Sample], method: &str, route: &str, status: &str) -> f64 {
-    let labels = [("method", method), ("route", route), ("status", status)];
-    sample(samples, "http_server_requests_total", &labels)
+    let labels = [
+        ("http_request_method", method),
+        ("http_route", route),
+        ("http_response_status_code", status),
+    ];
+    sample(
+        samples,
+        "http_server_request_duration_seconds_count",
+        &labels,
+    )
 }
 
 fn rpc_requests(samples: &[Sample], service: &str, method: &str, code: &str) -> f64 {
-    let labels = [("service", service), ("method", method), ("code", code)];
-    sample(samples, "rpc_server_requests_total", &labels)
+    let method = format!("{service}/{method}");
+    let labels = [
+        ("rpc_system_name", "grpc"),
+        ("rpc_method", method.as_str()),
+        ("rpc_response_status_code", code),
+    ];
+    sample(samples, "rpc_server_call_duration_seconds_count", &labels)
 }
 
 fn consumed(samples: &[Sample], queue: &str, routing_key: &str) -> f64 {

@@ -645,8 +645,10 @@ async fn served(system: &System, process: &str, service: &str) -> f64 {
     samples
         .iter()
         .filter(|s| {
-            s.name == "rpc_server_requests_total"
-                && s.labels.get("service").map(String::as_str) == Some(service)
+            s.name == "rpc_server_call_duration_seconds_count"
+                && s.labels
+                    .get("rpc_method")
+                    .is_some_and(|m| m.starts_with(&format!("{service}/")))
         })
         .map(|s| s.value)
         .sum()
