@@ -81,6 +81,8 @@ doctor() {
         "just|runs the recipes|pip install rust-just==1.59.0"
         "npm|buf (proto lint) and newman (the Postman suite)|sudo apt-get install -y npm"
         "openssl|just up makes a signing key|sudo apt-get install -y openssl"
+        "chromium|the docs page's browser test|sudo apt-get install -y chromium"
+        "chromedriver|drives chromium in that test|sudo apt-get install -y chromium-driver"
     )
     local tool what how found
     for entry in "${tools[@]}"; do

@@ -233,4 +233,21 @@ mod tests {
             assert!(!page.contains(external), "docs.html contains {external}");
         }
     }
+
+    #[test]
+    fn docs_page_never_parses_text_as_html() {
+        // Descriptions and answers become text nodes, or elements built one
+        // by one, so nothing they contain can become markup.
+        for sink in [
+            "innerhtml",
+            "outerhtml",
+            "insertadjacenthtml",
+            "document.write",
+        ] {
+            assert!(
+                !DOCS_HTML.to_lowercase().contains(sink),
+                "docs.html uses {sink}"
+            );
+        }
+    }
 }

@@ -5,8 +5,10 @@
 //! stays per test.
 
 mod accounts_api;
+mod browser;
 mod caching;
 mod content_api;
+mod docs_page;
 mod edge;
 mod front_end;
 mod hostile_input;
