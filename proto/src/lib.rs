@@ -16,6 +16,11 @@ pub mod content {
 pub mod notification {
     pub mod v1 {
         tonic::include_proto!("quill.notification.v1");
+
+        /// Response metadata of `Subscribe`: the id the stream starts after,
+        /// for `SubscribeRequest.after_id` should it end before its first
+        /// notification (see notification.proto).
+        pub const STREAM_POSITION: &str = "x-quill-stream-position";
     }
 }
 

@@ -172,7 +172,9 @@ async fn update_preferences(
 /// (with a fresh token). The subscription is in place before the response
 /// starts. A reconnecting `EventSource` sends the id of the last event it
 /// received as `Last-Event-ID`, and is sent every notification it missed
-/// since, in order, before the live ones.
+/// since, in order, before the live ones. The first event carries only the
+/// id the stream starts after, so that even a stream ending before its
+/// first notification leaves the client an id to resume from.
 async fn stream(
     State(state): State<AppState>,
     calls: Calls,
@@ -191,7 +193,7 @@ async fn stream(
             after_id: after_id.clone(),
         })
         .await;
-    let notifications = match subscribed {
+    let subscribed = match subscribed {
         // `EventSource` gives up for good on any answer but 200: an id it
         // cannot resume from (forged, or from another account) streams
         // live from now rather than never again.
@@ -203,8 +205,14 @@ async fn stream(
             client.subscribe(pb::SubscribeRequest::default()).await?
         }
         subscribed => subscribed?,
-    }
-    .into_inner();
+    };
+    // None from a notification service older than the position.
+    let opening = subscribed
+        .metadata()
+        .get(pb::STREAM_POSITION)
+        .and_then(|position| position.to_str().ok())
+        .map(position_event);
+    let notifications = subscribed.into_inner();
     let end = Box::pin(stream_end(state, user.caller));
     let events = futures::stream::unfold(Some((notifications, end)), |open| async move {
         let (mut notifications, mut end) = open?;
@@ -226,7 +234,17 @@ async fn stream(
             },
         }
     });
+    let events = futures::stream::iter(opening.map(Ok)).chain(events);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+/// An event with an id and no data: `EventSource` takes the id as its
+/// `lastEventId` and dispatches nothing (the SSE processing model drops an
+/// event without data); the type tells readers that parse the stream
+/// themselves what it is. A metadata value is visible ASCII, so it is a
+/// valid id.
+fn position_event(position: &str) -> Event {
+    Event::default().event("position").id(position)
 }
 
 /// An error (a notification that would not serialize) ends the stream.

@@ -264,9 +264,13 @@ async fn a_reconnecting_event_source_gets_what_it_missed_once_in_order_then_live
     let last_seen = live["id"].as_str().expect("id").to_owned();
     drop(stream);
 
-    // Away: three comments.
-    for body in ["one", "two", "three"] {
+    // Away: three comments, each notified before the next is posted. The
+    // stream sends in commit order, the list in creation order (when the
+    // consumer's transaction began): concurrent consumers could make them
+    // differ.
+    for (notified, body) in (3..).zip(["one", "two", "three"]) {
         gw.comment(&jane, &slug, body).await;
+        wait_for_count(&gw, &jake, notified).await;
     }
     let ids = wait_for_count(&gw, &jake, 5).await;
 
@@ -294,7 +298,8 @@ async fn a_reconnecting_event_source_gets_what_it_missed_once_in_order_then_live
     assert_eq!(after[0].1["kind"], "favorite");
 
     // An id it cannot resume from (forged, someone else's) streams from
-    // now: `EventSource` would give up for good on anything but a 200.
+    // now: `EventSource` would give up for good on anything but a 200. Its
+    // opening event replaces the id with one it can resume from.
     let janes = gw.notifications(&jane).await;
     let someone_elses = janes[0]["id"].as_str().expect("id").to_owned();
     for unusable in ["not-an-id", someone_elses.as_str()] {
@@ -303,10 +308,83 @@ async fn a_reconnecting_event_source_gets_what_it_missed_once_in_order_then_live
             .await
             .expect("stream");
         assert_eq!(live.status(), StatusCode::OK);
+        let opening = first_event(&mut live).await;
+        let position = field(&opening, "id");
+        assert!(position.is_some_and(|id| id != unusable), "{opening:?}");
         assert!(
             events_within(&mut live, Duration::from_millis(500))
                 .await
                 .is_empty()
         );
     }
+}
+
+/// The first event of the stream that is not a keep-alive, as sent.
+async fn first_event(stream: &mut reqwest::Response) -> String {
+    let mut buffer = String::new();
+    let read = async {
+        loop {
+            while let Some(end) = buffer.find("\n\n") {
+                let event: String = buffer.drain(..end + 2).collect();
+                if event
+                    .lines()
+                    .any(|line| !line.is_empty() && !line.starts_with(':'))
+                {
+                    return event;
+                }
+            }
+            let chunk = stream
+                .chunk()
+                .await
+                .expect("read stream")
+                .expect("stream open");
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("an event on the stream")
+}
+
+/// The value of `field` (`"id"`, `"event"`, `"data"`) in one raw event.
+fn field(event: &str, name: &str) -> Option<String> {
+    event
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .map(|value| value.trim_start().to_owned())
+}
+
+/// A stream that ends before its first notification still leaves the
+/// client a place to resume from: it opens with an event that carries only
+/// an id (`EventSource` sets `lastEventId` and dispatches nothing), and
+/// resuming from it sends what was created since, once.
+#[tokio::test]
+async fn a_stream_ended_before_its_first_notification_resumes_from_its_opening_id() {
+    let gw = TestGateway::start().await;
+    let jake = gw.register("jake").await;
+    let jane = gw.register("jane").await;
+    wait_for_count(&gw, &jake, 1).await; // the welcome, before the stream
+
+    let mut stream = open(&gw, &jake.token, None).send().await.expect("stream");
+    let opening = first_event(&mut stream).await;
+    drop(stream);
+    assert_eq!(
+        field(&opening, "event").as_deref(),
+        Some("position"),
+        "{opening:?}"
+    );
+    assert_eq!(field(&opening, "data"), None, "{opening:?}");
+    let position = field(&opening, "id").expect("an id");
+
+    gw.follow(&jane, "jake").await;
+    let ids = wait_for_count(&gw, &jake, 2).await;
+
+    let mut resumed = open(&gw, &jake.token, Some(&position))
+        .send()
+        .await
+        .expect("stream");
+    let sent = events_within(&mut resumed, Duration::from_millis(1_500)).await;
+    let sent_ids: Vec<&str> = sent.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(sent_ids, [ids[1].as_str()], "{sent:?}");
+    assert_eq!(sent[0].1["kind"], "new_follower");
 }

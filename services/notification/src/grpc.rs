@@ -1,7 +1,7 @@
 //! The gRPC face of notification: take the caller the authentication layer
 //! established, translate messages, and delegate to `Inbox`.
 
-use std::{collections::HashSet, pin::Pin, time::Duration};
+use std::{pin::Pin, time::Duration};
 
 use futures::{Stream, StreamExt};
 use quill_platform::{
@@ -167,9 +167,16 @@ impl NotificationService for NotificationGrpc {
     /// Registered before the response goes out, so anything committed after
     /// the client sees the response headers reaches it. The stream ends
     /// when the client goes away (tonic drops it, which unregisters it).
-    /// With `after_id`, what the caller missed since comes first: the live
-    /// subscription is taken before the missed ones are read, so nothing
-    /// falls between the two, and what both hold is sent once.
+    ///
+    /// A stream sends its user's notifications after one position, in
+    /// their order (`seq`, commit order), each once: after `after_id` when
+    /// resuming, otherwise after the latest one. That position goes out in
+    /// the response metadata, so a stream that ends before its first
+    /// notification can still be resumed. The live subscription is taken
+    /// before the position and the missed ones are read, so nothing falls
+    /// between them; a live one already sent, or at or before the
+    /// position, is skipped. Live ones come in commit order too (NOTIFY
+    /// delivers in commit order), so skipping by seq loses none.
     async fn subscribe(
         &self,
         request: Request<pb::SubscribeRequest>,
@@ -185,8 +192,10 @@ impl NotificationService for NotificationGrpc {
             .transpose()?;
         let live = self.hub.subscribe(caller.user)?;
         let user = caller.user;
+        let start = self.inbox.stream_start(user, after).await?;
         let missed = match after {
-            Some(after) => self.inbox.missed(user, after, REPLAY_PAGE).await?,
+            Some(_) => self.inbox.missed(user, start.seq, REPLAY_PAGE).await?,
+            // Nothing is after the latest one yet; what comes is live.
             None => Vec::new(),
         };
         // The stream ends with the session: at the token's expiry, or when
@@ -196,19 +205,18 @@ impl NotificationService for NotificationGrpc {
         let ended = async move { authn.session_ended(&caller, recheck).await };
         let inbox = self.inbox.clone();
         let stream = async_stream::stream! {
-            let mut sent = HashSet::new();
+            let mut last_sent = start.seq;
             let mut page = missed;
             loop {
                 let more = page.len() == REPLAY_PAGE as usize;
-                let Some(last) = page.last().map(|n| n.id) else { break };
                 for notification in page {
-                    sent.insert(notification.id);
+                    last_sent = notification.seq;
                     yield Ok(notification_message(notification));
                 }
                 if !more {
                     break;
                 }
-                page = match inbox.missed(user, last, REPLAY_PAGE).await {
+                page = match inbox.missed(user, last_sent, REPLAY_PAGE).await {
                     Ok(page) => page,
                     Err(e) => {
                         yield Err(Status::from(e));
@@ -218,12 +226,20 @@ impl NotificationService for NotificationGrpc {
             }
             let mut live = live;
             while let Some(notification) = live.next().await {
-                if !sent.contains(&notification.id) {
+                if notification.seq > last_sent {
+                    last_sent = notification.seq;
                     yield Ok(notification_message(notification));
                 }
             }
         }
         .take_until(ended);
-        Ok(Response::new(Box::pin(stream)))
+        let mut response = Response::new(Box::pin(stream) as Self::SubscribeStream);
+        // A UUID's text is always a valid metadata value.
+        if let Ok(position) = start.id.to_string().parse() {
+            response
+                .metadata_mut()
+                .insert(pb::STREAM_POSITION, position);
+        }
+        Ok(response)
     }
 }

@@ -27,6 +27,8 @@ pub struct Notification {
     pub article_slug: Option<String>,
     pub read: bool,
     pub created_at: DateTime<Utc>,
+    /// Its place in its owner's stream: one committed later is further on.
+    pub seq: i64,
 }
 
 impl From<NotificationRow> for Notification {
@@ -40,8 +42,21 @@ impl From<NotificationRow> for Notification {
             article_slug: row.article_slug,
             read: row.read_at.is_some(),
             created_at: row.created_at,
+            seq: row.seq,
         }
     }
+}
+
+/// A place in a user's stream of notifications, as a client holds it and
+/// as the service reads after it.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamPosition {
+    /// What a client resumes from (`after_id`): the notification at this
+    /// place, or, before the user's first, the user's own id. Both stay
+    /// the user's, so an id from another account is refused, not misread.
+    pub id: Uuid,
+    /// Every notification of the user up to this seq is behind it.
+    pub seq: i64,
 }
 
 /// Which page of the inbox to read; a `limit` of 0 means the default.
@@ -102,19 +117,38 @@ impl Inbox {
         })
     }
 
-    /// Up to `limit` of `user`'s notifications after `after`, oldest
-    /// first: what a stream that ended there missed.
+    /// Where a stream of `user` starts: after `after` (an id a stream
+    /// gave out, see [`StreamPosition::id`]) when resuming, otherwise after
+    /// their latest notification.
+    pub async fn stream_start(
+        &self,
+        user: Uuid,
+        after: Option<Uuid>,
+    ) -> Result<StreamPosition, NotificationError> {
+        let Some(id) = after else {
+            let (id, seq) = repo::latest(&self.pool, user).await?.unwrap_or((user, 0));
+            return Ok(StreamPosition { id, seq });
+        };
+        let seq = if id == user {
+            Some(0)
+        } else {
+            repo::seq_of(&self.pool, user, id).await?
+        };
+        let seq = seq.ok_or_else(|| {
+            NotificationError::invalid("after_id", "names none of your notifications")
+        })?;
+        Ok(StreamPosition { id, seq })
+    }
+
+    /// Up to `limit` of `user`'s notifications after place `seq`, in
+    /// their stream's order: what a stream that ended there missed.
     pub async fn missed(
         &self,
         user: Uuid,
-        after: Uuid,
+        seq: i64,
         limit: u32,
     ) -> Result<Vec<Notification>, NotificationError> {
-        let rows = repo::after(&self.pool, user, after, i64::from(limit))
-            .await?
-            .ok_or_else(|| {
-                NotificationError::invalid("after_id", "names none of your notifications")
-            })?;
+        let rows = repo::after(&self.pool, user, seq, i64::from(limit)).await?;
         Ok(rows.into_iter().map(Notification::from).collect())
     }
 

@@ -1,5 +1,7 @@
 //! The notifications themselves: created for many users in one statement,
-//! read back by their owner, marked read.
+//! read back by their owner, marked read. Each has a `seq`, its place in
+//! its user's stream, given by the table's trigger in commit order (see
+//! migration 0007): a resumed stream reads after one.
 
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
@@ -18,14 +20,21 @@ pub struct NotificationRow {
     pub article_slug: Option<String>,
     pub read_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    pub seq: i64,
 }
 
-const COLUMNS: &str = "id, kind, title, body, actor_username, article_slug, read_at, created_at";
+const COLUMNS: &str =
+    "id, kind, title, body, actor_username, article_slug, read_at, created_at, seq";
 
 /// Creates `draft` for each of `users` who has not turned its kind off in
 /// the app, in one statement, and announces each row on
 /// [`NOTIFICATIONS_CHANNEL`] (delivered when the transaction commits).
 /// Returns how many were created; a repeat of `event_id` creates none.
+///
+/// Numbering a row locks its user's counter until the transaction ends, so
+/// rows are inserted in user id order: two transactions notifying overlapping
+/// users take those locks in one order and never deadlock. (Content streams
+/// followers in id order too, so a fan-out's batches keep to it.)
 pub async fn insert_for_users(
     conn: &mut PgConnection,
     event_id: Uuid,
@@ -44,6 +53,7 @@ pub async fn insert_for_users(
              FROM unnest($1::uuid[], $2::uuid[]) AS r (id, user_id)
              LEFT JOIN kind_preferences k ON k.user_id = r.user_id AND k.kind = $3
              WHERE coalesce(k.in_app, true)
+             ORDER BY r.user_id
              ON CONFLICT (event_id, user_id) DO NOTHING
              RETURNING id, user_id
          )
@@ -98,38 +108,45 @@ pub async fn list(
     .await
 }
 
-/// Up to `limit` of `user`'s notifications that come after `after` (one
-/// of theirs) in the stream's order, creation then id, oldest first: what a
-/// stream that ended at `after` missed. `None` if `after` is not one of
-/// `user`'s notifications.
+/// The place of `user`'s notification `id` in their stream; `None` if
+/// they have no such notification.
+pub async fn seq_of(db: &PgPool, user: Uuid, id: Uuid) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT seq FROM notifications WHERE id = $1 AND user_id = $2")
+        .bind(id)
+        .bind(user)
+        .fetch_optional(db)
+        .await
+}
+
+/// `user`'s latest notification in their stream, its id and place; `None`
+/// if they have none. Every one before it is committed too: seqs follow
+/// commit order.
+pub async fn latest(db: &PgPool, user: Uuid) -> Result<Option<(Uuid, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, seq FROM notifications WHERE user_id = $1 ORDER BY seq DESC LIMIT 1")
+        .bind(user)
+        .fetch_optional(db)
+        .await
+}
+
+/// Up to `limit` of `user`'s notifications after place `seq` in their
+/// stream, in its order: what a stream that ended there missed.
 pub async fn after(
     db: &PgPool,
     user: Uuid,
-    after: Uuid,
+    seq: i64,
     limit: i64,
-) -> Result<Option<Vec<NotificationRow>>, sqlx::Error> {
-    let anchor: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT created_at FROM notifications WHERE id = $1 AND user_id = $2")
-            .bind(after)
-            .bind(user)
-            .fetch_optional(db)
-            .await?;
-    let Some(created_at) = anchor else {
-        return Ok(None);
-    };
+) -> Result<Vec<NotificationRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM notifications
-         WHERE user_id = $1 AND (created_at, id) > ($2, $3)
-         ORDER BY created_at, id
-         LIMIT $4"
+         WHERE user_id = $1 AND seq > $2
+         ORDER BY seq
+         LIMIT $3"
     )))
     .bind(user)
-    .bind(created_at)
-    .bind(after)
+    .bind(seq)
     .bind(limit)
     .fetch_all(db)
     .await
-    .map(Some)
 }
 
 pub async fn count(

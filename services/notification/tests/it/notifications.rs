@@ -10,7 +10,7 @@ use futures::StreamExt;
 use quill_events::new_envelope;
 use quill_proto::notification::v1::{
     GetPreferencesRequest, KindPreference, ListNotificationsRequest, MarkAllReadRequest,
-    MarkReadRequest, NotificationKind, SubscribeRequest, UnreadCountRequest,
+    MarkReadRequest, NotificationKind, STREAM_POSITION, SubscribeRequest, UnreadCountRequest,
     UpdatePreferencesRequest,
 };
 use support::{
@@ -603,4 +603,75 @@ async fn streams_end_when_the_listener_reconnects_and_resume_without_a_gap() {
     assert_eq!(next.title, "joe followed you");
     let again = tokio::time::timeout(Duration::from_millis(700), resumed.next()).await;
     assert!(again.is_err(), "sent once: {again:?}");
+}
+
+/// Two consumers' transactions each create a notification for jake, and
+/// the one that began first commits last: a live stream pushed them in
+/// commit order, so a resume must follow it. From the one committed first
+/// it sends the other; from the one committed last, nothing. (Creation
+/// times, taken when each transaction began, order them the other way.)
+#[tokio::test]
+async fn a_resume_follows_commit_order_not_when_transactions_began() {
+    let stack = Stack::start().await;
+    let jake = stack.user("jake");
+
+    let mut began_first = stack.db.begin().await.expect("begin");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut began_last = stack.db.begin().await.expect("begin");
+    let committed_first =
+        support::insert_notification(&mut began_last, jake.id, "committed first").await;
+    began_last.commit().await.expect("commit");
+    let committed_last =
+        support::insert_notification(&mut began_first, jake.id, "committed last").await;
+    began_first.commit().await.expect("commit");
+
+    assert_eq!(
+        stack.resumed(&jake, &committed_first.to_string()).await,
+        ["committed last"]
+    );
+    assert_eq!(
+        stack.resumed(&jake, &committed_last.to_string()).await,
+        Vec::<String>::new()
+    );
+}
+
+/// A stream's response says where it starts, so a client whose stream
+/// ends before any notification can resume: from that position it is sent
+/// what was created after the disconnect. A stream opened later starts
+/// after that one.
+#[tokio::test]
+async fn a_stream_ended_before_its_first_notification_resumes_from_its_position() {
+    let stack = Stack::start().await;
+    let (jake, jane) = (stack.user("jake"), stack.user("jane"));
+    let position = |opened: &tonic::Response<_>| -> String {
+        opened
+            .metadata()
+            .get(STREAM_POSITION)
+            .expect("a position")
+            .to_str()
+            .expect("text")
+            .to_owned()
+    };
+    let mut client = stack.notification.client();
+    let opened = client
+        .subscribe(jake.request(SubscribeRequest::default()))
+        .await
+        .expect("subscribe");
+    let before_any = position(&opened);
+    drop(opened);
+
+    let follow = stack.publish(followed(&jane, &jake)).await;
+    stack.processed(&follow).await;
+
+    assert_eq!(
+        stack.resumed(&jake, &before_any).await,
+        ["jane followed you"]
+    );
+    let opened = client
+        .subscribe(jake.request(SubscribeRequest::default()))
+        .await
+        .expect("subscribe");
+    let after_it = position(&opened);
+    drop(opened);
+    assert_eq!(stack.resumed(&jake, &after_it).await, Vec::<String>::new());
 }

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use lapin::{
     BasicProperties, Channel, Connection,
     options::{BasicPublishOptions, ConfirmSelectOptions},
@@ -24,10 +25,10 @@ use quill_proto::{
         ArticleFavorited, ArticlePublished, ArticleSnapshot, CommentAdded, Envelope, UserFollowed,
         UserRegistered, UserSnapshot, UserUpdated, envelope::Payload,
     },
-    notification::v1::{ListNotificationsRequest, Notification},
+    notification::v1::{ListNotificationsRequest, Notification, SubscribeRequest},
 };
 use serde_json::json;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -189,6 +190,26 @@ impl Stack {
             .notifications
     }
 
+    /// The titles a stream of `user` resumed from `after_id` is sent, in
+    /// order, until it falls quiet.
+    pub async fn resumed(&self, user: &TestUser, after_id: &str) -> Vec<String> {
+        let mut stream = self
+            .notification
+            .client()
+            .subscribe(user.request(SubscribeRequest {
+                after_id: Some(after_id.to_owned()),
+            }))
+            .await
+            .expect("resume")
+            .into_inner();
+        let mut titles = Vec::new();
+        while let Ok(next) = tokio::time::timeout(Duration::from_millis(700), stream.next()).await {
+            let Some(next) = next else { break };
+            titles.push(next.expect("a notification").title);
+        }
+        titles
+    }
+
     /// Waits until `user` has `n` notifications, and returns them.
     pub async fn wait_for_notifications(&self, user: &TestUser, n: usize) -> Vec<Notification> {
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -230,6 +251,25 @@ impl Stack {
         .expect("follows");
         pool.close().await;
     }
+}
+
+/// Creates a notification for `user` titled `title` in `tx`, as a
+/// consumer's transaction does (a plain insert: how a notification gets its
+/// place in the user's stream is the table's business). Returns its id.
+pub async fn insert_notification(tx: &mut PgConnection, user: Uuid, title: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO notifications (id, user_id, kind, title, event_id)
+         VALUES ($1, $2, 'new_follower', $3, $4)",
+    )
+    .bind(id)
+    .bind(user)
+    .bind(title)
+    .bind(Uuid::now_v7())
+    .execute(tx)
+    .await
+    .expect("insert a notification");
+    id
 }
 
 pub struct TestUser {
