@@ -5,6 +5,11 @@ use anyhow::Context;
 use quill_gateway::{Config, server};
 use quill_platform::shutdown::{self, CancellationToken};
 
+// Freed memory goes back to the OS soon after a burst (glibc's malloc keeps
+// its per-thread arenas at their peak).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = quill_platform::telemetry::init("quill-gateway");
