@@ -4,7 +4,9 @@
 //! Per delivery: decode the envelope (undecodable: park in the DLQ), begin a
 //! transaction, record the `event_id` in `processed_events` (already there:
 //! a redelivery, commit and ack without running the handler), run the
-//! handler, commit, ack. A failed handler rolls back; the message is
+//! handler, commit, ack. Deliveries that wait together share one transaction
+//! ([`crate::group_commit`]); each still settles on its own. A failed
+//! handler rolls back; the message is
 //! republished (with a confirm) to a retry queue with `x-attempts + 1`, or to
 //! the DLQ once it has had `max_attempts` runs, and only then acked, so a
 //! poison message never blocks the queue.
@@ -22,13 +24,12 @@
 //! of one queue may be applied out of order; handlers must not assume order.
 
 use std::{
-    panic::AssertUnwindSafe,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
 use async_trait::async_trait;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use lapin::{
     BasicProperties, Channel, Connection,
     message::Delivery,
@@ -46,7 +47,7 @@ use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
-use quill_platform::{metrics, request_id, trace_context};
+use quill_platform::{metrics, trace_context};
 
 use quill_platform::{
     retry::Backoff,
@@ -57,6 +58,7 @@ use crate::{
     EventsError,
     broker::{self, ATTEMPTS_HEADER, LAST_ERROR_HEADER, ROUTING_KEY_HEADER, Topology},
     consumer_metrics,
+    group_commit::GroupCommit,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -256,6 +258,12 @@ impl<H: EventHandler> Consumer<H> {
             .await?;
         let tag = consumer.tag();
         let mut failure = None;
+        let group = GroupCommit::new(
+            self.pool.clone(),
+            Arc::clone(&self.handler),
+            &self.topology.queue,
+            usize::from(self.prefetch),
+        );
         let consuming = consumer
             .take_until(shutdown.cancelled())
             .filter_map(|delivery| {
@@ -263,11 +271,13 @@ impl<H: EventHandler> Consumer<H> {
                 async move { delivery }
             })
             .for_each_concurrent(usize::from(self.prefetch), |delivery| {
-                self.settle(channel, delivery, shutdown)
+                self.settle(channel, &group, delivery, shutdown)
             });
-        // The sampler never ends by itself: consuming decides when this does.
+        // The transactions and the sampler never end by themselves:
+        // consuming decides when this does.
         tokio::select! {
             () = consuming => {}
+            () = group.run() => {}
             () = consumer_metrics::sample_queue_depth(channel, &self.topology.queue) => {}
         }
         if let Some(e) = failure {
@@ -283,11 +293,17 @@ impl<H: EventHandler> Consumer<H> {
 
     /// Applies one delivery and settles it with the broker. Errors here only
     /// get logged: an unacked delivery comes back when the channel closes.
-    async fn settle(&self, channel: &Channel, delivery: Delivery, shutdown: &CancellationToken) {
+    async fn settle(
+        &self,
+        channel: &Channel,
+        group: &GroupCommit<H>,
+        delivery: Delivery,
+        shutdown: &CancellationToken,
+    ) {
         let span = delivery_span(&self.topology.queue, &delivery);
         let started = Instant::now();
         async {
-            let outcome = self.apply(&delivery.data).await;
+            let outcome = self.apply(group, &delivery.data).await;
             let error_type = match &outcome {
                 Outcome::Applied | Outcome::Duplicate => "",
                 Outcome::Failed(HandlerError::Unavailable(_)) => "unavailable",
@@ -342,7 +358,7 @@ impl<H: EventHandler> Consumer<H> {
             .inc();
     }
 
-    async fn apply(&self, data: &[u8]) -> Outcome {
+    async fn apply(&self, group: &GroupCommit<H>, data: &[u8]) -> Outcome {
         let envelope = match Envelope::decode(data) {
             Ok(envelope) => envelope,
             Err(e) => return Outcome::Failed(HandlerError::permanent(e)),
@@ -355,49 +371,11 @@ impl<H: EventHandler> Consumer<H> {
         // The request that caused the event: on the consumer's log lines,
         // and on the calls its handler makes.
         Span::current().record("request_id", envelope.request_id.as_str());
-        let applied = request_id::scope(
-            envelope.request_id.clone(),
-            self.apply_once(event_id, &envelope),
-        );
-        match applied.await {
+        match group.apply(event_id, envelope).await {
             Ok(true) => Outcome::Applied,
             Ok(false) => Outcome::Duplicate,
             Err(e) => Outcome::Failed(e),
         }
-    }
-
-    /// Runs the handler unless `event_id` was already processed; returns
-    /// whether it ran. A concurrent duplicate waits on the first one's row
-    /// lock and then sees the conflict, so the two never both apply.
-    ///
-    /// A failure to begin or to record the event cannot depend on the event:
-    /// it is [`HandlerError::Unavailable`]. A failed commit is classified like
-    /// any database error: it may be the handler's own conflict (a deferred
-    /// constraint, a serialization failure), which must count as an attempt.
-    async fn apply_once(&self, event_id: Uuid, envelope: &Envelope) -> Result<bool, HandlerError> {
-        let mut tx = self.pool.begin().await.map_err(HandlerError::unavailable)?;
-        let inserted = sqlx::query(
-            "INSERT INTO processed_events (event_id, consumer) VALUES ($1, $2)
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(event_id)
-        .bind(&self.topology.queue)
-        .execute(&mut *tx)
-        .instrument(crate::db_span("INSERT", "processed_events"))
-        .await
-        .map_err(HandlerError::unavailable)?
-        .rows_affected()
-            == 1;
-        if inserted {
-            // A panicking handler must not take the consumer (and every other
-            // in-flight delivery) down with it: treat it as a failed run.
-            AssertUnwindSafe(self.handler.handle(&mut tx, envelope))
-                .catch_unwind()
-                .await
-                .map_err(|_| HandlerError::transient("event handler panicked"))??;
-        }
-        tx.commit().await?;
-        Ok(inserted)
     }
 
     fn lock_pause(&self) -> std::sync::MutexGuard<'_, Pause> {

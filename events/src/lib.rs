@@ -15,6 +15,7 @@ pub mod config;
 pub mod consumer;
 mod consumer_metrics;
 pub mod envelope;
+mod group_commit;
 pub mod legacy;
 pub mod outbox;
 pub mod relay;

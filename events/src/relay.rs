@@ -9,7 +9,7 @@
 //! the confirms and the commit publishes a batch twice; consumers deduplicate
 //! on `event_id`.
 
-use std::{sync::Arc, time::Duration};
+use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
 use lapin::{
@@ -19,8 +19,7 @@ use lapin::{
 };
 use prost::Message;
 use quill_proto::events::v1::Envelope;
-use sqlx::{PgPool, postgres::PgListener};
-use tokio::sync::Notify;
+use sqlx::PgPool;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
@@ -41,6 +40,8 @@ const PERSISTENT: u8 = 2;
 /// How long the broker may take to confirm a batch before the relay gives up
 /// on the connection (a blackholed broker never answers).
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the relay refreshes the outbox gauges.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Number of events waiting to be published, for the outbox backlog gauge.
 pub async fn backlog(pool: &PgPool) -> Result<i64, sqlx::Error> {
@@ -126,12 +127,8 @@ impl OutboxRelay {
         let db = database_name(&self.pool);
         let backlog_gauge = metrics::get().outbox_backlog.with_label_values(&[&db]);
         let oldest_gauge = metrics::get().outbox_oldest_age.with_label_values(&[&db]);
-        let wakeup = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen_for_rows(
-            self.pool.clone(),
-            Arc::clone(&wakeup),
-            shutdown.child_token(),
-        ));
+        let mut commits = crate::outbox::commits();
+        let mut sampled: Option<Instant> = None;
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -153,10 +150,18 @@ impl OutboxRelay {
                     }
                 },
             };
+            // Commits from here on wake the next wait: none slips between
+            // this batch's read and the wait.
+            commits.borrow_and_update();
             let batch = self.relay_batch(&channel).await;
-            if let Ok(pending) = pending(&self.pool).await {
+            // The gauges cost a scan of the pending rows: once a second at
+            // most, not once per batch of a busy outbox.
+            if sampled.is_none_or(|at| at.elapsed() >= GAUGE_INTERVAL)
+                && let Ok(pending) = pending(&self.pool).await
+            {
                 backlog_gauge.set(pending.rows);
                 oldest_gauge.set(pending.oldest_age_seconds);
+                sampled = Some(Instant::now());
             }
             let idle = match batch {
                 Ok(sent) => {
@@ -178,16 +183,16 @@ impl OutboxRelay {
                 }
             };
             if idle {
-                // Woken by a commit's NOTIFY; the poll is the fallback for
-                // a notification missed while the listener reconnects.
+                // Woken by a commit in this process; the poll finds rows
+                // other processes committed (a replica that died before
+                // publishing its own).
                 tokio::select! {
-                    () = wakeup.notified() => {}
+                    _ = commits.changed() => {}
                     () = tokio::time::sleep(self.poll_interval) => {}
                     () = shutdown.cancelled() => break,
                 }
             }
         }
-        let _ = listener.await;
         if let Some(p) = publisher {
             p.close().await;
         }
@@ -372,31 +377,4 @@ fn database_name(pool: &PgPool) -> String {
         .get_database()
         .unwrap_or("postgres")
         .to_owned()
-}
-
-/// Wakes the relay whenever a transaction that wrote outbox rows commits
-/// (see [`OUTBOX_CHANNEL`](crate::outbox::OUTBOX_CHANNEL)). Runs
-/// until `shutdown`, reconnecting after a failure; meanwhile the relay polls.
-async fn listen_for_rows(pool: PgPool, wakeup: Arc<Notify>, shutdown: CancellationToken) {
-    let mut backoff = Backoff::new();
-    loop {
-        let listening = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(crate::outbox::OUTBOX_CHANNEL).await?;
-            loop {
-                listener.recv().await?;
-                wakeup.notify_one();
-            }
-        };
-        let result: Result<(), sqlx::Error> = tokio::select! {
-            result = listening => result,
-            () = shutdown.cancelled() => return,
-        };
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "outbox listener lost; the relay polls meanwhile");
-        }
-        if sleep_or_cancelled(backoff.next_delay(), &shutdown).await {
-            return;
-        }
-    }
 }

@@ -18,7 +18,7 @@ use lapin::{
 use prost::Message;
 use quill_events::{
     Consumer, EventHandler, EventsConfig, HandlerError, OutboxRelay, Topology, async_trait,
-    backlog, broker, catalog, consumer::attempts, enqueue, legacy, new_envelope,
+    backlog, broker, catalog, consumer::attempts, enqueue, legacy, new_envelope, outbox,
     testing::OUTBOX_AND_INBOX_SQL, testing::TestBroker,
 };
 use quill_platform::{shutdown::CancellationToken, testing::TcpProxy};
@@ -247,7 +247,7 @@ async fn enqueue_with_item(pool: &PgPool, envelope: &Envelope) -> anyhow::Result
         .execute(&mut *tx)
         .await?;
     enqueue(&mut tx, envelope).await?;
-    tx.commit().await?;
+    outbox::commit(tx).await?;
     Ok(())
 }
 
@@ -447,6 +447,20 @@ async fn two_relays_publish_each_event_exactly_once() -> anyhow::Result<()> {
     })
     .await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // The gauge is refreshed once a second, not after every batch.
+    let db = pool
+        .connect_options()
+        .get_database()
+        .unwrap_or_default()
+        .to_owned();
+    eventually("the backlog gauge reads empty", || async {
+        Ok(quill_platform::metrics::get()
+            .outbox_backlog
+            .with_label_values(&[db.as_str()])
+            .get()
+            == 0)
+    })
+    .await?;
     first.stop().await?;
     second.stop().await?;
 
@@ -473,6 +487,35 @@ async fn two_relays_publish_each_event_exactly_once() -> anyhow::Result<()> {
     );
     counter.abort();
     conn.close(200, "done".into()).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_applied_in_shared_transactions_each_event_once() -> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.followed"]);
+    declare(&broker.url, &topology).await?;
+    let events: Vec<Envelope> = (0..200).map(followed).collect();
+    let mut payloads: Vec<Vec<u8>> = events.iter().map(Message::encode_to_vec).collect();
+    // A producer's retry: the same event twice, side by side in one batch.
+    payloads.insert(1, events[0].encode_to_vec());
+    publish_raw(&broker.url, &broker.exchange(), "user.followed", &payloads).await?;
+
+    let running = consumer(&pool, &broker.url, &topology, Recorder::default());
+    eventually("every event is applied", || async {
+        Ok(applied(&pool).await? == (200, 200))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(applied(&pool).await?, (200, 200), "none applied twice");
+    // Each row records the transaction that inserted it: one per commit.
+    let commits: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT xmin::text) FROM processed_events")
+            .fetch_one(&pool)
+            .await?;
+    assert!(commits <= 100, "200 events took {commits} commits");
+    running.stop().await?;
     Ok(())
 }
 
@@ -962,12 +1005,12 @@ async fn an_idle_relay_is_woken_by_the_commit_not_its_poll() -> anyhow::Result<(
     let broker = TestBroker::new();
     let topology = broker.topology("content", &["user.*"]);
     declare(&broker.url, &topology).await?;
-    // A poll so slow that only the commit's NOTIFY can explain a publish
+    // A poll so slow that only the commit's wakeup can explain a publish
     // within the test's deadline.
     let relay = OutboxRelay::new(pool.clone(), &broker.url, broker.exchange())
         .poll_interval(Duration::from_secs(3600));
     let relay = Running::spawn(|shutdown| relay.run(shutdown));
-    // Let the relay go idle (its first empty batch) and start listening.
+    // Let the relay go idle (its first empty batch).
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     for n in 0..3 {

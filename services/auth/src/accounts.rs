@@ -115,7 +115,7 @@ impl Accounts {
             .map_err(taken_or_db)?;
         events::announce(&mut tx, events::registered(&user)).await?;
         let credentials = self.open_session(&mut tx, &user, &client).await?;
-        tx.commit().await?;
+        quill_events::outbox::commit(tx).await?;
         tracing::info!(user_id = %user.id, "user registered");
         Ok((user, credentials))
     }
@@ -274,7 +274,7 @@ impl Accounts {
                     .await?;
             self.revoke_in_cache(&others).await?;
         }
-        tx.commit().await?;
+        quill_events::outbox::commit(tx).await?;
         Ok(updated)
     }
 
@@ -421,7 +421,7 @@ impl Accounts {
             let revoked = sessions::revoke_all(&mut *tx, user.id, None, "banned").await?;
             self.revoke_in_cache(&revoked).await?;
         }
-        tx.commit().await?;
+        quill_events::outbox::commit(tx).await?;
         Ok(user)
     }
 

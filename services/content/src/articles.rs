@@ -113,7 +113,7 @@ impl Content {
             }),
         )
         .await?;
-        tx.commit().await?;
+        quill_events::outbox::commit(tx).await?;
         self.article(Some(caller.user), &candidate).await
     }
 
@@ -199,7 +199,7 @@ impl Content {
             }),
         )
         .await?;
-        tx.commit().await?;
+        quill_events::outbox::commit(tx).await?;
         self.article(Some(caller.user), &final_slug).await
     }
 
@@ -220,7 +220,7 @@ impl Content {
             }),
         )
         .await?;
-        tx.commit().await?;
+        quill_events::outbox::commit(tx).await?;
         Ok(())
     }
 
@@ -258,7 +258,7 @@ impl Content {
         } else {
             repo::unfavorite(&mut *tx, key.id, caller.user).await?;
         }
-        tx.commit().await?;
+        quill_events::outbox::commit(tx).await?;
         self.article(Some(caller.user), &key.slug).await
     }
 

@@ -59,7 +59,7 @@ impl Content {
             }),
         )
         .await?;
-        tx.commit().await?;
+        quill_events::outbox::commit(tx).await?;
         Ok((comment, article.slug))
     }
 

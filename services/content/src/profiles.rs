@@ -84,7 +84,7 @@ impl Content {
         } else {
             follows::delete(&mut *tx, caller.user, author.id, now).await?;
         }
-        tx.commit().await?;
+        quill_events::outbox::commit(tx).await?;
         Ok(ProfileView {
             author,
             following: follow,

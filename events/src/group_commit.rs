@@ -1,0 +1,231 @@
+//! Group commit for a consumer: deliveries that arrive while a transaction
+//! is running are applied together in the next one, so a busy queue costs
+//! one commit (one WAL flush) per batch instead of one per event.
+//!
+//! Each delivery still settles on its own (ack, retry, park, requeue): its
+//! task hands the event to [`GroupCommit::apply`] and gets back whether it
+//! was applied, a duplicate, or why it failed. A batch records every
+//! `event_id` in one statement and runs each handler after a savepoint: a
+//! handler that fails is rolled back to its savepoint and reported, exactly
+//! as if it had run alone, and the others commit. Only when the batch itself
+//! fails (at begin, at commit, on a lost connection) does every event run
+//! again alone, so errors are classified exactly as for a single event.
+
+use std::{collections::HashSet, panic::AssertUnwindSafe, sync::Arc};
+
+use futures::FutureExt;
+use quill_platform::request_id;
+use quill_proto::events::v1::Envelope;
+use sqlx::PgPool;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::{Instrument, Span};
+use uuid::Uuid;
+
+use crate::consumer::{EventHandler, HandlerError};
+
+/// Transactions a consumer runs at once. More than one keeps a handler that
+/// waits on another service from holding up every other event.
+const WORKERS: usize = 2;
+/// The most events in one transaction: each has a savepoint, and PostgreSQL
+/// slows every snapshot once a transaction has more than 64 subtransactions.
+const MAX_BATCH: usize = 32;
+
+/// One event waiting for a transaction.
+struct Job {
+    event_id: Uuid,
+    envelope: Envelope,
+    /// The delivery's span: the handler's spans and logs belong under it.
+    span: Span,
+    done: oneshot::Sender<Result<bool, HandlerError>>,
+}
+
+/// Applies events for one consumer, batching those that wait together.
+pub(crate) struct GroupCommit<H> {
+    pool: PgPool,
+    handler: Arc<H>,
+    /// The `consumer` recorded beside each `event_id`: the queue's name.
+    consumer: String,
+    max_batch: usize,
+    sender: mpsc::Sender<Job>,
+    jobs: Mutex<mpsc::Receiver<Job>>,
+}
+
+impl<H: EventHandler> GroupCommit<H> {
+    /// A batch holds at most `max_batch` events; that many may wait.
+    pub(crate) fn new(pool: PgPool, handler: Arc<H>, consumer: &str, max_batch: usize) -> Self {
+        let max_batch = max_batch.clamp(1, MAX_BATCH);
+        let (sender, jobs) = mpsc::channel(max_batch);
+        Self {
+            pool,
+            handler,
+            consumer: consumer.to_owned(),
+            max_batch,
+            sender,
+            jobs: Mutex::new(jobs),
+        }
+    }
+
+    /// Applies `envelope` once; returns whether it ran (false: a
+    /// duplicate). Only resolves while [`Self::run`] is polled.
+    pub(crate) async fn apply(
+        &self,
+        event_id: Uuid,
+        envelope: Envelope,
+    ) -> Result<bool, HandlerError> {
+        let (done, result) = oneshot::channel();
+        let job = Job {
+            event_id,
+            envelope,
+            span: Span::current(),
+            done,
+        };
+        if let Err(mpsc::error::SendError(job)) = self.sender.send(job).await {
+            return self.apply_alone(&job).await;
+        }
+        result.await.unwrap_or_else(|_| {
+            Err(HandlerError::transient(
+                "event dropped before it was applied",
+            ))
+        })
+    }
+
+    /// Runs the transactions; never returns by itself.
+    pub(crate) async fn run(&self) {
+        futures::future::join_all((0..WORKERS).map(|_| self.work())).await;
+    }
+
+    async fn work(&self) {
+        loop {
+            let batch = {
+                let mut jobs = self.jobs.lock().await;
+                let Some(first) = jobs.recv().await else {
+                    return;
+                };
+                let mut batch = vec![first];
+                while batch.len() < self.max_batch {
+                    match jobs.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                batch
+            };
+            self.apply_batch(batch).await;
+        }
+    }
+
+    async fn apply_batch(&self, batch: Vec<Job>) {
+        if batch.len() > 1
+            && let Ok(results) = self.apply_together(&batch).await
+        {
+            for (job, result) in batch.into_iter().zip(results) {
+                let _ = job.done.send(result);
+            }
+            return;
+        }
+        futures::future::join_all(batch.into_iter().map(|job| async move {
+            let result = self.apply_alone(&job).await;
+            let _ = job.done.send(result);
+        }))
+        .await;
+    }
+
+    /// The batch in one transaction, each handler behind a savepoint. An
+    /// error here is the transaction's: nothing of the batch was applied.
+    async fn apply_together(
+        &self,
+        batch: &[Job],
+    ) -> Result<Vec<Result<bool, HandlerError>>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        // Sorted, so two batches holding the same redelivered ids take their
+        // locks in one order and cannot deadlock.
+        let mut ids: Vec<Uuid> = batch.iter().map(|job| job.event_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut fresh: HashSet<Uuid> = sqlx::query_scalar(
+            "INSERT INTO processed_events (event_id, consumer)
+             SELECT id, $2 FROM unnest($1::uuid[]) AS id
+             ON CONFLICT (event_id) DO NOTHING
+             RETURNING event_id",
+        )
+        .bind(&ids)
+        .bind(&self.consumer)
+        .fetch_all(&mut *tx)
+        .instrument(crate::db_span("INSERT", "processed_events"))
+        .await?
+        .into_iter()
+        .collect();
+        let mut results = Vec::with_capacity(batch.len());
+        for job in batch {
+            // The first of two copies of one event in a batch runs it.
+            if !fresh.remove(&job.event_id) {
+                results.push(Ok(false));
+                continue;
+            }
+            sqlx::query("SAVEPOINT event").execute(&mut *tx).await?;
+            let handled = request_id::scope(
+                job.envelope.request_id.clone(),
+                AssertUnwindSafe(self.handler.handle(&mut tx, &job.envelope)).catch_unwind(),
+            )
+            .instrument(job.span.clone())
+            .await
+            .unwrap_or_else(|_| Err(HandlerError::transient("event handler panicked")));
+            match handled {
+                Ok(()) => results.push(Ok(true)),
+                Err(e) => {
+                    // Its event id goes too: a retry must find it unrecorded.
+                    sqlx::query("ROLLBACK TO SAVEPOINT event")
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("DELETE FROM processed_events WHERE event_id = $1")
+                        .bind(job.event_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    results.push(Err(e));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    /// Runs the handler unless `event_id` was already processed; returns
+    /// whether it ran. A concurrent duplicate waits on the first one's row
+    /// lock and then sees the conflict, so the two never both apply.
+    ///
+    /// A failure to begin or to record the event cannot depend on the event:
+    /// it is [`HandlerError::Unavailable`]. A failed commit is classified like
+    /// any database error: it may be the handler's own conflict (a deferred
+    /// constraint, a serialization failure), which must count as an attempt.
+    async fn apply_alone(&self, job: &Job) -> Result<bool, HandlerError> {
+        async {
+            let mut tx = self.pool.begin().await.map_err(HandlerError::unavailable)?;
+            let inserted = sqlx::query(
+                "INSERT INTO processed_events (event_id, consumer) VALUES ($1, $2)
+                 ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(job.event_id)
+            .bind(&self.consumer)
+            .execute(&mut *tx)
+            .instrument(crate::db_span("INSERT", "processed_events"))
+            .await
+            .map_err(HandlerError::unavailable)?
+            .rows_affected()
+                == 1;
+            if inserted {
+                // A panicking handler must not take the consumer (and every
+                // other in-flight delivery) down with it: a failed run.
+                request_id::scope(
+                    job.envelope.request_id.clone(),
+                    AssertUnwindSafe(self.handler.handle(&mut tx, &job.envelope)).catch_unwind(),
+                )
+                .await
+                .map_err(|_| HandlerError::transient("event handler panicked"))??;
+            }
+            tx.commit().await?;
+            Ok(inserted)
+        }
+        .instrument(job.span.clone())
+        .await
+    }
+}
