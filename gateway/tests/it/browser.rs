@@ -50,8 +50,12 @@ struct Element(String);
 
 impl Browser {
     pub async fn start() -> Self {
+        let profile = tempfile::tempdir().expect("a browser profile directory");
         let mut driver = Command::new("chromedriver")
             .arg("--port=0")
+            // Chromium's singleton socket directory goes to $TMPDIR and
+            // outlives a killed browser: inside the profile, it goes with it.
+            .env("TMPDIR", profile.path())
             .stdout(Stdio::piped())
             // Shown with a failing test's output.
             .stderr(Stdio::inherit())
@@ -84,7 +88,6 @@ impl Browser {
         // Whatever the driver prints later must not fill the pipe and stall it.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
-        let profile = tempfile::tempdir().expect("a browser profile directory");
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| a.to_string()).collect();
         args.push(format!("--user-data-dir={}", profile.path().display()));
         let http = reqwest::Client::new();
