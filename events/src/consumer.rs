@@ -142,6 +142,14 @@ pub trait EventHandler: Send + Sync + 'static {
         tx: &mut Transaction<'_, Postgres>,
         envelope: &Envelope,
     ) -> Result<(), HandlerError>;
+
+    /// Whether `envelope` may share a transaction with other events
+    /// ([`crate::group_commit`]). Say no for an event whose handler may take
+    /// long (it waits on another service, it writes for many users): in a
+    /// batch it would hold up the others and their locks.
+    fn batchable(&self, _envelope: &Envelope) -> bool {
+        true
+    }
 }
 
 /// Consumes one service queue until shutdown, supervising the connection.
@@ -201,7 +209,7 @@ impl<H: EventHandler> Consumer<H> {
             match self.open().await {
                 Ok((connection, channel)) => {
                     backoff.reset();
-                    let result = self.consume(&channel, &shutdown).await;
+                    let result = self.consume(&connection, &channel, &shutdown).await;
                     let _ = connection.close(200, "consumer stopping".into()).await;
                     match result {
                         Ok(()) if shutdown.is_cancelled() => break,
@@ -245,9 +253,13 @@ impl<H: EventHandler> Consumer<H> {
     /// connection fails.
     async fn consume(
         &self,
+        connection: &Connection,
         channel: &Channel,
         shutdown: &CancellationToken,
     ) -> Result<(), EventsError> {
+        // A channel of its own: a refused sample closes it, not the one
+        // deliveries arrive on.
+        let sampling = connection.create_channel().await?;
         let consumer = channel
             .basic_consume(
                 self.topology.queue.as_str().into(),
@@ -278,7 +290,7 @@ impl<H: EventHandler> Consumer<H> {
         tokio::select! {
             () = consuming => {}
             () = group.run() => {}
-            () = consumer_metrics::sample_queue_depth(channel, &self.topology.queue) => {}
+            () = consumer_metrics::sample_queue_depth(&sampling, &self.topology.queue) => {}
         }
         if let Some(e) = failure {
             return Err(e.into());

@@ -8,16 +8,22 @@
 //! `event_id` in one statement and runs each handler after a savepoint: a
 //! handler that fails is rolled back to its savepoint and reported, exactly
 //! as if it had run alone, and the others commit. Only when the batch itself
-//! fails (at begin, at commit, on a lost connection) does every event run
-//! again alone, so errors are classified exactly as for a single event.
+//! fails (at begin, at commit, on a lost connection, on a deadlock between
+//! its events' locks and another transaction's) does every event run again
+//! alone, so errors are classified exactly as for a single event. A batch
+//! stops taking its next event after [`BATCH_BUDGET`] and commits; events a
+//! handler calls slow ([`EventHandler::batchable`]) never join one.
 
-use std::{collections::HashSet, panic::AssertUnwindSafe, sync::Arc};
+use std::{collections::HashSet, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use futures::FutureExt;
 use quill_platform::request_id;
 use quill_proto::events::v1::Envelope;
 use sqlx::PgPool;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::{
+    sync::{Mutex, mpsc, oneshot},
+    time::Instant,
+};
 use tracing::{Instrument, Span};
 use uuid::Uuid;
 
@@ -29,6 +35,9 @@ const WORKERS: usize = 2;
 /// The most events in one transaction: each has a savepoint, and PostgreSQL
 /// slows every snapshot once a transaction has more than 64 subtransactions.
 const MAX_BATCH: usize = 32;
+/// How long a batch may run before it commits what it has: the locks it
+/// holds and the events waiting behind it are bounded by this.
+const BATCH_BUDGET: Duration = Duration::from_millis(200);
 
 /// One event waiting for a transaction.
 struct Job {
@@ -79,6 +88,9 @@ impl<H: EventHandler> GroupCommit<H> {
             span: Span::current(),
             done,
         };
+        if !self.handler.batchable(&job.envelope) {
+            return self.apply_alone(&job).await;
+        }
         if let Err(mpsc::error::SendError(job)) = self.sender.send(job).await {
             return self.apply_alone(&job).await;
         }
@@ -114,14 +126,16 @@ impl<H: EventHandler> GroupCommit<H> {
         }
     }
 
-    async fn apply_batch(&self, batch: Vec<Job>) {
+    async fn apply_batch(&self, mut batch: Vec<Job>) {
         if batch.len() > 1
             && let Ok(results) = self.apply_together(&batch).await
         {
+            // Those past the budget were not started: they run alone below.
+            let rest = batch.split_off(results.len());
             for (job, result) in batch.into_iter().zip(results) {
                 let _ = job.done.send(result);
             }
-            return;
+            batch = rest;
         }
         futures::future::join_all(batch.into_iter().map(|job| async move {
             let result = self.apply_alone(&job).await;
@@ -130,12 +144,14 @@ impl<H: EventHandler> GroupCommit<H> {
         .await;
     }
 
-    /// The batch in one transaction, each handler behind a savepoint. An
-    /// error here is the transaction's: nothing of the batch was applied.
+    /// The batch in one transaction, each handler behind a savepoint, until
+    /// the budget is spent; returns the results of the events it ran, in
+    /// order. An error here is the transaction's: nothing was applied.
     async fn apply_together(
         &self,
         batch: &[Job],
-    ) -> Result<Vec<Result<bool, HandlerError>>, sqlx::Error> {
+    ) -> Result<Vec<Result<bool, HandlerError>>, BatchAborted> {
+        let started = Instant::now();
         let mut tx = self.pool.begin().await?;
         // Sorted, so two batches holding the same redelivered ids take their
         // locks in one order and cannot deadlock.
@@ -157,6 +173,19 @@ impl<H: EventHandler> GroupCommit<H> {
         .collect();
         let mut results = Vec::with_capacity(batch.len());
         for job in batch {
+            if !results.is_empty() && started.elapsed() >= BATCH_BUDGET {
+                // Unstarted events are not this transaction's: their ids go.
+                let unstarted: Vec<Uuid> = batch[results.len()..]
+                    .iter()
+                    .map(|job| job.event_id)
+                    .filter(|id| fresh.contains(id))
+                    .collect();
+                sqlx::query("DELETE FROM processed_events WHERE event_id = ANY($1)")
+                    .bind(&unstarted)
+                    .execute(&mut *tx)
+                    .await?;
+                break;
+            }
             // The first of two copies of one event in a batch runs it.
             if !fresh.remove(&job.event_id) {
                 results.push(Ok(false));
@@ -171,7 +200,17 @@ impl<H: EventHandler> GroupCommit<H> {
             .await
             .unwrap_or_else(|_| Err(HandlerError::transient("event handler panicked")));
             match handled {
-                Ok(()) => results.push(Ok(true)),
+                // Fails if the handler left the transaction aborted (an
+                // error it swallowed): the batch then runs alone.
+                Ok(()) => {
+                    sqlx::query("RELEASE SAVEPOINT event")
+                        .execute(&mut *tx)
+                        .await?;
+                    results.push(Ok(true));
+                }
+                // Lock order between this batch's events and another
+                // transaction: not the event's fault, so not an attempt.
+                Err(e) if is_lock_conflict(&e) => return Err(BatchAborted),
                 Err(e) => {
                     // Its event id goes too: a retry must find it unrecorded.
                     sqlx::query("ROLLBACK TO SAVEPOINT event")
@@ -221,6 +260,9 @@ impl<H: EventHandler> GroupCommit<H> {
                 )
                 .await
                 .map_err(|_| HandlerError::transient("event handler panicked"))??;
+                // A transaction a handler left aborted would "commit" as a
+                // rollback without an error: this statement fails on it.
+                sqlx::query("SELECT 1").execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(inserted)
@@ -228,4 +270,24 @@ impl<H: EventHandler> GroupCommit<H> {
         .instrument(job.span.clone())
         .await
     }
+}
+
+/// The batch's transaction failed as a whole; its events run again alone.
+struct BatchAborted;
+
+impl From<sqlx::Error> for BatchAborted {
+    fn from(_: sqlx::Error) -> Self {
+        Self
+    }
+}
+
+/// A deadlock or serialization failure: PostgreSQL's verdict on how
+/// transactions met, not on the event.
+fn is_lock_conflict(error: &HandlerError) -> bool {
+    let (HandlerError::Transient(e) | HandlerError::Permanent(e) | HandlerError::Unavailable(e)) =
+        error;
+    e.downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "40P01" || code == "40001")
 }

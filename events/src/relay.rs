@@ -133,6 +133,16 @@ impl OutboxRelay {
             if shutdown.is_cancelled() {
                 break;
             }
+            // The gauges cost a scan of the pending rows: once a second at
+            // most, not once per batch of a busy outbox; and before the
+            // broker is reached, so they keep moving while it is down.
+            if sampled.is_none_or(|at| at.elapsed() >= GAUGE_INTERVAL)
+                && let Ok(pending) = pending(&self.pool).await
+            {
+                backlog_gauge.set(pending.rows);
+                oldest_gauge.set(pending.oldest_age_seconds);
+                sampled = Some(Instant::now());
+            }
             let channel = match &publisher {
                 Some(p) if p.connection.status().connected() => p.channel.clone(),
                 _ => match self.open().await {
@@ -154,15 +164,6 @@ impl OutboxRelay {
             // this batch's read and the wait.
             commits.borrow_and_update();
             let batch = self.relay_batch(&channel).await;
-            // The gauges cost a scan of the pending rows: once a second at
-            // most, not once per batch of a busy outbox.
-            if sampled.is_none_or(|at| at.elapsed() >= GAUGE_INTERVAL)
-                && let Ok(pending) = pending(&self.pool).await
-            {
-                backlog_gauge.set(pending.rows);
-                oldest_gauge.set(pending.oldest_age_seconds);
-                sampled = Some(Instant::now());
-            }
             let idle = match batch {
                 Ok(sent) => {
                     backoff.reset();

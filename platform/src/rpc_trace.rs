@@ -8,8 +8,10 @@
 //! [`crate::grpc::serve`] (servers).
 
 use std::{
+    collections::HashSet,
     future::Future,
     pin::Pin,
+    sync::LazyLock,
     task::{Context, Poll, ready},
     time::Instant,
 };
@@ -49,9 +51,39 @@ struct Finish {
     done: bool,
 }
 
-const UNIMPLEMENTED: i32 = 12;
 /// The label value for whatever is not one of our own names (OTel's `_OTHER`).
 const OTHER: &str = "_OTHER";
+
+/// Every method a Quill server may serve (its protos, health, reflection):
+/// the only `rpc_method` values a server records. A path is the caller's
+/// to choose, and any pod may call, so anything else is `_OTHER`.
+static KNOWN_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    use prost::Message;
+    let mut known: HashSet<String> = [
+        "grpc.health.v1.Health/Check",
+        "grpc.health.v1.Health/Watch",
+        "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    if let Ok(set) = prost_types::FileDescriptorSet::decode(quill_proto::FILE_DESCRIPTOR_SET) {
+        for file in set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    known.insert(format!(
+                        "{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+    }
+    known
+});
 
 impl Finish {
     fn record(&mut self, code: i32) {
@@ -67,9 +99,7 @@ impl Finish {
         if error {
             self.span.record("otel.status_code", "ERROR");
         }
-        // A server's UNIMPLEMENTED answers a path no service registered: the
-        // path is the caller's to choose, so it must not become a label value.
-        let method = if self.side == RpcSide::Server && code == UNIMPLEMENTED {
+        let method = if self.side == RpcSide::Server && !KNOWN_METHODS.contains(&self.method) {
             OTHER
         } else {
             self.method.as_str()
@@ -272,7 +302,16 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::split_path;
+    use super::{KNOWN_METHODS, split_path};
+
+    #[test]
+    fn only_methods_quill_serves_are_known() {
+        assert!(KNOWN_METHODS.contains("quill.auth.v1.AuthService/Login"));
+        assert!(KNOWN_METHODS.contains("quill.content.v1.ContentService/ListArticles"));
+        assert!(KNOWN_METHODS.contains("grpc.health.v1.Health/Check"));
+        assert!(!KNOWN_METHODS.contains("quill.auth.v1.AuthService/NoSuchCall"));
+        assert!(!KNOWN_METHODS.contains("attacker.Chosen/Path"));
+    }
 
     #[test]
     fn splits_service_and_method() {

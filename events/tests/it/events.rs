@@ -130,6 +130,13 @@ impl EventHandler for Recorder {
         }
         Ok(())
     }
+
+    /// The event that hangs is declared slow: it never joins a batch.
+    fn batchable(&self, envelope: &Envelope) -> bool {
+        self.hang_on
+            .as_ref()
+            .is_none_or(|(hang_id, _)| hang_id != &envelope.event_id)
+    }
 }
 
 /// A background task stopped through its cancellation token.
@@ -516,6 +523,34 @@ async fn a_backlog_is_applied_in_shared_transactions_each_event_once() -> anyhow
             .await?;
     assert!(commits <= 100, "200 events took {commits} commits");
     running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_declared_slow_runs_alone_and_holds_up_no_batch() -> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.followed"]);
+    declare(&broker.url, &topology).await?;
+    let slow = followed(0);
+    let started = Arc::new(Notify::new());
+    let recorder = Recorder {
+        hang_on: Some((slow.event_id.clone(), started.clone())),
+        ..Recorder::default()
+    };
+    let others: Vec<Envelope> = (1..=20).map(followed).collect();
+    // In the middle of a backlog, where a batch would take it with others.
+    let mut payloads: Vec<Vec<u8>> = others.iter().map(Message::encode_to_vec).collect();
+    payloads.insert(10, slow.encode_to_vec());
+    publish_raw(&broker.url, &broker.exchange(), "user.followed", &payloads).await?;
+
+    let running = consumer(&pool, &broker.url, &topology, recorder.clone());
+    started.notified().await;
+    eventually("the others apply while the slow one hangs", || async {
+        Ok(applied(&pool).await? == (20, 20))
+    })
+    .await?;
+    running.stop().await.ok();
     Ok(())
 }
 

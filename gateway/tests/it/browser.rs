@@ -14,7 +14,8 @@ use tokio::{
 };
 
 /// How long a page may take to show what a test waits for.
-const PATIENCE: Duration = Duration::from_secs(10);
+/// Generous: nextest runs these beside every other test on two cores.
+const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Without the background-networking flags, Chromium keeps trying to reach
 /// Google's services, which a closed network turns into stalls.
@@ -216,9 +217,24 @@ async fn command(http: &reqwest::Client, method: reqwest::Method, url: &str, bod
     answer["value"].clone()
 }
 
+/// `DELETE` on the WebDriver session, blocking: the driver closes the
+/// browser and waits for it, so no process is left writing into the
+/// profile directory as it is removed.
+fn end_session(session: &str) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let rest = session.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(PATIENCE))?;
+    write!(stream, "DELETE /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    stream.read_to_end(&mut Vec::new())?;
+    Ok(())
+}
+
 impl Drop for Browser {
     #[allow(unsafe_code)]
     fn drop(&mut self) {
+        let _ = end_session(&self.session);
         if let Some(pid) = self.browser_pid {
             // SAFETY: plain kill(2); the pid is a child of the driver, which
             // is still running, so it has not been reaped and reused.

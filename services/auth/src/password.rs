@@ -201,18 +201,20 @@ impl PasswordHasherPool {
         work: impl FnOnce(&mut [Block]) -> T + Send + 'static,
     ) -> Result<T, AuthError> {
         let demand = Demand::new(&self.memory);
-        let _permit = self
-            .permits
-            .acquire()
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
             .map_err(|_| AuthError::Internal("hasher closed".into()))?;
         let memory = Arc::clone(&self.memory);
+        // The permit goes with the work: a caller that hangs up mid-hash
+        // frees neither its permit nor its buffer before the hash ends.
         tokio::task::spawn_blocking(move || {
             let mut blocks = memory.take();
             let result = work(&mut blocks);
             // This caller is done: only others in line may keep the buffer.
             drop(demand);
             memory.give_back(blocks);
+            drop(permit);
             result
         })
         .await
@@ -245,6 +247,23 @@ mod tests {
             "freed after the burst"
         );
         assert!(pool.memory.lock().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_that_hangs_up_keeps_its_permit_until_its_hash_ends() {
+        let pool = PasswordHasherPool::new(1).unwrap();
+        let abandoned = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.hash("abandoned".into()).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        abandoned.abort();
+        pool.hash("next".into()).await.unwrap();
+        assert_eq!(
+            pool.memory.peak.load(Ordering::SeqCst),
+            1,
+            "one buffer per permit"
+        );
     }
 
     #[tokio::test]

@@ -148,4 +148,14 @@ impl EventHandler for NotificationEvents {
         }
         Ok(())
     }
+
+    /// A fan-out streams followers from content and writes for each of
+    /// them: it runs in a transaction of its own.
+    fn batchable(&self, envelope: &Envelope) -> bool {
+        rules::plan(envelope).is_ok_and(|effects| {
+            !effects
+                .iter()
+                .any(|effect| matches!(effect, Effect::NotifyFollowers { .. }))
+        })
+    }
 }
