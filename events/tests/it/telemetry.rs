@@ -114,8 +114,19 @@ async fn a_consumer_continues_the_trace_that_raised_the_event() -> anyhow::Resul
         envelope.traceparent
     );
 
-    // Give the relay one more poll to refresh the backlog gauge.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The relay refreshes the backlog gauge once a second.
+    let db = pool
+        .connect_options()
+        .get_database()
+        .unwrap_or_default()
+        .to_owned();
+    let backlog = metrics::get().outbox_backlog.with_label_values(&[db.as_str()]);
+    for _ in 0..100 {
+        if backlog.get() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     stop.cancel();
     let _ = relay.await;
     let _ = consumer.await;
@@ -145,11 +156,6 @@ async fn a_consumer_continues_the_trace_that_raised_the_event() -> anyhow::Resul
         ),
         "{text}"
     );
-    let db = pool
-        .connect_options()
-        .get_database()
-        .unwrap_or_default()
-        .to_owned();
     assert!(
         text.contains(&format!(r#"outbox_backlog{{db="{db}"}} 0"#)),
         "{text}"
