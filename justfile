@@ -39,6 +39,11 @@ migrate: build
     target/debug/quill-content migrate
     target/debug/quill-notification migrate
 
-# Benchmarks: REST write -> notification latency, and events/s through one consumer.
-bench:
+# Benchmarks: the REST load table (bench-rest), then REST write -> notification latency and events/s through one consumer.
+bench: bench-rest
     cargo run --release -p quill-bench
+
+# The REST API under wrk load (bench/realworld-load.sh) against release processes on databases of their own: a Markdown table.
+bench-rest:
+    scripts/backing-services.sh ensure
+    bench/rest-load.sh
