@@ -120,7 +120,9 @@ async fn a_consumer_continues_the_trace_that_raised_the_event() -> anyhow::Resul
         .get_database()
         .unwrap_or_default()
         .to_owned();
-    let backlog = metrics::get().outbox_backlog.with_label_values(&[db.as_str()]);
+    let backlog = metrics::get()
+        .outbox_backlog
+        .with_label_values(&[db.as_str()]);
     for _ in 0..100 {
         if backlog.get() == 0 {
             break;
