@@ -38,30 +38,22 @@ pub struct PasswordHasherPool {
     decoy_hash: Arc<str>,
 }
 
-fn params() -> Params {
-    Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, None)
-        .expect("OWASP argon2 parameters are valid")
-}
-
-fn argon2() -> Argon2<'static> {
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params())
-}
-
 fn internal<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> AuthError + '_ {
     move |e| AuthError::Internal(format!("{what}: {e}"))
 }
 
-/// A fresh argon2id PHC string for `password`, computed in `memory`.
-fn hash_in(memory: &mut [Block], password: &[u8]) -> Result<String, AuthError> {
+/// A fresh argon2id PHC string for `password` with `params`, computed in
+/// `memory`.
+fn hash_in(params: &Params, memory: &mut [Block], password: &[u8]) -> Result<String, AuthError> {
     let salt = Salt::generate();
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
-    argon2()
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
         .hash_password_into_with_memory(password, &salt, &mut out, memory)
         .map_err(internal("hashing password"))?;
     let hash = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
-        params: ParamsString::try_from(&params()).map_err(internal("encoding parameters"))?,
+        params: ParamsString::try_from(params).map_err(internal("encoding parameters"))?,
         salt: Some(salt),
         hash: Some(Output::new(&out).map_err(internal("encoding hash"))?),
     };
@@ -103,6 +95,8 @@ fn verify_in(memory: &mut [Block], password: &[u8], hash: &str) -> bool {
 /// Working memory for hashes, reused while callers queue for a permit and
 /// freed when none does: bounded by the permits, returned after a burst.
 struct HashMemory {
+    /// Today's parameters: every buffer is their block count.
+    params: Params,
     pooled: Mutex<Vec<Box<[Block]>>>,
     /// Callers waiting for a permit or hashing now.
     demand: AtomicUsize,
@@ -113,8 +107,9 @@ struct HashMemory {
 }
 
 impl HashMemory {
-    fn new() -> Self {
+    fn new(params: Params) -> Self {
         Self {
+            params,
             pooled: Mutex::new(Vec::new()),
             demand: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
@@ -128,7 +123,7 @@ impl HashMemory {
         }
         let live = self.live.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(live, Ordering::SeqCst);
-        vec![Block::default(); params().block_count()].into_boxed_slice()
+        vec![Block::default(); self.params.block_count()].into_boxed_slice()
     }
 
     /// Keeps `blocks` for a caller still in line, or frees it (and whatever
@@ -169,9 +164,15 @@ impl Drop for Demand {
 
 impl PasswordHasherPool {
     pub fn new(max_concurrent: usize) -> Result<Self, AuthError> {
-        let memory = Arc::new(HashMemory::new());
+        let params = Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, None)
+            .map_err(|e| AuthError::Internal(format!("argon2 parameters: {e}")))?;
+        let memory = Arc::new(HashMemory::new(params));
         let mut blocks = memory.take();
-        let decoy = hash_in(&mut blocks, b"decoy password for unknown accounts");
+        let decoy = hash_in(
+            &memory.params,
+            &mut blocks,
+            b"decoy password for unknown accounts",
+        );
         memory.give_back(blocks);
         Ok(Self {
             permits: Arc::new(Semaphore::new(max_concurrent)),
@@ -181,7 +182,7 @@ impl PasswordHasherPool {
     }
 
     pub async fn hash(&self, password: Secret) -> Result<String, AuthError> {
-        self.run(move |memory| hash_in(memory, password.expose_secret().as_bytes()))
+        self.run(move |params, memory| hash_in(params, memory, password.expose_secret().as_bytes()))
             .await?
     }
 
@@ -191,14 +192,14 @@ impl PasswordHasherPool {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.decoy_hash.to_string());
         let matches = self
-            .run(move |memory| verify_in(memory, password.expose_secret().as_bytes(), &hash))
+            .run(move |_, memory| verify_in(memory, password.expose_secret().as_bytes(), &hash))
             .await?;
         Ok(known && matches)
     }
 
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut [Block]) -> T + Send + 'static,
+        work: impl FnOnce(&Params, &mut [Block]) -> T + Send + 'static,
     ) -> Result<T, AuthError> {
         let demand = Demand::new(&self.memory);
         let permit = Arc::clone(&self.permits)
@@ -210,7 +211,7 @@ impl PasswordHasherPool {
         // frees neither its permit nor its buffer before the hash ends.
         tokio::task::spawn_blocking(move || {
             let mut blocks = memory.take();
-            let result = work(&mut blocks);
+            let result = work(&memory.params, &mut blocks);
             // This caller is done: only others in line may keep the buffer.
             drop(demand);
             memory.give_back(blocks);
