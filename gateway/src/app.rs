@@ -61,6 +61,7 @@ pub fn router(state: AppState) -> Router {
                     .into_response()
                 }))
                 .layer(middleware::from_fn_with_state(state.clone(), deadline))
+                .layer(middleware::from_fn(conditional::name_encoding))
                 .layer(compression())
                 .layer(middleware::from_fn(conditional::validate))
                 .layer(cors)

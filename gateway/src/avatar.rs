@@ -30,7 +30,8 @@ pub async fn scope(State(state): State<AppState>, request: Request, next: Next) 
         .await
 }
 
-fn default_avatar() -> Option<Arc<str>> {
+/// The default for this request: part of what an answer's tag covers.
+pub(crate) fn default_avatar() -> Option<Arc<str>> {
     DEFAULT_AVATAR.try_with(Clone::clone).ok().flatten()
 }
 

@@ -6,16 +6,25 @@
 //! (`favorited`, `following`), so only the browser may store it; any other
 //! may be stored anywhere; both are revalidated on every use.
 //!
-//! The tag is a hash of the JSON as rendered, so it changes exactly when
-//! the answer does, viewer flags included, and is the same on every
-//! replica. It is weak (`W/`): compression sends the same JSON as several
-//! byte sequences, which a strong tag would have to tell apart. The answer
-//! is still rendered to be hashed; what a 304 saves is the transfer.
+//! Two kinds of tag:
+//! - **Strong, from versions** (articles, lists, comments, profiles, tags):
+//!   the handler builds the tag from the versions in the service's answer
+//!   ([`crate::versions`]) and asks [`IfNoneMatch::answer`], which renders
+//!   the JSON only when the client does not hold it already. A compressed
+//!   answer's tag gets the encoding as a suffix (`"…-gzip"`), as a strong
+//!   tag must differ between byte sequences; the suffix is ignored when
+//!   the tag comes back, since every encoding of one answer is the same
+//!   JSON.
+//! - **Weak, from the bytes** (anything else JSON, such as the user): a
+//!   hash of the answer as sent. It is rendered to be hashed; what a 304
+//!   saves is the transfer.
+
+use std::convert::Infallible;
 
 use axum::{
     body::Body,
-    extract::Request,
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    extract::{FromRequestParts, Request},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -26,6 +35,9 @@ use crate::error::ApiError;
 const PRIVATE: HeaderValue = HeaderValue::from_static("private, no-cache");
 const SHARED: HeaderValue = HeaderValue::from_static("no-cache");
 
+/// What compression may add to a strong tag, and strips when it comes back.
+const ENCODINGS: [&str; 4] = ["gzip", "br", "zstd", "deflate"];
+
 pub async fn validate(request: Request, next: Next) -> Response {
     if request.method() != Method::GET {
         return next.run(request).await;
@@ -33,6 +45,11 @@ pub async fn validate(request: Request, next: Next) -> Response {
     let personal = request.headers().contains_key(header::AUTHORIZATION);
     let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
     let response = next.run(request).await;
+    if is_versioned(&response) {
+        let (mut parts, body) = response.into_parts();
+        mark_cacheable(&mut parts.headers, personal);
+        return Response::from_parts(parts, body);
+    }
     if !is_plain_json(&response) {
         return response;
     }
@@ -45,13 +62,8 @@ pub async fn validate(request: Request, next: Next) -> Response {
     let Some(etag) = etag_of(&bytes) else {
         return Response::from_parts(parts, Body::from(bytes));
     };
-    let headers = &mut parts.headers;
-    headers.insert(header::ETAG, etag.clone());
-    headers.insert(
-        header::CACHE_CONTROL,
-        if personal { PRIVATE } else { SHARED },
-    );
-    headers.append(header::VARY, HeaderValue::from_static("authorization"));
+    parts.headers.insert(header::ETAG, etag.clone());
+    mark_cacheable(&mut parts.headers, personal);
     if if_none_match.is_some_and(|tags| names(&tags, &etag)) {
         // The 200's headers (validators, caching, CORS), without a body.
         parts.status = StatusCode::NOT_MODIFIED;
@@ -60,6 +72,117 @@ pub async fn validate(request: Request, next: Next) -> Response {
         return Response::from_parts(parts, Body::empty());
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Outside the compression layer: a compressed answer's strong tag gets
+/// the encoding as a suffix.
+pub async fn name_encoding(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::OK {
+        suffix_encoding(response.headers_mut());
+    }
+    response
+}
+
+/// The request's `If-None-Match`, for a handler that can tell an unchanged
+/// answer from the versions it was given, before rendering it.
+pub struct IfNoneMatch(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Self(parts.headers.get(header::IF_NONE_MATCH).cloned()))
+    }
+}
+
+impl IfNoneMatch {
+    /// A 304 if the client holds the answer tagged `etag`, else what
+    /// `render` builds, tagged.
+    pub fn answer<R: IntoResponse>(
+        self,
+        etag: HeaderValue,
+        render: impl FnOnce() -> Result<R, ApiError>,
+    ) -> Result<Response, ApiError> {
+        if let Some(held) = self.held(&etag) {
+            // The tag the client has: with its encoding's suffix, if any.
+            return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, held)]).into_response());
+        }
+        let mut response = render()?.into_response();
+        response.headers_mut().insert(header::ETAG, etag);
+        Ok(response)
+    }
+
+    /// Which of the client's tags names `etag`: `*`, or a tag equal to it
+    /// once `W/` and an encoding's suffix are set aside.
+    fn held(&self, etag: &HeaderValue) -> Option<HeaderValue> {
+        let tags = self.0.as_ref()?.to_str().ok()?;
+        let wanted = etag.to_str().ok()?;
+        tags.split(',').map(str::trim).find_map(|tag| {
+            if tag == "*" {
+                return Some(etag.clone());
+            }
+            let bare = tag.trim_start_matches("W/");
+            (without_encoding(bare) == wanted)
+                .then(|| HeaderValue::from_str(tag).ok())
+                .flatten()
+        })
+    }
+}
+
+/// `"x-gzip"` is `"x"`; any other tag is itself.
+fn without_encoding(tag: &str) -> std::borrow::Cow<'_, str> {
+    let inner = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"'));
+    let stripped = inner.and_then(|inner| {
+        ENCODINGS
+            .iter()
+            .find_map(|e| inner.strip_suffix(e)?.strip_suffix('-'))
+    });
+    match stripped {
+        Some(inner) => format!("\"{inner}\"").into(),
+        None => tag.into(),
+    }
+}
+
+/// A handler's own tag, on a JSON answer or a 304, with caching left to us.
+fn is_versioned(response: &Response) -> bool {
+    let headers = response.headers();
+    let json = content_type(headers).is_some_and(|t| t.starts_with("application/json"));
+    headers.contains_key(header::ETAG)
+        && !headers.contains_key(header::CACHE_CONTROL)
+        && match response.status() {
+            StatusCode::OK => json,
+            StatusCode::NOT_MODIFIED => true,
+            _ => false,
+        }
+}
+
+/// A compressed answer's strong tag names that encoding's bytes.
+fn suffix_encoding(headers: &mut HeaderMap) {
+    let Some(encoding) = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|e| e.to_str().ok())
+        .filter(|e| ENCODINGS.contains(e))
+    else {
+        return;
+    };
+    let Some(tagged) = headers
+        .get(header::ETAG)
+        .and_then(|t| t.to_str().ok())
+        .and_then(|t| t.strip_prefix('"')?.strip_suffix('"'))
+        .and_then(|inner| HeaderValue::from_str(&format!("\"{inner}-{encoding}\"")).ok())
+    else {
+        return;
+    };
+    headers.insert(header::ETAG, tagged);
+}
+
+fn mark_cacheable(headers: &mut HeaderMap, personal: bool) {
+    headers.insert(
+        header::CACHE_CONTROL,
+        if personal { PRIVATE } else { SHARED },
+    );
+    headers.append(header::VARY, HeaderValue::from_static("authorization"));
 }
 
 /// A 200 with a JSON body that set no validator or caching of its own.
@@ -121,5 +244,26 @@ mod tests {
             assert!(names(&value, &etag), "{matching}");
         }
         assert!(!names(&HeaderValue::from_static("W/\"other\""), &etag));
+    }
+
+    #[test]
+    fn a_strong_tag_names_its_encoding_and_is_held_in_any() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ETAG, HeaderValue::from_static("\"abc\""));
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
+        suffix_encoding(&mut headers);
+        assert_eq!(headers[header::ETAG], "\"abc-br\"");
+
+        let etag = HeaderValue::from_static("\"abc\"");
+        let held =
+            |sent: &'static str| IfNoneMatch(Some(HeaderValue::from_static(sent))).held(&etag);
+        assert_eq!(held("\"x\", \"abc-gzip\"").unwrap(), "\"abc-gzip\"");
+        assert_eq!(held("\"abc\"").unwrap(), "\"abc\"");
+        assert_eq!(held("W/\"abc-zstd\"").unwrap(), "W/\"abc-zstd\"");
+        assert_eq!(held("*").unwrap(), "\"abc\"");
+        for other in ["\"abc-lzma\"", "\"ab\"", "\"abc-\"", "abc"] {
+            assert_eq!(held(other), None, "{other}");
+        }
+        assert_eq!(IfNoneMatch(None).held(&etag), None);
     }
 }

@@ -16,5 +16,6 @@ mod route_table;
 pub mod routes;
 pub mod server;
 pub mod state;
+mod versions;
 
 pub use config::Config;

@@ -1,16 +1,23 @@
 //! Articles, the feed and favorites: RealWorld's `/articles`, plus our
 //! extensions `q` (full-text search) and `cursor` (keyset pagination).
 
-use axum::{Json, extract::Path, http::StatusCode, response::IntoResponse};
+use axum::{
+    Json,
+    extract::Path,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
 use quill_proto::content::v1 as pb;
 use serde::{Deserialize, de::IgnoredAny};
 
 use crate::{
     bodies::articles::{ArticleBody, ArticlesBody},
     calls::Calls,
+    conditional::IfNoneMatch,
     error::ApiError,
     extract::{ApiJson, ApiQuery, AuthUser},
     route_table::{RouteTable, get, post},
+    versions::Tag,
 };
 
 pub fn routes() -> RouteTable {
@@ -146,22 +153,26 @@ fn list_request(query: ListQuery) -> Result<pb::ListArticlesRequest, ApiError> {
 async fn list_articles(
     calls: Calls,
     user: Option<AuthUser>,
+    if_none_match: IfNoneMatch,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let request = list_request(query)?;
     let page = calls
         .content(user.as_ref())
         .list_articles(request)
         .await?
         .into_inner();
-    Ok(Json(ArticlesBody::try_from(page)?))
+    if_none_match.answer(Tag::of("articles", &page), || {
+        Ok(Json(ArticlesBody::try_from(page)?))
+    })
 }
 
 async fn feed(
     calls: Calls,
     user: AuthUser,
+    if_none_match: IfNoneMatch,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let page = Page::from_query(query)?;
     let page = calls
         .content(Some(&user))
@@ -172,20 +183,25 @@ async fn feed(
         })
         .await?
         .into_inner();
-    Ok(Json(ArticlesBody::try_from(page)?))
+    if_none_match.answer(Tag::of("feed", &page), || {
+        Ok(Json(ArticlesBody::try_from(page)?))
+    })
 }
 
 async fn get_article(
     calls: Calls,
     user: Option<AuthUser>,
+    if_none_match: IfNoneMatch,
     Path(slug): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let found = calls
         .content(user.as_ref())
         .get_article(pb::GetArticleRequest { slug })
         .await?
         .into_inner();
-    Ok(Json(ArticleBody::try_from(found)?))
+    if_none_match.answer(Tag::of("article", &found), || {
+        Ok(Json(ArticleBody::try_from(found)?))
+    })
 }
 
 async fn create_article(

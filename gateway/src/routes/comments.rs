@@ -1,6 +1,11 @@
 //! Comments on an article: RealWorld's `/articles/{slug}/comments`.
 
-use axum::{Json, extract::Path, http::StatusCode, response::IntoResponse};
+use axum::{
+    Json,
+    extract::Path,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
 use quill_proto::content::v1 as pb;
 use serde::Deserialize;
 
@@ -8,9 +13,11 @@ use super::articles::{Page, PageQuery};
 use crate::{
     bodies::articles::{CommentBody, CommentsBody},
     calls::Calls,
+    conditional::IfNoneMatch,
     error::ApiError,
     extract::{ApiJson, ApiQuery, AuthUser},
     route_table::{RouteTable, delete, get},
+    versions::Tag,
 };
 
 pub fn routes() -> RouteTable {
@@ -47,9 +54,10 @@ fn comment_id(id: &str) -> Result<i64, ApiError> {
 async fn list_comments(
     calls: Calls,
     user: Option<AuthUser>,
+    if_none_match: IfNoneMatch,
     Path(slug): Path<String>,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let page = Page::from_query(query)?;
     let list = calls
         .content(user.as_ref())
@@ -61,7 +69,9 @@ async fn list_comments(
         })
         .await?
         .into_inner();
-    Ok(Json(CommentsBody::try_from(list)?))
+    if_none_match.answer(Tag::of("comments", &list), || {
+        Ok(Json(CommentsBody::try_from(list)?))
+    })
 }
 
 /// 200, not 201: RealWorld's specification says so for this one creation.

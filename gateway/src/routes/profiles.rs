@@ -1,14 +1,20 @@
 //! Profiles and follows: RealWorld's `/profiles/{username}`.
 
-use axum::{Json, extract::Path, response::IntoResponse};
+use axum::{
+    Json,
+    extract::Path,
+    response::{IntoResponse, Response},
+};
 use quill_proto::content::v1 as pb;
 
 use crate::{
     bodies::articles::ProfileBody,
     calls::Calls,
+    conditional::IfNoneMatch,
     error::ApiError,
     extract::AuthUser,
     route_table::{RouteTable, get, post},
+    versions::Tag,
 };
 
 // Follow and unfollow read no body: the Postman suite posts one anyway, and
@@ -25,14 +31,17 @@ pub fn routes() -> RouteTable {
 async fn get_profile(
     calls: Calls,
     user: Option<AuthUser>,
+    if_none_match: IfNoneMatch,
     Path(username): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let found = calls
         .content(user.as_ref())
         .get_profile(pb::GetProfileRequest { username })
         .await?
         .into_inner();
-    Ok(Json(ProfileBody::from(found)))
+    if_none_match.answer(Tag::of("profile", &found), || {
+        Ok(Json(ProfileBody::from(found)))
+    })
 }
 
 async fn follow(

@@ -1,15 +1,17 @@
 //! Tags: RealWorld's `/tags`.
 
-use axum::{Json, response::IntoResponse};
+use axum::{Json, response::Response};
 use quill_proto::content::v1 as pb;
 use serde::Deserialize;
 
 use crate::{
     bodies::articles::TagsBody,
     calls::Calls,
+    conditional::IfNoneMatch,
     error::ApiError,
     extract::ApiQuery,
     route_table::{RouteTable, get},
+    versions::Tag,
 };
 
 pub fn routes() -> RouteTable {
@@ -24,13 +26,14 @@ struct TagsQuery {
 
 async fn list_tags(
     calls: Calls,
+    if_none_match: IfNoneMatch,
     ApiQuery(query): ApiQuery<TagsQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let limit = super::articles::count("limit", query.limit)?;
     let tags = calls
         .content(None)
         .list_tags(pb::ListTagsRequest { limit })
         .await?
         .into_inner();
-    Ok(Json(TagsBody::from(tags)))
+    if_none_match.answer(Tag::of("tags", &tags), || Ok(Json(TagsBody::from(tags))))
 }

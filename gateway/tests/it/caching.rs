@@ -127,7 +127,7 @@ async fn an_unchanged_answer_is_a_304_and_a_change_a_new_tag() {
     assert_eq!(first.status(), StatusCode::OK);
     assert_eq!(first.headers()[header::CACHE_CONTROL], "no-cache");
     let tag = etag(&first);
-    assert!(tag.starts_with("W/\""), "{tag}");
+    assert!(tag.starts_with('"'), "strong, from versions: {tag}");
 
     let unchanged = get_if(&gw, &path, None, Some(&tag)).await;
     assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
@@ -175,7 +175,99 @@ async fn an_unchanged_answer_is_a_304_and_a_change_a_new_tag() {
         let again = get_if(&gw, &path, None, Some(&tag)).await;
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
     }
+    // Without versions, the answer's bytes are hashed: a weak tag.
     let user = get_if(&gw, "/api/user", Some(&jake.token), None).await;
+    assert!(etag(&user).starts_with("W/\""), "{}", etag(&user));
     let again = get_if(&gw, "/api/user", Some(&jake.token), Some(&etag(&user))).await;
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+}
+
+/// An article's tag comes from its versions: each encoding's bytes have a
+/// tag of their own, any of them is a 304 while the article is unchanged,
+/// and an edit of the article or of its author's profile is a new tag.
+#[tokio::test]
+async fn a_versioned_tag_names_its_encoding_and_follows_every_edit() {
+    let gw = TestGateway::start().await;
+    let jake = gw.register("jake").await;
+    let created = gw
+        .post(
+            "/api/articles",
+            Some(&jake.token),
+            json!({"article": {"title": "Long", "description": "d", "body": "b".repeat(4000)}}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let path = format!(
+        "/api/articles/{}",
+        created.body["article"]["slug"].as_str().unwrap()
+    );
+    let get = |encoding: &'static str, tag: Option<String>| {
+        let mut request = gw
+            .http
+            .get(gw.url(&path))
+            .header(header::ACCEPT_ENCODING, encoding);
+        if let Some(tag) = tag {
+            request = request.header(header::IF_NONE_MATCH, tag);
+        }
+        async move { request.send().await.expect("request") }
+    };
+
+    let plain = etag(&get("identity", None).await);
+    let bare = plain.trim_end_matches('"');
+    for encoding in ["gzip", "br", "zstd"] {
+        let response = get(encoding, None).await;
+        assert_eq!(response.headers()[header::CONTENT_ENCODING], encoding);
+        let tagged = etag(&response);
+        assert_eq!(tagged, format!("{bare}-{encoding}\""));
+        // What the client holds comes back as it was sent, with the
+        // caching headers a 200 would have had.
+        let held = get(encoding, Some(tagged.clone())).await;
+        assert_eq!(held.status(), StatusCode::NOT_MODIFIED, "{encoding}");
+        assert_eq!(etag(&held), tagged);
+        assert_eq!(held.headers()[header::CACHE_CONTROL], "no-cache");
+        assert!(!held.headers().contains_key(header::CONTENT_ENCODING));
+        assert!(held.bytes().await.expect("bytes").is_empty());
+    }
+    assert_eq!(
+        get("identity", Some(format!("{bare}-gzip\"")))
+            .await
+            .status(),
+        StatusCode::NOT_MODIFIED,
+        "the same JSON in another encoding"
+    );
+
+    let edited = gw
+        .call(
+            reqwest::Method::PUT,
+            &path,
+            Some(&jake.token),
+            Some(json!({"article": {"body": "edited"}})),
+        )
+        .await;
+    assert_eq!(edited.status, StatusCode::OK, "{:?}", edited.body);
+    let after_edit = get("identity", Some(plain.clone())).await;
+    assert_eq!(after_edit.status(), StatusCode::OK);
+    let after_edit = etag(&after_edit);
+    assert_ne!(after_edit, plain);
+
+    // The author's profile reaches content by an event: wait for it.
+    let updated = gw
+        .put_user(&jake.token, json!({"bio": "I like dragons"}))
+        .await;
+    assert_eq!(updated.status, StatusCode::OK, "{:?}", updated.body);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let response = get("identity", Some(after_edit.clone())).await;
+        if response.status() == StatusCode::OK {
+            let body: Value = response.json().await.expect("JSON");
+            assert_eq!(body["article"]["author"]["bio"], "I like dragons");
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bio never changed the tag"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
