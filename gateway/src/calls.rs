@@ -2,13 +2,17 @@
 //! upstream, made per request by the `Calls` extractor. Every call carries
 //! the request's deadline (as `grpc-timeout`, so the service stops working
 //! on a call nobody awaits any more), its edge request id and, when acting
-//! for a user, their token; and, like every Quill client, the gateway's
-//! service token, the trace context and the shared message-size limits.
+//! for a user, their token and the gateway's word that their session is
+//! live (checked for this request; the service then asks no session store
+//! again, see `quill_platform::authn`); and, like every Quill client, the
+//! gateway's service token, the trace context and the shared message-size
+//! limits.
 
 use std::{convert::Infallible, time::Duration};
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use quill_platform::{
+    authn::{self, VOUCHED_SESSION},
     grpc::{self, AUTHORIZATION, REQUEST_ID, ServiceChannel},
     message_limits,
     quota_headers::Relaying,
@@ -93,6 +97,8 @@ impl Calls {
             request_id: self.request_id.clone(),
             // A verified JWT is base64url and dots, always a valid value.
             authorization: user.and_then(|user| format!("Bearer {}", user.token).parse().ok()),
+            // Uuids and a role name.
+            vouch: user.and_then(|user| authn::vouch(&user.caller).parse().ok()),
         };
         InterceptedService::new(
             Relaying::new(grpc::client(channel.clone(), &self.upstreams.credentials)),
@@ -127,6 +133,7 @@ pub struct CallMetadata {
     deadline: Option<Duration>,
     request_id: Option<AsciiMetadataValue>,
     authorization: Option<AsciiMetadataValue>,
+    vouch: Option<AsciiMetadataValue>,
 }
 
 impl Interceptor for CallMetadata {
@@ -143,6 +150,9 @@ impl Interceptor for CallMetadata {
         }
         if let Some(authorization) = &self.authorization {
             metadata.insert(AUTHORIZATION, authorization.clone());
+        }
+        if let Some(vouch) = &self.vouch {
+            metadata.insert(VOUCHED_SESSION, vouch.clone());
         }
         Ok(request)
     }
@@ -165,6 +175,7 @@ mod tests {
             deadline: Some(Duration::from_secs(10)),
             request_id: Some(AsciiMetadataValue::from_static("req-1")),
             authorization: Some(AsciiMetadataValue::from_static("Bearer jwt")),
+            vouch: Some(AsciiMetadataValue::from_static("s:u:viewer")),
         }
     }
 
@@ -174,15 +185,18 @@ mod tests {
         assert_eq!(metadata.get("grpc-timeout").unwrap(), "10000000u");
         assert_eq!(metadata.get(REQUEST_ID).unwrap(), "req-1");
         assert_eq!(metadata.get(AUTHORIZATION).unwrap(), "Bearer jwt");
+        assert_eq!(metadata.get(VOUCHED_SESSION).unwrap(), "s:u:viewer");
     }
 
     #[test]
     fn an_anonymous_call_has_no_token_and_a_stream_no_deadline() {
         let metadata = sent(CallMetadata {
             authorization: None,
+            vouch: None,
             ..full()
         });
         assert!(metadata.get(AUTHORIZATION).is_none());
+        assert!(metadata.get(VOUCHED_SESSION).is_none());
         let metadata = sent(CallMetadata {
             deadline: None,
             ..full()

@@ -47,8 +47,10 @@ fn json_error(rejection: JsonRejection) -> ApiError {
     ApiError::new(status, "body", message)
 }
 
-/// The caller, authenticated: the token verifies, and its session is live
-/// (the same check every service makes again on its own port).
+/// The caller, authenticated: the token verifies, and its session is live.
+/// Calls made for them carry the gateway's word for that, which spares each
+/// service a second check; a call to a service's port from anyone else is
+/// checked there in full.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     /// The raw JWT, forwarded to services that re-check it.

@@ -652,3 +652,71 @@ async fn concurrent_guesses_cannot_overrun_the_failure_budget() {
             .all(|c| matches!(c, Code::Unauthenticated | Code::ResourceExhausted))
     );
 }
+
+/// The gateway checks a request's session once and vouches for it on the
+/// calls it makes, so a service need not check it again; a service takes
+/// that word from the gateway alone, and only for the token's own session
+/// and user. Anyone else's claim is checked in full.
+#[tokio::test]
+async fn only_the_gateway_may_vouch_for_a_session() {
+    let gw = TestGateway::start().await;
+    let out = gw.register("vouched").await;
+    let claims: serde_json::Value =
+        jsonwebtoken::dangerous::insecure_decode_claims(&out.token).expect("claims");
+    let (session, user) = (
+        claims["sid"].as_str().unwrap(),
+        claims["sub"].as_str().unwrap(),
+    );
+    let logout = gw
+        .call(Method::POST, "/api/users/logout", Some(&out.token), None)
+        .await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+
+    let vouched = |vouch: String| {
+        let mut request = with_token(auth_pb::GetCurrentUserRequest {}, &out.token);
+        request.metadata_mut().insert(
+            quill_platform::authn::VOUCHED_SESSION,
+            vouch.parse().expect("ASCII"),
+        );
+        request
+    };
+    let live = format!("{session}:{user}:creator");
+    let code = |result: Result<tonic::Response<auth_pb::User>, tonic::Status>| {
+        result.map_or_else(|s| s.code(), |_| Code::Ok)
+    };
+
+    let anonymous = gw
+        .auth
+        .client()
+        .get_current_user(vouched(live.clone()))
+        .await;
+    assert_eq!(code(anonymous), Code::Unauthenticated, "no service token");
+    let content = gw.auth.client_as(Service::Content);
+    let from_content = content
+        .clone()
+        .get_current_user(vouched(live.clone()))
+        .await;
+    assert_eq!(code(from_content), Code::Unauthenticated, "not the gateway");
+    let forged = auth_pb::auth_service_client::AuthServiceClient::new(forged_channel(
+        gw.auth.channel.clone(),
+        Service::Gateway,
+    ))
+    .get_current_user(vouched(live.clone()))
+    .await;
+    assert_eq!(code(forged), Code::Unauthenticated, "a forged gateway");
+
+    let gateway = gw.auth.client_as(Service::Gateway);
+    let other = uuid::Uuid::now_v7();
+    for (why, vouch) in [
+        ("another session", format!("{other}:{user}:creator")),
+        ("another user", format!("{session}:{other}:creator")),
+        ("not a vouch", "live".to_owned()),
+    ] {
+        let answer = gateway.clone().get_current_user(vouched(vouch)).await;
+        assert_eq!(code(answer), Code::Unauthenticated, "{why}");
+    }
+    // The gateway's word for this very session is taken as it is: the
+    // service asks no session store.
+    let answer = gateway.clone().get_current_user(vouched(live)).await;
+    assert_eq!(code(answer), Code::Ok);
+}
