@@ -137,11 +137,30 @@ pub fn is_connection_error(e: &sqlx::Error) -> bool {
 /// together or neither does.
 #[async_trait]
 pub trait EventHandler: Send + Sync + 'static {
+    /// Writes a handler leaves for the end of the transaction (`()` for
+    /// none): [`Self::finish`] makes them once for all of the transaction's
+    /// events, so the row locks they take (counters, say) are held from
+    /// then until the commit only, and taken in one statement, in one order.
+    type Deferred: Default + Send;
+
+    /// Applies `envelope`, writing through `tx` now or into `deferred`.
+    /// What it deferred is dropped with its writes if it fails.
     async fn handle(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         envelope: &Envelope,
+        deferred: &mut Self::Deferred,
     ) -> Result<(), HandlerError>;
+
+    /// Makes the writes the transaction's handlers deferred, one entry per
+    /// event applied, in order; runs once per transaction, before commit.
+    async fn finish(
+        &self,
+        _tx: &mut Transaction<'_, Postgres>,
+        _deferred: Vec<Self::Deferred>,
+    ) -> Result<(), HandlerError> {
+        Ok(())
+    }
 
     /// Whether `envelope` may share a transaction with other events
     /// ([`crate::group_commit`]). Say no for an event whose handler may take

@@ -7,10 +7,13 @@
 //! was applied, a duplicate, or why it failed. A batch records every
 //! `event_id` in one statement and runs each handler after a savepoint: a
 //! handler that fails is rolled back to its savepoint and reported, exactly
-//! as if it had run alone, and the others commit. Only when the batch itself
-//! fails (at begin, at commit, on a lost connection, on a deadlock between
-//! its events' locks and another transaction's) does every event run again
-//! alone, so errors are classified exactly as for a single event. A batch
+//! as if it had run alone, and the others commit; what the handlers that
+//! succeeded deferred ([`EventHandler::finish`]) is written last, in one go,
+//! so the locks it takes are held only until the commit just after. Only
+//! when the batch itself fails (at begin, in `finish`, at commit, on a lost
+//! connection, on a deadlock between its events' locks and another
+//! transaction's) does every event run again alone, so errors are
+//! classified exactly as for a single event. A batch
 //! stops taking its next event after [`BATCH_BUDGET`] and commits; events a
 //! handler calls slow ([`EventHandler::batchable`]) never join one.
 
@@ -172,6 +175,7 @@ impl<H: EventHandler> GroupCommit<H> {
         .into_iter()
         .collect();
         let mut results = Vec::with_capacity(batch.len());
+        let mut deferred = Vec::with_capacity(batch.len());
         for job in batch {
             if !results.is_empty() && started.elapsed() >= BATCH_BUDGET {
                 // Unstarted events are not this transaction's: their ids go.
@@ -192,9 +196,11 @@ impl<H: EventHandler> GroupCommit<H> {
                 continue;
             }
             sqlx::query("SAVEPOINT event").execute(&mut *tx).await?;
+            let mut own = H::Deferred::default();
             let handled = request_id::scope(
                 job.envelope.request_id.clone(),
-                AssertUnwindSafe(self.handler.handle(&mut tx, &job.envelope)).catch_unwind(),
+                AssertUnwindSafe(self.handler.handle(&mut tx, &job.envelope, &mut own))
+                    .catch_unwind(),
             )
             .instrument(job.span.clone())
             .await
@@ -206,14 +212,17 @@ impl<H: EventHandler> GroupCommit<H> {
                     sqlx::query("RELEASE SAVEPOINT event")
                         .execute(&mut *tx)
                         .await?;
+                    deferred.push(own);
                     results.push(Ok(true));
                 }
                 // Lock order between this batch's events and another
                 // transaction: not the event's fault, so not an attempt.
                 Err(e) if is_lock_conflict(&e) => return Err(BatchAborted),
                 Err(e) => {
-                    // Its event id goes too: a retry must find it unrecorded.
-                    sqlx::query("ROLLBACK TO SAVEPOINT event")
+                    // Rolling back keeps the savepoint: released, or the
+                    // rest of the batch would run nested inside it. Its
+                    // event id goes too: a retry must find it unrecorded.
+                    sqlx::raw_sql("ROLLBACK TO SAVEPOINT event; RELEASE SAVEPOINT event")
                         .execute(&mut *tx)
                         .await?;
                     sqlx::query("DELETE FROM processed_events WHERE event_id = $1")
@@ -224,6 +233,13 @@ impl<H: EventHandler> GroupCommit<H> {
                 }
             }
         }
+        // Its failure is the batch's: each event runs again alone, where
+        // its own deferred writes fail or not.
+        AssertUnwindSafe(self.handler.finish(&mut tx, deferred))
+            .catch_unwind()
+            .await
+            .map_err(|_| BatchAborted)?
+            .map_err(|_| BatchAborted)?;
         tx.commit().await?;
         Ok(results)
     }
@@ -254,10 +270,17 @@ impl<H: EventHandler> GroupCommit<H> {
             if inserted {
                 // A panicking handler must not take the consumer (and every
                 // other in-flight delivery) down with it: a failed run.
-                request_id::scope(
-                    job.envelope.request_id.clone(),
-                    AssertUnwindSafe(self.handler.handle(&mut tx, &job.envelope)).catch_unwind(),
-                )
+                let mut deferred = H::Deferred::default();
+                request_id::scope(job.envelope.request_id.clone(), async {
+                    AssertUnwindSafe(async {
+                        self.handler
+                            .handle(&mut tx, &job.envelope, &mut deferred)
+                            .await?;
+                        self.handler.finish(&mut tx, vec![deferred]).await
+                    })
+                    .catch_unwind()
+                    .await
+                })
                 .await
                 .map_err(|_| HandlerError::transient("event handler panicked"))??;
                 // A transaction a handler left aborted would "commit" as a

@@ -39,7 +39,9 @@ async fn database() -> anyhow::Result<(TestDb, PgPool)> {
     sqlx::raw_sql(
         "CREATE TABLE items (id uuid PRIMARY KEY, name text NOT NULL);
          -- No unique key on purpose: a double application would show up.
-         CREATE TABLE applied (event_id uuid NOT NULL, routing_key text NOT NULL);",
+         CREATE TABLE applied (event_id uuid NOT NULL, routing_key text NOT NULL);
+         -- What handlers deferred, written by `finish`.
+         CREATE TABLE finished (event_id uuid NOT NULL);",
     )
     .execute(&pool)
     .await?;
@@ -86,10 +88,14 @@ impl Recorder {
 
 #[async_trait]
 impl EventHandler for Recorder {
+    /// The event's id, for `finished`: deferred before the handler may fail.
+    type Deferred = Vec<Uuid>;
+
     async fn handle(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         envelope: &Envelope,
+        deferred: &mut Vec<Uuid>,
     ) -> Result<(), HandlerError> {
         let call = {
             let mut calls = self.calls.lock().unwrap();
@@ -98,6 +104,7 @@ impl EventHandler for Recorder {
             *call
         };
         let id = Uuid::parse_str(&envelope.event_id).map_err(HandlerError::permanent)?;
+        deferred.push(id);
         if let Some((hold_id, started, resume)) = &self.hold_once
             && hold_id == &envelope.event_id
             && call == 1
@@ -128,6 +135,19 @@ impl EventHandler for Recorder {
             started.notify_one();
             std::future::pending::<()>().await;
         }
+        Ok(())
+    }
+
+    async fn finish(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        deferred: Vec<Vec<Uuid>>,
+    ) -> Result<(), HandlerError> {
+        let ids: Vec<Uuid> = deferred.into_iter().flatten().collect();
+        sqlx::query("INSERT INTO finished SELECT unnest($1::uuid[])")
+            .bind(&ids)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
@@ -523,6 +543,55 @@ async fn a_backlog_is_applied_in_shared_transactions_each_event_once() -> anyhow
             .await?;
     assert!(commits <= 100, "200 events took {commits} commits");
     running.stop().await?;
+    Ok(())
+}
+
+/// What handlers defer is written by one `finish` per transaction, in that
+/// transaction, and only for the events that applied: a failing event's
+/// deferred writes go with its savepoint. (Each is written in the same
+/// transaction as its event's record, and not inside a savepoint left
+/// open by a failed event, which `xmin` would tell.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_writes_are_made_once_per_transaction_for_the_events_applied() -> anyhow::Result<()>
+{
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.followed"]);
+    declare(&broker.url, &topology).await?;
+    let events: Vec<Envelope> = (0..60).map(followed).collect();
+    let poison = events[30].event_id.clone();
+    let payloads: Vec<Vec<u8>> = events.iter().map(Message::encode_to_vec).collect();
+    publish_raw(&broker.url, &broker.exchange(), "user.followed", &payloads).await?;
+
+    let recorder = Recorder {
+        poison: Some(poison.clone()),
+        ..Recorder::default()
+    };
+    let running = consumer(&pool, &broker.url, &topology, recorder);
+    eventually("the other events apply", || async {
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM finished")
+                .fetch_one(&pool)
+                .await?
+                >= 59,
+        )
+    })
+    .await?;
+    let (rows, events, poisoned, elsewhere, transactions): (i64, i64, i64, i64, i64) =
+        sqlx::query_as(
+            "SELECT count(*), count(DISTINCT f.event_id),
+                    count(*) FILTER (WHERE f.event_id = $1::uuid),
+                    count(*) FILTER (WHERE p.xmin IS DISTINCT FROM f.xmin),
+                    count(DISTINCT f.xmin::text)
+             FROM finished f LEFT JOIN processed_events p ON p.event_id = f.event_id",
+        )
+        .bind(&poison)
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!((rows, events, poisoned), (59, 59, 0));
+    assert_eq!(elsewhere, 0, "each written with its event's record");
+    assert!(transactions < 59, "59 events, {transactions} finishes");
+    running.stop().await.ok();
     Ok(())
 }
 

@@ -56,10 +56,13 @@ pub struct UserEvents;
 
 #[async_trait]
 impl EventHandler for UserEvents {
+    type Deferred = ();
+
     async fn handle(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         envelope: &Envelope,
+        _: &mut (),
     ) -> Result<(), HandlerError> {
         let (user, banned) = match &envelope.payload {
             Some(Payload::UserRegistered(e)) => (e.user.as_ref(), None),

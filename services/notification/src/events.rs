@@ -1,6 +1,9 @@
 //! The event handler: applies each event's effects (see `rules`) inside the
 //! consumer's transaction, so notifications, queued mail, the recipients
-//! model and the inbox row commit together or not at all.
+//! model and the inbox row commit together or not at all. Notifications
+//! are written last, all of a transaction's events' in one statement
+//! (`repo::notifications::insert_all`): numbering them locks each
+//! recipient's counter until the commit, which is then just after.
 
 use std::time::Duration;
 
@@ -15,12 +18,15 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{
-    repo,
+    repo::{self, notifications::Delivery},
     rules::{self, Draft, Effect, MailDraft},
 };
 
 /// How long the whole follower stream of one article may take.
 const FANOUT_DEADLINE: Duration = Duration::from_secs(60);
+/// Followers a fan-out holds before writing their notifications at once
+/// rather than at the end: bounds its memory (two uuids a follower).
+const FANOUT_ROWS_HELD: usize = 10_000;
 
 pub struct NotificationEvents {
     content: ServiceChannel,
@@ -44,23 +50,25 @@ impl NotificationEvents {
         conn: &mut PgConnection,
         event_id: Uuid,
         user: Uuid,
-        draft: &Draft,
+        draft: Draft,
         mail: Option<&MailDraft>,
+        deliveries: &mut Vec<Delivery>,
     ) -> Result<(), HandlerError> {
         let (in_app, email) = repo::preferences::delivery(conn, user, draft.kind).await?;
-        if in_app {
-            repo::notifications::insert_for_users(conn, event_id, &[user], draft).await?;
-        }
         if let Some(mail) = mail.filter(|_| email && self.mail_enabled) {
             repo::mail::queue_mail(conn, user, mail).await?;
+        }
+        if in_app {
+            deliveries.push(Delivery::new(event_id, draft, &[user]));
         }
         Ok(())
     }
 
-    /// Notifies every follower of `author`, a batch at a time as content
-    /// streams them: one multi-row INSERT per batch. The whole fan-out is
-    /// one transaction, so a failure part-way retries from scratch without
-    /// duplicates.
+    /// Notifies every follower of `author`, as content streams them. The
+    /// whole fan-out is one transaction, so a failure part-way retries from
+    /// scratch without duplicates. An audience too large to hold is written
+    /// as it arrives: content streams followers in id order, so those
+    /// writes still take the counters' locks in one order.
     ///
     /// The audience is the author's followers when the event happened
     /// (`as_of`), not when it is consumed: after a backlog or an outage,
@@ -72,7 +80,8 @@ impl NotificationEvents {
         event: &Envelope,
         event_id: Uuid,
         author: Uuid,
-        draft: &Draft,
+        draft: Draft,
+        deliveries: &mut Vec<Delivery>,
     ) -> Result<(), HandlerError> {
         let as_of = event
             .occurred_at
@@ -89,18 +98,20 @@ impl NotificationEvents {
                 .await
                 .map_err(content_failed)?
                 .into_inner();
-        let mut created = 0;
+        let (mut followers, mut audience) = (Vec::new(), 0);
         while let Some(batch) = batches.try_next().await.map_err(content_failed)? {
-            let followers = batch
-                .user_ids
-                .iter()
-                .map(|id| Uuid::parse_str(id))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(HandlerError::permanent)?;
-            created +=
-                repo::notifications::insert_for_users(conn, event_id, &followers, draft).await?;
+            for id in &batch.user_ids {
+                followers.push(Uuid::parse_str(id).map_err(HandlerError::permanent)?);
+            }
+            audience += batch.user_ids.len();
+            if followers.len() >= FANOUT_ROWS_HELD {
+                let now = Delivery::new(event_id, draft.clone(), &followers);
+                repo::notifications::insert_all(conn, &[now]).await?;
+                followers.clear();
+            }
         }
-        tracing::debug!(%author, created, "new article fanned out");
+        tracing::debug!(%author, audience, "new article fanned out");
+        deliveries.push(Delivery::new(event_id, draft, &followers));
         Ok(())
     }
 }
@@ -117,10 +128,14 @@ fn content_failed(status: tonic::Status) -> HandlerError {
 
 #[async_trait]
 impl EventHandler for NotificationEvents {
+    /// The notifications the event creates.
+    type Deferred = Vec<Delivery>;
+
     async fn handle(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         envelope: &Envelope,
+        deliveries: &mut Vec<Delivery>,
     ) -> Result<(), HandlerError> {
         let effects = rules::plan(envelope).map_err(HandlerError::permanent)?;
         if effects.is_empty() {
@@ -137,15 +152,25 @@ impl EventHandler for NotificationEvents {
                     draft,
                     mail,
                 } => {
-                    self.notify(tx, event_id, user_id, &draft, mail.as_ref())
+                    self.notify(tx, event_id, user_id, draft, mail.as_ref(), deliveries)
                         .await?;
                 }
                 Effect::NotifyFollowers { author_id, draft } => {
-                    self.notify_followers(tx, envelope, event_id, author_id, &draft)
+                    self.notify_followers(tx, envelope, event_id, author_id, draft, deliveries)
                         .await?;
                 }
             }
         }
+        Ok(())
+    }
+
+    async fn finish(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        deliveries: Vec<Vec<Delivery>>,
+    ) -> Result<(), HandlerError> {
+        let deliveries: Vec<Delivery> = deliveries.into_iter().flatten().collect();
+        repo::notifications::insert_all(tx, &deliveries).await?;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
-//! The notifications themselves: created for many users in one statement,
-//! read back by their owner, marked read. Each has a `seq`, its place in
-//! its user's stream, given by the table's trigger in commit order (see
-//! migration 0007): a resumed stream reads after one.
+//! The notifications themselves: created for many users and many events in
+//! one statement, read back by their owner, marked read. Each has a `seq`,
+//! its place in its user's stream, in commit order: a resumed stream reads
+//! after one.
 
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
@@ -26,48 +26,110 @@ pub struct NotificationRow {
 const COLUMNS: &str =
     "id, kind, title, body, actor_username, article_slug, read_at, created_at, seq";
 
-/// Creates `draft` for each of `users` who has not turned its kind off in
-/// the app, in one statement, and announces each row on
+/// One event's notification for some users: a row each.
+pub struct Delivery {
+    pub event_id: Uuid,
+    pub draft: Draft,
+    /// With the id each row will have, taken when the delivery was planned:
+    /// a user's rows are numbered in this order.
+    pub rows: Vec<(Uuid, Uuid)>,
+}
+
+impl Delivery {
+    pub fn new(event_id: Uuid, draft: Draft, users: &[Uuid]) -> Self {
+        Self {
+            event_id,
+            draft,
+            rows: users.iter().map(|user| (Uuid::now_v7(), *user)).collect(),
+        }
+    }
+}
+
+/// Creates every delivery's notifications, except for users who turned
+/// their kind off in the app, in one statement, and announces each row on
 /// [`NOTIFICATIONS_CHANNEL`] (delivered when the transaction commits).
-/// Returns how many were created; a repeat of `event_id` creates none.
+/// Returns how many were created; a repeat of an event for a user creates
+/// none.
 ///
-/// Numbering a row locks its user's counter until the transaction ends, so
-/// rows are inserted in user id order: two transactions notifying overlapping
-/// users take those locks in one order and never deadlock. (Content streams
-/// followers in id order too, so a fan-out's batches keep to it.)
-pub async fn insert_for_users(
+/// The statement numbers the rows itself: it adds each user's row count to
+/// their counter (`notification_cursors`), taking the counters' row locks
+/// in user id order, and gives the rows the numbers just below. Those locks
+/// are held until the transaction ends, so a second transaction numbering
+/// for the same user waits and numbers after it: for one user, a higher
+/// `seq` means committed later. Run it last in a transaction: the locks
+/// are then held only for its commit, and a transaction that takes every
+/// counter it needs in one sorted statement cannot deadlock with another
+/// that does the same. (Gaps are possible where a row is skipped as a
+/// repeat; order is all that is promised. A row inserted any other way is
+/// numbered by the table's trigger, migration 0007.)
+pub async fn insert_all(
     conn: &mut PgConnection,
-    event_id: Uuid,
-    users: &[Uuid],
-    draft: &Draft,
+    deliveries: &[Delivery],
 ) -> Result<u64, sqlx::Error> {
-    if users.is_empty() {
+    let rows: usize = deliveries.iter().map(|d| d.rows.len()).sum();
+    if rows == 0 {
         return Ok(0);
     }
-    let ids: Vec<Uuid> = users.iter().map(|_| Uuid::now_v7()).collect();
+    let (mut ids, mut users, mut drafts) = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    for (n, delivery) in (1_i64..).zip(deliveries) {
+        for (id, user) in &delivery.rows {
+            ids.push(*id);
+            users.push(*user);
+            drafts.push(n);
+        }
+    }
+    let column = |f: fn(&Draft) -> Option<&str>| -> Vec<Option<&str>> {
+        deliveries.iter().map(|d| f(&d.draft)).collect()
+    };
+    let events: Vec<Uuid> = deliveries.iter().map(|d| d.event_id).collect();
     let created: i64 = sqlx::query_scalar(
-        "WITH inserted AS (
-             INSERT INTO notifications
-                 (id, user_id, kind, title, body, actor_username, article_slug, event_id)
-             SELECT r.id, r.user_id, $3, $4, $5, $6, $7, $8
-             FROM unnest($1::uuid[], $2::uuid[]) AS r (id, user_id)
-             LEFT JOIN kind_preferences k ON k.user_id = r.user_id AND k.kind = $3
+        "WITH drafts AS (
+             SELECT * FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                                  $9::uuid[])
+                 WITH ORDINALITY
+                 AS d (kind, title, body, actor_username, article_slug, event_id, n)
+         ),
+         wanted AS (
+             SELECT r.id, r.user_id, d.kind, d.title, d.body, d.actor_username,
+                    d.article_slug, d.event_id
+             FROM unnest($1::uuid[], $2::uuid[], $3::int8[]) AS r (id, user_id, draft)
+             JOIN drafts d ON d.n = r.draft
+             LEFT JOIN kind_preferences k ON k.user_id = r.user_id AND k.kind = d.kind
              WHERE coalesce(k.in_app, true)
-             ORDER BY r.user_id
+         ),
+         counters AS (
+             INSERT INTO notification_cursors AS c (user_id, last_seq)
+             SELECT user_id, count(*) FROM wanted GROUP BY user_id ORDER BY user_id
+             ON CONFLICT (user_id) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq
+             RETURNING c.user_id, c.last_seq
+         ),
+         inserted AS (
+             INSERT INTO notifications (id, user_id, kind, title, body, actor_username,
+                                        article_slug, event_id, seq)
+             SELECT w.id, w.user_id, w.kind, w.title, w.body, w.actor_username,
+                    w.article_slug, w.event_id,
+                    c.last_seq - count(*) OVER (PARTITION BY w.user_id)
+                        + row_number() OVER (PARTITION BY w.user_id ORDER BY w.id)
+             FROM wanted w JOIN counters c ON c.user_id = w.user_id
              ON CONFLICT (event_id, user_id) DO NOTHING
              RETURNING id, user_id
          )
          SELECT count(*) FROM inserted
-         CROSS JOIN LATERAL pg_notify($9, inserted.user_id::text || ' ' || inserted.id::text) AS n",
+         CROSS JOIN LATERAL pg_notify($10, inserted.user_id::text || ' ' || inserted.id::text) AS n",
     )
     .bind(&ids)
-    .bind(users)
-    .bind(draft.kind.as_str())
-    .bind(&draft.title)
-    .bind(&draft.body)
-    .bind(&draft.actor_username)
-    .bind(&draft.article_slug)
-    .bind(event_id)
+    .bind(&users)
+    .bind(&drafts)
+    .bind(column(|d| Some(d.kind.as_str())))
+    .bind(column(|d| Some(&d.title)))
+    .bind(column(|d| Some(&d.body)))
+    .bind(column(|d| d.actor_username.as_deref()))
+    .bind(column(|d| d.article_slug.as_deref()))
+    .bind(&events)
     .bind(NOTIFICATIONS_CHANNEL)
     .fetch_one(conn)
     .await?;
