@@ -43,8 +43,7 @@ const KNOWN_WEAK_CURSOR_SECRETS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `CONTENT_LISTEN`, `CONTENT_DATABASE_URL`,
-    /// `CONTENT_DATABASE_MAX_CONNECTIONS`; every connection plans with its
-    /// actual parameters (see [`CUSTOM_PLANS`]).
+    /// `CONTENT_DATABASE_MAX_CONNECTIONS`.
     pub server: ServerConfig,
     /// Where auth serves gRPC: public keys, and author profiles on a miss.
     pub auth_url: String,
@@ -62,23 +61,14 @@ pub struct Config {
     pub writes_per_user: Limit,
 }
 
-/// The list statements carry optional filters as `($n IS NULL OR ...)`;
-/// planning them with their actual parameters (custom plans) folds the unset
-/// ones away so each filter uses its index, where a cached generic plan
-/// could not.
-pub const CUSTOM_PLANS: (&str, &str) = ("plan_cache_mode", "force_custom_plan");
-
 impl quill_server::ServiceConfig for Config {
     fn from_env() -> Result<Self, ConfigError> {
         let cursor_secret = cursor_secret(CONTENT_CURSOR_SECRET.value(), is_production())?;
-        let mut server = ServerConfig::from_env(&ServerSettings {
+        let server = ServerConfig::from_env(&ServerSettings {
             listen: CONTENT_LISTEN,
             database_url: CONTENT_DATABASE_URL,
             database_max_connections: CONTENT_DATABASE_MAX_CONNECTIONS,
         })?;
-        server.database = server
-            .database
-            .with_session_setting(CUSTOM_PLANS.0, CUSTOM_PLANS.1);
         let config = Self {
             server,
             auth_url: AUTH_URL.get()?,
