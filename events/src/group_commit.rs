@@ -13,9 +13,10 @@
 //! when the batch itself fails (at begin, in `finish`, at commit, on a lost
 //! connection, on a deadlock between its events' locks and another
 //! transaction's) does every event run again alone, so errors are
-//! classified exactly as for a single event. A batch
-//! stops taking its next event after [`BATCH_BUDGET`] and commits; events a
-//! handler calls slow ([`EventHandler::batchable`]) never join one.
+//! classified exactly as for a single event. A batch stops taking its next
+//! event after [`BATCH_BUDGET`] and commits, and the events it did not
+//! start go on in the next; events a handler calls slow
+//! ([`EventHandler::batchable`]) never join one.
 
 use std::{collections::HashSet, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
@@ -130,10 +131,13 @@ impl<H: EventHandler> GroupCommit<H> {
     }
 
     async fn apply_batch(&self, mut batch: Vec<Job>) {
-        if batch.len() > 1
-            && let Ok(results) = self.apply_together(&batch).await
-        {
-            // Those past the budget were not started: they run alone below.
+        // Those a transaction did not start (past its budget) are the next
+        // one's, on this worker: running them alone at once would put as
+        // many transactions in flight, waiting on each other's locks.
+        while batch.len() > 1 {
+            let Ok(results) = self.apply_together(&batch).await else {
+                break;
+            };
             let rest = batch.split_off(results.len());
             for (job, result) in batch.into_iter().zip(results) {
                 let _ = job.done.send(result);

@@ -64,11 +64,13 @@ impl NotificationEvents {
         Ok(())
     }
 
-    /// Notifies every follower of `author`, as content streams them. The
-    /// whole fan-out is one transaction, so a failure part-way retries from
-    /// scratch without duplicates. An audience too large to hold is written
-    /// as it arrives: content streams followers in id order, so those
-    /// writes still take the counters' locks in one order.
+    /// Notifies every follower of `author`, as content streams them, at the
+    /// end of the transaction with the other events of its batch; a
+    /// failure part-way drops them all and retries from scratch without
+    /// duplicates. An audience too large to hold is written as it arrives
+    /// (its counters then stay locked for the rest of the batch, which
+    /// its budget bounds): content streams followers in id order, so those
+    /// writes still take the locks in one order.
     ///
     /// The audience is the author's followers when the event happened
     /// (`as_of`), not when it is consumed: after a backlog or an outage,
@@ -172,15 +174,5 @@ impl EventHandler for NotificationEvents {
         let deliveries: Vec<Delivery> = deliveries.into_iter().flatten().collect();
         repo::notifications::insert_all(tx, &deliveries).await?;
         Ok(())
-    }
-
-    /// A fan-out streams followers from content and writes for each of
-    /// them: it runs in a transaction of its own.
-    fn batchable(&self, envelope: &Envelope) -> bool {
-        rules::plan(envelope).is_ok_and(|effects| {
-            !effects
-                .iter()
-                .any(|effect| matches!(effect, Effect::NotifyFollowers { .. }))
-        })
     }
 }
