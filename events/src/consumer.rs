@@ -137,11 +137,24 @@ pub fn is_connection_error(e: &sqlx::Error) -> bool {
 /// together or neither does.
 #[async_trait]
 pub trait EventHandler: Send + Sync + 'static {
+    /// What a handler learns before the event's transaction begins
+    /// (`()` for nothing): see [`Self::prepare`].
+    type Prepared: Default + Send + Sync + 'static;
+
     /// Writes a handler leaves for the end of the transaction (`()` for
     /// none): [`Self::finish`] makes them once for all of the transaction's
     /// events, so the row locks they take (counters, say) are held from
     /// then until the commit only, and taken in one statement, in one order.
     type Deferred: Default + Send;
+
+    /// Runs before the event's transaction, concurrently with the other
+    /// deliveries in flight, and may run again for a redelivery: the place
+    /// for reads from other services, which inside the transaction would
+    /// hold its connection, its locks and its batch while they wait. Errors
+    /// count as the handler's.
+    async fn prepare(&self, _envelope: &Envelope) -> Result<Self::Prepared, HandlerError> {
+        Ok(Self::Prepared::default())
+    }
 
     /// Applies `envelope`, writing through `tx` now or into `deferred`.
     /// What it deferred is dropped with its writes if it fails.
@@ -149,6 +162,7 @@ pub trait EventHandler: Send + Sync + 'static {
         &self,
         tx: &mut Transaction<'_, Postgres>,
         envelope: &Envelope,
+        prepared: &Self::Prepared,
         deferred: &mut Self::Deferred,
     ) -> Result<(), HandlerError>;
 

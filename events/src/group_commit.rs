@@ -43,24 +43,25 @@ const MAX_BATCH: usize = 32;
 /// holds and the events waiting behind it are bounded by this.
 const BATCH_BUDGET: Duration = Duration::from_millis(200);
 
-/// One event waiting for a transaction.
-struct Job {
+/// One event waiting for a transaction, with what its handler prepared.
+struct Job<P> {
     event_id: Uuid,
     envelope: Envelope,
+    prepared: P,
     /// The delivery's span: the handler's spans and logs belong under it.
     span: Span,
     done: oneshot::Sender<Result<bool, HandlerError>>,
 }
 
 /// Applies events for one consumer, batching those that wait together.
-pub(crate) struct GroupCommit<H> {
+pub(crate) struct GroupCommit<H: EventHandler> {
     pool: PgPool,
     handler: Arc<H>,
     /// The `consumer` recorded beside each `event_id`: the queue's name.
     consumer: String,
     max_batch: usize,
-    sender: mpsc::Sender<Job>,
-    jobs: Mutex<mpsc::Receiver<Job>>,
+    sender: mpsc::Sender<Job<H::Prepared>>,
+    jobs: Mutex<mpsc::Receiver<Job<H::Prepared>>>,
 }
 
 impl<H: EventHandler> GroupCommit<H> {
@@ -80,15 +81,25 @@ impl<H: EventHandler> GroupCommit<H> {
 
     /// Applies `envelope` once; returns whether it ran (false: a
     /// duplicate). Only resolves while [`Self::run`] is polled.
+    ///
+    /// The handler prepares first, here, outside any transaction and
+    /// concurrently with the other deliveries in flight.
     pub(crate) async fn apply(
         &self,
         event_id: Uuid,
         envelope: Envelope,
     ) -> Result<bool, HandlerError> {
+        let prepared = request_id::scope(
+            envelope.request_id.clone(),
+            AssertUnwindSafe(self.handler.prepare(&envelope)).catch_unwind(),
+        )
+        .await
+        .map_err(|_| HandlerError::transient("event handler panicked"))??;
         let (done, result) = oneshot::channel();
         let job = Job {
             event_id,
             envelope,
+            prepared,
             span: Span::current(),
             done,
         };
@@ -130,7 +141,7 @@ impl<H: EventHandler> GroupCommit<H> {
         }
     }
 
-    async fn apply_batch(&self, mut batch: Vec<Job>) {
+    async fn apply_batch(&self, mut batch: Vec<Job<H::Prepared>>) {
         // Those a transaction did not start (past its budget) are the next
         // one's, on this worker: running them alone at once would put as
         // many transactions in flight, waiting on each other's locks.
@@ -156,7 +167,7 @@ impl<H: EventHandler> GroupCommit<H> {
     /// order. An error here is the transaction's: nothing was applied.
     async fn apply_together(
         &self,
-        batch: &[Job],
+        batch: &[Job<H::Prepared>],
     ) -> Result<Vec<Result<bool, HandlerError>>, BatchAborted> {
         let started = Instant::now();
         let mut tx = self.pool.begin().await?;
@@ -203,8 +214,13 @@ impl<H: EventHandler> GroupCommit<H> {
             let mut own = H::Deferred::default();
             let handled = request_id::scope(
                 job.envelope.request_id.clone(),
-                AssertUnwindSafe(self.handler.handle(&mut tx, &job.envelope, &mut own))
-                    .catch_unwind(),
+                AssertUnwindSafe(self.handler.handle(
+                    &mut tx,
+                    &job.envelope,
+                    &job.prepared,
+                    &mut own,
+                ))
+                .catch_unwind(),
             )
             .instrument(job.span.clone())
             .await
@@ -256,7 +272,7 @@ impl<H: EventHandler> GroupCommit<H> {
     /// it is [`HandlerError::Unavailable`]. A failed commit is classified like
     /// any database error: it may be the handler's own conflict (a deferred
     /// constraint, a serialization failure), which must count as an attempt.
-    async fn apply_alone(&self, job: &Job) -> Result<bool, HandlerError> {
+    async fn apply_alone(&self, job: &Job<H::Prepared>) -> Result<bool, HandlerError> {
         async {
             let mut tx = self.pool.begin().await.map_err(HandlerError::unavailable)?;
             let inserted = sqlx::query(
@@ -278,7 +294,7 @@ impl<H: EventHandler> GroupCommit<H> {
                 request_id::scope(job.envelope.request_id.clone(), async {
                     AssertUnwindSafe(async {
                         self.handler
-                            .handle(&mut tx, &job.envelope, &mut deferred)
+                            .handle(&mut tx, &job.envelope, &job.prepared, &mut deferred)
                             .await?;
                         self.handler.finish(&mut tx, vec![deferred]).await
                     })

@@ -68,6 +68,8 @@ struct Recorder {
     poison: Option<String>,
     panic_on: Option<String>,
     hang_on: Option<(String, Arc<Notify>)>,
+    /// These events' preparations signal, then never end.
+    stall_prepare: Option<(Vec<String>, Arc<Notify>)>,
     /// This event finds a dependency unavailable on its first n runs.
     unavailable_for: Option<(String, u32)>,
     /// The first run of this event signals `started`, then waits for
@@ -88,13 +90,25 @@ impl Recorder {
 
 #[async_trait]
 impl EventHandler for Recorder {
+    type Prepared = ();
     /// The event's id, for `finished`: deferred before the handler may fail.
     type Deferred = Vec<Uuid>;
+
+    async fn prepare(&self, envelope: &Envelope) -> Result<(), HandlerError> {
+        if let Some((stalled, started)) = &self.stall_prepare
+            && stalled.contains(&envelope.event_id)
+        {
+            started.notify_one();
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
 
     async fn handle(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         envelope: &Envelope,
+        _: &(),
         deferred: &mut Vec<Uuid>,
     ) -> Result<(), HandlerError> {
         let call = {
@@ -591,6 +605,42 @@ async fn deferred_writes_are_made_once_per_transaction_for_the_events_applied() 
     assert_eq!((rows, events, poisoned), (59, 59, 0));
     assert_eq!(elsewhere, 0, "each written with its event's record");
     assert!(transactions < 59, "59 events, {transactions} finishes");
+    running.stop().await.ok();
+    Ok(())
+}
+
+/// A handler's preparation (a call to another service, say) runs before
+/// and outside the transactions: preparations that never end, as many as
+/// the consumer runs transactions at once, hold up none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_preparation_holds_up_no_transaction() -> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.followed"]);
+    declare(&broker.url, &topology).await?;
+    let stalled = [followed(0), followed(1)];
+    let started = Arc::new(Notify::new());
+    let recorder = Recorder {
+        stall_prepare: Some((
+            stalled.iter().map(|e| e.event_id.clone()).collect(),
+            started.clone(),
+        )),
+        ..Recorder::default()
+    };
+    let others: Vec<Envelope> = (2..=21).map(followed).collect();
+    let payloads: Vec<Vec<u8>> = stalled
+        .iter()
+        .chain(&others)
+        .map(Message::encode_to_vec)
+        .collect();
+    publish_raw(&broker.url, &broker.exchange(), "user.followed", &payloads).await?;
+
+    let running = consumer(&pool, &broker.url, &topology, recorder);
+    started.notified().await;
+    eventually("the others apply while one prepares", || async {
+        Ok(applied(&pool).await? == (20, 20))
+    })
+    .await?;
     running.stop().await.ok();
     Ok(())
 }

@@ -24,12 +24,14 @@ struct SeenIn(Arc<Mutex<Vec<(String, String, String)>>>);
 
 #[async_trait]
 impl EventHandler for SeenIn {
+    type Prepared = ();
     type Deferred = ();
 
     async fn handle(
         &self,
         _tx: &mut Transaction<'_, Postgres>,
         envelope: &Envelope,
+        _: &(),
         _: &mut (),
     ) -> Result<(), HandlerError> {
         let (trace_id, span_id) = trace_context::ids(&tracing::Span::current()).unwrap_or_default();

@@ -3,11 +3,13 @@
 //! model and the inbox row commit together or not at all. Notifications
 //! are written last, all of a transaction's events' in one statement
 //! (`repo::notifications::insert_all`): numbering them locks each
-//! recipient's counter until the commit, which is then just after.
+//! recipient's counter until the commit, which is then just after. A new
+//! article's audience is asked of content before the transaction begins
+//! (`prepare`), so no transaction waits on another service.
 
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use futures::{Stream, StreamExt, TryStreamExt};
 use quill_events::{EventHandler, HandlerError, async_trait};
 use quill_platform::grpc::ServiceChannel;
 use quill_proto::{
@@ -24,8 +26,9 @@ use crate::{
 
 /// How long the whole follower stream of one article may take.
 const FANOUT_DEADLINE: Duration = Duration::from_secs(60);
-/// Followers a fan-out holds before writing their notifications at once
-/// rather than at the end: bounds its memory (two uuids a follower).
+/// The largest audience a fan-out holds in memory (two uuids a follower),
+/// learned before its transaction and written at its end; a larger one is
+/// streamed and written inside the transaction as it arrives.
 const FANOUT_ROWS_HELD: usize = 10_000;
 
 pub struct NotificationEvents {
@@ -64,27 +67,16 @@ impl NotificationEvents {
         Ok(())
     }
 
-    /// Notifies every follower of `author`, as content streams them, at the
-    /// end of the transaction with the other events of its batch; a
-    /// failure part-way drops them all and retries from scratch without
-    /// duplicates. An audience too large to hold is written as it arrives
-    /// (its counters then stay locked for the rest of the batch, which
-    /// its budget bounds): content streams followers in id order, so those
-    /// writes still take the locks in one order.
-    ///
-    /// The audience is the author's followers when the event happened
-    /// (`as_of`), not when it is consumed: after a backlog or an outage,
-    /// someone who followed since gets nothing, someone who unfollowed since
-    /// still gets it.
-    async fn notify_followers(
+    /// The followers of `author` as content streams them, a batch at a
+    /// time in id order. The audience is the author's followers when the
+    /// event happened (`as_of`), not when it is consumed: after a backlog
+    /// or an outage, someone who followed since gets nothing, someone who
+    /// unfollowed since still gets it.
+    async fn followers(
         &self,
-        conn: &mut PgConnection,
         event: &Envelope,
-        event_id: Uuid,
         author: Uuid,
-        draft: Draft,
-        deliveries: &mut Vec<Delivery>,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<impl Stream<Item = Result<Vec<Uuid>, HandlerError>>, HandlerError> {
         let as_of = event
             .occurred_at
             .ok_or_else(|| HandlerError::permanent("event without occurred_at"))?;
@@ -94,28 +86,62 @@ impl NotificationEvents {
             as_of: Some(as_of),
         });
         request.set_timeout(FANOUT_DEADLINE);
-        let mut batches =
+        let batches =
             quill_platform::message_limits!(ContentServiceClient::new(self.content.clone()))
                 .stream_follower_ids(request)
                 .await
                 .map_err(content_failed)?
                 .into_inner();
-        let (mut followers, mut audience) = (Vec::new(), 0);
-        while let Some(batch) = batches.try_next().await.map_err(content_failed)? {
-            for id in &batch.user_ids {
-                followers.push(Uuid::parse_str(id).map_err(HandlerError::permanent)?);
-            }
-            audience += batch.user_ids.len();
+        Ok(batches.map(|batch| {
+            batch
+                .map_err(content_failed)?
+                .user_ids
+                .iter()
+                .map(|id| Uuid::parse_str(id).map_err(HandlerError::permanent))
+                .collect()
+        }))
+    }
+
+    /// Notifies every follower of `author`, in the transaction, for an
+    /// audience too large to hold: rows are written as content streams
+    /// them, so their counters stay locked for the rest of the batch
+    /// (which its budget bounds); content streams in id order, so these
+    /// writes still take the locks in one order. A failure part-way drops
+    /// them all and retries from scratch without duplicates.
+    async fn notify_followers(
+        &self,
+        conn: &mut PgConnection,
+        event: &Envelope,
+        event_id: Uuid,
+        author: Uuid,
+        draft: &Draft,
+    ) -> Result<(), HandlerError> {
+        let batches = self.followers(event, author).await?;
+        futures::pin_mut!(batches);
+        let mut followers = Vec::new();
+        while let Some(batch) = batches.try_next().await? {
+            followers.extend(batch);
             if followers.len() >= FANOUT_ROWS_HELD {
                 let now = Delivery::new(event_id, draft.clone(), &followers);
                 repo::notifications::insert_all(conn, &[now]).await?;
                 followers.clear();
             }
         }
-        tracing::debug!(%author, audience, "new article fanned out");
-        deliveries.push(Delivery::new(event_id, draft, &followers));
+        let rest = Delivery::new(event_id, draft.clone(), &followers);
+        repo::notifications::insert_all(conn, &[rest]).await?;
         Ok(())
     }
+}
+
+/// A fan-out's audience as learned before its transaction.
+#[derive(Default)]
+pub enum Audience {
+    /// Not asked for (no fan-out), or too large to hold: the transaction
+    /// streams it.
+    #[default]
+    Unknown,
+    /// Every follower, in id order.
+    Followers(Vec<Uuid>),
 }
 
 /// content being down is an outage to wait out (the event goes back to the
@@ -130,13 +156,37 @@ fn content_failed(status: tonic::Status) -> HandlerError {
 
 #[async_trait]
 impl EventHandler for NotificationEvents {
+    /// A new article's audience, asked of content before the transaction.
+    type Prepared = Audience;
     /// The notifications the event creates.
     type Deferred = Vec<Delivery>;
+
+    async fn prepare(&self, envelope: &Envelope) -> Result<Audience, HandlerError> {
+        let effects = rules::plan(envelope).map_err(HandlerError::permanent)?;
+        let Some(author) = effects.iter().find_map(|effect| match effect {
+            Effect::NotifyFollowers { author_id, .. } => Some(*author_id),
+            _ => None,
+        }) else {
+            return Ok(Audience::Unknown);
+        };
+        let batches = self.followers(envelope, author).await?;
+        futures::pin_mut!(batches);
+        let mut followers = Vec::new();
+        while let Some(batch) = batches.try_next().await? {
+            followers.extend(batch);
+            if followers.len() > FANOUT_ROWS_HELD {
+                return Ok(Audience::Unknown);
+            }
+        }
+        tracing::debug!(%author, audience = followers.len(), "new article's audience");
+        Ok(Audience::Followers(followers))
+    }
 
     async fn handle(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         envelope: &Envelope,
+        audience: &Audience,
         deliveries: &mut Vec<Delivery>,
     ) -> Result<(), HandlerError> {
         let effects = rules::plan(envelope).map_err(HandlerError::permanent)?;
@@ -157,10 +207,15 @@ impl EventHandler for NotificationEvents {
                     self.notify(tx, event_id, user_id, draft, mail.as_ref(), deliveries)
                         .await?;
                 }
-                Effect::NotifyFollowers { author_id, draft } => {
-                    self.notify_followers(tx, envelope, event_id, author_id, draft, deliveries)
-                        .await?;
-                }
+                Effect::NotifyFollowers { author_id, draft } => match audience {
+                    Audience::Followers(followers) => {
+                        deliveries.push(Delivery::new(event_id, draft, followers));
+                    }
+                    Audience::Unknown => {
+                        self.notify_followers(tx, envelope, event_id, author_id, &draft)
+                            .await?;
+                    }
+                },
             }
         }
         Ok(())
