@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::{
     cursor::Position,
     error::ContentError,
-    events::{announce, article_snapshot},
+    events::{announce, article_snapshot, snapshot_of},
     policy::{self, Caller},
     repo::articles::{
         self as repo, ArticleChanges, ArticleFilter, ArticlePage, ArticleRow, NewArticle,
@@ -105,16 +105,23 @@ impl Content {
                 "no free slug for {base:?} after {SLUG_ATTEMPTS} attempts"
             )));
         };
-        let article = article_snapshot(&mut tx, id).await?;
+        // Read once, inside the transaction, for the event and the answer:
+        // as its author sees it, a new article is what it will be after
+        // the commit (no favorites; nobody follows themselves).
+        let article = repo::by_slug(&mut *tx, Some(caller.user), &candidate)
+            .await?
+            .ok_or_else(|| ContentError::Internal(format!("article {id} vanished")))?;
         announce(
             &mut tx,
             Payload::ArticlePublished(ArticlePublished {
-                article: Some(article),
+                article: Some(snapshot_of(&article)),
             }),
         )
         .await?;
         quill_events::outbox::commit(tx).await?;
-        self.article(Some(caller.user), &candidate).await
+        let mut found = vec![article];
+        self.fill_authors(&mut found).await?;
+        found.pop().ok_or(ContentError::NotFound("article"))
     }
 
     /// One article as `viewer` sees it.

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::{
     error::ContentError,
     repo::{
-        articles::{self, ArticleSummary},
+        articles::{self, ArticleRow, ArticleSummary},
         authors::{self, AuthorRow},
     },
 };
@@ -35,6 +35,19 @@ pub async fn article_snapshot(
     Ok(snapshot(summary))
 }
 
+/// The snapshot of an article already read in full.
+pub fn snapshot_of(article: &ArticleRow) -> ArticleSnapshot {
+    snapshot(ArticleSummary {
+        id: article.id,
+        slug: article.slug.clone(),
+        title: article.title.clone(),
+        description: article.description.clone(),
+        author_id: article.author_id,
+        author_username: article.author_username.clone(),
+        tags: article.tags.clone(),
+    })
+}
+
 fn snapshot(article: ArticleSummary) -> ArticleSnapshot {
     ArticleSnapshot {
         id: article.id.to_string(),
@@ -56,12 +69,14 @@ pub struct UserEvents;
 
 #[async_trait]
 impl EventHandler for UserEvents {
+    type Prepared = ();
     type Deferred = ();
 
     async fn handle(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         envelope: &Envelope,
+        _: &(),
         _: &mut (),
     ) -> Result<(), HandlerError> {
         let (user, banned) = match &envelope.payload {
