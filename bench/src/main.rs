@@ -7,7 +7,10 @@
 //!    notification arriving on the article author's SSE stream, p50/p99/max;
 //! 2. the sustained events per second one notification consumer applies,
 //!    from a queue filled before it starts;
-//! 3. what gzip and zstd would cost and save on gRPC list pages
+//! 3. what one `GET /user` costs past the gateway: Redis commands and gRPC
+//!    calls per request, counted from Redis' own statistics and the
+//!    gateway's client metrics, and its latency;
+//! 4. what gzip and zstd would cost and save on gRPC list pages
 //!    ([`grpc_compression`]).
 //!
 //! Figures depend on the machine; compare runs on one machine only.
@@ -39,6 +42,7 @@ mod grpc_compression;
 
 const LATENCY_SAMPLES: usize = 200;
 const THROUGHPUT_EVENTS: usize = 5_000;
+const HOP_REQUESTS: usize = 500;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -54,6 +58,14 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "one notification consumer: {THROUGHPUT_EVENTS} queued user.followed events drained in {:.2} s after start-up = {rate:.0} events/s",
         elapsed.as_secs_f64()
+    );
+    let hops = per_hop_cost(HOP_REQUESTS).await?;
+    println!(
+        "GET /user ({HOP_REQUESTS} in a row, session cached): {:.2} Redis commands and {:.2} gRPC calls per request, p50 {:.2} ms, p99 {:.2} ms",
+        hops.redis_commands,
+        hops.grpc_calls,
+        ms(percentile(&hops.latencies, 0.50)),
+        ms(percentile(&hops.latencies, 0.99)),
     );
     for line in grpc_compression::report() {
         println!("gRPC compression, {line}");
@@ -197,6 +209,68 @@ async fn rest_to_notification_latency(samples: usize) -> anyhow::Result<Vec<Dura
         latencies.push(arrived.duration_since(started));
     }
     Ok(latencies)
+}
+
+struct HopCost {
+    redis_commands: f64,
+    grpc_calls: f64,
+    latencies: Vec<Duration>,
+}
+
+/// `requests` sequential `GET /user` after one that fills the session
+/// cache. Nothing else talks to Redis meanwhile (the bench's system is
+/// idle), so the server's command count is theirs, less the first `INFO`
+/// (a command is counted once it has run, so the second is not).
+async fn per_hop_cost(requests: usize) -> anyhow::Result<HopCost> {
+    let system = System::start().await?;
+    let token = system.register("hops").await?;
+    let get = || {
+        system
+            .http
+            .get(system.url("/api/user"))
+            .header("authorization", format!("Token {token}"))
+            .send()
+    };
+    get().await?.error_for_status()?;
+    let redis = redis::Client::open(quill_platform::testing::redis_url())?;
+    let mut redis = redis.get_multiplexed_async_connection().await?;
+    let commands_before = commands_processed(&mut redis).await?;
+    let calls_before = client_calls();
+    let mut latencies = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let started = Instant::now();
+        get().await?.error_for_status()?;
+        latencies.push(started.elapsed());
+    }
+    let commands = commands_processed(&mut redis).await? - commands_before - 1;
+    let calls = client_calls() - calls_before;
+    Ok(HopCost {
+        redis_commands: commands as f64 / requests as f64,
+        grpc_calls: calls / requests as f64,
+        latencies,
+    })
+}
+
+/// Redis' `total_commands_processed`, this `INFO` included.
+async fn commands_processed(redis: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<u64> {
+    let info: String = redis::cmd("INFO").arg("stats").query_async(redis).await?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_commands_processed:"))
+        .context("no total_commands_processed in INFO")?
+        .trim()
+        .parse()
+        .context("total_commands_processed")
+}
+
+/// Outgoing gRPC calls so far, of every process in this one: the
+/// `_count`s of the client-side duration histogram.
+fn client_calls() -> f64 {
+    quill_platform::metrics::get()
+        .render()
+        .lines()
+        .filter(|line| line.starts_with("rpc_client_call_duration_seconds_count"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The instants at which notifications arrive on `token`'s SSE stream.
