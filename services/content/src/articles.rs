@@ -297,7 +297,7 @@ impl Content {
         }
         validation::finish(violations)?;
         let page = page_request(query.limit, query.offset, after);
-        let result = repo::list(&self.pool, viewer.map(|c| c.user), &filter, page).await?;
+        let result = repo::list(&self.lists, viewer.map(|c| c.user), &filter, page).await?;
         self.page(result, page.limit, filter.query.is_none()).await
     }
 
@@ -313,7 +313,7 @@ impl Content {
         let after = self.position(cursor, &mut violations);
         validation::finish(violations)?;
         let page = page_request(limit, offset, after);
-        let result = repo::feed(&self.pool, caller.user, page).await?;
+        let result = repo::feed(&self.lists, caller.user, page).await?;
         self.page(result, page.limit, true).await
     }
 

@@ -61,6 +61,10 @@ pub struct Config {
     pub writes_per_user: Limit,
 }
 
+/// Set on the connections of content's second pool, where the statements
+/// with optional parts run (see the module `repo`).
+pub const CUSTOM_PLANS: (&str, &str) = ("plan_cache_mode", "force_custom_plan");
+
 impl quill_server::ServiceConfig for Config {
     fn from_env() -> Result<Self, ConfigError> {
         let cursor_secret = cursor_secret(CONTENT_CURSOR_SECRET.value(), is_production())?;

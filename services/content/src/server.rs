@@ -14,7 +14,7 @@ use sqlx::migrate::Migrator;
 
 use crate::{
     authors::Authors,
-    config::Config,
+    config::{CUSTOM_PLANS, Config},
     cursor::CursorCodec,
     events::UserEvents,
     grpc::{ContentGrpc, WriteLimit},
@@ -40,6 +40,15 @@ impl Service for Content {
             .await
             .context("preparing the content database")?;
         let database_ready = db::probe(pool.clone());
+        let lists = db::connect(
+            &config
+                .server
+                .database
+                .clone()
+                .with_session_setting(CUSTOM_PLANS.0, CUSTOM_PLANS.1),
+        )
+        .await
+        .context("connecting the lists' pool")?;
         let auth = balance::to_auth(&config.auth_url)?;
         let identity = ServiceAuth::connect(Caller::Content, &config.authn, auth.clone())
             .await
@@ -66,6 +75,7 @@ impl Service for Content {
         .prefetch(events.prefetch);
         let content = ContentUseCases::new(
             pool.clone(),
+            lists,
             Authors::new(pool, grpc::client(auth, &identity.credentials)),
             CursorCodec::new(config.cursor_secret.expose_secret().as_bytes()),
         );

@@ -9,14 +9,18 @@ use crate::{authors::Authors, cursor::CursorCodec};
 
 pub struct Content {
     pub(crate) pool: PgPool,
+    /// For the statements with optional parts (see the module `repo`):
+    /// its connections plan every statement for its parameters.
+    pub(crate) lists: PgPool,
     pub(crate) authors: Authors,
     pub(crate) cursors: CursorCodec,
 }
 
 impl Content {
-    pub fn new(pool: PgPool, authors: Authors, cursors: CursorCodec) -> Self {
+    pub fn new(pool: PgPool, lists: PgPool, authors: Authors, cursors: CursorCodec) -> Self {
         Self {
             pool,
+            lists,
             authors,
             cursors,
         }

@@ -60,8 +60,8 @@ macro_rules! article_columns {
 }
 
 /// The filters of the article list; each unset one is NULL and folds away
-/// when PostgreSQL plans the statement with its parameters (it runs
-/// unnamed for that, see the module `repo`). The set filters are
+/// when PostgreSQL plans the statement with its parameters (it runs on the
+/// pool that does, see the module `repo`). The set filters are
 /// `= ANY (ARRAY(subquery))`: an init plan whose result is an index
 /// condition on `articles`, where `IN (subquery)` under an `OR` would stay a
 /// per-row filter over the whole table.
@@ -154,7 +154,6 @@ pub async fn list(
     page: PageRequest,
 ) -> Result<ArticlePage, sqlx::Error> {
     let rows = sqlx::query_as(LIST_PAGE_SQL)
-        .persistent(false)
         .bind(filter.tag.as_deref())
         .bind(filter.author.as_deref())
         .bind(filter.favorited_by.as_deref())
@@ -166,7 +165,6 @@ pub async fn list(
         .bind(page.offset)
         .fetch_all(db);
     let total = sqlx::query_scalar(LIST_COUNT_SQL)
-        .persistent(false)
         .bind(filter.tag.as_deref())
         .bind(filter.author.as_deref())
         .bind(filter.favorited_by.as_deref())
@@ -183,7 +181,6 @@ pub async fn feed(
     page: PageRequest,
 ) -> Result<ArticlePage, sqlx::Error> {
     let rows = sqlx::query_as(FEED_PAGE_SQL)
-        .persistent(false)
         .bind(follower)
         .bind(page.after.map(|(at, _)| at))
         .bind(page.after.map(|(_, id)| id))

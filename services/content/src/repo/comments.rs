@@ -69,7 +69,6 @@ pub async fn for_article(
            AND ($5::bigint IS NULL OR c.id < $5) \
          ORDER BY c.id DESC LIMIT $3 OFFSET $4",
     )
-    .persistent(false)
     .bind(article_id)
     .bind(viewer)
     .bind(page.limit + 1)

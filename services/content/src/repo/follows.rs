@@ -91,7 +91,6 @@ pub async fn follower_ids(
     as_of: Option<DateTime<Utc>>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar(FOLLOWER_IDS_SQL)
-        .persistent(false)
         .bind(followee)
         .bind(after)
         .bind(limit)

@@ -427,7 +427,7 @@ async fn plan(pool: &PgPool, sql: &str, bind: impl FnOnce(Explain<'_>) -> Explai
         .await
         .unwrap();
     let text = format!("EXPLAIN (FORMAT JSON) {sql}");
-    // Unnamed, as the repo runs them: planned for these parameters.
+    // Unnamed: planned for these parameters, as the lists' pool plans them.
     let query = sqlx::query_scalar(sqlx::AssertSqlSafe(text)).persistent(false);
     let plan: serde_json::Value = bind(query).fetch_one(&mut *tx).await.unwrap();
     tx.rollback().await.unwrap();
