@@ -264,10 +264,8 @@ async fn a_reconnecting_event_source_gets_what_it_missed_once_in_order_then_live
     let last_seen = live["id"].as_str().expect("id").to_owned();
     drop(stream);
 
-    // Away: three comments, each notified before the next is posted. The
-    // stream sends in commit order, the list in creation order (when the
-    // consumer's transaction began): concurrent consumers could make them
-    // differ.
+    // Away: three comments, each notified before the next is posted (the
+    // list and the stream both follow commit order).
     for (notified, body) in (3..).zip(["one", "two", "three"]) {
         gw.comment(&jane, &slug, body).await;
         wait_for_count(&gw, &jake, notified).await;

@@ -148,7 +148,8 @@ pub async fn notification(
     .await
 }
 
-/// One page of `user`'s notifications, newest first.
+/// One page of `user`'s notifications, newest first: in their stream's
+/// order (`seq`), so the list and a stream never disagree.
 pub async fn list(
     db: impl PgExecutor<'_>,
     user: Uuid,
@@ -159,7 +160,7 @@ pub async fn list(
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM notifications
          WHERE user_id = $1 AND (NOT $2 OR read_at IS NULL)
-         ORDER BY created_at DESC, id DESC
+         ORDER BY seq DESC
          LIMIT $3 OFFSET $4"
     )))
     .bind(user)

@@ -402,14 +402,7 @@ async fn notifications_are_listed_counted_and_marked_read_by_their_owner_only() 
         .into_inner();
     assert_eq!(page.total, 3);
     assert_eq!(page.notifications.len(), 2);
-    let times: Vec<_> = page
-        .notifications
-        .iter()
-        .map(|n| {
-            n.created_at.unwrap().seconds * 1_000_000_000 + i64::from(n.created_at.unwrap().nanos)
-        })
-        .collect();
-    assert!(times[0] >= times[1], "newest first");
+    // Newest first, in commit order: see the commit-order test below.
     let first = page.notifications[0].id.clone();
 
     let theirs = client
@@ -607,7 +600,7 @@ async fn streams_end_when_the_listener_reconnects_and_resume_without_a_gap() {
 
 /// Two consumers' transactions each create a notification for jake, and
 /// the one that began first commits last: a live stream pushed them in
-/// commit order, so a resume must follow it. From the one committed first
+/// commit order, so a resume must follow it, and so does the list. From the one committed first
 /// it sends the other; from the one committed last, nothing. (Creation
 /// times, taken when each transaction began, order them the other way.)
 #[tokio::test]
@@ -633,6 +626,23 @@ async fn a_resume_follows_commit_order_not_when_transactions_began() {
         stack.resumed(&jake, &committed_last.to_string()).await,
         Vec::<String>::new()
     );
+    // The list agrees with the stream: newest first is committed last.
+    let listed: Vec<String> = stack
+        .notification
+        .client()
+        .list_notifications(jake.request(ListNotificationsRequest {
+            limit: 10,
+            offset: 0,
+            unread_only: false,
+        }))
+        .await
+        .expect("list")
+        .into_inner()
+        .notifications
+        .into_iter()
+        .map(|n| n.title)
+        .collect();
+    assert_eq!(listed, ["committed last", "committed first"]);
 }
 
 /// A stream's response says where it starts, so a client whose stream
