@@ -150,8 +150,9 @@ pub trait EventHandler: Send + Sync + 'static {
     /// Runs before the event's transaction, concurrently with the other
     /// deliveries in flight, and may run again for a redelivery: the place
     /// for reads from other services, which inside the transaction would
-    /// hold its connection, its locks and its batch while they wait. Errors
-    /// count as the handler's.
+    /// hold its connection, its locks and its batch while they wait. Its
+    /// errors count as the handler's, unless the event turns out to have
+    /// been applied already: a duplicate needs no preparation.
     async fn prepare(&self, _envelope: &Envelope) -> Result<Self::Prepared, HandlerError> {
         Ok(Self::Prepared::default())
     }
@@ -176,11 +177,11 @@ pub trait EventHandler: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Whether `envelope` may share a transaction with other events
-    /// ([`crate::group_commit`]). Say no for an event whose handler may take
-    /// long (it waits on another service, it writes for many users): in a
-    /// batch it would hold up the others and their locks.
-    fn batchable(&self, _envelope: &Envelope) -> bool {
+    /// Whether `envelope`, as prepared, may share a transaction with other
+    /// events ([`crate::group_commit`]). Say no for an event whose handler
+    /// may take long (it waits on another service, it writes for many
+    /// users): in a batch it would hold up the others and their locks.
+    fn batchable(&self, _envelope: &Envelope, _prepared: &Self::Prepared) -> bool {
         true
     }
 }

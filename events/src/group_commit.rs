@@ -89,12 +89,24 @@ impl<H: EventHandler> GroupCommit<H> {
         event_id: Uuid,
         envelope: Envelope,
     ) -> Result<bool, HandlerError> {
-        let prepared = request_id::scope(
+        let prepared = match request_id::scope(
             envelope.request_id.clone(),
             AssertUnwindSafe(self.handler.prepare(&envelope)).catch_unwind(),
         )
         .await
-        .map_err(|_| HandlerError::transient("event handler panicked"))??;
+        .unwrap_or_else(|_| Err(HandlerError::transient("event handler panicked")))
+        {
+            Ok(prepared) => prepared,
+            // A redelivery of an applied event needs no preparation: its
+            // failure must not pause the consumer or spend an attempt.
+            Err(e) => {
+                return if self.applied(event_id).await {
+                    Ok(false)
+                } else {
+                    Err(e)
+                };
+            }
+        };
         let (done, result) = oneshot::channel();
         let job = Job {
             event_id,
@@ -103,7 +115,7 @@ impl<H: EventHandler> GroupCommit<H> {
             span: Span::current(),
             done,
         };
-        if !self.handler.batchable(&job.envelope) {
+        if !self.handler.batchable(&job.envelope, &job.prepared) {
             return self.apply_alone(&job).await;
         }
         if let Err(mpsc::error::SendError(job)) = self.sender.send(job).await {
@@ -114,6 +126,18 @@ impl<H: EventHandler> GroupCommit<H> {
                 "event dropped before it was applied",
             ))
         })
+    }
+
+    /// Whether `event_id` is recorded as processed; `false` when that
+    /// cannot be learned (the event's own error then stands).
+    async fn applied(&self, event_id: Uuid) -> bool {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM processed_events WHERE event_id = $1)",
+        )
+        .bind(event_id)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap_or(false)
     }
 
     /// Runs the transactions; never returns by itself.

@@ -53,7 +53,7 @@ fn json_error(rejection: JsonRejection) -> ApiError {
 /// checked there in full.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
-    /// The raw JWT, forwarded to services that re-check it.
+    /// The raw JWT, forwarded to the services, which verify it again.
     pub token: String,
     pub caller: Caller,
 }

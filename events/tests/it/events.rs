@@ -70,6 +70,9 @@ struct Recorder {
     hang_on: Option<(String, Arc<Notify>)>,
     /// These events' preparations signal, then never end.
     stall_prepare: Option<(Vec<String>, Arc<Notify>)>,
+    /// This event's preparations after its first find a dependency down.
+    prepare_down_after_first: Option<String>,
+    prepared: Arc<Mutex<HashMap<String, u32>>>,
     /// This event finds a dependency unavailable on its first n runs.
     unavailable_for: Option<(String, u32)>,
     /// The first run of this event signals `started`, then waits for
@@ -95,6 +98,15 @@ impl EventHandler for Recorder {
     type Deferred = Vec<Uuid>;
 
     async fn prepare(&self, envelope: &Envelope) -> Result<(), HandlerError> {
+        let run = {
+            let mut prepared = self.prepared.lock().unwrap();
+            let run = prepared.entry(envelope.event_id.clone()).or_default();
+            *run += 1;
+            *run
+        };
+        if self.prepare_down_after_first.as_deref() == Some(envelope.event_id.as_str()) && run > 1 {
+            return Err(HandlerError::unavailable("a dependency is down"));
+        }
         if let Some((stalled, started)) = &self.stall_prepare
             && stalled.contains(&envelope.event_id)
         {
@@ -166,7 +178,7 @@ impl EventHandler for Recorder {
     }
 
     /// The event that hangs is declared slow: it never joins a batch.
-    fn batchable(&self, envelope: &Envelope) -> bool {
+    fn batchable(&self, envelope: &Envelope, _: &()) -> bool {
         self.hang_on
             .as_ref()
             .is_none_or(|(hang_id, _)| hang_id != &envelope.event_id)
@@ -422,6 +434,42 @@ async fn a_redelivered_event_is_applied_once() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     assert_eq!(applied(&pool).await?, (2, 2));
+    running.stop().await?;
+    Ok(())
+}
+
+/// A redelivery of an applied event is a duplicate, even when preparing it
+/// fails: it is acked, not requeued while the dependency is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_whose_preparation_fails_is_acked() -> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.followed"]);
+    declare(&broker.url, &topology).await?;
+    let event = followed(1);
+    let recorder = Recorder {
+        prepare_down_after_first: Some(event.event_id.clone()),
+        ..Recorder::default()
+    };
+    let running = consumer(&pool, &broker.url, &topology, recorder.clone());
+    let payload = event.encode_to_vec();
+    publish_raw(
+        &broker.url,
+        &broker.exchange(),
+        "user.followed",
+        std::slice::from_ref(&payload),
+    )
+    .await?;
+    eventually("the event is applied", || async {
+        Ok(applied(&pool).await? == (1, 1))
+    })
+    .await?;
+
+    publish_raw(&broker.url, &broker.exchange(), "user.followed", &[payload]).await?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let preparations = recorder.prepared.lock().unwrap()[&event.event_id];
+    assert_eq!(preparations, 2, "prepared once per delivery, not requeued");
+    assert_eq!(applied(&pool).await?, (1, 1));
     running.stop().await?;
     Ok(())
 }

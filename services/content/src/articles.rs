@@ -108,7 +108,7 @@ impl Content {
         // Read once, inside the transaction, for the event and the answer:
         // as its author sees it, a new article is what it will be after
         // the commit (no favorites; nobody follows themselves).
-        let article = repo::by_slug(&mut *tx, Some(caller.user), &candidate)
+        let article = repo::as_written(&mut *tx, caller.user, id)
             .await?
             .ok_or_else(|| ContentError::Internal(format!("article {id} vanished")))?;
         announce(

@@ -15,7 +15,9 @@ quill_platform::settings! {
     CONTENT_LISTEN = "127.0.0.1:50052";
     /// content's database, created if missing (may carry a password).
     CONTENT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/quill_content";
-    /// Connections in content's pool.
+    /// Connections in each of content's two pools (the second, for the
+    /// statements with optional parts, plans every call for its
+    /// parameters), opened as needed: at most twice this many.
     CONTENT_DATABASE_MAX_CONNECTIONS = "10";
     /// The HMAC key of pagination cursors, at least 16 bytes. Unset: a key
     /// generated per start (cursors then break at restart and across

@@ -5,7 +5,8 @@
 //! (`repo::notifications::insert_all`): numbering them locks each
 //! recipient's counter until the commit, which is then just after. A new
 //! article's audience is asked of content before the transaction begins
-//! (`prepare`), so no transaction waits on another service.
+//! (`prepare`), so no batch waits on another service; only an audience too
+//! large to hold is streamed inside a transaction, of its own.
 
 use std::time::Duration;
 
@@ -104,10 +105,10 @@ impl NotificationEvents {
 
     /// Notifies every follower of `author`, in the transaction, for an
     /// audience too large to hold: rows are written as content streams
-    /// them, so their counters stay locked for the rest of the batch
-    /// (which its budget bounds); content streams in id order, so these
-    /// writes still take the locks in one order. A failure part-way drops
-    /// them all and retries from scratch without duplicates.
+    /// them. Such an event runs in a transaction of its own (`batchable`),
+    /// and content streams in id order, so these writes take the counters'
+    /// locks in one order. A failure part-way drops them all and retries
+    /// from scratch without duplicates.
     async fn notify_followers(
         &self,
         conn: &mut PgConnection,
@@ -219,6 +220,17 @@ impl EventHandler for NotificationEvents {
             }
         }
         Ok(())
+    }
+
+    /// A fan-out whose audience was too large to hold streams it inside its
+    /// transaction: alone, so it holds up no batch.
+    fn batchable(&self, envelope: &Envelope, audience: &Audience) -> bool {
+        matches!(audience, Audience::Followers(_))
+            || rules::plan(envelope).is_ok_and(|effects| {
+                !effects
+                    .iter()
+                    .any(|effect| matches!(effect, Effect::NotifyFollowers { .. }))
+            })
     }
 
     async fn finish(

@@ -194,6 +194,24 @@ pub async fn feed(
     Ok(ArticlePage { rows, total })
 }
 
+/// Article `id` as `viewer` sees it, inside the writer's transaction:
+/// whether its author has been banned meanwhile or not.
+pub async fn as_written(
+    db: impl PgExecutor<'_>,
+    viewer: Uuid,
+    id: Uuid,
+) -> Result<Option<ArticleRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        article_columns!("$1"),
+        "WHERE a.id = $2"
+    ))
+    .bind(viewer)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
 pub async fn by_slug(
     db: impl PgExecutor<'_>,
     viewer: Option<Uuid>,
