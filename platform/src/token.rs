@@ -3,8 +3,8 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
-    time::Duration,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use futures::future::BoxFuture;
@@ -15,6 +15,7 @@ use quill_proto::auth::v1::{
     GetPublicKeysRequest, GetPublicKeysResponse, auth_service_client::AuthServiceClient,
 };
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::authz::Role;
@@ -61,6 +62,21 @@ pub struct TokenVerifier {
     validation: Validation,
     /// Where keys are fetched again when a token names one not known yet.
     source: Option<KeySource>,
+    /// Tokens whose signature checked out, by their SHA-256: a client sends
+    /// one token with every request until it expires, and an Ed25519 check
+    /// costs far more than a lookup. An entry answers only while its token
+    /// has not expired, and all are forgotten when the keys change.
+    verified: Mutex<HashMap<[u8; 32], Claims>>,
+}
+
+/// The most verified tokens remembered (about 200 bytes each); when full,
+/// the expired ones go, and if none has, all of them.
+const VERIFIED_CAPACITY: usize = 4096;
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// `(kid, SubjectPublicKeyInfo PEM)` pairs.
@@ -108,6 +124,7 @@ impl TokenVerifier {
             keys: RwLock::new(keys),
             validation,
             source: None,
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -124,6 +141,34 @@ impl TokenVerifier {
 
     /// Verifies with the keys known now.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let remembered = self.remembered().get(&digest).cloned();
+        if let Some(claims) = remembered {
+            // As the full check judges `exp`, with the same leeway.
+            return if claims.exp + self.validation.leeway as i64 >= unix_now() {
+                Ok(claims)
+            } else {
+                Err(TokenError::Expired)
+            };
+        }
+        let claims = self.check_signature(token)?;
+        let mut verified = self.remembered();
+        if verified.len() >= VERIFIED_CAPACITY {
+            let now = unix_now() - self.validation.leeway as i64;
+            verified.retain(|_, claims| claims.exp >= now);
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+        }
+        verified.insert(digest, claims.clone());
+        Ok(claims)
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Claims>> {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check_signature(&self, token: &str) -> Result<Claims, TokenError> {
         let header = decode_header(token).map_err(|_| TokenError::Invalid)?;
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
@@ -169,6 +214,9 @@ impl TokenVerifier {
                     "token keys fetched again for an unknown kid"
                 );
                 *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+                // A key withdrawn early (compromised) must stop verifying
+                // the tokens it signed at once.
+                self.remembered().clear();
                 true
             }
             Err(e) => {
@@ -292,6 +340,54 @@ mod tests {
                 .unwrap()
                 .refetching(fetch);
         (verifier, fetches)
+    }
+
+    /// A token verified once is answered from memory, only while it has
+    /// not expired, only for its exact bytes, and not after the keys change.
+    #[tokio::test(start_paused = true)]
+    async fn a_verified_token_is_remembered_until_it_expires_or_the_keys_change() {
+        let (old, stranger) = (key("old"), key("stranger"));
+        let published = Arc::new(Mutex::new(vec![(
+            old.kid.to_owned(),
+            old.public_pem.clone(),
+        )]));
+        let (verifier, _) = verifier(&old, Arc::clone(&published));
+        let token = token(&old);
+        let claims = verifier.verify(&token).unwrap();
+
+        // Without its key, only memory can answer.
+        let keys = std::mem::take(&mut *verifier.keys.write().unwrap());
+        assert_eq!(verifier.verify(&token).unwrap(), claims, "from memory");
+        let mut altered = token.clone();
+        altered.push('x');
+        assert!(verifier.verify(&altered).is_err(), "other bytes: checked");
+
+        // A remembered token past its expiry (and the leeway) is expired.
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let stale = Claims {
+            exp: unix_now() - 60,
+            ..claims.clone()
+        };
+        verifier.remembered().insert(digest, stale);
+        assert!(matches!(verifier.verify(&token), Err(TokenError::Expired)));
+
+        // The keys change (fetched again, the old one withdrawn): what was
+        // remembered is forgotten.
+        *verifier.keys.write().unwrap() = keys;
+        verifier.remembered().clear();
+        assert!(verifier.verify(&token).is_ok());
+        published.lock().unwrap().clear();
+        tokio::time::advance(REFETCH_INTERVAL).await;
+        assert!(matches!(
+            verifier
+                .verify_fetching(&super::tests::token(&stranger))
+                .await,
+            Err(TokenError::UnknownKey)
+        ));
+        assert!(matches!(
+            verifier.verify(&token),
+            Err(TokenError::UnknownKey)
+        ));
     }
 
     #[tokio::test(start_paused = true)]
