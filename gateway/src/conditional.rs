@@ -98,12 +98,15 @@ impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
 
 impl IfNoneMatch {
     /// A 304 if the client holds the answer tagged `etag`, else what
-    /// `render` builds, tagged.
+    /// `render` builds, tagged (untagged without one).
     pub fn answer<R: IntoResponse>(
         self,
-        etag: HeaderValue,
+        etag: Option<HeaderValue>,
         render: impl FnOnce() -> Result<R, ApiError>,
     ) -> Result<Response, ApiError> {
+        let Some(etag) = etag else {
+            return Ok(render()?.into_response());
+        };
         if let Some(held) = self.held(&etag) {
             // The tag the client has: with its encoding's suffix, if any.
             return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, held)]).into_response());

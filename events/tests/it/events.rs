@@ -681,12 +681,24 @@ async fn a_stalled_preparation_holds_up_no_transaction() -> anyhow::Result<()> {
         .chain(&others)
         .map(Message::encode_to_vec)
         .collect();
-    publish_raw(&broker.url, &broker.exchange(), "user.followed", &payloads).await?;
+    others_apply_while_one_waits(&pool, &broker, &topology, recorder, &payloads, &started).await
+}
 
-    let running = consumer(&pool, &broker.url, &topology, recorder);
+/// Publishes `payloads` (20 of which apply), starts the consumer, and
+/// waits for those 20 once `started` says one event is stuck.
+async fn others_apply_while_one_waits(
+    pool: &PgPool,
+    broker: &TestBroker,
+    topology: &Topology,
+    recorder: Recorder,
+    payloads: &[Vec<u8>],
+    started: &Notify,
+) -> anyhow::Result<()> {
+    publish_raw(&broker.url, &broker.exchange(), "user.followed", payloads).await?;
+    let running = consumer(pool, &broker.url, topology, recorder);
     started.notified().await;
-    eventually("the others apply while one prepares", || async {
-        Ok(applied(&pool).await? == (20, 20))
+    eventually("the others apply while one waits", || async {
+        Ok(applied(pool).await? == (20, 20))
     })
     .await?;
     running.stop().await.ok();
@@ -709,16 +721,7 @@ async fn an_event_declared_slow_runs_alone_and_holds_up_no_batch() -> anyhow::Re
     // In the middle of a backlog, where a batch would take it with others.
     let mut payloads: Vec<Vec<u8>> = others.iter().map(Message::encode_to_vec).collect();
     payloads.insert(10, slow.encode_to_vec());
-    publish_raw(&broker.url, &broker.exchange(), "user.followed", &payloads).await?;
-
-    let running = consumer(&pool, &broker.url, &topology, recorder.clone());
-    started.notified().await;
-    eventually("the others apply while the slow one hangs", || async {
-        Ok(applied(&pool).await? == (20, 20))
-    })
-    .await?;
-    running.stop().await.ok();
-    Ok(())
+    others_apply_while_one_waits(&pool, &broker, &topology, recorder, &payloads, &started).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

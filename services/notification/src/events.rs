@@ -137,12 +137,14 @@ impl NotificationEvents {
 /// A fan-out's audience as learned before its transaction.
 #[derive(Default)]
 pub enum Audience {
-    /// Not asked for (no fan-out), or too large to hold: the transaction
-    /// streams it.
+    /// The event fans out to no one (or was not prepared: then a fan-out
+    /// streams its audience in the transaction, as for `TooLarge`).
     #[default]
-    Unknown,
+    NoFanOut,
     /// Every follower, in id order.
     Followers(Vec<Uuid>),
+    /// More than `FANOUT_ROWS_HELD`: streamed inside the transaction.
+    TooLarge,
 }
 
 /// content being down is an outage to wait out (the event goes back to the
@@ -168,7 +170,7 @@ impl EventHandler for NotificationEvents {
             Effect::NotifyFollowers { author_id, .. } => Some(*author_id),
             _ => None,
         }) else {
-            return Ok(Audience::Unknown);
+            return Ok(Audience::NoFanOut);
         };
         let batches = self.followers(envelope, author).await?;
         futures::pin_mut!(batches);
@@ -176,7 +178,7 @@ impl EventHandler for NotificationEvents {
         while let Some(batch) = batches.try_next().await? {
             followers.extend(batch);
             if followers.len() > FANOUT_ROWS_HELD {
-                return Ok(Audience::Unknown);
+                return Ok(Audience::TooLarge);
             }
         }
         tracing::debug!(%author, audience = followers.len(), "new article's audience");
@@ -212,7 +214,7 @@ impl EventHandler for NotificationEvents {
                     Audience::Followers(followers) => {
                         deliveries.push(Delivery::new(event_id, draft, followers));
                     }
-                    Audience::Unknown => {
+                    Audience::NoFanOut | Audience::TooLarge => {
                         self.notify_followers(tx, envelope, event_id, author_id, &draft)
                             .await?;
                     }
@@ -224,13 +226,8 @@ impl EventHandler for NotificationEvents {
 
     /// A fan-out whose audience was too large to hold streams it inside its
     /// transaction: alone, so it holds up no batch.
-    fn batchable(&self, envelope: &Envelope, audience: &Audience) -> bool {
-        matches!(audience, Audience::Followers(_))
-            || rules::plan(envelope).is_ok_and(|effects| {
-                !effects
-                    .iter()
-                    .any(|effect| matches!(effect, Effect::NotifyFollowers { .. }))
-            })
+    fn batchable(&self, _envelope: &Envelope, audience: &Audience) -> bool {
+        !matches!(audience, Audience::TooLarge)
     }
 
     async fn finish(
