@@ -177,6 +177,12 @@ pub trait EventHandler: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Runs after the commit of a transaction that applied `applied` (in
+    /// order): the place for effects outside the database that must not be
+    /// seen before its writes are, such as invalidating a cache. Best
+    /// effort: nothing retries it, so what it does must also expire.
+    async fn committed(&self, _applied: &[&Envelope]) {}
+
     /// Whether `envelope`, as prepared, may share a transaction with other
     /// events ([`crate::group_commit`]). Say no for an event whose handler
     /// may take long (it waits on another service, it writes for many

@@ -285,6 +285,15 @@ impl<H: EventHandler> GroupCommit<H> {
             .map_err(|_| BatchAborted)?
             .map_err(|_| BatchAborted)?;
         tx.commit().await?;
+        let applied: Vec<&Envelope> = batch
+            .iter()
+            .zip(&results)
+            .filter(|(_, result)| matches!(result, Ok(true)))
+            .map(|(job, _)| &job.envelope)
+            .collect();
+        let _ = AssertUnwindSafe(self.handler.committed(&applied))
+            .catch_unwind()
+            .await;
         Ok(results)
     }
 
@@ -332,6 +341,11 @@ impl<H: EventHandler> GroupCommit<H> {
                 sqlx::query("SELECT 1").execute(&mut *tx).await?;
             }
             tx.commit().await?;
+            if inserted {
+                let _ = AssertUnwindSafe(self.handler.committed(&[&job.envelope]))
+                    .catch_unwind()
+                    .await;
+            }
             Ok(inserted)
         }
         .instrument(job.span.clone())

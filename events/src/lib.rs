@@ -34,7 +34,7 @@ pub use config::EventsConfig;
 pub use consumer::{Consumer, EventHandler, HandlerError};
 pub use envelope::{new_envelope, routing_key};
 pub use outbox::enqueue;
-pub use relay::{OutboxRelay, backlog};
+pub use relay::{OutboxRelay, Published, backlog};
 pub use retention::Retention;
 
 /// What can go wrong talking to the broker or the database while moving events.

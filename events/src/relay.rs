@@ -9,7 +9,11 @@
 //! the confirms and the commit publishes a batch twice; consumers deduplicate
 //! on `event_id`.
 
-use std::time::{Duration, Instant};
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::future::try_join_all;
 use lapin::{
@@ -69,6 +73,22 @@ async fn pending(pool: &PgPool) -> Result<Pending, sqlx::Error> {
     })
 }
 
+/// What a service does once events have left (marked sent and committed).
+#[async_trait::async_trait]
+pub trait Published: Send + Sync + 'static {
+    /// `events`, in outbox order. Best effort: nothing retries it.
+    async fn published(&self, events: &[Envelope]);
+}
+
+#[derive(Clone)]
+struct PublishedHook(Arc<dyn Published>);
+
+impl fmt::Debug for PublishedHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PublishedHook")
+    }
+}
+
 /// Publishes a service's outbox to the event exchange. Run one per replica.
 #[derive(Debug, Clone)]
 pub struct OutboxRelay {
@@ -78,6 +98,7 @@ pub struct OutboxRelay {
     batch_size: i64,
     poll_interval: Duration,
     queues: Vec<Topology>,
+    published: Option<PublishedHook>,
 }
 
 impl OutboxRelay {
@@ -89,7 +110,17 @@ impl OutboxRelay {
             batch_size: 100,
             poll_interval: Duration::from_millis(200),
             queues: Vec::new(),
+            published: None,
         }
+    }
+
+    /// Tells `hook` what each batch carried once it is sent: effects of an
+    /// event that must follow its commit, on every replica's and every
+    /// restart's behalf (a process that died after its commit has its rows
+    /// sent by another).
+    pub fn on_published(mut self, hook: impl Published) -> Self {
+        self.published = Some(PublishedHook(Arc::new(hook)));
+        self
     }
 
     /// Declares these consumers' queues and bindings on every connect
@@ -243,6 +274,13 @@ impl OutboxRelay {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
+                if let Some(PublishedHook(hook)) = &self.published {
+                    let events: Vec<Envelope> = rows
+                        .iter()
+                        .filter_map(|(_, _, payload)| Envelope::decode(payload.as_slice()).ok())
+                        .collect();
+                    hook.published(&events).await;
+                }
                 for (_, routing_key, _) in &rows {
                     metrics::get()
                         .events_published

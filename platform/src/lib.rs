@@ -1,12 +1,14 @@
 //! Plumbing every Quill process shares, the gateway included: configuration
 //! from the environment, the shutdown tree and backoff, logging, gRPC
 //! plumbing (clients, server layers), who is calling (access tokens, session state cached in Redis,
-//! service identity), roles and permissions, rate limits; tracing
+//! service identity), roles and permissions, rate limits, read-through
+//! caching in Redis; tracing
 //! (OpenTelemetry, W3C propagation) and Prometheus metrics.
 
 pub mod authn;
 pub mod authz;
 pub mod balance;
+pub mod cache;
 pub mod config;
 pub mod error_info;
 pub mod grpc;

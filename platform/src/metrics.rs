@@ -25,6 +25,8 @@
 //!   `events_consumed_total{queue,routing_key,outcome}` (ok|duplicate|retried|requeued|dead_lettered)
 //! - `outbox_backlog{db}` and `outbox_oldest_age_seconds{db}`: unpublished
 //!   outbox rows and the age of the oldest, updated by the relay
+//! - `cache_requests_total{cache,result}` (hit|miss|error): reads through
+//!   the Redis cache ([`crate::cache`])
 
 use std::{
     net::SocketAddr,
@@ -65,6 +67,7 @@ pub struct Metrics {
     pub events_consumed: IntCounterVec,
     pub outbox_backlog: IntGaugeVec,
     pub outbox_oldest_age: GaugeVec,
+    pub cache_requests: IntCounterVec,
     samplers: Mutex<Vec<(String, Sampler)>>,
 }
 
@@ -190,6 +193,11 @@ impl Metrics {
                 &["db"],
             ),
             outbox_oldest_age,
+            cache_requests: counter(
+                "cache_requests_total",
+                "Reads through the Redis cache, by cache and result (hit, miss, error)",
+                &["cache", "result"],
+            ),
             samplers: Mutex::new(Vec::new()),
             registry,
         }

@@ -4,4 +4,5 @@
 //! test in its own process, so process-wide telemetry stays per test.
 
 mod balance;
+mod cache;
 mod telemetry_http;

@@ -2,10 +2,13 @@
 //! (filtered list, search, feed) with RealWorld's limit/offset and an opaque
 //! keyset cursor for deep pages.
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use quill_proto::events::v1::{
     ArticleDeleted, ArticleFavorited, ArticlePublished, ArticleUpdated, envelope::Payload,
 };
 use quill_server::db::unique_violation;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
@@ -14,6 +17,7 @@ use crate::{
     error::ContentError,
     events::{announce, article_snapshot, snapshot_of},
     policy::{self, Caller},
+    read_cache::{changed_by, versions},
     repo::articles::{
         self as repo, ArticleChanges, ArticleFilter, ArticlePage, ArticleRow, NewArticle,
         PageRequest,
@@ -53,7 +57,7 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Page {
     pub articles: Vec<ArticleRow>,
     /// How many articles match in all (RealWorld's `articlesCount`).
@@ -111,32 +115,43 @@ impl Content {
         let article = repo::as_written(&mut *tx, caller.user, id)
             .await?
             .ok_or_else(|| ContentError::Internal(format!("article {id} vanished")))?;
-        announce(
-            &mut tx,
-            Payload::ArticlePublished(ArticlePublished {
-                article: Some(snapshot_of(&article)),
-            }),
-        )
-        .await?;
+        let published = Payload::ArticlePublished(ArticlePublished {
+            article: Some(snapshot_of(&article)),
+        });
+        let stale = changed_by(&published);
+        announce(&mut tx, published).await?;
         quill_events::outbox::commit(tx).await?;
+        self.cache.invalidate(&stale).await;
         let mut found = vec![article];
         self.fill_authors(&mut found).await?;
         found.pop().ok_or(ContentError::NotFound("article"))
     }
 
-    /// One article as `viewer` sees it.
+    /// One article as `viewer` sees it: as anybody does (cached), then
+    /// their own marks.
     pub async fn article(
         &self,
         viewer: Option<Uuid>,
         slug: &str,
     ) -> Result<ArticleRow, ContentError> {
         let slug = validation::slug(slug)?;
-        let article = repo::by_slug(&self.pool, viewer, slug)
-            .await?
-            .ok_or(ContentError::NotFound("article"))?;
-        let mut found = vec![article];
-        self.fill_authors(&mut found).await?;
-        found.pop().ok_or(ContentError::NotFound("article"))
+        let mut article = self
+            .cache
+            .get_or_load(
+                "article",
+                &format!("article:{slug}"),
+                &[versions::article(slug), versions::authors()],
+                || async {
+                    let mut found: Vec<ArticleRow> =
+                        repo::by_slug(&self.pool, slug).await?.into_iter().collect();
+                    self.fill_authors(&mut found).await?;
+                    found.pop().ok_or(ContentError::NotFound("article"))
+                },
+            )
+            .await?;
+        self.mark_for(viewer, std::slice::from_mut(&mut article))
+            .await?;
+        Ok(article)
     }
 
     pub async fn update_article(
@@ -198,15 +213,14 @@ impl Content {
             }
         }
         let article = article_snapshot(&mut tx, key.id).await?;
-        announce(
-            &mut tx,
-            Payload::ArticleUpdated(ArticleUpdated {
-                article: Some(article),
-                previous_slug: (final_slug != key.slug).then_some(key.slug),
-            }),
-        )
-        .await?;
+        let updated = Payload::ArticleUpdated(ArticleUpdated {
+            article: Some(article),
+            previous_slug: (final_slug != key.slug).then_some(key.slug),
+        });
+        let stale = changed_by(&updated);
+        announce(&mut tx, updated).await?;
         quill_events::outbox::commit(tx).await?;
+        self.cache.invalidate(&stale).await;
         self.article(Some(caller.user), &final_slug).await
     }
 
@@ -218,16 +232,15 @@ impl Content {
             .ok_or(ContentError::NotFound("article"))?;
         policy::may_change_article(caller, key.author_id)?;
         repo::delete(&mut *tx, key.id).await?;
-        announce(
-            &mut tx,
-            Payload::ArticleDeleted(ArticleDeleted {
-                article_id: key.id.to_string(),
-                slug: key.slug,
-                author_id: key.author_id.to_string(),
-            }),
-        )
-        .await?;
+        let deleted = Payload::ArticleDeleted(ArticleDeleted {
+            article_id: key.id.to_string(),
+            slug: key.slug,
+            author_id: key.author_id.to_string(),
+        });
+        let stale = changed_by(&deleted);
+        announce(&mut tx, deleted).await?;
         quill_events::outbox::commit(tx).await?;
+        self.cache.invalidate(&stale).await;
         Ok(())
     }
 
@@ -249,23 +262,24 @@ impl Content {
         let key = repo::key(&mut *tx, slug)
             .await?
             .ok_or(ContentError::NotFound("article"))?;
+        let mut stale = Vec::new();
         if let Some(fan) = fan {
             if repo::favorite(&mut *tx, key.id, caller.user).await? {
                 let article = article_snapshot(&mut tx, key.id).await?;
-                announce(
-                    &mut tx,
-                    Payload::ArticleFavorited(ArticleFavorited {
-                        user_id: fan.id.to_string(),
-                        username: fan.username,
-                        article: Some(article),
-                    }),
-                )
-                .await?;
+                let favorited = Payload::ArticleFavorited(ArticleFavorited {
+                    user_id: fan.id.to_string(),
+                    username: fan.username,
+                    article: Some(article),
+                });
+                stale = changed_by(&favorited);
+                announce(&mut tx, favorited).await?;
             }
-        } else {
-            repo::unfavorite(&mut *tx, key.id, caller.user).await?;
+        } else if repo::unfavorite(&mut *tx, key.id, caller.user).await? {
+            // Not announced, so only this writer makes it stale.
+            stale = vec![versions::articles(), versions::article(&key.slug)];
         }
         quill_events::outbox::commit(tx).await?;
+        self.cache.invalidate(&stale).await;
         self.article(Some(caller.user), &key.slug).await
     }
 
@@ -297,8 +311,28 @@ impl Content {
         }
         validation::finish(violations)?;
         let page = page_request(query.limit, query.offset, after);
-        let result = repo::list(&self.lists, viewer.map(|c| c.user), &filter, page).await?;
-        self.page(result, page.limit, filter.query.is_none()).await
+        let load = || async {
+            let result = repo::list(&self.lists, None, &filter, page).await?;
+            self.page(result, page.limit, filter.query.is_none()).await
+        };
+        // Searches are not cached: their keys are as many as the queries
+        // people type, each rarely asked twice.
+        let mut found = match filter.query {
+            Some(_) => load().await?,
+            None => {
+                self.cache
+                    .get_or_load(
+                        "list",
+                        &list_key(&filter, &page),
+                        &[versions::articles(), versions::authors()],
+                        load,
+                    )
+                    .await?
+            }
+        };
+        self.mark_for(viewer.map(|c| c.user), &mut found.articles)
+            .await?;
+        Ok(found)
     }
 
     /// Articles by the authors the caller follows, newest first.
@@ -325,7 +359,36 @@ impl Content {
             0 => validation::DEFAULT_LISTED_TAGS,
             n => n.min(validation::MAX_LISTED_TAGS),
         };
-        Ok(repo::tags_in_use(&self.pool, i64::from(limit)).await?)
+        self.cache
+            .get_or_load(
+                "tags",
+                &format!("tags:{limit}"),
+                &[versions::articles()],
+                || async { Ok(repo::tags_in_use(&self.pool, i64::from(limit)).await?) },
+            )
+            .await
+    }
+
+    /// Sets what `viewer` sees of each article: whether they favorited it
+    /// and follow its author, in one statement for the whole page.
+    async fn mark_for(
+        &self,
+        viewer: Option<Uuid>,
+        articles: &mut [ArticleRow],
+    ) -> Result<(), ContentError> {
+        let Some(viewer) = viewer.filter(|_| !articles.is_empty()) else {
+            return Ok(());
+        };
+        let ids: Vec<Uuid> = articles.iter().map(|a| a.id).collect();
+        let mut authors: Vec<Uuid> = articles.iter().map(|a| a.author_id).collect();
+        authors.sort_unstable();
+        authors.dedup();
+        let (favorited, following) = repo::viewer_marks(&self.pool, viewer, &ids, &authors).await?;
+        for article in articles {
+            article.favorited = favorited.contains(&article.id);
+            article.following = following.contains(&article.author_id);
+        }
+        Ok(())
     }
 
     fn position(&self, cursor: Option<&str>, violations: &mut Violations) -> Option<Position> {
@@ -390,6 +453,26 @@ impl Content {
         });
         Ok(())
     }
+}
+
+/// The cache key of a list page: every part of the request, hashed, since
+/// the filters are user text of any length.
+fn list_key(filter: &ArticleFilter, page: &PageRequest) -> String {
+    let request = format!(
+        "{:?}",
+        (
+            &filter.tag,
+            &filter.author,
+            &filter.favorited_by,
+            page.limit,
+            page.offset,
+            page.after
+        )
+    );
+    format!(
+        "list:{}",
+        URL_SAFE_NO_PAD.encode(Sha256::digest(request.as_bytes()))
+    )
 }
 
 fn page_request(limit: u32, offset: u32, after: Option<Position>) -> PageRequest {

@@ -6,7 +6,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use quill_platform::grpc::ServiceChannel;
 use quill_proto::auth::v1::{
@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::{
     error::ContentError,
+    read_cache::{ReadCache, versions},
     repo::authors::{self, AuthorRow},
 };
 
@@ -29,13 +30,17 @@ const AUTH_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Authors {
     pool: PgPool,
     auth: AuthServiceClient<ServiceChannel>,
+    /// Every article and profile shows its author: what this writes makes
+    /// them stale.
+    cache: ReadCache,
 }
 
 impl Authors {
-    pub fn new(pool: PgPool, auth: ServiceChannel) -> Self {
+    pub fn new(pool: PgPool, auth: ServiceChannel, cache: ReadCache) -> Self {
         Self {
             pool,
             auth: quill_platform::message_limits!(AuthServiceClient::new(auth)),
+            cache,
         }
     }
 
@@ -98,7 +103,7 @@ impl Authors {
             Err(status) => return Err(ContentError::auth_unavailable(status)),
         };
         let author = author_of(profile).ok_or(ContentError::NotFound("profile"))?;
-        authors::upsert(&self.pool, std::slice::from_ref(&author), asked_at).await?;
+        self.store(std::slice::from_ref(&author), asked_at).await?;
         Ok(author)
     }
 
@@ -117,8 +122,19 @@ impl Authors {
             .into_inner()
             .users;
         let fetched: Vec<AuthorRow> = users.into_iter().filter_map(author_of).collect();
-        authors::upsert(&self.pool, &fetched, asked_at).await?;
+        self.store(&fetched, asked_at).await?;
         Ok(fetched)
+    }
+
+    async fn store(
+        &self,
+        fetched: &[AuthorRow],
+        asked_at: DateTime<Utc>,
+    ) -> Result<(), ContentError> {
+        if authors::upsert(&self.pool, fetched, asked_at).await? > 0 {
+            self.cache.invalidate(&[versions::authors()]).await;
+        }
+        Ok(())
     }
 }
 

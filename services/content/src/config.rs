@@ -26,6 +26,11 @@ quill_platform::settings! {
     CONTENT_CURSOR_SECRET = "";
     /// Articles, comments, favorites and follows per user per window.
     RATE_LIMIT_WRITES_PER_USER = "300";
+    /// How long a cached read (an article, a list page, the tags, a
+    /// profile) stays in Redis; 0 turns the cache off. Writes make what
+    /// they change stale at once: this bounds memory, and how long an
+    /// invalidation lost to a crash can leave a stale answer.
+    CONTENT_CACHE_TTL_SECS = "300";
 }
 use rand::{Rng, distributions::Alphanumeric};
 use secrecy::ExposeSecret;
@@ -61,6 +66,8 @@ pub struct Config {
     /// Writes per user per window (`RATE_LIMIT_WRITES_PER_USER` per
     /// `RATE_LIMIT_WINDOW_SECS`).
     pub writes_per_user: Limit,
+    /// `CONTENT_CACHE_TTL_SECS`: zero turns the read cache off.
+    pub cache_ttl: std::time::Duration,
 }
 
 /// Set on the connections of content's second pool, where the statements
@@ -83,6 +90,7 @@ impl quill_server::ServiceConfig for Config {
             events_queue_prefix: EVENTS_QUEUE_PREFIX.text(),
             authn: AuthnConfig::from_env()?,
             writes_per_user: Limit::from_env(&RATE_LIMIT_WRITES_PER_USER)?,
+            cache_ttl: CONTENT_CACHE_TTL_SECS.secs()?,
         };
         config.validate()?;
         Ok(config)

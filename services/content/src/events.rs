@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::{
     error::ContentError,
+    read_cache::{ReadCache, versions},
     repo::{
         articles::{self, ArticleRow, ArticleSummary},
         authors::{self, AuthorRow},
@@ -65,7 +66,10 @@ fn snapshot(article: ArticleSummary) -> ArticleSnapshot {
 /// authors read-model. Each carries the whole user, so applying one is an
 /// upsert (idempotent by construction); a snapshot older than the row's is
 /// skipped, so events applied out of order cannot undo a later change.
-pub struct UserEvents;
+/// Once committed, cached reads that show authors are stale.
+pub struct UserEvents {
+    pub cache: ReadCache,
+}
 
 #[async_trait]
 impl EventHandler for UserEvents {
@@ -101,5 +105,17 @@ impl EventHandler for UserEvents {
         };
         authors::upsert(&mut **tx, &[author], as_of).await?;
         Ok(())
+    }
+
+    async fn committed(&self, applied: &[&Envelope]) {
+        let users_changed = applied.iter().any(|e| {
+            matches!(
+                e.payload,
+                Some(Payload::UserRegistered(_) | Payload::UserUpdated(_) | Payload::UserBanned(_))
+            )
+        });
+        if users_changed {
+            self.cache.invalidate(&[versions::authors()]).await;
+        }
     }
 }

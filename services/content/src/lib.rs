@@ -4,7 +4,9 @@
 //! permission table, and keeps a read-model of authors (username, bio, image,
 //! banned) fed by auth's `user.*` events, so listing articles never calls
 //! auth per row: a miss costs one batched `GetUsersByIds` call. Its own
-//! changes leave as events through a transactional outbox.
+//! changes leave as events through a transactional outbox. Hot reads are
+//! cached in Redis and made stale by the changes they depend on
+//! (`read_cache`).
 
 mod articles;
 mod authors;
@@ -16,6 +18,7 @@ mod events;
 mod grpc;
 mod policy;
 mod profiles;
+mod read_cache;
 pub mod repo;
 pub mod server;
 mod service;

@@ -8,6 +8,7 @@ use crate::{
     error::ContentError,
     events::announce,
     policy::{self, Caller},
+    read_cache::versions,
     repo::{authors::AuthorRow, follows},
     service::Content,
     validation,
@@ -30,7 +31,15 @@ impl Content {
         username: &str,
     ) -> Result<ProfileView, ContentError> {
         let username = validation::username(username)?;
-        let author = self.authors.by_username(username).await?;
+        let author = self
+            .cache
+            .get_or_load(
+                "profile",
+                &format!("profile:{}", username.to_lowercase()),
+                &[versions::authors()],
+                || self.authors.by_username(username),
+            )
+            .await?;
         let following = match viewer {
             Some(viewer) => follows::exists(&self.pool, viewer.user, author.id).await?,
             None => false,

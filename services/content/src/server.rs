@@ -18,6 +18,7 @@ use crate::{
     cursor::CursorCodec,
     events::UserEvents,
     grpc::{ContentGrpc, WriteLimit},
+    read_cache::{ReadCache, RelayInvalidation},
     service::Content as ContentUseCases,
 };
 
@@ -53,6 +54,11 @@ impl Service for Content {
         let identity = ServiceAuth::connect(Caller::Content, &config.authn, auth.clone())
             .await
             .map_err(|e| anyhow::anyhow!("authentication against {}: {e}", config.auth_url))?;
+        let cache = ReadCache::new(
+            identity.redis.clone(),
+            &config.authn.redis_prefix,
+            config.cache_ttl,
+        );
         let events = &config.events;
         let amqp_url = events.amqp_url.expose_secret();
         // Ended follows answer fan-outs of events as old as any still
@@ -65,19 +71,27 @@ impl Service for Content {
         .keep("past_follows", "unfollowed_at", events.retention);
         let relay = OutboxRelay::new(pool.clone(), amqp_url, &events.exchange)
             .poll_interval(events.relay_poll_interval)
-            .declare_queues(catalog::all(events, &config.events_queue_prefix));
+            .declare_queues(catalog::all(events, &config.events_queue_prefix))
+            .on_published(RelayInvalidation(cache.clone()));
         let consumer = Consumer::new(
             pool.clone(),
             amqp_url,
             catalog::content(events, &config.events_queue_prefix),
-            UserEvents,
+            UserEvents {
+                cache: cache.clone(),
+            },
         )
         .prefetch(events.prefetch);
         let content = ContentUseCases::new(
             pool.clone(),
             lists,
-            Authors::new(pool, grpc::client(auth, &identity.credentials)),
+            Authors::new(
+                pool,
+                grpc::client(auth, &identity.credentials),
+                cache.clone(),
+            ),
             CursorCodec::new(config.cursor_secret.expose_secret().as_bytes()),
+            cache,
         );
         let writes = WriteLimit {
             limiter: RateLimiter::new(identity.redis.clone(), config.authn.redis_prefix.clone()),

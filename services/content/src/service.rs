@@ -5,7 +5,7 @@
 
 use sqlx::PgPool;
 
-use crate::{authors::Authors, cursor::CursorCodec};
+use crate::{authors::Authors, cursor::CursorCodec, read_cache::ReadCache};
 
 pub struct Content {
     pub(crate) pool: PgPool,
@@ -14,15 +14,23 @@ pub struct Content {
     pub(crate) lists: PgPool,
     pub(crate) authors: Authors,
     pub(crate) cursors: CursorCodec,
+    pub(crate) cache: ReadCache,
 }
 
 impl Content {
-    pub fn new(pool: PgPool, lists: PgPool, authors: Authors, cursors: CursorCodec) -> Self {
+    pub fn new(
+        pool: PgPool,
+        lists: PgPool,
+        authors: Authors,
+        cursors: CursorCodec,
+        cache: ReadCache,
+    ) -> Self {
         Self {
             pool,
             lists,
             authors,
             cursors,
+            cache,
         }
     }
 }

@@ -12,6 +12,7 @@ use quill_server::{
     ServiceConfig as _,
     testing::{TestDb, TestServer},
 };
+use secrecy::ExposeSecret;
 use tonic::transport::Channel;
 
 use crate::{Config, server};
@@ -78,6 +79,18 @@ impl TestContent {
             .await
             .expect("set body");
         pool.close().await;
+        // What a write would do after its commit, or the cached article
+        // would hide the row for its TTL.
+        let redis = quill_platform::sessions::connect(self.config.authn.redis_url.expose_secret())
+            .await
+            .expect("redis");
+        crate::read_cache::ReadCache::new(
+            redis,
+            &self.config.authn.redis_prefix,
+            self.config.cache_ttl,
+        )
+        .invalidate(&[crate::read_cache::versions::article(slug)])
+        .await;
     }
 
     /// Stops the server and waits for it to drain.

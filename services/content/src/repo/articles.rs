@@ -3,10 +3,11 @@
 //! it and follows its author, all computed in the same statement.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, PgExecutor, PgPool};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone, FromRow, Serialize, Deserialize)]
 pub struct ArticleRow {
     pub id: Uuid,
     pub slug: String,
@@ -121,6 +122,27 @@ pub const FEED_COUNT_SQL: &str = concat!(
     visible!()
 );
 
+/// Of `articles` (ids) and `authors` (ids), those `viewer` favorited and
+/// follows: what one viewer sees of a page, in one statement.
+pub async fn viewer_marks(
+    db: impl PgExecutor<'_>,
+    viewer: Uuid,
+    articles: &[Uuid],
+    authors: &[Uuid],
+) -> Result<(Vec<Uuid>, Vec<Uuid>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT ARRAY(SELECT f.article_id FROM favorites f \
+                      WHERE f.user_id = $1 AND f.article_id = ANY($2)), \
+                ARRAY(SELECT fo.followee_id FROM follows fo \
+                      WHERE fo.follower_id = $1 AND fo.followee_id = ANY($3))",
+    )
+    .bind(viewer)
+    .bind(articles)
+    .bind(authors)
+    .fetch_one(db)
+    .await
+}
+
 /// Which articles a list is about.
 #[derive(Debug, Clone, Default)]
 pub struct ArticleFilter {
@@ -212,18 +234,17 @@ pub async fn as_written(
     .await
 }
 
+/// A visible article as anybody sees it (neither favorited nor followed).
 pub async fn by_slug(
     db: impl PgExecutor<'_>,
-    viewer: Option<Uuid>,
     slug: &str,
 ) -> Result<Option<ArticleRow>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
-        article_columns!("$1"),
-        "WHERE a.slug = $2 AND ",
+        article_columns!("NULL"),
+        "WHERE a.slug = $1 AND ",
         visible!()
     ))
-    .bind(viewer)
     .bind(slug)
     .fetch_optional(db)
     .await
@@ -425,15 +446,16 @@ pub async fn summary(
     .await
 }
 
+/// Idempotent; `true` when there was a favorite to remove.
 pub async fn unfavorite(
     db: impl PgExecutor<'_>,
     article_id: Uuid,
     user_id: Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM favorites WHERE article_id = $1 AND user_id = $2")
+) -> Result<bool, sqlx::Error> {
+    let deleted = sqlx::query("DELETE FROM favorites WHERE article_id = $1 AND user_id = $2")
         .bind(article_id)
         .bind(user_id)
         .execute(db)
         .await?;
-    Ok(())
+    Ok(deleted.rows_affected() == 1)
 }

@@ -3,10 +3,11 @@
 //! data was as copied (an event's time, or when auth was asked).
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, PgExecutor};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, FromRow, PartialEq, Eq)]
+#[derive(Debug, Clone, FromRow, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorRow {
     pub id: Uuid,
     pub username: String,
@@ -40,21 +41,21 @@ pub async fn by_username(
 /// Inserts or refreshes `authors` in one statement, with what auth told as
 /// of `as_of`: a row already holding a later state is left alone, so an
 /// event applied late (consumers run concurrently) or a lookup answered
-/// before a change cannot undo that change.
+/// before a change cannot undo that change. Returns how many rows it wrote.
 pub async fn upsert(
     db: impl PgExecutor<'_>,
     authors: &[AuthorRow],
     as_of: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
+) -> Result<u64, sqlx::Error> {
     if authors.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let ids: Vec<Uuid> = authors.iter().map(|a| a.id).collect();
     let usernames: Vec<&str> = authors.iter().map(|a| a.username.as_str()).collect();
     let bios: Vec<Option<&str>> = authors.iter().map(|a| a.bio.as_deref()).collect();
     let images: Vec<Option<&str>> = authors.iter().map(|a| a.image.as_deref()).collect();
     let banned: Vec<bool> = authors.iter().map(|a| a.banned).collect();
-    sqlx::query(
+    let written = sqlx::query(
         "INSERT INTO authors (id, username, bio, image, banned, refreshed_at) \
          SELECT id, username, bio, image, banned, $6 \
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[]) \
@@ -72,5 +73,5 @@ pub async fn upsert(
     .bind(as_of)
     .execute(db)
     .await?;
-    Ok(())
+    Ok(written.rows_affected())
 }

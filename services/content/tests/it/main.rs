@@ -5,6 +5,7 @@
 //! stays per test.
 
 mod articles;
+mod cache;
 mod errors;
 mod events;
 mod lists;

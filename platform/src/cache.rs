@@ -1,0 +1,422 @@
+//! Read-through caching in Redis, shared by every replica, with versioned
+//! invalidation.
+//!
+//! An entry names the *versions* it depends on (counters in Redis, such as
+//! "any article" or "the article with this slug"). It is stored together
+//! with the values those versions had when its loader began, and is good
+//! only while they still have them: one `MGET` reads the entry and the
+//! versions together, so a hit costs one round trip. A writer bumps the
+//! versions its change touched *after* its commit ([`Cache::invalidate`]);
+//! a loader that read the database before that commit had read the versions
+//! before the bump too, so what it stores is stale on arrival and never
+//! served. Deleting entries instead would race: a loader that read the old
+//! rows could store them after the delete.
+//!
+//! Versions start at a random value, not at zero: a version key that
+//! expired or was evicted comes back as a different number, so entries
+//! stored under its earlier life cannot match it by chance.
+//!
+//! Concurrent misses of one key in a process load it once (the others wait
+//! and then read what it stored). Redis being unreachable makes every read a
+//! load from the source, never an error. TTLs bound memory and the life of
+//! an entry whose invalidation was lost (a process dying between its commit
+//! and its bump; the events that also invalidate cover that case where a
+//! service wires them).
+//!
+//! Metrics: `cache_requests_total{cache, result}` with result `hit`, `miss`
+//! or `error` (Redis failed; the source answered).
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use redis::aio::ConnectionManager;
+use serde::{Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+use crate::metrics;
+
+/// How long a version key lives after its last bump or first read. Longer
+/// than any entry's TTL is not required: a version that lapses comes back
+/// as a new random value, which only turns its entries into misses.
+const VERSION_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a read waits on Redis before it asks the source instead: a
+/// Redis that is down or reconnecting must not make reads slow.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Redis did not answer (in time).
+#[derive(Debug, thiserror::Error)]
+enum Unavailable {
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    #[error("Redis gave no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> Result<T, Unavailable> {
+    tokio::time::timeout(REDIS_TIMEOUT, call)
+        .await
+        .map_err(|_| Unavailable::Timeout(REDIS_TIMEOUT))?
+        .map_err(Unavailable::from)
+}
+
+/// A counter entries depend on, named without the cache's prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Version(pub String);
+
+impl Version {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self(name.into())
+    }
+}
+
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    redis: ConnectionManager,
+    /// Every key starts with it: `{prefix}v:{version}`, `{prefix}e:{entry}`.
+    prefix: String,
+    ttl: Duration,
+    /// One gate per key being loaded in this process.
+    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// What one read of Redis found.
+struct Lookup<T> {
+    hit: Option<T>,
+    /// The versions now, in the order asked; `None` when a key is unset.
+    versions: Vec<Option<i64>>,
+}
+
+impl Cache {
+    /// Entries live at most `ttl` (at least one second).
+    pub fn new(redis: ConnectionManager, prefix: impl Into<String>, ttl: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                redis,
+                prefix: prefix.into(),
+                ttl: ttl.max(Duration::from_secs(1)),
+                flights: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The entry `key` of cache `name` (a metric label), or what `load`
+    /// returns, stored for the next reader unless it is an error. `load`
+    /// must read only what the `depends_on` versions cover.
+    pub async fn get_or_load<T, E, F, Fut>(
+        &self,
+        name: &'static str,
+        key: &str,
+        depends_on: &[Version],
+        load: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let entry = self.entry_key(key);
+        let lookup = match self.lookup::<T>(&entry, depends_on).await {
+            Ok(lookup) => lookup,
+            Err(e) => {
+                count(name, "error");
+                tracing::warn!(cache = name, error = %e, "cache unreachable; reading the source");
+                return load().await;
+            }
+        };
+        if let Some(value) = lookup.hit {
+            count(name, "hit");
+            return Ok(value);
+        }
+        let mut gate = self.gate(&entry);
+        let versions = match gate.try_lock() {
+            Ok(()) => lookup.versions,
+            // Another task of this process is loading it: wait, then take
+            // what it stored, or load if the source changed meanwhile.
+            Err(()) => {
+                gate.lock().await;
+                match self.lookup::<T>(&entry, depends_on).await {
+                    Ok(Lookup {
+                        hit: Some(value), ..
+                    }) => {
+                        count(name, "hit");
+                        return Ok(value);
+                    }
+                    Ok(Lookup { versions, .. }) => versions,
+                    Err(_) => {
+                        count(name, "error");
+                        return load().await;
+                    }
+                }
+            }
+        };
+        count(name, "miss");
+        let versions = self.loaded_versions(versions, depends_on).await;
+        self.load_and_store(&entry, versions, load).await
+    }
+
+    /// Makes every entry that depends on one of `versions` stale. Call it
+    /// after the commit of the change. Failures are logged, not returned:
+    /// the change is made, and entries expire within their TTL.
+    pub async fn invalidate(&self, versions: &[Version]) {
+        if versions.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for version in versions {
+            let key = self.version_key(version);
+            pipe.cmd("SET")
+                .arg(&key)
+                .arg(random_start())
+                .arg("NX")
+                .arg("EX")
+                .arg(VERSION_TTL.as_secs())
+                .ignore()
+                .cmd("INCR")
+                .arg(&key)
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(&key)
+                .arg(VERSION_TTL.as_secs())
+                .ignore();
+        }
+        let mut redis = self.inner.redis.clone();
+        if let Err(e) = bounded(pipe.query_async::<()>(&mut redis)).await {
+            tracing::warn!(error = %e, ?versions, "cache invalidation failed; entries expire by TTL");
+        }
+    }
+
+    async fn lookup<T: DeserializeOwned>(
+        &self,
+        entry: &str,
+        depends_on: &[Version],
+    ) -> Result<Lookup<T>, Unavailable> {
+        let mut keys = Vec::with_capacity(depends_on.len() + 1);
+        keys.push(entry.to_owned());
+        keys.extend(depends_on.iter().map(|v| self.version_key(v)));
+        let mut redis = self.inner.redis.clone();
+        let mut found: Vec<Option<Vec<u8>>> =
+            bounded(redis::cmd("MGET").arg(&keys).query_async(&mut redis)).await?;
+        let stored = found.remove(0);
+        let versions: Vec<Option<i64>> = found
+            .iter()
+            .map(|v| v.as_deref().and_then(parse_version))
+            .collect();
+        let hit = match (&stored, versions.iter().all(Option::is_some)) {
+            (Some(bytes), true) => decode(bytes, &versions),
+            _ => None,
+        };
+        Ok(Lookup { hit, versions })
+    }
+
+    /// The versions a load is stored under; unset ones are started first,
+    /// so the entry can be checked against them. `None` when Redis fails:
+    /// the load is then not stored.
+    async fn loaded_versions(
+        &self,
+        mut versions: Vec<Option<i64>>,
+        depends_on: &[Version],
+    ) -> Option<Vec<i64>> {
+        let unset: Vec<usize> = (0..versions.len())
+            .filter(|&i| versions[i].is_none())
+            .collect();
+        if !unset.is_empty() {
+            let mut pipe = redis::pipe();
+            for &i in &unset {
+                let key = self.version_key(&depends_on[i]);
+                pipe.cmd("SET")
+                    .arg(&key)
+                    .arg(random_start())
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(VERSION_TTL.as_secs())
+                    .ignore()
+                    .cmd("GET")
+                    .arg(&key);
+            }
+            let mut redis = self.inner.redis.clone();
+            let started: Vec<Option<Vec<u8>>> = bounded(pipe.query_async(&mut redis)).await.ok()?;
+            for (&i, value) in unset.iter().zip(started) {
+                versions[i] = value.as_deref().and_then(parse_version);
+            }
+        }
+        versions.into_iter().collect()
+    }
+
+    async fn load_and_store<T, E, F, Fut>(
+        &self,
+        entry: &str,
+        versions: Option<Vec<i64>>,
+        load: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let value = load().await?;
+        if let Some(versions) = versions {
+            match encode(&value, &versions) {
+                Ok(bytes) => {
+                    let mut redis = self.inner.redis.clone();
+                    let stored: Result<(), _> = bounded(
+                        redis::cmd("SET")
+                            .arg(entry)
+                            .arg(bytes)
+                            .arg("EX")
+                            .arg(self.inner.ttl.as_secs())
+                            .query_async(&mut redis),
+                    )
+                    .await;
+                    if let Err(e) = stored {
+                        tracing::warn!(error = %e, "could not store a cache entry");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not encode a cache entry"),
+            }
+        }
+        Ok(value)
+    }
+
+    /// This process's gate for loading `entry`; dropping it (and what it
+    /// locked) lets the next one in, and the last one out removes it.
+    fn gate(&self, entry: &str) -> Gate {
+        let mut flights = self.inner.flights.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = flights.entry(entry.to_owned()).or_default().clone();
+        Gate {
+            inner: self.inner.clone(),
+            entry: entry.to_owned(),
+            lock,
+            held: None,
+        }
+    }
+
+    fn entry_key(&self, key: &str) -> String {
+        format!("{}e:{key}", self.inner.prefix)
+    }
+
+    fn version_key(&self, version: &Version) -> String {
+        format!("{}v:{}", self.inner.prefix, version.0)
+    }
+
+    /// Keys being loaded right now in this process (for tests).
+    #[doc(hidden)]
+    pub fn loads_in_flight(&self) -> usize {
+        self.inner
+            .flights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+}
+
+/// One task's place in the queue to load an entry. Dropped on every path,
+/// a cancelled request's included, so the map never keeps a dead gate.
+struct Gate {
+    inner: Arc<Inner>,
+    entry: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Gate {
+    /// Enters at once when nobody is loading; `Err` when someone is.
+    fn try_lock(&mut self) -> Result<(), ()> {
+        let guard = self.lock.clone().try_lock_owned().map_err(|_| ())?;
+        self.held = Some(guard);
+        Ok(())
+    }
+
+    async fn lock(&mut self) {
+        self.held = Some(self.lock.clone().lock_owned().await);
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.held = None;
+        let mut flights = self.inner.flights.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's reference and this one: nobody else is waiting.
+        if Arc::strong_count(&self.lock) <= 2 {
+            flights.remove(&self.entry);
+        }
+    }
+}
+
+fn count(cache: &str, result: &str) {
+    metrics::get()
+        .cache_requests
+        .with_label_values(&[cache, result])
+        .inc();
+}
+
+/// 52 random bits: far from `i64::MAX`, so `INCR` never overflows.
+fn random_start() -> i64 {
+    (Uuid::new_v4().as_u128() >> 76) as i64
+}
+
+fn parse_version(bytes: &[u8]) -> Option<i64> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// `v1,v2,...\n` then the value as JSON.
+fn encode<T: Serialize>(value: &T, versions: &[i64]) -> serde_json::Result<Vec<u8>> {
+    let mut bytes = versions
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+        .into_bytes();
+    bytes.push(b'\n');
+    serde_json::to_writer(&mut bytes, value)?;
+    Ok(bytes)
+}
+
+/// The value, if it was stored under exactly `versions`.
+fn decode<T: DeserializeOwned>(bytes: &[u8], versions: &[Option<i64>]) -> Option<T> {
+    let split = bytes.iter().position(|&b| b == b'\n')?;
+    let (head, body) = (&bytes[..split], &bytes[split + 1..]);
+    let stored = std::str::from_utf8(head).ok()?;
+    let current = versions
+        .iter()
+        .map(|v| v.map(|v| v.to_string()).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(",");
+    if stored != current {
+        return None;
+    }
+    serde_json::from_slice(body).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_decodes_only_under_the_versions_it_was_stored_with() {
+        let bytes = encode(&vec!["a".to_owned()], &[7, 9]).unwrap();
+        assert_eq!(
+            decode::<Vec<String>>(&bytes, &[Some(7), Some(9)]),
+            Some(vec!["a".to_owned()])
+        );
+        assert_eq!(decode::<Vec<String>>(&bytes, &[Some(7), Some(10)]), None);
+        assert_eq!(decode::<Vec<String>>(&bytes, &[Some(79)]), None);
+        assert_eq!(decode::<Vec<String>>(&bytes, &[Some(7), None]), None);
+    }
+
+    #[test]
+    fn starts_leave_room_to_count() {
+        for _ in 0..1000 {
+            let start = random_start();
+            assert!((0..1 << 52).contains(&start));
+        }
+    }
+}

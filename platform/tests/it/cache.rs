@@ -1,0 +1,167 @@
+//! The read-through cache against the real Redis: what it serves, what makes
+//! it stale, and what it does when Redis is gone.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use quill_platform::{
+    cache::{Cache, Version},
+    testing::{TcpProxy, TestRedis},
+};
+
+async fn cache_at(url: &str, prefix: &str) -> Cache {
+    let redis = quill_platform::sessions::connect(url).await.expect("redis");
+    Cache::new(redis, prefix, Duration::from_secs(60))
+}
+
+/// Reads `key` (depending on `deps`) through `cache`, counting loads; the
+/// loaded value is `value`.
+async fn read(
+    cache: &Cache,
+    key: &str,
+    deps: &[Version],
+    loads: &AtomicUsize,
+    value: &str,
+) -> String {
+    cache
+        .get_or_load("test", key, deps, || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::convert::Infallible>(value.to_owned())
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_entry_is_served_until_a_version_it_depends_on_is_bumped() {
+    let redis = TestRedis::new();
+    let cache = cache_at(&redis.url, &redis.prefix).await;
+    let (article, other) = (Version::new("article:a"), Version::new("article:b"));
+    let deps = [article.clone(), Version::new("authors")];
+    let loads = AtomicUsize::new(0);
+
+    assert_eq!(read(&cache, "a", &deps, &loads, "first").await, "first");
+    assert_eq!(read(&cache, "a", &deps, &loads, "second").await, "first");
+    assert_eq!(loads.load(Ordering::SeqCst), 1, "the second read is a hit");
+
+    cache.invalidate(&[other]).await;
+    assert_eq!(read(&cache, "a", &deps, &loads, "third").await, "first");
+
+    cache.invalidate(&[article]).await;
+    assert_eq!(read(&cache, "a", &deps, &loads, "fourth").await, "fourth");
+    assert_eq!(read(&cache, "a", &deps, &loads, "fifth").await, "fourth");
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+}
+
+/// The race a delete-on-write cache loses: a reader loads the old row, the
+/// writer commits and invalidates, then the reader stores what it loaded.
+#[tokio::test]
+async fn what_was_loaded_before_a_commit_is_never_served_after_it() {
+    let redis = TestRedis::new();
+    let cache = cache_at(&redis.url, &redis.prefix).await;
+    let deps = [Version::new("article:a")];
+    let stale = cache
+        .get_or_load("test", "a", &deps, || async {
+            // The writer commits and bumps while this load is in flight.
+            cache.invalidate(&deps).await;
+            Ok::<_, std::convert::Infallible>("before the write".to_owned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(stale, "before the write", "the loader's own answer");
+    let loads = AtomicUsize::new(0);
+    assert_eq!(
+        read(&cache, "a", &deps, &loads, "after the write").await,
+        "after the write"
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn concurrent_misses_of_one_key_load_it_once() {
+    let redis = TestRedis::new();
+    let cache = cache_at(&redis.url, &redis.prefix).await;
+    let loads = Arc::new(AtomicUsize::new(0));
+    let readers = (0..20).map(|_| {
+        let (cache, loads) = (cache.clone(), loads.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_load("test", "hot", &[Version::new("articles")], || async {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok::<_, std::convert::Infallible>(42u32)
+                })
+                .await
+                .unwrap()
+        })
+    });
+    for answer in futures::future::join_all(readers).await {
+        assert_eq!(answer.unwrap(), 42);
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.loads_in_flight(), 0, "no gate outlives its loads");
+}
+
+#[tokio::test]
+async fn a_failed_load_is_not_stored() {
+    let redis = TestRedis::new();
+    let cache = cache_at(&redis.url, &redis.prefix).await;
+    let deps = [Version::new("articles")];
+    let failed: Result<String, &str> = cache
+        .get_or_load("test", "a", &deps, || async { Err("database down") })
+        .await;
+    assert_eq!(failed, Err("database down"));
+    let loads = AtomicUsize::new(0);
+    assert_eq!(read(&cache, "a", &deps, &loads, "loaded").await, "loaded");
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+}
+
+/// A version key that expired or was evicted restarts at a random value:
+/// the entries stored under its earlier life do not match it.
+#[tokio::test]
+async fn a_lost_version_makes_its_entries_misses() {
+    let redis = TestRedis::new();
+    let cache = cache_at(&redis.url, &redis.prefix).await;
+    let deps = [Version::new("article:a")];
+    let loads = AtomicUsize::new(0);
+    read(&cache, "a", &deps, &loads, "first").await;
+    redis.forget("v:").await;
+    // A writer's bump on the lost key must not land on the old value either.
+    cache.invalidate(&deps).await;
+    assert_eq!(read(&cache, "a", &deps, &loads, "second").await, "second");
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn without_redis_every_read_is_answered_by_the_source() {
+    let redis = TestRedis::new();
+    let upstream: SocketAddr = redis
+        .url
+        .trim_start_matches("redis://")
+        .parse()
+        .expect("TEST_REDIS_URL is redis://ip:port");
+    let proxy = TcpProxy::start(upstream).await;
+    let cache = cache_at(&format!("redis://{}", proxy.addr()), &redis.prefix).await;
+    let deps = [Version::new("articles")];
+    let loads = AtomicUsize::new(0);
+    read(&cache, "a", &deps, &loads, "cached").await;
+
+    proxy.cut();
+    for _ in 0..3 {
+        assert_eq!(read(&cache, "a", &deps, &loads, "source").await, "source");
+    }
+    // Bumps fail quietly: the write they follow is made.
+    cache.invalidate(&deps).await;
+    assert_eq!(loads.load(Ordering::SeqCst), 4);
+    let errors = quill_platform::metrics::get()
+        .cache_requests
+        .with_label_values(&["test", "error"])
+        .get();
+    assert_eq!(errors, 3);
+}

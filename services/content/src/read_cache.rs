@@ -1,0 +1,164 @@
+//! What content keeps in the Redis cache ([`quill_platform::cache`]), and
+//! which changes make it stale.
+//!
+//! Cached are the viewer-independent parts of the hot reads: an article by
+//! slug, a page of the article list (not a search), the tag list, a profile
+//! by username. What one viewer sees of them (`favorited`, `following`) is
+//! read per request, for a whole page in one statement.
+//!
+//! The versions they depend on:
+//! - `articles`: any article published, edited, deleted, favorited or
+//!   unfavorited (lists, counts and tags all follow from these);
+//! - `article:{slug}`: that article (under its old and its new slug when an
+//!   edit moves it);
+//! - `authors`: any change to the authors read-model (a name, bio, image or
+//!   ban shows in every article and profile).
+//!
+//! Each change bumps them twice: its writer right after its commit, so the
+//! writer reads its own write, and the outbox relay once the change's event
+//! is sent ([`RelayInvalidation`]), so a writer that died between its commit
+//! and its bump is covered by whichever replica sends its event. Changes to
+//! authors arrive as auth's events and bump after their consumer's commit.
+
+use std::time::Duration;
+
+use quill_events::{Published, async_trait};
+use quill_platform::cache::{Cache, Version};
+use quill_proto::events::v1::{Envelope, envelope::Payload};
+use serde::{Serialize, de::DeserializeOwned};
+
+/// The versions content's entries depend on.
+pub mod versions {
+    use quill_platform::cache::Version;
+
+    pub fn articles() -> Version {
+        Version::new("articles")
+    }
+
+    pub fn article(slug: &str) -> Version {
+        Version::new(format!("article:{slug}"))
+    }
+
+    pub fn authors() -> Version {
+        Version::new("authors")
+    }
+}
+
+/// Content's cache, or none (`CONTENT_CACHE_TTL_SECS=0`): every read then
+/// goes to the database.
+#[derive(Clone)]
+pub struct ReadCache {
+    cache: Option<Cache>,
+}
+
+impl ReadCache {
+    pub fn new(redis: redis::aio::ConnectionManager, prefix: &str, ttl: Duration) -> Self {
+        Self {
+            cache: (!ttl.is_zero()).then(|| Cache::new(redis, format!("{prefix}content:"), ttl)),
+        }
+    }
+
+    pub async fn get_or_load<T, E, F, Fut>(
+        &self,
+        name: &'static str,
+        key: &str,
+        depends_on: &[Version],
+        load: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        match &self.cache {
+            Some(cache) => cache.get_or_load(name, key, depends_on, load).await,
+            None => load().await,
+        }
+    }
+
+    /// After the commit of a change to what `versions` cover.
+    pub async fn invalidate(&self, versions: &[Version]) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(versions).await;
+        }
+    }
+}
+
+/// The versions a content event's change makes stale.
+pub fn changed_by(payload: &Payload) -> Vec<Version> {
+    let article = |snapshot: &Option<quill_proto::events::v1::ArticleSnapshot>| {
+        snapshot.as_ref().map(|a| versions::article(&a.slug))
+    };
+    match payload {
+        Payload::ArticlePublished(e) => [Some(versions::articles()), article(&e.article)]
+            .into_iter()
+            .flatten()
+            .collect(),
+        Payload::ArticleUpdated(e) => [
+            Some(versions::articles()),
+            article(&e.article),
+            e.previous_slug.as_deref().map(versions::article),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        Payload::ArticleDeleted(e) => vec![versions::articles(), versions::article(&e.slug)],
+        Payload::ArticleFavorited(e) => [Some(versions::articles()), article(&e.article)]
+            .into_iter()
+            .flatten()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The relay's half of invalidation: what each sent event changed.
+pub struct RelayInvalidation(pub ReadCache);
+
+#[async_trait]
+impl Published for RelayInvalidation {
+    async fn published(&self, events: &[Envelope]) {
+        let mut stale: Vec<Version> = events
+            .iter()
+            .filter_map(|e| e.payload.as_ref())
+            .flat_map(changed_by)
+            .collect();
+        stale.sort();
+        stale.dedup();
+        self.0.invalidate(&stale).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quill_proto::events::v1::{ArticleDeleted, ArticleSnapshot, ArticleUpdated, CommentAdded};
+
+    use super::*;
+
+    #[test]
+    fn an_edit_that_moves_an_article_stales_both_slugs() {
+        let moved = Payload::ArticleUpdated(ArticleUpdated {
+            article: Some(ArticleSnapshot {
+                slug: "new".into(),
+                ..Default::default()
+            }),
+            previous_slug: Some("old".into()),
+        });
+        assert_eq!(
+            changed_by(&moved),
+            vec![
+                versions::articles(),
+                versions::article("new"),
+                versions::article("old")
+            ]
+        );
+        let deleted = Payload::ArticleDeleted(ArticleDeleted {
+            slug: "gone".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            changed_by(&deleted),
+            vec![versions::articles(), versions::article("gone")]
+        );
+        assert!(changed_by(&Payload::CommentAdded(CommentAdded::default())).is_empty());
+    }
+}

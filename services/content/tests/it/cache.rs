@@ -1,0 +1,315 @@
+//! The read cache: reads are served from Redis, and no answer it holds
+//! survives a write, whoever reads next and whichever way the write came
+//! (this writer, a writer that died after its commit, auth's events).
+
+use std::time::Duration;
+
+use quill_events::{enqueue, new_envelope};
+use quill_proto::{
+    content::v1 as pb,
+    events::v1::{ArticleSnapshot, ArticleUpdated, envelope::Payload},
+};
+use tonic::Code;
+
+use crate::support::{World, as_user, assert_code, titles};
+
+fn hits(cache: &str) -> u64 {
+    quill_platform::metrics::get()
+        .cache_requests
+        .with_label_values(&[cache, "hit"])
+        .get()
+}
+
+async fn tags(world: &World) -> Vec<String> {
+    world
+        .client()
+        .list_tags(pb::ListTagsRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .tags
+}
+
+/// Waits until the relay has sent every event, and so made its second
+/// bump of what they changed.
+async fn relayed(world: &World) {
+    let pool = sqlx::PgPool::connect(&world.content.db.url).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while quill_events::backlog(&pool).await.unwrap() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the outbox drains");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pool.close().await;
+    // The bump follows the relay's commit by one Redis round trip.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+async fn newest(world: &World) -> pb::ListArticlesResponse {
+    world
+        .list(
+            None,
+            pb::ListArticlesRequest {
+                limit: 5,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_reads_are_served_from_the_cache() {
+    let world = World::start().await;
+    let alice = world.user("alice").await;
+    let article = world.article_by(&alice, "Cached", &["rust"]).await;
+    relayed(&world).await;
+    for _ in 0..3 {
+        world.get(None, &article.slug).await.unwrap();
+        newest(&world).await;
+        tags(&world).await;
+    }
+    // The first of each read loads; the other two are hits.
+    assert_eq!(hits("article"), 2);
+    assert_eq!(hits("list"), 2);
+    assert_eq!(hits("tags"), 2);
+}
+
+/// Every write is seen by the very next read, with no waiting: its writer
+/// makes what it changed stale right after its commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cached_answer_survives_a_write() {
+    let world = World::start().await;
+    let (alice, bob) = (world.user("alice").await, world.user("bob").await);
+    let article = world.article_by(&alice, "First", &["rust"]).await;
+    let slug = article.slug.clone();
+    // Warm every cache a write below must make stale.
+    world.get(None, &slug).await.unwrap();
+    assert_eq!(titles(&newest(&world).await), ["First"]);
+    assert_eq!(tags(&world).await, ["rust"]);
+
+    // A new article: lists, counts and tags.
+    world.article_by(&bob, "Second", &["grpc"]).await;
+    let page = newest(&world).await;
+    assert_eq!(titles(&page), ["Second", "First"]);
+    assert_eq!(page.articles_count, 2);
+    assert_eq!(tags(&world).await, ["grpc", "rust"]);
+
+    // An edit: the article and the lists that show it.
+    world
+        .client()
+        .update_article(as_user(
+            &alice,
+            pb::UpdateArticleRequest {
+                slug: slug.clone(),
+                body: Some("Edited.".into()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(world.get(None, &slug).await.unwrap().body, "Edited.");
+    assert_eq!(newest(&world).await.articles[1].body, "Edited.");
+
+    // A favorite, and its withdrawal (which no event announces).
+    world
+        .client()
+        .favorite_article(as_user(
+            &bob,
+            pb::FavoriteArticleRequest { slug: slug.clone() },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(world.get(None, &slug).await.unwrap().favorites_count, 1);
+    assert_eq!(newest(&world).await.articles[1].favorites_count, 1);
+    world
+        .client()
+        .unfavorite_article(as_user(
+            &bob,
+            pb::UnfavoriteArticleRequest { slug: slug.clone() },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(world.get(None, &slug).await.unwrap().favorites_count, 0);
+    assert_eq!(newest(&world).await.articles[1].favorites_count, 0);
+
+    // A new title moves the article: the old slug is gone at once.
+    let moved = world
+        .client()
+        .update_article(as_user(
+            &alice,
+            pb::UpdateArticleRequest {
+                slug: slug.clone(),
+                title: Some("Renamed".into()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(moved.slug, slug);
+    assert_code(world.get(None, &slug).await, Code::NotFound);
+    assert_eq!(world.get(None, &moved.slug).await.unwrap().title, "Renamed");
+
+    // A deletion.
+    world
+        .client()
+        .delete_article(as_user(
+            &alice,
+            pb::DeleteArticleRequest {
+                slug: moved.slug.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    assert_code(world.get(None, &moved.slug).await, Code::NotFound);
+    let page = newest(&world).await;
+    assert_eq!(titles(&page), ["Second"]);
+    assert_eq!(page.articles_count, 1);
+    assert_eq!(tags(&world).await, ["grpc"]);
+}
+
+/// The cached part is the same for everybody; each viewer's marks are
+/// their own, never another's that the cache happened to keep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_viewer_sees_their_own_marks_on_a_cached_answer() {
+    let world = World::start().await;
+    let (alice, bob, carol) = (
+        world.user("alice").await,
+        world.user("bob").await,
+        world.user("carol").await,
+    );
+    let article = world.article_by(&alice, "Shared", &[]).await;
+    world
+        .client()
+        .favorite_article(as_user(
+            &bob,
+            pb::FavoriteArticleRequest {
+                slug: article.slug.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    world.follow(&bob, &alice).await;
+
+    for _ in 0..2 {
+        let seen_by_bob = world.get(Some(&bob), &article.slug).await.unwrap();
+        assert!(seen_by_bob.favorited);
+        assert!(seen_by_bob.author.unwrap().following);
+        let seen_by_carol = world.get(Some(&carol), &article.slug).await.unwrap();
+        assert!(!seen_by_carol.favorited);
+        assert!(!seen_by_carol.author.unwrap().following);
+        let bobs_page = world
+            .list(Some(&bob), pb::ListArticlesRequest::default())
+            .await
+            .unwrap();
+        assert!(bobs_page.articles[0].favorited);
+        assert!(bobs_page.articles[0].author.as_ref().unwrap().following);
+        let carols_page = world
+            .list(Some(&carol), pb::ListArticlesRequest::default())
+            .await
+            .unwrap();
+        assert!(!carols_page.articles[0].favorited);
+        assert!(!carols_page.articles[0].author.as_ref().unwrap().following);
+    }
+    assert!(hits("article") >= 2 && hits("list") >= 2);
+
+    world.unfollow(&bob, &alice).await;
+    assert!(
+        !world
+            .get(Some(&bob), &article.slug)
+            .await
+            .unwrap()
+            .author
+            .unwrap()
+            .following
+    );
+}
+
+/// A writer that dies between its commit and its bump leaves its event in
+/// the outbox: the relay, sending it, makes the change visible well before
+/// the entry's TTL (five minutes) would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_makes_stale_what_a_dead_writer_left_cached() {
+    let world = World::start().await;
+    let alice = world.user("alice").await;
+    let article = world.article_by(&alice, "Before", &[]).await;
+    assert_eq!(
+        world.get(None, &article.slug).await.unwrap().title,
+        "Before"
+    );
+
+    // The writer's transaction, committed; its bump never made.
+    let pool = sqlx::PgPool::connect(&world.content.db.url).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("UPDATE articles SET title = 'After' WHERE slug = $1")
+        .bind(&article.slug)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let updated = Payload::ArticleUpdated(ArticleUpdated {
+        article: Some(ArticleSnapshot {
+            id: article.id.clone(),
+            slug: article.slug.clone(),
+            title: "After".into(),
+            ..Default::default()
+        }),
+        previous_slug: None,
+    });
+    enqueue(&mut tx, &new_envelope("content", updated))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    pool.close().await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while world.get(None, &article.slug).await.unwrap().title != "After" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay did not make the cached article stale"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A profile is cached per username; auth's events about its user make it
+/// stale once content has applied them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_change_in_auth_reaches_the_cached_profile() {
+    let world = World::start().await;
+    let alice = world.user("alice").await;
+    world.article_by(&alice, "Mine", &[]).await;
+    let profile = || async {
+        world
+            .client()
+            .get_profile(pb::GetProfileRequest {
+                username: "alice".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    assert_eq!(profile().await.bio, None);
+    assert_eq!(profile().await.bio, None);
+    assert!(hits("profile") >= 1);
+
+    world
+        .auth
+        .client()
+        .update_user(as_user(
+            &alice,
+            quill_proto::auth::v1::UpdateUserRequest {
+                bio: Some("Writes about caches.".into()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while profile().await.bio.as_deref() != Some("Writes about caches.") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bio did not reach the cached profile"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
