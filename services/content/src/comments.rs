@@ -2,6 +2,7 @@
 //! article's author or a moderator may delete.
 
 use quill_proto::events::v1::{CommentAdded, envelope::Payload};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
@@ -9,6 +10,7 @@ use crate::{
     error::ContentError,
     events::{announce, article_snapshot},
     policy::{self, Caller},
+    read_cache::{changed_by, versions},
     repo::{
         articles as article_repo,
         comments::{self as repo, CommentPage, CommentRow},
@@ -24,7 +26,7 @@ pub struct CommentQuery {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct CommentList {
     pub comments: Vec<CommentRow>,
     /// Present when more comments follow this page.
@@ -48,24 +50,24 @@ impl Content {
         let comment = repo::insert(&mut *tx, article.id, caller.user, &body).await?;
         // The article's author comes with it, so notification can tell them.
         let snapshot = article_snapshot(&mut tx, article.id).await?;
-        announce(
-            &mut tx,
-            Payload::CommentAdded(CommentAdded {
-                comment_id: comment.id,
-                body: comment.body.clone(),
-                commenter_id: commenter.id.to_string(),
-                commenter_username: commenter.username,
-                article: Some(snapshot),
-            }),
-        )
-        .await?;
+        let added = Payload::CommentAdded(CommentAdded {
+            comment_id: comment.id,
+            body: comment.body.clone(),
+            commenter_id: commenter.id.to_string(),
+            commenter_username: commenter.username,
+            article: Some(snapshot),
+        });
+        let stale = changed_by(&added);
+        announce(&mut tx, added).await?;
         quill_events::outbox::commit(tx).await?;
+        self.cache.invalidate(&stale).await;
         Ok((comment, article.slug))
     }
 
-    /// A page of the article's comments, newest first, with `following`
-    /// for `viewer`; banned authors' comments are left out, and a banned
-    /// author's article has none. A cursor replaces the offset.
+    /// A page of the article's comments, newest first, as anybody sees it
+    /// (cached), then with `following` for `viewer`; banned authors'
+    /// comments are left out, and a banned author's article has none. A
+    /// cursor replaces the offset.
     pub async fn comments(
         &self,
         viewer: Option<Uuid>,
@@ -92,10 +94,47 @@ impl Content {
             },
             before,
         };
+        let key = format!(
+            "comments:{slug}:{}:{}:{}",
+            page.limit,
+            page.offset,
+            page.before.map(|id| id.to_string()).unwrap_or_default()
+        );
+        let mut list = self
+            .cache
+            .get_or_load(
+                "comments",
+                &key,
+                &[
+                    versions::article(slug),
+                    versions::comments(slug),
+                    versions::authors(),
+                ],
+                || self.load_comments(slug, page),
+            )
+            .await?;
+        if let Some(viewer) = viewer.filter(|_| !list.comments.is_empty()) {
+            let mut authors: Vec<Uuid> = list.comments.iter().map(|c| c.author_id).collect();
+            authors.sort_unstable();
+            authors.dedup();
+            let (_, following) =
+                article_repo::viewer_marks(&self.pool, viewer, &[], &authors).await?;
+            for comment in &mut list.comments {
+                comment.following = following.contains(&comment.author_id);
+            }
+        }
+        Ok(list)
+    }
+
+    async fn load_comments(
+        &self,
+        slug: &str,
+        page: CommentPage,
+    ) -> Result<CommentList, ContentError> {
         let article = article_repo::key(&self.pool, slug)
             .await?
             .ok_or(ContentError::NotFound("article"))?;
-        let mut comments = repo::for_article(&self.lists, article.id, viewer, page).await?;
+        let mut comments = repo::for_article(&self.lists, article.id, None, page).await?;
         let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
         let more = comments.len() > limit;
         comments.truncate(limit);
@@ -148,6 +187,10 @@ impl Content {
         policy::may_delete_comment(caller, author, article.author_id)?;
         repo::delete(&mut *tx, id).await?;
         tx.commit().await?;
+        // Not announced, so only this writer makes it stale.
+        self.cache
+            .invalidate(&[versions::comments(&article.slug)])
+            .await;
         Ok(())
     }
 }

@@ -2,8 +2,8 @@
 //! which changes make it stale.
 //!
 //! Cached are the viewer-independent parts of the hot reads: an article by
-//! slug, a page of the article list (not a search), the tag list, a profile
-//! by username. What one viewer sees of them (`favorited`, `following`) is
+//! slug, a page of the article list (not a search), a page of an article's
+//! comments, the tag list, a profile by username. What one viewer sees of them (`favorited`, `following`) is
 //! read per request, for a whole page in one statement.
 //!
 //! The versions they depend on:
@@ -11,6 +11,7 @@
 //!   unfavorited (lists, counts and tags all follow from these);
 //! - `article:{slug}`: that article (under its old and its new slug when an
 //!   edit moves it);
+//! - `comments:{slug}`: a comment added to or deleted from that article;
 //! - `authors`: any change to the authors read-model (a name, bio, image or
 //!   ban shows in every article and profile).
 //!
@@ -37,6 +38,10 @@ pub mod versions {
 
     pub fn article(slug: &str) -> Version {
         Version::new(format!("article:{slug}"))
+    }
+
+    pub fn comments(slug: &str) -> Version {
+        Version::new(format!("comments:{slug}"))
     }
 
     pub fn authors() -> Version {
@@ -107,6 +112,11 @@ pub fn changed_by(payload: &Payload) -> Vec<Version> {
             .into_iter()
             .flatten()
             .collect(),
+        Payload::CommentAdded(e) => e
+            .article
+            .iter()
+            .map(|a| versions::comments(&a.slug))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -159,6 +169,17 @@ mod tests {
             changed_by(&deleted),
             vec![versions::articles(), versions::article("gone")]
         );
-        assert!(changed_by(&Payload::CommentAdded(CommentAdded::default())).is_empty());
+        let commented = Payload::CommentAdded(CommentAdded {
+            article: Some(ArticleSnapshot {
+                slug: "talked-about".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            changed_by(&commented),
+            vec![versions::comments("talked-about")]
+        );
+        assert!(changed_by(&Payload::UserFollowed(Default::default())).is_empty());
     }
 }

@@ -1,11 +1,12 @@
 //! Comments on articles.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, PgExecutor};
 use uuid::Uuid;
 
 /// A comment with its author's profile as the viewer sees it.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone, FromRow, Serialize, Deserialize)]
 pub struct CommentRow {
     pub id: i64,
     pub body: String,

@@ -67,11 +67,20 @@ async fn repeated_reads_are_served_from_the_cache() {
         world.get(None, &article.slug).await.unwrap();
         newest(&world).await;
         tags(&world).await;
+        world
+            .client()
+            .list_comments(pb::ListCommentsRequest {
+                slug: article.slug.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
     }
     // The first of each read loads; the other two are hits.
     assert_eq!(hits("article"), 2);
     assert_eq!(hits("list"), 2);
     assert_eq!(hits("tags"), 2);
+    assert_eq!(hits("comments"), 2);
 }
 
 /// Every write is seen by the very next read, with no waiting: its writer
@@ -312,4 +321,55 @@ async fn a_profile_change_in_auth_reaches_the_cached_profile() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_comments_follow_every_comment_added_or_deleted() {
+    let world = World::start().await;
+    let (alice, bob) = (world.user("alice").await, world.user("bob").await);
+    let article = world.article_by(&alice, "Talk", &[]).await;
+    let bodies = || async {
+        world
+            .client()
+            .list_comments(as_user(
+                &alice,
+                pb::ListCommentsRequest {
+                    slug: article.slug.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .comments
+            .into_iter()
+            .map(|c| (c.body, c.author.unwrap().following))
+            .collect::<Vec<_>>()
+    };
+    assert!(bodies().await.is_empty());
+    let comment = |body: &str| pb::AddCommentRequest {
+        slug: article.slug.clone(),
+        body: body.to_owned(),
+    };
+    let first = world
+        .client()
+        .add_comment(as_user(&bob, comment("First")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bodies().await, [("First".to_owned(), false)]);
+    world.follow(&alice, &bob).await;
+    assert_eq!(bodies().await, [("First".to_owned(), true)]);
+    world
+        .client()
+        .delete_comment(as_user(
+            &bob,
+            pb::DeleteCommentRequest {
+                slug: article.slug.clone(),
+                id: first.id,
+            },
+        ))
+        .await
+        .unwrap();
+    assert!(bodies().await.is_empty());
 }
