@@ -103,6 +103,12 @@ async fn serve(
             },
             () = &mut stop_listening => break,
         };
+        // Answers go out as they are written: with Nagle's algorithm, the
+        // last piece of a body written in several (a compressed stream)
+        // waits for the client's delayed ACK, 40 ms on Linux.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));

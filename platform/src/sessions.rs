@@ -192,7 +192,13 @@ fn decode(value: &str) -> Option<SessionStatus> {
 
 /// Connects to Redis with a manager that reconnects by itself.
 pub async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
-    let client = redis::Client::open(url)?;
+    use redis::{IntoConnectionInfo, io::tcp::TcpSettings};
+    // Many requests share this connection: with Nagle's algorithm each
+    // command written while another is unanswered waits for an ACK.
+    let info = url
+        .into_connection_info()?
+        .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+    let client = redis::Client::open(info)?;
     crate::retry::with_backoff("connecting to Redis", 10, || {
         ConnectionManager::new(client.clone())
     })
