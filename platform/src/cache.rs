@@ -163,6 +163,96 @@ impl Cache {
         self.load_and_store(&entry, versions, load).await
     }
 
+    /// Several entries of cache `name` in one round trip: each `(key,
+    /// depends_on)` of `entries` is answered from Redis or by one call of
+    /// `load`, which gets the positions of the misses and returns their
+    /// values in that order (`None`: nothing to store, nothing to answer).
+    /// Concurrent misses are not shared here, unlike [`Self::get_or_load`]:
+    /// one page's misses are loaded together in a single statement.
+    pub async fn get_many_or_load<T, E, F, Fut>(
+        &self,
+        name: &'static str,
+        entries: &[(String, Vec<Version>)],
+        load: F,
+    ) -> Result<Vec<Option<T>>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Vec<usize>) -> Fut,
+        Fut: Future<Output = Result<Vec<Option<T>>, E>>,
+    {
+        let mut versions: Vec<&Version> = entries.iter().flat_map(|(_, deps)| deps).collect();
+        versions.sort();
+        versions.dedup();
+        let mut keys: Vec<String> = entries.iter().map(|(key, _)| self.entry_key(key)).collect();
+        keys.extend(versions.iter().map(|v| self.version_key(v)));
+        let mut redis = self.inner.redis.clone();
+        let found: Result<Vec<Option<Vec<u8>>>, _> =
+            bounded(redis::cmd("MGET").arg(&keys).query_async(&mut redis)).await;
+        let Ok(mut found) = found else {
+            count_n(name, "error", entries.len());
+            return load((0..entries.len()).collect()).await;
+        };
+        let current: Vec<Option<i64>> = found
+            .split_off(entries.len())
+            .iter()
+            .map(|v| v.as_deref().and_then(parse_version))
+            .collect();
+        let current = self
+            .loaded_versions(
+                current,
+                &versions.iter().map(|v| (*v).clone()).collect::<Vec<_>>(),
+            )
+            .await;
+        let versions_of = |deps: &[Version]| -> Option<Vec<i64>> {
+            let current = current.as_ref()?;
+            deps.iter()
+                .map(|dep| versions.binary_search(&dep).ok().map(|i| current[i]))
+                .collect()
+        };
+        let mut answers: Vec<Option<T>> = Vec::with_capacity(entries.len());
+        let mut misses = Vec::new();
+        for (i, ((_, deps), stored)) in entries.iter().zip(found).enumerate() {
+            let hit = match (stored, versions_of(deps)) {
+                (Some(bytes), Some(now)) => {
+                    decode(&bytes, &now.into_iter().map(Some).collect::<Vec<_>>())
+                }
+                _ => None,
+            };
+            if hit.is_none() {
+                misses.push(i);
+            }
+            answers.push(hit);
+        }
+        count_n(name, "hit", entries.len() - misses.len());
+        count_n(name, "miss", misses.len());
+        if misses.is_empty() {
+            return Ok(answers);
+        }
+        let loaded = load(misses.clone()).await?;
+        let mut pipe = redis::pipe();
+        for (&i, value) in misses.iter().zip(loaded) {
+            let (key, deps) = &entries[i];
+            if let (Some(value), Some(now)) = (&value, versions_of(deps)) {
+                match encode(value, &now) {
+                    Ok(bytes) => {
+                        pipe.cmd("SET")
+                            .arg(self.entry_key(key))
+                            .arg(bytes)
+                            .arg("EX")
+                            .arg(self.inner.ttl.as_secs())
+                            .ignore();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not encode a cache entry"),
+                }
+            }
+            answers[i] = value;
+        }
+        if let Err(e) = bounded(pipe.query_async::<()>(&mut redis)).await {
+            tracing::warn!(error = %e, "could not store cache entries");
+        }
+        Ok(answers)
+    }
+
     /// Makes every entry that depends on one of `versions` stale. Call it
     /// after the commit of the change. Failures are logged, not returned:
     /// the change is made, and entries expire within their TTL.
@@ -352,10 +442,16 @@ impl Drop for Gate {
 }
 
 fn count(cache: &str, result: &str) {
-    metrics::get()
-        .cache_requests
-        .with_label_values(&[cache, result])
-        .inc();
+    count_n(cache, result, 1);
+}
+
+fn count_n(cache: &str, result: &str, n: usize) {
+    if n > 0 {
+        metrics::get()
+            .cache_requests
+            .with_label_values(&[cache, result])
+            .inc_by(n as u64);
+    }
 }
 
 /// 52 random bits: far from `i64::MAX`, so `INCR` never overflows.

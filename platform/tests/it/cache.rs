@@ -165,3 +165,54 @@ async fn without_redis_every_read_is_answered_by_the_source() {
         .get();
     assert_eq!(errors, 3);
 }
+
+#[tokio::test]
+async fn a_batch_loads_only_its_misses_and_shares_entries_with_single_reads() {
+    let redis = TestRedis::new();
+    let cache = cache_at(&redis.url, &redis.prefix).await;
+    let deps = |k: &str| {
+        vec![
+            Version::new(format!("article:{k}")),
+            Version::new("authors"),
+        ]
+    };
+    let loads = AtomicUsize::new(0);
+    read(&cache, "a", &deps("a"), &loads, "a from one read").await;
+    let entries = vec![("a".to_owned(), deps("a")), ("b".to_owned(), deps("b"))];
+    let batch = |expect: Vec<usize>| {
+        let cache = cache.clone();
+        let entries = entries.clone();
+        async move {
+            cache
+                .get_many_or_load("test", &entries, |misses| async move {
+                    assert_eq!(misses, expect);
+                    Ok::<_, std::convert::Infallible>(
+                        misses
+                            .iter()
+                            .map(|&i| Some(format!("{i} loaded")))
+                            .collect(),
+                    )
+                })
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        batch(vec![1]).await,
+        [
+            Some("a from one read".to_owned()),
+            Some("1 loaded".to_owned())
+        ]
+    );
+    cache.invalidate(&[Version::new("article:a")]).await;
+    assert_eq!(
+        batch(vec![0]).await,
+        [Some("0 loaded".to_owned()), Some("1 loaded".to_owned())]
+    );
+    cache.invalidate(&[Version::new("authors")]).await;
+    batch(vec![0, 1]).await;
+    assert_eq!(
+        read(&cache, "b", &deps("b"), &loads, "unused").await,
+        "1 loaded"
+    );
+}

@@ -2,6 +2,8 @@
 //! (filtered list, search, feed) with RealWorld's limit/offset and an opaque
 //! keyset cursor for deep pages.
 
+use std::collections::HashMap;
+
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use quill_proto::events::v1::{
     ArticleDeleted, ArticleFavorited, ArticlePublished, ArticleUpdated, envelope::Payload,
@@ -347,8 +349,38 @@ impl Content {
         let after = self.position(cursor, &mut violations);
         validation::finish(violations)?;
         let page = page_request(limit, offset, after);
-        let result = repo::feed(&self.lists, caller.user, page).await?;
-        self.page(result, page.limit, true).await
+        let (total, slugs) = repo::feed_slugs(&self.pool, caller.user, page).await?;
+        let mut rows = self.articles_by_slug(&slugs).await?;
+        self.mark_for(Some(caller.user), &mut rows).await?;
+        self.page(ArticlePage { rows, total }, page.limit, true)
+            .await
+    }
+
+    /// These articles, in this order, as anybody sees them: from the
+    /// cache (the entries `article` keeps), the misses read in one
+    /// statement. Those gone meanwhile are left out.
+    async fn articles_by_slug(&self, slugs: &[String]) -> Result<Vec<ArticleRow>, ContentError> {
+        let entries: Vec<_> = slugs
+            .iter()
+            .map(|slug| {
+                (
+                    format!("article:{slug}"),
+                    vec![versions::article(slug), versions::authors()],
+                )
+            })
+            .collect();
+        let found = self
+            .cache
+            .get_many_or_load("article", &entries, |misses: Vec<usize>| async move {
+                let wanted: Vec<String> = misses.iter().map(|&i| slugs[i].clone()).collect();
+                let mut rows = repo::by_slugs(&self.pool, &wanted).await?;
+                self.fill_authors(&mut rows).await?;
+                let mut by_slug: HashMap<String, ArticleRow> =
+                    rows.into_iter().map(|r| (r.slug.clone(), r)).collect();
+                Ok::<_, ContentError>(wanted.iter().map(|s| by_slug.remove(s)).collect())
+            })
+            .await?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     /// The `limit` most used tags (0: the default), at most

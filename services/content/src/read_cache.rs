@@ -81,6 +81,23 @@ impl ReadCache {
         }
     }
 
+    pub async fn get_many_or_load<T, E, F, Fut>(
+        &self,
+        name: &'static str,
+        entries: &[(String, Vec<Version>)],
+        load: F,
+    ) -> Result<Vec<Option<T>>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Vec<usize>) -> Fut,
+        Fut: Future<Output = Result<Vec<Option<T>>, E>>,
+    {
+        match &self.cache {
+            Some(cache) => cache.get_many_or_load(name, entries, load).await,
+            None => load((0..entries.len()).collect()).await,
+        }
+    }
+
     /// After the commit of a change to what `versions` cover.
     pub async fn invalidate(&self, versions: &[Version]) {
         if let Some(cache) = &self.cache {

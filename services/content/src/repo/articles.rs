@@ -103,23 +103,20 @@ pub const LIST_PAGE_SQL: &str = concat!(
 /// How many articles match the list filters $1-$4.
 pub const LIST_COUNT_SQL: &str = concat!("SELECT count(*) FROM articles a ", list_filters!());
 
-/// Articles by authors `$1` follows; keyset position $2/$3, limit $4, offset $5.
-pub const FEED_PAGE_SQL: &str = concat!(
-    "SELECT ",
-    article_columns!("$1"),
-    "WHERE a.author_id = ANY (ARRAY( \
-         SELECT fo.followee_id FROM follows fo WHERE fo.follower_id = $1)) \
+/// Which articles a page of `$1`'s feed holds, and how many the feed has:
+/// the slugs (keyset position $2/$3, limit $4, offset $5) and the count in
+/// one round trip. The articles themselves come from the cache.
+pub const FEED_SLUGS_SQL: &str = concat!(
+    "SELECT (",
+    "SELECT count(*) FROM articles a WHERE a.author_id = ANY (ARRAY( \
+     SELECT fo.followee_id FROM follows fo WHERE fo.follower_id = $1)) AND ",
+    visible!(),
+    "), ARRAY(SELECT a.slug FROM articles a WHERE a.author_id = ANY (ARRAY( \
+       SELECT fo.followee_id FROM follows fo WHERE fo.follower_id = $1)) \
        AND ",
     visible!(),
     "AND ($2::timestamptz IS NULL OR (a.created_at, a.id) < ($2, $3::uuid)) \
-     ORDER BY a.created_at DESC, a.id DESC \
-     LIMIT $4 OFFSET $5"
-);
-
-pub const FEED_COUNT_SQL: &str = concat!(
-    "SELECT count(*) FROM articles a WHERE a.author_id = ANY (ARRAY( \
-     SELECT fo.followee_id FROM follows fo WHERE fo.follower_id = $1)) AND ",
-    visible!()
+     ORDER BY a.created_at DESC, a.id DESC LIMIT $4 OFFSET $5)"
 );
 
 /// Of `articles` (ids) and `authors` (ids), those `viewer` favorited and
@@ -196,24 +193,36 @@ pub async fn list(
     Ok(ArticlePage { rows, total })
 }
 
-/// The feed of `follower`: exactly two statements, the page and the count.
-pub async fn feed(
-    db: &PgPool,
+/// The feed of `follower` as slugs (up to `limit + 1`) and its size.
+pub async fn feed_slugs(
+    db: impl PgExecutor<'_>,
     follower: Uuid,
     page: PageRequest,
-) -> Result<ArticlePage, sqlx::Error> {
-    let rows = sqlx::query_as(FEED_PAGE_SQL)
+) -> Result<(i64, Vec<String>), sqlx::Error> {
+    sqlx::query_as(FEED_SLUGS_SQL)
         .bind(follower)
         .bind(page.after.map(|(at, _)| at))
         .bind(page.after.map(|(_, id)| id))
         .bind(page.limit + 1)
         .bind(page.offset)
-        .fetch_all(db);
-    let total = sqlx::query_scalar(FEED_COUNT_SQL)
-        .bind(follower)
-        .fetch_one(db);
-    let (rows, total) = tokio::try_join!(rows, total)?;
-    Ok(ArticlePage { rows, total })
+        .fetch_one(db)
+        .await
+}
+
+/// Visible articles by slug, as anybody sees them, in no particular order.
+pub async fn by_slugs(
+    db: impl PgExecutor<'_>,
+    slugs: &[String],
+) -> Result<Vec<ArticleRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        article_columns!("NULL"),
+        "WHERE a.slug = ANY($1) AND ",
+        visible!()
+    ))
+    .bind(slugs)
+    .fetch_all(db)
+    .await
 }
 
 /// Article `id` as `viewer` sees it, inside the writer's transaction:

@@ -373,3 +373,71 @@ async fn cached_comments_follow_every_comment_added_or_deleted() {
         .unwrap();
     assert!(bodies().await.is_empty());
 }
+
+/// The feed reads which articles it holds from the database and the
+/// articles from the entries `GetArticle` keeps: one edit shows in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_shows_cached_articles_as_they_are_now() {
+    let world = World::start().await;
+    let (alice, bob) = (world.user("alice").await, world.user("bob").await);
+    world.follow(&bob, &alice).await;
+    let first = world.article_by(&alice, "One", &[]).await;
+    world.article_by(&alice, "Two", &[]).await;
+    let feed = || async {
+        world
+            .client()
+            .feed(as_user(&bob, pb::FeedRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    relayed(&world).await;
+    world.get(None, &first.slug).await.unwrap();
+    let before = feed().await;
+    assert_eq!(titles(&before), ["Two", "One"]);
+    assert_eq!(before.articles_count, 2);
+    assert!(hits("article") >= 1, "the feed reuses the article's entry");
+
+    world
+        .client()
+        .favorite_article(as_user(
+            &bob,
+            pb::FavoriteArticleRequest {
+                slug: first.slug.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    world
+        .client()
+        .update_article(as_user(
+            &alice,
+            pb::UpdateArticleRequest {
+                slug: first.slug.clone(),
+                body: Some("Edited.".into()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let after = feed().await;
+    let one = &after.articles[1];
+    assert_eq!(
+        (one.body.as_str(), one.favorited, one.favorites_count),
+        ("Edited.", true, 1)
+    );
+    assert!(one.author.as_ref().unwrap().following);
+    world
+        .client()
+        .delete_article(as_user(
+            &alice,
+            pb::DeleteArticleRequest {
+                slug: first.slug.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    let after_delete = feed().await;
+    assert_eq!(titles(&after_delete), ["Two"]);
+    assert_eq!(after_delete.articles_count, 1);
+}
