@@ -349,7 +349,25 @@ impl Content {
         let after = self.position(cursor, &mut violations);
         validation::finish(violations)?;
         let page = page_request(limit, offset, after);
-        let (total, slugs) = repo::feed_slugs(&self.pool, caller.user, page).await?;
+        let key = format!(
+            "feed:{}:{}:{}:{:?}",
+            caller.user, page.limit, page.offset, page.after
+        );
+        let (total, slugs) = self
+            .cache
+            .get_or_load(
+                "feed",
+                &key,
+                &[
+                    versions::articles(),
+                    versions::authors(),
+                    versions::follows(caller.user),
+                ],
+                || async {
+                    Ok::<_, ContentError>(repo::feed_slugs(&self.pool, caller.user, page).await?)
+                },
+            )
+            .await?;
         let mut rows = self.articles_by_slug(&slugs).await?;
         self.mark_for(Some(caller.user), &mut rows).await?;
         self.page(ArticlePage { rows, total }, page.limit, true)

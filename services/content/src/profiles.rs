@@ -8,7 +8,7 @@ use crate::{
     error::ContentError,
     events::announce,
     policy::{self, Caller},
-    read_cache::versions,
+    read_cache::{changed_by, versions},
     repo::{authors::AuthorRow, follows},
     service::Content,
     validation,
@@ -77,23 +77,25 @@ impl Content {
         };
         let now = Utc::now();
         let mut tx = self.pool.begin().await?;
+        let mut stale = Vec::new();
         if let Some(follower) = follower {
             if follows::insert(&mut *tx, caller.user, author.id, now).await? {
-                announce(
-                    &mut tx,
-                    Payload::UserFollowed(UserFollowed {
-                        follower_id: follower.id.to_string(),
-                        follower_username: follower.username,
-                        followee_id: author.id.to_string(),
-                        followee_username: author.username.clone(),
-                    }),
-                )
-                .await?;
+                let followed = Payload::UserFollowed(UserFollowed {
+                    follower_id: follower.id.to_string(),
+                    follower_username: follower.username,
+                    followee_id: author.id.to_string(),
+                    followee_username: author.username.clone(),
+                });
+                stale = changed_by(&followed);
+                announce(&mut tx, followed).await?;
             }
         } else {
             follows::delete(&mut *tx, caller.user, author.id, now).await?;
+            // Not announced, so only this writer makes it stale.
+            stale = vec![versions::follows(caller.user)];
         }
         quill_events::outbox::commit(tx).await?;
+        self.cache.invalidate(&stale).await;
         Ok(ProfileView {
             author,
             following: follow,

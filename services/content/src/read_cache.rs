@@ -3,7 +3,9 @@
 //!
 //! Cached are the viewer-independent parts of the hot reads: an article by
 //! slug, a page of the article list (not a search), a page of an article's
-//! comments, the tag list, a profile by username. What one viewer sees of them (`favorited`, `following`) is
+//! comments, the tag list, a profile by username; and which articles a
+//! page of a user's feed holds (the articles themselves are the shared
+//! entries). What one viewer sees of them (`favorited`, `following`) is
 //! read per request, for a whole page in one statement.
 //!
 //! The versions they depend on:
@@ -12,6 +14,8 @@
 //! - `article:{slug}`: that article (under its old and its new slug when an
 //!   edit moves it);
 //! - `comments:{slug}`: a comment added to or deleted from that article;
+//! - `follows:{user}`: that user followed or unfollowed someone (which
+//!   articles their feed holds);
 //! - `authors`: any change to the authors read-model (a name, bio, image or
 //!   ban shows in every article and profile).
 //!
@@ -31,6 +35,7 @@ use serde::{Serialize, de::DeserializeOwned};
 /// The versions content's entries depend on.
 pub mod versions {
     use quill_platform::cache::Version;
+    use uuid::Uuid;
 
     pub fn articles() -> Version {
         Version::new("articles")
@@ -42,6 +47,10 @@ pub mod versions {
 
     pub fn comments(slug: &str) -> Version {
         Version::new(format!("comments:{slug}"))
+    }
+
+    pub fn follows(follower: Uuid) -> Version {
+        Version::new(format!("follows:{follower}"))
     }
 
     pub fn authors() -> Version {
@@ -134,6 +143,12 @@ pub fn changed_by(payload: &Payload) -> Vec<Version> {
             .iter()
             .map(|a| versions::comments(&a.slug))
             .collect(),
+        Payload::UserFollowed(e) => e
+            .follower_id
+            .parse()
+            .map(versions::follows)
+            .into_iter()
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -198,5 +213,11 @@ mod tests {
             vec![versions::comments("talked-about")]
         );
         assert!(changed_by(&Payload::UserFollowed(Default::default())).is_empty());
+        let follower = uuid::Uuid::now_v7();
+        let followed = Payload::UserFollowed(quill_proto::events::v1::UserFollowed {
+            follower_id: follower.to_string(),
+            ..Default::default()
+        });
+        assert_eq!(changed_by(&followed), vec![versions::follows(follower)]);
     }
 }

@@ -440,4 +440,15 @@ async fn the_feed_shows_cached_articles_as_they_are_now() {
     let after_delete = feed().await;
     assert_eq!(titles(&after_delete), ["Two"]);
     assert_eq!(after_delete.articles_count, 1);
+
+    // Which articles it holds follows the reader's follows at once.
+    let carol = world.user("carol").await;
+    world.article_by(&carol, "Three", &[]).await;
+    assert_eq!(titles(&feed().await), ["Two"]);
+    world.follow(&bob, &carol).await;
+    assert_eq!(titles(&feed().await), ["Three", "Two"]);
+    world.unfollow(&bob, &carol).await;
+    assert_eq!(titles(&feed().await), ["Two"]);
+    world.article_by(&alice, "Four", &[]).await;
+    assert_eq!(titles(&feed().await), ["Four", "Two"]);
 }
