@@ -3,7 +3,8 @@
 
 crate::settings! {
     ALL;
-    /// Redis: the session cache and rate limits (may carry a password).
+    /// Redis: the session cache, rate limits and content's read cache (may
+    /// carry a password).
     REDIS_URL = "redis://127.0.0.1:6379";
     /// Namespaces every Redis key; the same in every process of one system.
     REDIS_PREFIX = "quill:";
