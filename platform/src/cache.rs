@@ -16,8 +16,9 @@
 //! expired or was evicted comes back as a different number, so entries
 //! stored under its earlier life cannot match it by chance.
 //!
-//! Concurrent misses of one key in a process load it once (the others wait
-//! and then read what it stored). Redis being unreachable makes every read a
+//! Concurrent misses of one key in a process load it once: the others wait
+//! for it, then read what it stored (or, if a version moved meanwhile, load
+//! it themselves, side by side). Redis being unreachable makes every read a
 //! load from the source, never an error. TTLs bound memory and the life of
 //! an entry whose invalidation was lost (a process dying between its commit
 //! and its bump; the events that also invalidate cover that case where a
@@ -39,10 +40,16 @@ use uuid::Uuid;
 
 use crate::metrics;
 
-/// How long a version key lives after its last bump or first read. Longer
-/// than any entry's TTL is not required: a version that lapses comes back
-/// as a new random value, which only turns its entries into misses.
+/// How long a version key lives after its last bump. A version a read
+/// started lives as long as the entry stored under it, so reads of things
+/// nobody changes (a slug that does not exist) leave nothing behind for
+/// long. Either may lapse: it comes back as a new random value, which only
+/// turns its entries into misses.
 const VERSION_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a bump may take: it runs after the commit, off the request's
+/// cancellation, and a lost one leaves entries stale until their TTL.
+const BUMP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a read waits on Redis before it asks the source instead: a
 /// Redis that is down or reconnecting must not make reads slow.
@@ -140,9 +147,11 @@ impl Cache {
         let versions = match gate.try_lock() {
             Ok(()) => lookup.versions,
             // Another task of this process is loading it: wait, then take
-            // what it stored, or load if the source changed meanwhile.
+            // what it stored, or load if the source changed meanwhile,
+            // without holding the others up (its answer may be older than
+            // a change a waiter must see).
             Err(()) => {
-                gate.lock().await;
+                gate.wait().await;
                 match self.lookup::<T>(&entry, depends_on).await {
                     Ok(Lookup {
                         hit: Some(value), ..
@@ -180,6 +189,9 @@ impl Cache {
         F: FnOnce(Vec<usize>) -> Fut,
         Fut: Future<Output = Result<Vec<Option<T>>, E>>,
     {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut versions: Vec<&Version> = entries.iter().flat_map(|(_, deps)| deps).collect();
         versions.sort();
         versions.dedup();
@@ -254,12 +266,22 @@ impl Cache {
     }
 
     /// Makes every entry that depends on one of `versions` stale. Call it
-    /// after the commit of the change. Failures are logged, not returned:
-    /// the change is made, and entries expire within their TTL.
+    /// after the commit of the change; it completes even if the caller is
+    /// cancelled meanwhile (a client that gave up after the commit).
+    /// Failures are logged, not returned: the change is made, and entries
+    /// expire within their TTL.
     pub async fn invalidate(&self, versions: &[Version]) {
         if versions.is_empty() {
             return;
         }
+        let (cache, versions) = (self.clone(), versions.to_vec());
+        let bump = tokio::spawn(async move { cache.bump(&versions).await });
+        if let Err(e) = bump.await {
+            tracing::warn!(error = %e, "cache invalidation did not run");
+        }
+    }
+
+    async fn bump(&self, versions: &[Version]) {
         let mut pipe = redis::pipe();
         for version in versions {
             let key = self.version_key(version);
@@ -279,8 +301,18 @@ impl Cache {
                 .ignore();
         }
         let mut redis = self.inner.redis.clone();
-        if let Err(e) = bounded(pipe.query_async::<()>(&mut redis)).await {
-            tracing::warn!(error = %e, ?versions, "cache invalidation failed; entries expire by TTL");
+        let bumped = tokio::time::timeout(BUMP_TIMEOUT, pipe.query_async::<()>(&mut redis)).await;
+        match bumped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, ?versions, "cache invalidation failed; entries expire by TTL");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    ?versions,
+                    "cache invalidation timed out; entries expire by TTL"
+                );
+            }
         }
     }
 
@@ -327,7 +359,7 @@ impl Cache {
                     .arg(random_start())
                     .arg("NX")
                     .arg("EX")
-                    .arg(VERSION_TTL.as_secs())
+                    .arg(self.inner.ttl.as_secs())
                     .ignore()
                     .cmd("GET")
                     .arg(&key);
@@ -425,8 +457,9 @@ impl Gate {
         Ok(())
     }
 
-    async fn lock(&mut self) {
-        self.held = Some(self.lock.clone().lock_owned().await);
+    /// Until whoever loads now is done.
+    async fn wait(&mut self) {
+        drop(self.lock.lock().await);
     }
 }
 

@@ -59,13 +59,33 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug)]
 pub struct Page {
     pub articles: Vec<ArticleRow>,
     /// How many articles match in all (RealWorld's `articlesCount`).
     pub total: u64,
     /// Present when more articles follow this page (never with a search).
     pub next_cursor: Option<String>,
+}
+
+/// A page as it is cached: where the next one starts rather than a cursor,
+/// which is signed with this process's key (another replica's, or the one
+/// before a restart or rotation, may differ).
+#[derive(Debug, Serialize, Deserialize)]
+struct Listed {
+    articles: Vec<ArticleRow>,
+    total: u64,
+    next: Option<Position>,
+}
+
+impl Listed {
+    fn signed(self, cursors: &crate::cursor::CursorCodec) -> Page {
+        Page {
+            articles: self.articles,
+            total: self.total,
+            next_cursor: self.next.map(|position| cursors.encode(position)),
+        }
+    }
 }
 
 impl Content {
@@ -334,7 +354,7 @@ impl Content {
         };
         self.mark_for(viewer.map(|c| c.user), &mut found.articles)
             .await?;
-        Ok(found)
+        Ok(found.signed(&self.cursors))
     }
 
     /// Articles by the authors the caller follows, newest first.
@@ -370,8 +390,10 @@ impl Content {
             .await?;
         let mut rows = self.articles_by_slug(&slugs).await?;
         self.mark_for(Some(caller.user), &mut rows).await?;
-        self.page(ArticlePage { rows, total }, page.limit, true)
-            .await
+        Ok(self
+            .page(ArticlePage { rows, total }, page.limit, true)
+            .await?
+            .signed(&self.cursors))
     }
 
     /// These articles, in this order, as anybody sees them: from the
@@ -457,22 +479,22 @@ impl Content {
         mut result: ArticlePage,
         limit: i64,
         keyset_ordered: bool,
-    ) -> Result<Page, ContentError> {
+    ) -> Result<Listed, ContentError> {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let more = result.rows.len() > limit;
         result.rows.truncate(limit);
-        let next_cursor = match result.rows.last() {
-            Some(last) if more && keyset_ordered => Some(self.cursors.encode(Position {
+        let next = match result.rows.last() {
+            Some(last) if more && keyset_ordered => Some(Position {
                 created_at: last.created_at,
                 id: last.id,
-            })),
+            }),
             _ => None,
         };
         self.fill_authors(&mut result.rows).await?;
-        Ok(Page {
+        Ok(Listed {
             articles: result.rows,
             total: u64::try_from(result.total).unwrap_or(0),
-            next_cursor,
+            next,
         })
     }
 

@@ -26,11 +26,19 @@ pub struct CommentQuery {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug)]
 pub struct CommentList {
     pub comments: Vec<CommentRow>,
     /// Present when more comments follow this page.
     pub next_cursor: Option<String>,
+}
+
+/// A page of comments as it is cached: where the next starts rather than a
+/// cursor, which is signed with this process's key.
+#[derive(Debug, Serialize, Deserialize)]
+struct Listed {
+    comments: Vec<CommentRow>,
+    next: Option<CommentPosition>,
 }
 
 impl Content {
@@ -123,14 +131,13 @@ impl Content {
                 comment.following = following.contains(&comment.author_id);
             }
         }
-        Ok(list)
+        Ok(CommentList {
+            comments: list.comments,
+            next_cursor: list.next.map(|p| self.cursors.encode_comment(p)),
+        })
     }
 
-    async fn load_comments(
-        &self,
-        slug: &str,
-        page: CommentPage,
-    ) -> Result<CommentList, ContentError> {
+    async fn load_comments(&self, slug: &str, page: CommentPage) -> Result<Listed, ContentError> {
         let article = article_repo::key(&self.pool, slug)
             .await?
             .ok_or(ContentError::NotFound("article"))?;
@@ -140,10 +147,10 @@ impl Content {
         comments.truncate(limit);
         // From the last row read, before any are dropped below, so rows
         // dropped at the end of a page are not read again.
-        let next_cursor = comments
+        let next = comments
             .last()
             .filter(|_| more)
-            .map(|last| self.cursors.encode_comment(CommentPosition { id: last.id }));
+            .map(|last| CommentPosition { id: last.id });
         let missing: Vec<Uuid> = comments
             .iter()
             .filter(|c| c.author_username.is_none())
@@ -164,10 +171,7 @@ impl Content {
                     .is_some_and(|author| author.banned)
             });
         }
-        Ok(CommentList {
-            comments,
-            next_cursor,
-        })
+        Ok(Listed { comments, next })
     }
 
     pub async fn delete_comment(

@@ -26,10 +26,11 @@ quill_platform::settings! {
     CONTENT_CURSOR_SECRET = "";
     /// Articles, comments, favorites and follows per user per window.
     RATE_LIMIT_WRITES_PER_USER = "300";
-    /// How long a cached read (an article, a list page, the tags, a
-    /// profile) stays in Redis; 0 turns the cache off. Writes make what
-    /// they change stale at once: this bounds memory, and how long an
-    /// invalidation lost to a crash can leave a stale answer.
+    /// How long a cached read (an article, a list, comment or feed page,
+    /// the tags, a profile) stays in Redis; 0 turns the cache off. Writes
+    /// make what they change stale at once: this bounds memory, and how
+    /// long a lost invalidation (a crash after a commit, Redis down) can
+    /// leave a stale answer.
     CONTENT_CACHE_TTL_SECS = "300";
 }
 use rand::{Rng, distributions::Alphanumeric};

@@ -7,6 +7,7 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Datelike, Utc};
 use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use uuid::Uuid;
 
@@ -22,7 +23,7 @@ const COMMENT_PAYLOAD_BYTES: usize = 1 + 8;
 
 /// Where the next page starts: strictly after this article in
 /// (created_at DESC, id DESC) order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
     pub created_at: DateTime<Utc>,
     pub id: Uuid,
@@ -30,7 +31,7 @@ pub struct Position {
 
 /// Where the next page of comments starts: strictly after this comment in
 /// (id DESC) order, which is newest first since ids only grow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommentPosition {
     pub id: i64,
 }

@@ -107,11 +107,14 @@ impl EventHandler for UserEvents {
         Ok(())
     }
 
+    /// A registration changes nothing anybody was shown: a new user has
+    /// written nothing yet (and one content met first was fetched from
+    /// auth as they are).
     async fn committed(&self, applied: &[&Envelope]) {
         let users_changed = applied.iter().any(|e| {
             matches!(
                 e.payload,
-                Some(Payload::UserRegistered(_) | Payload::UserUpdated(_) | Payload::UserBanned(_))
+                Some(Payload::UserUpdated(_) | Payload::UserBanned(_))
             )
         });
         if users_changed {

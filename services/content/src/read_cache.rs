@@ -19,11 +19,15 @@
 //! - `authors`: any change to the authors read-model (a name, bio, image or
 //!   ban shows in every article and profile).
 //!
-//! Each change bumps them twice: its writer right after its commit, so the
-//! writer reads its own write, and the outbox relay once the change's event
-//! is sent ([`RelayInvalidation`]), so a writer that died between its commit
-//! and its bump is covered by whichever replica sends its event. Changes to
-//! authors arrive as auth's events and bump after their consumer's commit.
+//! An announced change bumps them twice: its writer right after its commit,
+//! so the writer reads its own write, and the outbox relay once the
+//! change's event is sent ([`RelayInvalidation`]), so a writer that died
+//! between its commit and its bump is covered by whichever replica sends
+//! its event. The changes no event announces (an unfavorite, an unfollow, a
+//! deleted comment) have their writer's bump alone, which runs to its end
+//! even when the request is cancelled after the commit; losing it (a crash,
+//! Redis down) leaves their entries until the TTL. Changes to authors arrive
+//! as auth's events and bump after their consumer's commit.
 
 use std::time::Duration;
 
