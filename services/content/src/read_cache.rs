@@ -34,7 +34,6 @@ use std::time::Duration;
 use quill_events::{Published, async_trait};
 use quill_platform::cache::{Cache, Version};
 use quill_proto::events::v1::{Envelope, envelope::Payload};
-use serde::{Serialize, de::DeserializeOwned};
 
 /// The versions content's entries depend on.
 pub mod versions {
@@ -62,61 +61,12 @@ pub mod versions {
     }
 }
 
-/// Content's cache, or none (`CONTENT_CACHE_TTL_SECS=0`): every read then
-/// goes to the database.
-#[derive(Clone)]
-pub struct ReadCache {
-    cache: Option<Cache>,
-}
+/// Content's cache (`CONTENT_CACHE_TTL_SECS=0`: off, every read goes to
+/// the database), its keys under `{REDIS_PREFIX}content:`.
+pub type ReadCache = Cache;
 
-impl ReadCache {
-    pub fn new(redis: redis::aio::ConnectionManager, prefix: &str, ttl: Duration) -> Self {
-        Self {
-            cache: (!ttl.is_zero()).then(|| Cache::new(redis, format!("{prefix}content:"), ttl)),
-        }
-    }
-
-    pub async fn get_or_load<T, E, F, Fut>(
-        &self,
-        name: &'static str,
-        key: &str,
-        depends_on: &[Version],
-        load: F,
-    ) -> Result<T, E>
-    where
-        T: Serialize + DeserializeOwned,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        match &self.cache {
-            Some(cache) => cache.get_or_load(name, key, depends_on, load).await,
-            None => load().await,
-        }
-    }
-
-    pub async fn get_many_or_load<T, E, F, Fut>(
-        &self,
-        name: &'static str,
-        entries: &[(String, Vec<Version>)],
-        load: F,
-    ) -> Result<Vec<Option<T>>, E>
-    where
-        T: Serialize + DeserializeOwned,
-        F: FnOnce(Vec<usize>) -> Fut,
-        Fut: Future<Output = Result<Vec<Option<T>>, E>>,
-    {
-        match &self.cache {
-            Some(cache) => cache.get_many_or_load(name, entries, load).await,
-            None => load((0..entries.len()).collect()).await,
-        }
-    }
-
-    /// After the commit of a change to what `versions` cover.
-    pub async fn invalidate(&self, versions: &[Version]) {
-        if let Some(cache) = &self.cache {
-            cache.invalidate(versions).await;
-        }
-    }
+pub fn read_cache(redis: redis::aio::ConnectionManager, prefix: &str, ttl: Duration) -> ReadCache {
+    Cache::new(redis, format!("{prefix}content:"), ttl)
 }
 
 /// The versions a content event's change makes stale.

@@ -18,7 +18,7 @@ use crate::{
     cursor::CursorCodec,
     events::UserEvents,
     grpc::{ContentGrpc, WriteLimit},
-    read_cache::{ReadCache, RelayInvalidation},
+    read_cache::{RelayInvalidation, read_cache},
     service::Content as ContentUseCases,
 };
 
@@ -54,7 +54,7 @@ impl Service for Content {
         let identity = ServiceAuth::connect(Caller::Content, &config.authn, auth.clone())
             .await
             .map_err(|e| anyhow::anyhow!("authentication against {}: {e}", config.auth_url))?;
-        let cache = ReadCache::new(
+        let cache = read_cache(
             identity.redis.clone(),
             &config.authn.redis_prefix,
             config.cache_ttl,

@@ -84,7 +84,7 @@ impl TestContent {
         let redis = quill_platform::sessions::connect(self.config.authn.redis_url.expose_secret())
             .await
             .expect("redis");
-        crate::read_cache::ReadCache::new(
+        crate::read_cache::read_cache(
             redis,
             &self.config.authn.redis_prefix,
             self.config.cache_ttl,

@@ -11,7 +11,7 @@ use quill_proto::{
 };
 use tonic::Code;
 
-use crate::support::{World, as_user, assert_code, titles};
+use crate::support::{World, as_user, assert_code, eventually, titles};
 
 fn hits(cache: &str) -> u64 {
     quill_platform::metrics::get()
@@ -270,14 +270,10 @@ async fn the_relay_makes_stale_what_a_dead_writer_left_cached() {
     tx.commit().await.unwrap();
     pool.close().await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while world.get(None, &article.slug).await.unwrap().title != "After" {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the relay did not make the cached article stale"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the relay makes the cached article stale", || async {
+        world.get(None, &article.slug).await.unwrap().title == "After"
+    })
+    .await;
 }
 
 /// A profile is cached per username; auth's events about its user make it
@@ -313,14 +309,10 @@ async fn a_profile_change_in_auth_reaches_the_cached_profile() {
         ))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while profile().await.bio.as_deref() != Some("Writes about caches.") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the bio did not reach the cached profile"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the bio reaches the cached profile", || async {
+        profile().await.bio.as_deref() == Some("Writes about caches.")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,33 +5,17 @@
 
 use crate::support;
 
-use std::{future::Future, time::Duration};
+use std::time::Duration;
 
 use quill_proto::{
     auth::v1 as auth_pb,
     content::v1 as pb,
     events::v1::{ArticleSnapshot, Envelope, envelope::Payload},
 };
-use support::{User, World, as_user, assert_code, titles, with_token};
+use support::{User, World, as_user, assert_code, eventually, titles, with_token};
 use tonic::Code;
 
 const CONTENT_KEYS: &[&str] = &["article.*", "comment.*", "user.followed"];
-
-/// Polls `check` until it holds, for up to 10 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn article_of(envelope: &Envelope) -> ArticleSnapshot {
     match envelope.payload.clone() {

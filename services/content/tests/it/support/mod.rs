@@ -2,6 +2,8 @@
 //! database, and helpers for "a registered user" and "an article by X".
 #![allow(dead_code)]
 
+use std::{future::Future, time::Duration};
+
 use quill_auth::testing::TestAuth;
 use quill_content::testing::TestContent;
 use quill_platform::{grpc::ServiceChannel, service_identity::Service, testing};
@@ -209,4 +211,20 @@ pub fn violated_fields(status: &Status) -> Vec<String> {
 
 pub fn titles(response: &pb::ListArticlesResponse) -> Vec<String> {
     response.articles.iter().map(|a| a.title.clone()).collect()
+}
+
+/// Polls `check` until it holds, for up to 10 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
