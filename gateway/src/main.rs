@@ -12,6 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    quill_platform::allocator::return_freed_memory_at_once();
     let _telemetry = quill_platform::telemetry::init("quill-gateway");
     let config = Config::from_env()?;
     let listener = tokio::net::TcpListener::bind(config.listen)

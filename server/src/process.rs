@@ -95,6 +95,7 @@ impl ServerConfig {
 
 /// The whole of a service's `main`.
 pub async fn main<S: Service>() -> anyhow::Result<()> {
+    quill_platform::allocator::return_freed_memory_at_once();
     let command = Command::from_args()?;
     let _telemetry = telemetry::init(S::NAME);
     let config = S::Config::from_env()?;
