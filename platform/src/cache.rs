@@ -19,8 +19,9 @@
 //! Concurrent misses of one key in a process load it once: the others wait
 //! for it, then read what it stored (or, if a version moved meanwhile, load
 //! it themselves, side by side). Redis being unreachable makes every read a
-//! load from the source, never an error. TTLs bound memory and the life of
-//! an entry whose invalidation was lost (a process dying between its commit
+//! load from the source, never an error: a read that fails (or waits 250
+//! ms) pauses the cache for 5 s, so an outage costs one slow read per pause.
+//! TTLs bound memory and the life of an entry whose invalidation was lost (a process dying between its commit
 //! and its bump; the events that also invalidate cover that case where a
 //! service wires them).
 //!
@@ -30,8 +31,11 @@
 use std::{
     collections::HashMap,
     future::Future,
-    sync::{Arc, Mutex},
-    time::Duration,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use redis::aio::ConnectionManager;
@@ -46,6 +50,10 @@ use crate::metrics;
 /// long. Either may lapse: it comes back as a new random value, which only
 /// turns its entries into misses.
 const VERSION_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// After Redis fails a read, reads skip the cache this long: a Redis that is
+/// down or unreachable costs one slow call per pause, not one per read.
+const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 /// How long a bump may take: it runs after the commit, off the request's
 /// cancellation, and a lost one leaves entries stale until their TTL.
@@ -93,6 +101,9 @@ struct Inner {
     ttl: Duration,
     /// One gate per key being loaded in this process.
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Reads skip the cache until this many milliseconds after `born`.
+    paused_until: AtomicU64,
+    born: Instant,
 }
 
 /// What one read of Redis found.
@@ -112,8 +123,23 @@ impl Cache {
                 prefix: prefix.into(),
                 ttl,
                 flights: Mutex::new(HashMap::new()),
+                paused_until: AtomicU64::new(0),
+                born: Instant::now(),
             }),
         }
+    }
+
+    fn paused(&self) -> bool {
+        self.millis() < self.inner.paused_until.load(Ordering::Relaxed)
+    }
+
+    fn pause(&self) {
+        let until = self.millis() + PAUSE_AFTER_FAILURE.as_millis() as u64;
+        self.inner.paused_until.store(until, Ordering::Relaxed);
+    }
+
+    fn millis(&self) -> u64 {
+        self.inner.born.elapsed().as_millis() as u64
     }
 
     fn off(&self) -> bool {
@@ -138,12 +164,17 @@ impl Cache {
         if self.off() {
             return load().await;
         }
+        if self.paused() {
+            count(name, "error");
+            return load().await;
+        }
         let entry = self.entry_key(key);
         let lookup = match self.lookup::<T>(&entry, depends_on).await {
             Ok(lookup) => lookup,
             Err(e) => {
                 count(name, "error");
-                tracing::warn!(cache = name, error = %e, "cache unreachable; reading the source");
+                self.pause();
+                tracing::warn!(cache = name, error = %e, "cache unreachable; reading the source for a while");
                 return load().await;
             }
         };
@@ -200,7 +231,10 @@ impl Cache {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        if self.off() {
+        if self.off() || self.paused() {
+            if !self.off() {
+                count_n(name, "error", entries.len());
+            }
             return load((0..entries.len()).collect()).await;
         }
         let mut versions: Vec<&Version> = entries.iter().flat_map(|(_, deps)| deps).collect();
@@ -213,6 +247,7 @@ impl Cache {
             bounded(redis::cmd("MGET").arg(&keys).query_async(&mut redis)).await;
         let Ok(mut found) = found else {
             count_n(name, "error", entries.len());
+            self.pause();
             return load((0..entries.len()).collect()).await;
         };
         let current: Vec<Option<i64>> = found

@@ -164,6 +164,24 @@ async fn without_redis_every_read_is_answered_by_the_source() {
         .with_label_values(&["test", "error"])
         .get();
     assert_eq!(errors, 3);
+
+    // The first failure paused the cache: with Redis back, reads still go
+    // to the source for a while instead of each trying Redis first.
+    proxy.restore();
+    assert_eq!(read(&cache, "a", &deps, &loads, "paused").await, "paused");
+    let batch = cache
+        .get_many_or_load(
+            "test",
+            &[("a".to_owned(), deps.to_vec())],
+            |misses| async move {
+                Ok::<_, std::convert::Infallible>(
+                    misses.iter().map(|_| Some("paused".to_owned())).collect(),
+                )
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(batch, [Some("paused".to_owned())]);
 }
 
 #[tokio::test]
