@@ -4,7 +4,9 @@
 //! prints:
 //!
 //! 1. the latency from a REST write (a comment on someone's article) to the
-//!    notification arriving on the article author's SSE stream, p50/p99/max;
+//!    notification arriving on the article author's SSE stream, p50/p99/max,
+//!    on an idle system and again while other users publish articles as
+//!    fast as `WRITERS` connections can (their writes per second printed);
 //! 2. the sustained events per second one notification consumer applies,
 //!    from a queue filled before it starts;
 //! 3. what one `GET /user` costs past the gateway: Redis commands and gRPC
@@ -43,17 +45,25 @@ mod grpc_compression;
 const LATENCY_SAMPLES: usize = 200;
 const THROUGHPUT_EVENTS: usize = 5_000;
 const HOP_REQUESTS: usize = 500;
+/// Connections publishing articles while the latency under load is taken.
+const WRITERS: usize = 16;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let latencies = rest_to_notification_latency(LATENCY_SAMPLES).await?;
-    println!(
-        "REST comment -> SSE notification ({} samples): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        latencies.len(),
-        ms(percentile(&latencies, 0.50)),
-        ms(percentile(&latencies, 0.99)),
-        ms(percentile(&latencies, 1.0)),
-    );
+    for writers in [0, WRITERS] {
+        let (latencies, writes) = rest_to_notification_latency(LATENCY_SAMPLES, writers).await?;
+        let load = match writers {
+            0 => "idle system".to_owned(),
+            n => format!("while {n} connections publish articles, {writes:.0} writes/s"),
+        };
+        println!(
+            "REST comment -> SSE notification ({} samples, {load}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            latencies.len(),
+            ms(percentile(&latencies, 0.50)),
+            ms(percentile(&latencies, 0.99)),
+            ms(percentile(&latencies, 1.0)),
+        );
+    }
     let (elapsed, rate) = consumer_throughput(THROUGHPUT_EVENTS).await?;
     println!(
         "one notification consumer: {THROUGHPUT_EVENTS} queued user.followed events drained in {:.2} s after start-up = {rate:.0} events/s",
@@ -96,6 +106,8 @@ impl System {
             c.events.exchange = auth.config.events.exchange.clone();
             c.events_queue_prefix = auth.config.events_queue_prefix.clone();
             c.events.relay_poll_interval = poll;
+            // The write load is one user's, far past a user's budget.
+            c.writes_per_user.limit = u32::MAX;
         })
         .await;
         let notification = TestNotification::start(&auth.peer(), &content.url(), |c| {
@@ -167,7 +179,12 @@ impl System {
     }
 }
 
-async fn rest_to_notification_latency(samples: usize) -> anyhow::Result<Vec<Duration>> {
+/// The latencies, and the articles per second `writers` other connections
+/// published meanwhile (none when 0).
+async fn rest_to_notification_latency(
+    samples: usize,
+    writers: usize,
+) -> anyhow::Result<(Vec<Duration>, f64)> {
     let system = System::start().await?;
     let author = system.register("author").await?;
     let reader = system.register("reader").await?;
@@ -198,6 +215,7 @@ async fn rest_to_notification_latency(samples: usize) -> anyhow::Result<Vec<Dura
         .await
         .context("no notification within 30 s")?;
 
+    let load = WriteLoad::start(&system, writers).await?;
     let mut latencies = Vec::with_capacity(samples);
     for i in 1..=samples {
         let started = Instant::now();
@@ -208,7 +226,74 @@ async fn rest_to_notification_latency(samples: usize) -> anyhow::Result<Vec<Dura
             .context("stream ended")?;
         latencies.push(arrived.duration_since(started));
     }
-    Ok(latencies)
+    Ok((latencies, load.stop().await?))
+}
+
+/// Connections publishing articles as one user (whom nobody follows, so no
+/// notification of theirs reaches the measured stream) until stopped.
+struct WriteLoad {
+    stop: CancellationToken,
+    writers: Vec<tokio::task::JoinHandle<anyhow::Result<u64>>>,
+    started: Instant,
+}
+
+impl WriteLoad {
+    async fn start(system: &System, writers: usize) -> anyhow::Result<Self> {
+        let stop = CancellationToken::new();
+        let token = match writers {
+            0 => String::new(),
+            _ => system.register("loader").await?,
+        };
+        let writers = (0..writers)
+            .map(|w| {
+                let (http, url, token, stop) = (
+                    system.http.clone(),
+                    system.url("/api/articles"),
+                    token.clone(),
+                    stop.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut written = 0u64;
+                    while !stop.is_cancelled() {
+                        let body = json!({"article": {
+                            "title": format!("Load {w} {written}"),
+                            "description": "written under load",
+                            "body": "Body text for a load-test article.",
+                            "tagList": ["bench", "load"],
+                        }});
+                        let response = http
+                            .post(&url)
+                            .header("authorization", format!("Token {token}"))
+                            .json(&body)
+                            .send()
+                            .await?;
+                        if !response.status().is_success() {
+                            bail!("POST /api/articles under load: {}", response.status());
+                        }
+                        written += 1;
+                    }
+                    Ok(written)
+                })
+            })
+            .collect();
+        Ok(Self {
+            stop,
+            writers,
+            started: Instant::now(),
+        })
+    }
+
+    /// Articles per second over the run; an error if a writer failed, since
+    /// the latencies were then not taken under the load claimed.
+    async fn stop(self) -> anyhow::Result<f64> {
+        self.stop.cancel();
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let mut written = 0;
+        for writer in self.writers {
+            written += writer.await??;
+        }
+        Ok(written as f64 / elapsed)
+    }
 }
 
 struct HopCost {
