@@ -51,17 +51,20 @@ const WRITERS: usize = 16;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     for writers in [0, WRITERS] {
-        let (latencies, writes) = rest_to_notification_latency(LATENCY_SAMPLES, writers).await?;
+        let (latencies, answers, writes) =
+            rest_to_notification_latency(LATENCY_SAMPLES, writers).await?;
         let load = match writers {
             0 => "idle system".to_owned(),
             n => format!("while {n} connections publish articles, {writes:.0} writes/s"),
         };
         println!(
-            "REST comment -> SSE notification ({} samples, {load}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            "REST comment -> SSE notification ({} samples, {load}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; the comment's own answer p50 {:.1} ms, p99 {:.1} ms",
             latencies.len(),
             ms(percentile(&latencies, 0.50)),
             ms(percentile(&latencies, 0.99)),
             ms(percentile(&latencies, 1.0)),
+            ms(percentile(&answers, 0.50)),
+            ms(percentile(&answers, 0.99)),
         );
     }
     let (elapsed, rate) = consumer_throughput(THROUGHPUT_EVENTS).await?;
@@ -179,12 +182,13 @@ impl System {
     }
 }
 
-/// The latencies, and the articles per second `writers` other connections
-/// published meanwhile (none when 0).
+/// The latencies to the notification and to the comment's own answer, and
+/// the articles per second `writers` other connections published meanwhile
+/// (none when 0).
 async fn rest_to_notification_latency(
     samples: usize,
     writers: usize,
-) -> anyhow::Result<(Vec<Duration>, f64)> {
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, f64)> {
     let system = System::start().await?;
     let author = system.register("author").await?;
     let reader = system.register("reader").await?;
@@ -217,16 +221,18 @@ async fn rest_to_notification_latency(
 
     let load = WriteLoad::start(&system, writers).await?;
     let mut latencies = Vec::with_capacity(samples);
+    let mut answers = Vec::with_capacity(samples);
     for i in 1..=samples {
         let started = Instant::now();
         comment(i).await?;
+        answers.push(started.elapsed());
         let arrived = tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
             .await
             .context("no notification within 10 s")?
             .context("stream ended")?;
         latencies.push(arrived.duration_since(started));
     }
-    Ok((latencies, load.stop().await?))
+    Ok((latencies, answers, load.stop().await?))
 }
 
 /// Connections publishing articles as one user (whom nobody follows, so no
