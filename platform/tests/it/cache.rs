@@ -165,9 +165,27 @@ async fn without_redis_every_read_is_answered_by_the_source() {
         .get();
     assert_eq!(errors, 3);
 
-    // The first failure paused the cache: with Redis back, reads still go
-    // to the source for a while instead of each trying Redis first.
+    // The first failure paused the cache: with Redis back (and the cache's
+    // own connection working again, as a bump that lands shows), reads
+    // still go to the source for a while, where the entry stored before
+    // the cut would otherwise be a hit.
     proxy.restore();
+    let probe = Version::new("reconnected");
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut direct = client.get_multiplexed_async_connection().await.unwrap();
+    let probe_key = format!("{}v:reconnected", redis.prefix);
+    for _ in 0..40 {
+        cache.invalidate(std::slice::from_ref(&probe)).await;
+        let landed: bool = redis::cmd("EXISTS")
+            .arg(&probe_key)
+            .query_async(&mut direct)
+            .await
+            .unwrap();
+        if landed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(read(&cache, "a", &deps, &loads, "paused").await, "paused");
     let batch = cache
         .get_many_or_load(

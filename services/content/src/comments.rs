@@ -141,7 +141,7 @@ impl Content {
         let article = article_repo::key(&self.pool, slug)
             .await?
             .ok_or(ContentError::NotFound("article"))?;
-        let mut comments = repo::for_article(&self.lists, article.id, None, page).await?;
+        let mut comments = repo::for_article(&self.lists, article.id, page).await?;
         let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
         let more = comments.len() > limit;
         comments.truncate(limit);

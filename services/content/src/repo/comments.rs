@@ -51,27 +51,25 @@ pub async fn insert(
     .await
 }
 
-/// Newest first, with `following` for `viewer`, in one statement. Banned
-/// authors' comments are left out. One row more than the page asks for
-/// tells the caller whether another page follows.
+/// Newest first, as anybody sees them (`following` is false: a viewer's
+/// marks are read apart, `articles::viewer_marks`). Banned authors'
+/// comments are left out. One row more than the page asks for tells the
+/// caller whether another page follows.
 pub async fn for_article(
     db: impl PgExecutor<'_>,
     article_id: Uuid,
-    viewer: Option<Uuid>,
     page: CommentPage,
 ) -> Result<Vec<CommentRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT c.id, c.body, c.created_at, c.updated_at, c.author_id, \
                 au.username AS author_username, au.bio AS author_bio, au.image AS author_image, \
-                EXISTS (SELECT 1 FROM follows fo \
-                        WHERE fo.follower_id = $2 AND fo.followee_id = c.author_id) AS following \
+                false AS following \
          FROM comments c LEFT JOIN authors au ON au.id = c.author_id \
          WHERE c.article_id = $1 AND au.banned IS NOT TRUE \
-           AND ($5::bigint IS NULL OR c.id < $5) \
-         ORDER BY c.id DESC LIMIT $3 OFFSET $4",
+           AND ($4::bigint IS NULL OR c.id < $4) \
+         ORDER BY c.id DESC LIMIT $2 OFFSET $3",
     )
     .bind(article_id)
-    .bind(viewer)
     .bind(page.limit + 1)
     .bind(page.offset)
     .bind(page.before)
