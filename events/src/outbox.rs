@@ -23,23 +23,54 @@ static COMMITS: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channel(0
 /// (`enqueue(&mut tx, &envelope)`), next to the state change it announces,
 /// and end that transaction with [`commit`].
 pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> Result<(), sqlx::Error> {
-    let id = Uuid::parse_str(&envelope.event_id).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let row = OutboxRow::of(envelope)?;
     sqlx::query("INSERT INTO outbox (id, routing_key, payload) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(&envelope.r#type)
-        .bind(envelope.encode_to_vec())
+        .bind(row.id)
+        .bind(row.routing_key)
+        .bind(row.payload)
         .execute(conn)
         .instrument(crate::db_span("INSERT", "outbox"))
         .await?;
     Ok(())
 }
 
+/// An event as its outbox row holds it, for a use case that writes the row
+/// in the very statement of its change (a data-modifying `WITH`, whose
+/// parts commit together as one implicit transaction):
+/// `INSERT INTO outbox (id, routing_key, payload) SELECT $n, $n+1, $n+2
+/// FROM changed`. That is one round trip, where a transaction costs a
+/// `BEGIN`, a statement per part and a `COMMIT`. Call [`written`] once the
+/// statement has returned.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: Uuid,
+    pub routing_key: String,
+    pub payload: Vec<u8>,
+}
+
+impl OutboxRow {
+    pub fn of(envelope: &Envelope) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: Uuid::parse_str(&envelope.event_id)
+                .map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+            routing_key: envelope.r#type.clone(),
+            payload: envelope.encode_to_vec(),
+        })
+    }
+}
+
 /// Commits `tx`, which wrote outbox rows, and wakes this process's relays
 /// to publish them now rather than at their next poll.
 pub async fn commit(tx: Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
     tx.commit().await?;
-    COMMITS.send_modify(|commits| *commits = commits.wrapping_add(1));
+    written();
     Ok(())
+}
+
+/// Wakes this process's relays after a statement outside an explicit
+/// transaction committed outbox rows (see [`OutboxRow`]).
+pub fn written() {
+    COMMITS.send_modify(|commits| *commits = commits.wrapping_add(1));
 }
 
 /// What a relay waits on between polls.

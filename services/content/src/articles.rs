@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use quill_events::{new_envelope, outbox::OutboxRow};
 use quill_proto::events::v1::{
     ArticleDeleted, ArticleFavorited, ArticlePublished, ArticleUpdated, envelope::Payload,
 };
@@ -17,7 +18,7 @@ use uuid::Uuid;
 use crate::{
     cursor::Position,
     error::ContentError,
-    events::{announce, article_snapshot, snapshot_of},
+    events::{PRODUCER, announce, article_snapshot, snapshot, snapshot_of},
     policy::{self, Caller},
     read_cache::{changed_by, versions},
     repo::articles::{
@@ -101,12 +102,15 @@ impl Content {
         let body = validation::body(&input.body, &mut violations);
         let tags = validation::tags(&input.tags, &mut violations);
         validation::finish(violations)?;
-        self.authors.ensure(caller.user).await?;
+        let author = self.authors.ensure(caller.user).await?;
+        let unknown = self.known_tags.unknown(&tags);
+        if !unknown.is_empty() {
+            repo::create_tags(&self.pool, &unknown).await?;
+            self.known_tags.learn(&unknown);
+        }
 
         let base = slug::from_title(&title);
         let mut candidate = base.clone();
-        let mut tx = self.pool.begin().await?;
-        let mut inserted = None;
         for _ in 0..SLUG_ATTEMPTS {
             let article = NewArticle {
                 id: Uuid::now_v7(),
@@ -116,37 +120,58 @@ impl Content {
                 body: &body,
                 author_id: caller.user,
             };
-            if repo::insert(&mut *tx, &article).await? {
-                if !tags.is_empty() {
-                    repo::create_tags(&mut *tx, &tags).await?;
-                    repo::link_tags(&mut *tx, article.id, &tags).await?;
-                }
-                inserted = Some(article.id);
-                break;
+            // As its author sees it, a new article is what it is after the
+            // commit: no favorites, and nobody follows themselves.
+            let mut written = ArticleRow {
+                id: article.id,
+                slug: candidate.clone(),
+                title: title.clone(),
+                description: description.clone(),
+                body: body.clone(),
+                author_id: author.id,
+                created_at: Default::default(),
+                updated_at: Default::default(),
+                author_username: Some(author.username.clone()),
+                author_bio: author.bio.clone(),
+                author_image: author.image.clone(),
+                tags: tags.clone(),
+                favorites_count: 0,
+                favorited: false,
+                following: false,
+            };
+            let published = Payload::ArticlePublished(ArticlePublished {
+                article: Some(snapshot_of(&written)),
+            });
+            let stale = changed_by(&published);
+            let event = OutboxRow::of(&new_envelope(PRODUCER, published))?;
+            let Some(stored) = repo::publish(&self.pool, &article, &tags, &event).await? else {
+                candidate = slug::with_random_suffix(&base, &mut rand::thread_rng());
+                continue;
+            };
+            quill_events::outbox::written();
+            if usize::try_from(stored.linked).ok() != Some(tags.len()) {
+                self.relink_tags(article.id, &tags).await?;
             }
-            candidate = slug::with_random_suffix(&base, &mut rand::thread_rng());
+            self.cache.invalidate(&stale).await;
+            written.created_at = stored.created_at;
+            written.updated_at = stored.updated_at;
+            return Ok(written);
         }
-        let Some(id) = inserted else {
-            return Err(ContentError::Internal(format!(
-                "no free slug for {base:?} after {SLUG_ATTEMPTS} attempts"
-            )));
-        };
-        // Read once, inside the transaction, for the event and the answer:
-        // as its author sees it, a new article is what it will be after
-        // the commit (no favorites; nobody follows themselves).
-        let article = repo::as_written(&mut *tx, caller.user, id)
-            .await?
-            .ok_or_else(|| ContentError::Internal(format!("article {id} vanished")))?;
-        let published = Payload::ArticlePublished(ArticlePublished {
-            article: Some(snapshot_of(&article)),
-        });
-        let stale = changed_by(&published);
-        announce(&mut tx, published).await?;
-        quill_events::outbox::commit(tx).await?;
-        self.cache.invalidate(&stale).await;
-        let mut found = vec![article];
-        self.fill_authors(&mut found).await?;
-        found.pop().ok_or(ContentError::NotFound("article"))
+        Err(ContentError::Internal(format!(
+            "no free slug for {base:?} after {SLUG_ATTEMPTS} attempts"
+        )))
+    }
+
+    /// A tag this process knew to exist did not (one deleted by hand), so
+    /// the article went out without its link: create the tags and link
+    /// them after all, as the event announced.
+    async fn relink_tags(&self, article: Uuid, tags: &[String]) -> Result<(), ContentError> {
+        tracing::warn!(%article, "a known tag was missing; linking the article's tags again");
+        self.known_tags.forget_all();
+        repo::create_tags(&self.pool, tags).await?;
+        repo::link_tags(&self.pool, article, tags).await?;
+        self.known_tags.learn(tags);
+        Ok(())
     }
 
     /// One article as `viewer` sees it: as anybody does (cached), then
@@ -275,34 +300,39 @@ impl Content {
         favorite: bool,
     ) -> Result<ArticleRow, ContentError> {
         let slug = validation::slug(slug)?;
-        // So the favorited-by filter can find the caller by username.
-        let fan = match favorite {
-            true => Some(self.authors.ensure(caller.user).await?),
-            false => None,
-        };
-        let mut tx = self.pool.begin().await?;
-        let key = repo::key(&mut *tx, slug)
-            .await?
-            .ok_or(ContentError::NotFound("article"))?;
-        let mut stale = Vec::new();
-        if let Some(fan) = fan {
-            if repo::favorite(&mut *tx, key.id, caller.user).await? {
-                let article = article_snapshot(&mut tx, key.id).await?;
-                let favorited = Payload::ArticleFavorited(ArticleFavorited {
-                    user_id: fan.id.to_string(),
-                    username: fan.username,
-                    article: Some(article),
-                });
-                stale = changed_by(&favorited);
-                announce(&mut tx, favorited).await?;
+        let stale = if favorite {
+            // So the favorited-by filter can find the caller by username.
+            let fan = self.authors.ensure(caller.user).await?;
+            let article = repo::visible_summary(&self.pool, slug)
+                .await?
+                .ok_or(ContentError::NotFound("article"))?;
+            let article_id = article.id;
+            let favorited = Payload::ArticleFavorited(ArticleFavorited {
+                user_id: fan.id.to_string(),
+                username: fan.username,
+                article: Some(snapshot(article)),
+            });
+            let stale = changed_by(&favorited);
+            let event = OutboxRow::of(&new_envelope(PRODUCER, favorited))?;
+            match repo::favorite_announced(&self.pool, article_id, caller.user, &event).await? {
+                true => {
+                    quill_events::outbox::written();
+                    stale
+                }
+                false => Vec::new(),
             }
-        } else if repo::unfavorite(&mut *tx, key.id, caller.user).await? {
-            // Not announced, so only this writer makes it stale.
-            stale = vec![versions::articles(), versions::article(&key.slug)];
-        }
-        quill_events::outbox::commit(tx).await?;
+        } else {
+            let (key, removed) = repo::unfavorite_by_slug(&self.pool, slug, caller.user)
+                .await?
+                .ok_or(ContentError::NotFound("article"))?;
+            match removed {
+                // Not announced, so only this writer makes it stale.
+                true => vec![versions::articles(), versions::article(&key.slug)],
+                false => Vec::new(),
+            }
+        };
         self.cache.invalidate(&stale).await;
-        self.article(Some(caller.user), &key.slug).await
+        self.article(Some(caller.user), slug).await
     }
 
     /// Newest first, or best match first with a `query`. A cursor replaces

@@ -1,6 +1,7 @@
 //! Comments: anyone signed in may comment; the comment's author, the
 //! article's author or a moderator may delete.
 
+use quill_events::{new_envelope, outbox::OutboxRow};
 use quill_proto::events::v1::{CommentAdded, envelope::Payload};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -8,12 +9,12 @@ use uuid::Uuid;
 use crate::{
     cursor::CommentPosition,
     error::ContentError,
-    events::{announce, article_snapshot},
+    events::{PRODUCER, snapshot},
     policy::{self, Caller},
     read_cache::{changed_by, versions},
     repo::{
         articles as article_repo,
-        comments::{self as repo, CommentPage, CommentRow},
+        comments::{self as repo, CommentPage, CommentRow, NewComment},
     },
     service::Content,
     validation,
@@ -51,25 +52,46 @@ impl Content {
         let slug = validation::slug(slug)?;
         let body = validation::comment_body(body)?;
         let commenter = self.authors.ensure(caller.user).await?;
-        let mut tx = self.pool.begin().await?;
-        let article = article_repo::key(&mut *tx, slug)
+        let target = article_repo::comment_target(&self.pool, slug)
             .await?
             .ok_or(ContentError::NotFound("article"))?;
-        let comment = repo::insert(&mut *tx, article.id, caller.user, &body).await?;
+        let article = target.article;
+        let (article_id, article_slug) = (article.id, article.slug.clone());
         // The article's author comes with it, so notification can tell them.
-        let snapshot = article_snapshot(&mut tx, article.id).await?;
         let added = Payload::CommentAdded(CommentAdded {
-            comment_id: comment.id,
-            body: comment.body.clone(),
+            comment_id: target.comment_id,
+            body: body.clone(),
             commenter_id: commenter.id.to_string(),
-            commenter_username: commenter.username,
-            article: Some(snapshot),
+            commenter_username: commenter.username.clone(),
+            article: Some(snapshot(article)),
         });
         let stale = changed_by(&added);
-        announce(&mut tx, added).await?;
-        quill_events::outbox::commit(tx).await?;
+        let event = OutboxRow::of(&new_envelope(PRODUCER, added))?;
+        let new = NewComment {
+            id: target.comment_id,
+            article_id,
+            author_id: caller.user,
+            body: &body,
+        };
+        let (created_at, updated_at) = repo::insert_announced(&self.pool, &new, &event)
+            .await?
+            // The article went between the two statements.
+            .ok_or(ContentError::NotFound("article"))?;
+        quill_events::outbox::written();
         self.cache.invalidate(&stale).await;
-        Ok((comment, article.slug))
+        let comment = CommentRow {
+            id: target.comment_id,
+            body,
+            created_at,
+            updated_at,
+            author_id: commenter.id,
+            author_username: Some(commenter.username),
+            author_bio: commenter.bio,
+            author_image: commenter.image,
+            // Nobody follows themselves.
+            following: false,
+        };
+        Ok((comment, article_slug))
     }
 
     /// A page of the article's comments, newest first, as anybody sees it

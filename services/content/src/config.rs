@@ -75,6 +75,13 @@ pub struct Config {
 /// with optional parts run (see the module `repo`).
 pub const CUSTOM_PLANS: (&str, &str) = ("plan_cache_mode", "force_custom_plan");
 
+/// Set on the connections of the main pool, whose statements have no
+/// optional parts: PostgreSQL would otherwise keep planning some of them
+/// per call forever, as it does a statement with `= ANY($1)`, whose
+/// custom plans (one array element) always look cheaper than the generic
+/// one (ten) while costing twice as much time as the execution.
+pub const GENERIC_PLANS: (&str, &str) = ("plan_cache_mode", "force_generic_plan");
+
 impl quill_server::ServiceConfig for Config {
     fn from_env() -> Result<Self, ConfigError> {
         let cursor_secret = cursor_secret(CONTENT_CURSOR_SECRET.value(), is_production())?;

@@ -49,7 +49,8 @@ pub fn snapshot_of(article: &ArticleRow) -> ArticleSnapshot {
     })
 }
 
-fn snapshot(article: ArticleSummary) -> ArticleSnapshot {
+/// The snapshot of an article as events tell it.
+pub fn snapshot(article: ArticleSummary) -> ArticleSnapshot {
     ArticleSnapshot {
         id: article.id.to_string(),
         slug: article.slug,

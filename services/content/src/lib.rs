@@ -16,6 +16,7 @@ pub mod cursor;
 mod error;
 mod events;
 mod grpc;
+mod known_tags;
 mod policy;
 mod profiles;
 mod read_cache;

@@ -111,10 +111,7 @@ impl Content {
         batch_size: u32,
         as_of: Option<DateTime<Utc>>,
     ) -> Result<Vec<Uuid>, ContentError> {
-        Ok(
-            follows::follower_ids(&self.lists, user_id, after, i64::from(batch_size), as_of)
-                .await?,
-        )
+        Ok(follows::follower_ids(&self.pool, user_id, after, i64::from(batch_size), as_of).await?)
     }
 }
 

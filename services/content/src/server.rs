@@ -14,7 +14,7 @@ use sqlx::migrate::Migrator;
 
 use crate::{
     authors::Authors,
-    config::{CUSTOM_PLANS, Config},
+    config::{CUSTOM_PLANS, Config, GENERIC_PLANS},
     cursor::CursorCodec,
     events::UserEvents,
     grpc::{ContentGrpc, WriteLimit},
@@ -37,9 +37,16 @@ impl Service for Content {
     /// the events of the last requests still go out; the consumer finishes
     /// what it holds.
     async fn run(config: Config, serving: Serving) -> anyhow::Result<()> {
-        let pool = db::prepare(&config.server.database, &MIGRATOR)
-            .await
-            .context("preparing the content database")?;
+        let pool = db::prepare(
+            &config
+                .server
+                .database
+                .clone()
+                .with_session_setting(GENERIC_PLANS.0, GENERIC_PLANS.1),
+            &MIGRATOR,
+        )
+        .await
+        .context("preparing the content database")?;
         let database_ready = db::probe(pool.clone());
         let lists = db::connect(
             &config

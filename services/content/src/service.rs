@@ -1,11 +1,11 @@
 //! The use cases of the content service, callable without gRPC: each takes
 //! the verified caller and plain values, checks the rules, and runs its SQL
-//! (state changes in one transaction each, where the outbox event announcing
-//! them will be written too).
+//! (state changes in one transaction each, which writes the outbox event
+//! announcing them too).
 
 use sqlx::PgPool;
 
-use crate::{authors::Authors, cursor::CursorCodec, read_cache::ReadCache};
+use crate::{authors::Authors, cursor::CursorCodec, known_tags::KnownTags, read_cache::ReadCache};
 
 pub struct Content {
     pub(crate) pool: PgPool,
@@ -15,6 +15,7 @@ pub struct Content {
     pub(crate) authors: Authors,
     pub(crate) cursors: CursorCodec,
     pub(crate) cache: ReadCache,
+    pub(crate) known_tags: KnownTags,
 }
 
 impl Content {
@@ -31,6 +32,7 @@ impl Content {
             authors,
             cursors,
             cache,
+            known_tags: KnownTags::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! it and follows its author, all computed in the same statement.
 
 use chrono::{DateTime, Utc};
+use quill_events::outbox::OutboxRow;
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, PgExecutor, PgPool};
 use uuid::Uuid;
@@ -225,24 +226,6 @@ pub async fn by_slugs(
     .await
 }
 
-/// Article `id` as `viewer` sees it, inside the writer's transaction:
-/// whether its author has been banned meanwhile or not.
-pub async fn as_written(
-    db: impl PgExecutor<'_>,
-    viewer: Uuid,
-    id: Uuid,
-) -> Result<Option<ArticleRow>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        article_columns!("$1"),
-        "WHERE a.id = $2"
-    ))
-    .bind(viewer)
-    .bind(id)
-    .fetch_optional(db)
-    .await
-}
-
 /// A visible article as anybody sees it (neither favorited nor followed).
 pub async fn by_slug(
     db: impl PgExecutor<'_>,
@@ -301,15 +284,40 @@ pub struct NewArticle<'a> {
     pub author_id: Uuid,
 }
 
-/// Inserts the article unless its slug is taken; `false` means taken (the
-/// transaction stays usable, unlike after a unique violation).
-pub async fn insert(
+/// What the database decided about a published article.
+#[derive(Debug, FromRow)]
+pub struct Published {
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// How many of the tags were linked: fewer than asked only when a tag
+    /// did not exist.
+    pub linked: i64,
+}
+
+/// Publishes the article with its tag links and the event announcing it,
+/// in one statement: one round trip and one implicit transaction, where a
+/// transaction of a statement per part took seven. `None` when the slug is
+/// taken (then nothing is written). The tags must exist already
+/// (`create_tags`): a tag inserted by this same statement would be
+/// invisible to its link, which reads the statement's snapshot.
+pub async fn publish(
     db: impl PgExecutor<'_>,
     article: &NewArticle<'_>,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO articles (id, slug, title, description, body, author_id) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (slug) DO NOTHING",
+    tags: &[String],
+    event: &OutboxRow,
+) -> Result<Option<Published>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH article AS ( \
+             INSERT INTO articles (id, slug, title, description, body, author_id) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (slug) DO NOTHING \
+             RETURNING id, created_at, updated_at), \
+         linked AS ( \
+             INSERT INTO article_tags (article_id, tag_id) \
+             SELECT article.id, t.id FROM article JOIN tags t ON t.name = ANY($7) \
+             RETURNING tag_id), \
+         announced AS ( \
+             INSERT INTO outbox (id, routing_key, payload) SELECT $8, $9, $10 FROM article) \
+         SELECT created_at, updated_at, (SELECT count(*) FROM linked) AS linked FROM article",
     )
     .bind(article.id)
     .bind(article.slug)
@@ -317,9 +325,12 @@ pub async fn insert(
     .bind(article.description)
     .bind(article.body)
     .bind(article.author_id)
-    .execute(db)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
+    .bind(tags)
+    .bind(event.id)
+    .bind(&event.routing_key)
+    .bind(&event.payload)
+    .fetch_optional(db)
+    .await
 }
 
 /// Unset fields keep their value.
@@ -408,22 +419,6 @@ pub async fn tags_in_use(db: impl PgExecutor<'_>, max: i64) -> Result<Vec<String
     .await
 }
 
-/// Idempotent; `true` when the favorite is new.
-pub async fn favorite(
-    db: impl PgExecutor<'_>,
-    article_id: Uuid,
-    user_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO favorites (article_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    )
-    .bind(article_id)
-    .bind(user_id)
-    .execute(db)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
-}
-
 /// What events tell about an article: its identity, text and tags.
 #[derive(Debug, Clone, FromRow)]
 pub struct ArticleSummary {
@@ -436,35 +431,126 @@ pub struct ArticleSummary {
     pub tags: Vec<String>,
 }
 
+/// The columns of `ArticleSummary` for article `a`.
+macro_rules! summary_columns {
+    () => {
+        "a.id, a.slug, a.title, a.description, a.author_id, \
+         (SELECT au.username FROM authors au WHERE au.id = a.author_id) AS author_username, \
+         COALESCE((SELECT array_agg(t.name ORDER BY t.name COLLATE \"C\") \
+                   FROM article_tags at JOIN tags t ON t.id = at.tag_id \
+                   WHERE at.article_id = a.id), '{}'::text[]) AS tags "
+    };
+}
+
 /// The article as it stands (inside the caller's transaction), banned
 /// author or not.
 pub async fn summary(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Option<ArticleSummary>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT a.id, a.slug, a.title, a.description, a.author_id, \
-                au.username AS author_username, \
-                COALESCE((SELECT array_agg(t.name ORDER BY t.name COLLATE \"C\") \
-                          FROM article_tags at JOIN tags t ON t.id = at.tag_id \
-                          WHERE at.article_id = a.id), '{}'::text[]) AS tags \
-         FROM articles a LEFT JOIN authors au ON au.id = a.author_id WHERE a.id = $1",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        summary_columns!(),
+        "FROM articles a WHERE a.id = $1"
+    ))
     .bind(id)
     .fetch_optional(db)
     .await
 }
 
-/// Idempotent; `true` when there was a favorite to remove.
-pub async fn unfavorite(
+/// A visible article as events tell it, by slug.
+pub async fn visible_summary(
+    db: impl PgExecutor<'_>,
+    slug: &str,
+) -> Result<Option<ArticleSummary>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        summary_columns!(),
+        "FROM articles a WHERE a.slug = $1 AND ",
+        visible!()
+    ))
+    .bind(slug)
+    .fetch_optional(db)
+    .await
+}
+
+/// A visible article to comment on, as events tell it, and the id the new
+/// comment will have: what the comment's statement and its event need,
+/// read in one round trip before it.
+#[derive(Debug, FromRow)]
+pub struct CommentTarget {
+    #[sqlx(flatten)]
+    pub article: ArticleSummary,
+    pub comment_id: i64,
+}
+
+pub async fn comment_target(
+    db: impl PgExecutor<'_>,
+    slug: &str,
+) -> Result<Option<CommentTarget>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        summary_columns!(),
+        ", nextval(pg_get_serial_sequence('comments', 'id')) AS comment_id \
+         FROM articles a WHERE a.slug = $1 AND ",
+        visible!()
+    ))
+    .bind(slug)
+    .fetch_optional(db)
+    .await
+}
+
+/// Favorites the article and writes the event announcing it, in one
+/// statement; `false` (and no event) when it was a favorite already.
+pub async fn favorite_announced(
     db: impl PgExecutor<'_>,
     article_id: Uuid,
     user_id: Uuid,
+    event: &OutboxRow,
 ) -> Result<bool, sqlx::Error> {
-    let deleted = sqlx::query("DELETE FROM favorites WHERE article_id = $1 AND user_id = $2")
-        .bind(article_id)
-        .bind(user_id)
-        .execute(db)
-        .await?;
-    Ok(deleted.rows_affected() == 1)
+    sqlx::query_scalar(
+        "WITH fav AS ( \
+             INSERT INTO favorites (article_id, user_id) VALUES ($1, $2) \
+             ON CONFLICT DO NOTHING RETURNING article_id), \
+         announced AS ( \
+             INSERT INTO outbox (id, routing_key, payload) SELECT $3, $4, $5 FROM fav) \
+         SELECT EXISTS (SELECT 1 FROM fav)",
+    )
+    .bind(article_id)
+    .bind(user_id)
+    .bind(event.id)
+    .bind(&event.routing_key)
+    .bind(&event.payload)
+    .fetch_one(db)
+    .await
+}
+
+/// Removes `user_id`'s favorite of the visible article `slug`, in one
+/// statement: `None` when there is no such article, else its key and
+/// whether there was a favorite to remove.
+pub async fn unfavorite_by_slug(
+    db: impl PgExecutor<'_>,
+    slug: &str,
+    user_id: Uuid,
+) -> Result<Option<(ArticleKey, bool)>, sqlx::Error> {
+    #[derive(FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        key: ArticleKey,
+        removed: bool,
+    }
+    let row: Option<Row> = sqlx::query_as(concat!(
+        "WITH a AS (SELECT a.id, a.slug, a.title, a.author_id FROM articles a \
+                    WHERE a.slug = $1 AND ",
+        visible!(),
+        "), removed AS (DELETE FROM favorites f USING a \
+                         WHERE f.article_id = a.id AND f.user_id = $2 RETURNING 1) \
+         SELECT a.id, a.slug, a.title, a.author_id, EXISTS (SELECT 1 FROM removed) AS removed \
+         FROM a"
+    ))
+    .bind(slug)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|row| (row.key, row.removed)))
 }

@@ -1,6 +1,7 @@
 //! Comments on articles.
 
 use chrono::{DateTime, Utc};
+use quill_events::outbox::OutboxRow;
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, PgExecutor};
 use uuid::Uuid;
@@ -28,26 +29,40 @@ pub struct CommentPage {
     pub before: Option<i64>,
 }
 
-/// Inserts and returns the comment joined with its author (the caller does
-/// not follow themselves, so `following` is false).
-pub async fn insert(
+pub struct NewComment<'a> {
+    /// Taken from the comments' sequence beforehand
+    /// (`articles::comment_target`), so the event can name it.
+    pub id: i64,
+    pub article_id: Uuid,
+    pub author_id: Uuid,
+    pub body: &'a str,
+}
+
+/// Inserts the comment and the event announcing it, in one statement;
+/// `None` (and nothing written) when the article is gone. Returns the
+/// comment's timestamps.
+pub async fn insert_announced(
     db: impl PgExecutor<'_>,
-    article_id: Uuid,
-    author_id: Uuid,
-    body: &str,
-) -> Result<CommentRow, sqlx::Error> {
+    comment: &NewComment<'_>,
+    event: &OutboxRow,
+) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
     sqlx::query_as(
-        "WITH c AS (INSERT INTO comments (article_id, author_id, body) VALUES ($1, $2, $3) \
-                    RETURNING id, body, created_at, updated_at, author_id) \
-         SELECT c.id, c.body, c.created_at, c.updated_at, c.author_id, \
-                au.username AS author_username, au.bio AS author_bio, au.image AS author_image, \
-                false AS following \
-         FROM c LEFT JOIN authors au ON au.id = c.author_id",
+        "WITH c AS ( \
+             INSERT INTO comments (id, article_id, author_id, body) OVERRIDING SYSTEM VALUE \
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM articles WHERE id = $2) \
+             RETURNING created_at, updated_at), \
+         announced AS ( \
+             INSERT INTO outbox (id, routing_key, payload) SELECT $5, $6, $7 FROM c) \
+         SELECT created_at, updated_at FROM c",
     )
-    .bind(article_id)
-    .bind(author_id)
-    .bind(body)
-    .fetch_one(db)
+    .bind(comment.id)
+    .bind(comment.article_id)
+    .bind(comment.author_id)
+    .bind(comment.body)
+    .bind(event.id)
+    .bind(&event.routing_key)
+    .bind(&event.payload)
+    .fetch_optional(db)
     .await
 }
 

@@ -63,20 +63,25 @@ pub async fn exists(
 }
 
 /// The SQL of one batch of followers, keyset-paged on the follower id: the
-/// current follows (those begun by `$4`, when set) and, as of `$4`, the
-/// ended ones that were running then. Each side walks its index from the
-/// keyset on and stops at `$3` distinct ids, so the first `$3` of their
-/// union are the batch (a short batch is the last). The ended side also
-/// passes over the ended follows that do not cover `$4`: as many as the
-/// author lost within the retention window, which bounds it.
+/// current follows begun by `$4` and, as of `$4`, the ended ones that were
+/// running then. Each side walks its index from the keyset `$2` on and
+/// stops at `$3` distinct ids, so the first `$3` of their union are the
+/// batch (a short batch is the last). The ended side also passes over the
+/// ended follows that do not cover `$4`: as many as the author lost within
+/// the retention window, which bounds it. An unset `$2` (the first batch)
+/// is the nil id, below every other; an unset `$4` is now, when no ended
+/// follow was running. Both stay index conditions in a generic plan, so
+/// the statement runs on the main pool, planned once per connection.
 pub const FOLLOWER_IDS_SQL: &str = "SELECT DISTINCT follower_id FROM ( \
        (SELECT follower_id FROM follows \
-        WHERE followee_id = $1 AND ($2::uuid IS NULL OR follower_id > $2) \
-          AND ($4::timestamptz IS NULL OR created_at <= $4) \
+        WHERE followee_id = $1 \
+          AND follower_id > COALESCE($2, '00000000-0000-0000-0000-000000000000'::uuid) \
+          AND created_at <= COALESCE($4, 'infinity'::timestamptz) \
         ORDER BY follower_id LIMIT $3) \
        UNION ALL \
        (SELECT DISTINCT follower_id FROM past_follows \
-        WHERE followee_id = $1 AND ($2::uuid IS NULL OR follower_id > $2) \
+        WHERE followee_id = $1 \
+          AND follower_id > COALESCE($2, '00000000-0000-0000-0000-000000000000'::uuid) \
           AND followed_at <= $4 AND unfollowed_at > $4 \
         ORDER BY follower_id LIMIT $3) \
      ) AS followers ORDER BY follower_id LIMIT $3";

@@ -593,3 +593,38 @@ async fn a_nul_in_a_slug_or_username_is_not_found_not_internal() {
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
 }
+
+/// A process remembers which tags exist and then publishes with a single
+/// statement that only links them; a tag gone from the database after all
+/// (deleted by hand) is created and linked again rather than dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_deleted_behind_the_service_is_linked_again() {
+    let world = World::start().await;
+    let alice = world.user("alice").await;
+    let first = world
+        .client()
+        .create_article(as_user(&alice, new_article("First", &["kept", "lost"])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.tags, ["kept", "lost"]);
+
+    let pool = sqlx::PgPool::connect(&world.content.db.url).await.unwrap();
+    sqlx::query("DELETE FROM tags WHERE name = 'lost'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let second = world
+        .client()
+        .create_article(as_user(&alice, new_article("Second", &["kept", "lost"])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.tags, ["kept", "lost"]);
+    let stored = world.get(None, &second.slug).await.unwrap();
+    assert_eq!(
+        stored.tags,
+        ["kept", "lost"],
+        "as stored, not only as answered"
+    );
+}

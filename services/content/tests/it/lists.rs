@@ -437,6 +437,36 @@ async fn plan(pool: &PgPool, sql: &str, bind: impl FnOnce(Explain<'_>) -> Explai
     plan.to_string()
 }
 
+/// The generic plan of `sql`, as a connection of the main pool runs it
+/// (`plan_cache_mode = force_generic_plan`), executed with `args` (SQL
+/// literals).
+async fn generic_plan(pool: &PgPool, sql: &str, args: &str) -> String {
+    let mut conn = pool.acquire().await.unwrap();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    for statement in [
+        "SET LOCAL enable_seqscan = off".to_owned(),
+        "SET LOCAL plan_cache_mode = force_generic_plan".to_owned(),
+        format!("PREPARE probe AS {sql}"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    let explain = format!("EXPLAIN (FORMAT JSON) EXECUTE probe({args})");
+    let plan: serde_json::Value = sqlx::query_scalar(sqlx::AssertSqlSafe(explain))
+        .persistent(false)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    sqlx::raw_sql("DEALLOCATE probe")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    plan.to_string()
+}
+
 type Explain<'q> =
     sqlx::query::QueryScalar<'q, sqlx::Postgres, serde_json::Value, sqlx::postgres::PgArguments>;
 
@@ -597,13 +627,13 @@ async fn every_filter_the_feed_and_search_use_an_index() {
         }
     }
     let viewer: Uuid = "00000000-0000-0000-0000-000000000007".parse().unwrap();
-    let feed = plan(&pool, articles::FEED_SLUGS_SQL, |q| {
-        q.bind(viewer)
-            .bind(None::<chrono::DateTime<chrono::Utc>>)
-            .bind(None::<Uuid>)
-            .bind(21_i64)
-            .bind(0_i64)
-    })
+    // The feed and the follower ids run on the main pool, whose plans are
+    // generic: one per connection, whatever the parameters.
+    let feed = generic_plan(
+        &pool,
+        articles::FEED_SLUGS_SQL,
+        &format!("'{viewer}', NULL, NULL, 21, 0"),
+    )
     .await;
     assert_uses(
         &feed,
@@ -614,21 +644,34 @@ async fn every_filter_the_feed_and_search_use_an_index() {
         ],
         "feed",
     );
-    // Of now, ended follows are not even planned; as of a moment, both
-    // periods' tables are read off their indexes.
+    // Of now and as of a moment, first batch or later: both periods'
+    // tables are read off their indexes, from the keyset on.
     let as_of_cases: [(_, &[&str]); 2] = [
-        (None, &["follows_followee_idx"]),
+        (
+            "NULL".to_owned(),
+            &["follows_followee_idx", "past_follows_followee_idx"],
+        ),
         (
             // While every ended follow above was running.
-            Some(chrono::Utc::now() - chrono::Duration::hours(36)),
+            format!("'{}'", chrono::Utc::now() - chrono::Duration::hours(36)),
             &["follows_followee_idx", "past_follows_followee_idx"],
         ),
     ];
     for (as_of, indexes) in as_of_cases {
-        let followers = plan(&pool, follows::FOLLOWER_IDS_SQL, |q| {
-            q.bind(viewer).bind(None::<Uuid>).bind(500_i64).bind(as_of)
-        })
-        .await;
-        assert_uses(&followers, indexes, "follower ids");
+        for after in ["NULL", "'00000000-0000-0000-0000-000000000100'"] {
+            let followers = generic_plan(
+                &pool,
+                follows::FOLLOWER_IDS_SQL,
+                &format!("'{viewer}', {after}, 500, {as_of}"),
+            )
+            .await;
+            assert_uses(&followers, indexes, "follower ids");
+            assert!(
+                followers.contains(
+                    "\"Index Cond\":\"((followee_id = $1) AND (follower_id > COALESCE($2"
+                ),
+                "the keyset is an index condition: {followers}"
+            );
+        }
     }
 }
