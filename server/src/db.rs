@@ -193,6 +193,14 @@ fn migration_lock_key(database: &str) -> i64 {
     0x3d32ad9e * i64::from(CRC_32.checksum(database.as_bytes()))
 }
 
+/// How long a pooled connection may sit idle and still be handed out
+/// without a ping first. sqlx pings every connection as it comes back to
+/// the pool, so one idle for less was healthy a moment ago; pinging it
+/// again on every acquire (sqlx's default) would cost each statement run on
+/// the pool a round trip more. One idle for longer may have been cut meanwhile
+/// (a server restart, an idle timeout): it is pinged, and replaced if dead.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// Creates the database if needed and opens a pool on it, retrying while
 /// the server is unreachable.
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
@@ -202,6 +210,15 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
         PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_AFTER_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options.clone())
     })
     .await?;

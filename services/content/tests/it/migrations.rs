@@ -1,4 +1,5 @@
-//! Replicas of one service share its database and all migrate it at start.
+//! Replicas of one service share its database and all migrate it at start;
+//! the pool they share it through.
 
 use quill_content::server::MIGRATOR;
 use quill_server::{db, testing::TestDb};
@@ -22,4 +23,30 @@ async fn replicas_starting_together_migrate_a_fresh_database_once() {
         .await
         .unwrap();
     assert_eq!(applied, MIGRATOR.iter().count() as i64);
+}
+
+/// The pool pings a connection before handing it out only when it sat idle
+/// (sqlx pings each one on its release anyway): one cut while idle, as by
+/// a server restart, is replaced, not given to a statement that fails.
+#[tokio::test]
+async fn a_connection_cut_while_idle_is_replaced_before_use() {
+    let database = TestDb::new("content_pool");
+    let pool = database.connect(1).await;
+    let backend = || async {
+        sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+    };
+    let first = backend().await.unwrap();
+    let admin = database.connect(1).await;
+    let cut: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(first)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert!(cut);
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+
+    let second = backend().await.expect("a live connection, not the cut one");
+    assert_ne!(second, first);
 }
