@@ -501,7 +501,8 @@ pub async fn comment_target(
 }
 
 /// Favorites the article and writes the event announcing it, in one
-/// statement; `false` (and no event) when it was a favorite already.
+/// statement; `false` (and no event) when it was a favorite already or
+/// the article is gone.
 pub async fn favorite_announced(
     db: impl PgExecutor<'_>,
     article_id: Uuid,
@@ -510,7 +511,8 @@ pub async fn favorite_announced(
 ) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
         "WITH fav AS ( \
-             INSERT INTO favorites (article_id, user_id) VALUES ($1, $2) \
+             INSERT INTO favorites (article_id, user_id) \
+             SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM articles WHERE id = $1) \
              ON CONFLICT DO NOTHING RETURNING article_id), \
          announced AS ( \
              INSERT INTO outbox (id, routing_key, payload) SELECT $3, $4, $5 FROM fav) \
