@@ -183,6 +183,17 @@ pub trait EventHandler: Send + Sync + 'static {
     /// effort: nothing retries it, so what it does must also expire.
     async fn committed(&self, _applied: &[&Envelope]) {}
 
+    /// Whether [`Self::handle`] may write for `envelope`, as prepared. In a
+    /// shared transaction each event that may runs behind a savepoint of
+    /// its own (two round trips more), so its failure undoes its writes
+    /// alone; say no for an event whose writes are all deferred to
+    /// [`Self::finish`]. Saying no wrongly is still safe, only coarser: a
+    /// statement failing in `handle` aborts the transaction, and its events
+    /// run again one by one.
+    fn writes_in_handle(&self, _envelope: &Envelope, _prepared: &Self::Prepared) -> bool {
+        true
+    }
+
     /// Whether `envelope`, as prepared, may share a transaction with other
     /// events ([`crate::group_commit`]). Say no for an event whose handler
     /// may take long (it waits on another service, it writes for many

@@ -186,9 +186,10 @@ impl<H: EventHandler> GroupCommit<H> {
         .await;
     }
 
-    /// The batch in one transaction, each handler behind a savepoint, until
-    /// the budget is spent; returns the results of the events it ran, in
-    /// order. An error here is the transaction's: nothing was applied.
+    /// The batch in one transaction, each handler that may write behind a
+    /// savepoint, until the budget is spent; returns the results of the
+    /// events it ran, in order. An error here is the transaction's: nothing
+    /// was applied.
     async fn apply_together(
         &self,
         batch: &[Job<H::Prepared>],
@@ -215,6 +216,8 @@ impl<H: EventHandler> GroupCommit<H> {
         .collect();
         let mut results = Vec::with_capacity(batch.len());
         let mut deferred = Vec::with_capacity(batch.len());
+        // Whether an event ran without a savepoint (`writes_in_handle`).
+        let mut unguarded = false;
         for job in batch {
             if !results.is_empty() && started.elapsed() >= BATCH_BUDGET {
                 // Unstarted events are not this transaction's: their ids go.
@@ -234,7 +237,11 @@ impl<H: EventHandler> GroupCommit<H> {
                 results.push(Ok(false));
                 continue;
             }
-            sqlx::query("SAVEPOINT event").execute(&mut *tx).await?;
+            let isolated = self.handler.writes_in_handle(&job.envelope, &job.prepared);
+            unguarded |= !isolated;
+            if isolated {
+                sqlx::query("SAVEPOINT event").execute(&mut *tx).await?;
+            }
             let mut own = H::Deferred::default();
             let handled = request_id::scope(
                 job.envelope.request_id.clone(),
@@ -253,9 +260,11 @@ impl<H: EventHandler> GroupCommit<H> {
                 // Fails if the handler left the transaction aborted (an
                 // error it swallowed): the batch then runs alone.
                 Ok(()) => {
-                    sqlx::query("RELEASE SAVEPOINT event")
-                        .execute(&mut *tx)
-                        .await?;
+                    if isolated {
+                        sqlx::query("RELEASE SAVEPOINT event")
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     deferred.push(own);
                     results.push(Ok(true));
                 }
@@ -264,11 +273,15 @@ impl<H: EventHandler> GroupCommit<H> {
                 Err(e) if is_lock_conflict(&e) => return Err(BatchAborted),
                 Err(e) => {
                     // Rolling back keeps the savepoint: released, or the
-                    // rest of the batch would run nested inside it. Its
-                    // event id goes too: a retry must find it unrecorded.
-                    sqlx::raw_sql("ROLLBACK TO SAVEPOINT event; RELEASE SAVEPOINT event")
-                        .execute(&mut *tx)
-                        .await?;
+                    // rest of the batch would run nested inside it. Without
+                    // one, the handler wrote nothing to undo (and a failed
+                    // statement fails the next one: the batch runs alone).
+                    // Its event id goes too: a retry must find it unrecorded.
+                    if isolated {
+                        sqlx::raw_sql("ROLLBACK TO SAVEPOINT event; RELEASE SAVEPOINT event")
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     sqlx::query("DELETE FROM processed_events WHERE event_id = $1")
                         .bind(job.event_id)
                         .execute(&mut *tx)
@@ -284,6 +297,12 @@ impl<H: EventHandler> GroupCommit<H> {
             .await
             .map_err(|_| BatchAborted)?
             .map_err(|_| BatchAborted)?;
+        if unguarded {
+            // A handler without a savepoint that swallowed a failed
+            // statement left the transaction aborted, which would "commit"
+            // as a rollback without an error: this statement fails on it.
+            sqlx::query("SELECT 1").execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         let applied: Vec<&Envelope> = batch
             .iter()

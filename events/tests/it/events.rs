@@ -78,6 +78,12 @@ struct Recorder {
     /// The first run of this event signals `started`, then waits for
     /// `resume` before writing.
     hold_once: Option<(String, Arc<Notify>, Arc<Notify>)>,
+    /// `handle` writes nothing (everything is deferred to `finish`), and
+    /// says so: it runs without a savepoint.
+    read_only: bool,
+    /// On this event `handle` runs a statement that fails, and swallows
+    /// the error.
+    swallow_on: Option<String>,
 }
 
 impl Recorder {
@@ -138,11 +144,16 @@ impl EventHandler for Recorder {
             started.notify_one();
             resume.notified().await;
         }
-        sqlx::query("INSERT INTO applied (event_id, routing_key) VALUES ($1, $2)")
-            .bind(id)
-            .bind(&envelope.r#type)
-            .execute(&mut **tx)
-            .await?;
+        if self.swallow_on.as_deref() == Some(envelope.event_id.as_str()) {
+            let _ = sqlx::query("SELECT 1 / 0").execute(&mut **tx).await;
+        }
+        if !self.read_only {
+            sqlx::query("INSERT INTO applied (event_id, routing_key) VALUES ($1, $2)")
+                .bind(id)
+                .bind(&envelope.r#type)
+                .execute(&mut **tx)
+                .await?;
+        }
         if let Some((down_id, runs)) = &self.unavailable_for
             && down_id == &envelope.event_id
             && call <= *runs
@@ -175,6 +186,10 @@ impl EventHandler for Recorder {
             .execute(&mut **tx)
             .await?;
         Ok(())
+    }
+
+    fn writes_in_handle(&self, _: &Envelope, _: &()) -> bool {
+        !self.read_only
     }
 
     /// The event that hangs is declared slow: it never joins a batch.
@@ -653,6 +668,63 @@ async fn deferred_writes_are_made_once_per_transaction_for_the_events_applied() 
     assert_eq!((rows, events, poisoned), (59, 59, 0));
     assert_eq!(elsewhere, 0, "each written with its event's record");
     assert!(transactions < 59, "59 events, {transactions} finishes");
+    running.stop().await.ok();
+    Ok(())
+}
+
+/// Handlers that write nothing until `finish` share transactions without
+/// a savepoint each. One failing still leaves only its own event out; one
+/// swallowing a failed statement (an aborted transaction, with no
+/// savepoint to contain it) fails its batch, whose other events then apply
+/// alone, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_without_writes_of_their_own_share_transactions_without_savepoints()
+-> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.followed"]);
+    declare(&broker.url, &topology).await?;
+    let events: Vec<Envelope> = (0..60).map(followed).collect();
+    let poison = events[20].event_id.clone();
+    let swallowing = events[40].event_id.clone();
+    let payloads: Vec<Vec<u8>> = events.iter().map(Message::encode_to_vec).collect();
+    publish_raw(&broker.url, &broker.exchange(), "user.followed", &payloads).await?;
+
+    let recorder = Recorder {
+        poison: Some(poison.clone()),
+        swallow_on: Some(swallowing.clone()),
+        read_only: true,
+        ..Recorder::default()
+    };
+    let running = consumer(&pool, &broker.url, &topology, recorder);
+    let finished = || async {
+        sqlx::query_as::<_, (i64, i64, i64, i64)>(
+            "SELECT count(*), count(DISTINCT event_id),
+                    count(*) FILTER (WHERE event_id IN ($1::uuid, $2::uuid)),
+                    count(DISTINCT xmin::text)
+             FROM finished",
+        )
+        .bind(&poison)
+        .bind(&swallowing)
+        .fetch_one(&pool)
+        .await
+    };
+    eventually("the other events apply", || async {
+        Ok(finished().await?.0 >= 58)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rows, distinct, failed, transactions) = finished().await?;
+    assert_eq!((rows, distinct, failed), (58, 58, 0));
+    assert!(transactions < 58, "58 events, {transactions} transactions");
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM processed_events WHERE event_id IN ($1::uuid, $2::uuid)",
+    )
+    .bind(&poison)
+    .bind(&swallowing)
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(recorded, 0, "a failed event is not recorded as processed");
     running.stop().await.ok();
     Ok(())
 }

@@ -58,13 +58,16 @@ impl NotificationEvents {
         mail: Option<&MailDraft>,
         deliveries: &mut Vec<Delivery>,
     ) -> Result<(), HandlerError> {
-        let (in_app, email) = repo::preferences::delivery(conn, user, draft.kind).await?;
-        if let Some(mail) = mail.filter(|_| email && self.mail_enabled) {
-            repo::mail::queue_mail(conn, user, mail).await?;
+        // Whether the app shows it is decided where it is written
+        // (`insert_all` reads the kind's in-app switch): only mail needs
+        // the preferences here.
+        if let Some(mail) = mail.filter(|_| self.mail_enabled) {
+            let (_, email) = repo::preferences::delivery(conn, user, draft.kind).await?;
+            if email {
+                repo::mail::queue_mail(conn, user, mail).await?;
+            }
         }
-        if in_app {
-            deliveries.push(Delivery::new(event_id, draft, &[user]));
-        }
+        deliveries.push(Delivery::new(event_id, draft, &[user]));
         Ok(())
     }
 
@@ -226,6 +229,19 @@ impl EventHandler for NotificationEvents {
 
     /// A fan-out whose audience was too large to hold streams it inside its
     /// transaction: alone, so it holds up no batch.
+    /// Notifications are written by `finish`; what `handle` writes itself
+    /// is a recipient, queued mail, or an audience too large to hold.
+    fn writes_in_handle(&self, envelope: &Envelope, audience: &Audience) -> bool {
+        // A plan that fails fails `handle` before it writes anything.
+        rules::plan(envelope).is_ok_and(|effects| {
+            effects.iter().any(|effect| match effect {
+                Effect::UpsertRecipient(_) => true,
+                Effect::Notify { mail, .. } => mail.is_some() && self.mail_enabled,
+                Effect::NotifyFollowers { .. } => matches!(audience, Audience::TooLarge),
+            })
+        })
+    }
+
     fn batchable(&self, _envelope: &Envelope, audience: &Audience) -> bool {
         !matches!(audience, Audience::TooLarge)
     }
