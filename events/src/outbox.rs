@@ -57,6 +57,13 @@ impl OutboxRow {
             payload: envelope.encode_to_vec(),
         })
     }
+
+    /// The client span for the statement that writes this row, as
+    /// [`enqueue`]'s is: `INSERT outbox`, the hop a trace crosses on its
+    /// way to the broker.
+    pub fn write_span(&self) -> tracing::Span {
+        crate::db_span("INSERT", "outbox")
+    }
 }
 
 /// Commits `tx`, which wrote outbox rows, and wakes this process's relays

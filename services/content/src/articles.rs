@@ -13,6 +13,7 @@ use quill_server::db::unique_violation;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
@@ -144,7 +145,10 @@ impl Content {
             });
             let stale = changed_by(&published);
             let event = OutboxRow::of(&new_envelope(PRODUCER, published))?;
-            let Some(stored) = repo::publish(&self.pool, &article, &tags, &event).await? else {
+            let Some(stored) = repo::publish(&self.pool, &article, &tags, &event)
+                .instrument(event.write_span())
+                .await?
+            else {
                 candidate = slug::with_random_suffix(&base, &mut rand::thread_rng());
                 continue;
             };
@@ -314,7 +318,10 @@ impl Content {
             });
             let stale = changed_by(&favorited);
             let event = OutboxRow::of(&new_envelope(PRODUCER, favorited))?;
-            match repo::favorite_announced(&self.pool, article_id, caller.user, &event).await? {
+            match repo::favorite_announced(&self.pool, article_id, caller.user, &event)
+                .instrument(event.write_span())
+                .await?
+            {
                 true => {
                     quill_events::outbox::written();
                     stale

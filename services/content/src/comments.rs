@@ -4,6 +4,7 @@
 use quill_events::{new_envelope, outbox::OutboxRow};
 use quill_proto::events::v1::{CommentAdded, envelope::Payload};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
@@ -74,6 +75,7 @@ impl Content {
             body: &body,
         };
         let (created_at, updated_at) = repo::insert_announced(&self.pool, &new, &event)
+            .instrument(event.write_span())
             .await?
             // The article went between the two statements.
             .ok_or(ContentError::NotFound("article"))?;
