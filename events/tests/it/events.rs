@@ -1207,7 +1207,7 @@ async fn a_consumer_paused_by_an_outage_stops_at_once_and_leaves_the_event_queue
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_requeues_the_event_until_it_ends_and_parks_nothing() -> anyhow::Result<()>
 {
-    let (db, pool) = database().await?;
+    let (db, _pool) = database().await?;
     let name = db
         .url
         .rsplit('/')
