@@ -37,26 +37,20 @@ impl Service for Content {
     /// the events of the last requests still go out; the consumer finishes
     /// what it holds.
     async fn run(config: Config, serving: Serving) -> anyhow::Result<()> {
-        let pool = db::prepare(
-            &config
+        let planning = |(setting, mode)| {
+            config
                 .server
                 .database
                 .clone()
-                .with_session_setting(GENERIC_PLANS.0, GENERIC_PLANS.1),
-            &MIGRATOR,
-        )
-        .await
-        .context("preparing the content database")?;
+                .with_session_setting(setting, mode)
+        };
+        let pool = db::prepare(&planning(GENERIC_PLANS), &MIGRATOR)
+            .await
+            .context("preparing the content database")?;
         let database_ready = db::probe(pool.clone());
-        let lists = db::connect(
-            &config
-                .server
-                .database
-                .clone()
-                .with_session_setting(CUSTOM_PLANS.0, CUSTOM_PLANS.1),
-        )
-        .await
-        .context("connecting the lists' pool")?;
+        let lists = db::connect(&planning(CUSTOM_PLANS))
+            .await
+            .context("connecting the lists' pool")?;
         let auth = balance::to_auth(&config.auth_url)?;
         let identity = ServiceAuth::connect(Caller::Content, &config.authn, auth.clone())
             .await

@@ -230,14 +230,17 @@ impl EventHandler for NotificationEvents {
     /// A fan-out whose audience was too large to hold streams it inside its
     /// transaction: alone, so it holds up no batch.
     /// Notifications are written by `finish`; what `handle` writes itself
-    /// is a recipient, queued mail, or an audience too large to hold.
+    /// is a recipient, queued mail, or a fan-out whose audience it does not
+    /// hold.
     fn writes_in_handle(&self, envelope: &Envelope, audience: &Audience) -> bool {
         // A plan that fails fails `handle` before it writes anything.
         rules::plan(envelope).is_ok_and(|effects| {
             effects.iter().any(|effect| match effect {
                 Effect::UpsertRecipient(_) => true,
                 Effect::Notify { mail, .. } => mail.is_some() && self.mail_enabled,
-                Effect::NotifyFollowers { .. } => matches!(audience, Audience::TooLarge),
+                // Unless its audience is held, a fan-out streams it and
+                // writes as it goes.
+                Effect::NotifyFollowers { .. } => !matches!(audience, Audience::Followers(_)),
             })
         })
     }
