@@ -23,7 +23,7 @@ use crate::{
     policy::{self, Caller},
     read_cache::{changed_by, versions},
     repo::articles::{
-        self as repo, ArticleChanges, ArticleFilter, ArticlePage, ArticleRow, NewArticle,
+        self as repo, ArticleChanges, ArticleFilter, ArticlePage, ArticleRow, AsRead, NewArticle,
         PageRequest,
     },
     service::Content,
@@ -34,6 +34,17 @@ use crate::{
 /// Attempts at a free slug: the title's own, then random suffixes, whose
 /// collisions are vanishingly rare.
 const SLUG_ATTEMPTS: usize = 5;
+
+/// Attempts at a write announcing an article as it was read (a favorite,
+/// a comment) while edits of that article keep landing in between.
+pub(crate) const AS_READ_ATTEMPTS: usize = 5;
+
+/// The article changed between each read and its write, every time.
+pub(crate) fn edited_meanwhile() -> ContentError {
+    ContentError::Internal(format!(
+        "the article was edited between its read and the write, {AS_READ_ATTEMPTS} times"
+    ))
+}
 
 pub struct NewArticleInput {
     pub title: String,
@@ -307,26 +318,32 @@ impl Content {
         let stale = if favorite {
             // So the favorited-by filter can find the caller by username.
             let fan = self.authors.ensure(caller.user).await?;
-            let article = repo::visible_summary(&self.pool, slug)
-                .await?
-                .ok_or(ContentError::NotFound("article"))?;
-            let article_id = article.id;
-            let favorited = Payload::ArticleFavorited(ArticleFavorited {
-                user_id: fan.id.to_string(),
-                username: fan.username,
-                article: Some(snapshot(article)),
-            });
-            let stale = changed_by(&favorited);
-            let event = OutboxRow::of(&new_envelope(PRODUCER, favorited))?;
-            match repo::favorite_announced(&self.pool, article_id, caller.user, &event)
-                .instrument(event.write_span())
-                .await?
-            {
-                true => {
-                    quill_events::outbox::written();
-                    stale
+            let mut attempts = 0;
+            loop {
+                let article = repo::visible_summary(&self.pool, slug)
+                    .await?
+                    .ok_or(ContentError::NotFound("article"))?;
+                let favorited = Payload::ArticleFavorited(ArticleFavorited {
+                    user_id: fan.id.to_string(),
+                    username: fan.username.clone(),
+                    article: Some(snapshot(article.clone())),
+                });
+                let stale = changed_by(&favorited);
+                let event = OutboxRow::of(&new_envelope(PRODUCER, favorited))?;
+                match repo::favorite_announced(&self.pool, &article, caller.user, &event)
+                    .instrument(event.write_span())
+                    .await?
+                {
+                    AsRead::Written => {
+                        quill_events::outbox::written();
+                        break stale;
+                    }
+                    AsRead::Unchanged => break Vec::new(),
+                    AsRead::Moved => attempts += 1,
                 }
-                false => Vec::new(),
+                if attempts == AS_READ_ATTEMPTS {
+                    return Err(edited_meanwhile());
+                }
             }
         } else {
             let (key, removed) = repo::unfavorite_by_slug(&self.pool, slug, caller.user)

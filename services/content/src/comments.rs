@@ -8,6 +8,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
+    articles::{AS_READ_ATTEMPTS, edited_meanwhile},
     cursor::CommentPosition,
     error::ContentError,
     events::{PRODUCER, snapshot},
@@ -53,32 +54,43 @@ impl Content {
         let slug = validation::slug(slug)?;
         let body = validation::comment_body(body)?;
         let commenter = self.authors.ensure(caller.user).await?;
-        let target = article_repo::comment_target(&self.pool, slug)
-            .await?
-            .ok_or(ContentError::NotFound("article"))?;
-        let article = target.article;
-        let (article_id, article_slug) = (article.id, article.slug.clone());
-        // The article's author comes with it, so notification can tell them.
-        let added = Payload::CommentAdded(CommentAdded {
-            comment_id: target.comment_id,
-            body: body.clone(),
-            commenter_id: commenter.id.to_string(),
-            commenter_username: commenter.username.clone(),
-            article: Some(snapshot(article)),
-        });
-        let stale = changed_by(&added);
-        let event = OutboxRow::of(&new_envelope(PRODUCER, added))?;
-        let new = NewComment {
-            id: target.comment_id,
-            article_id,
-            author_id: caller.user,
-            body: &body,
+        // The event names the article as read; the write checks it still
+        // is, and a comment meeting an edit reads it again.
+        let mut attempts = 0;
+        let (target, stale, created_at, updated_at, article_slug) = loop {
+            let target = article_repo::comment_target(&self.pool, slug)
+                .await?
+                .ok_or(ContentError::NotFound("article"))?;
+            let seen = target.article.updated_at;
+            let (article_id, article_slug) = (target.article.id, target.article.slug.clone());
+            // The article's author comes with it, so notification can tell them.
+            let added = Payload::CommentAdded(CommentAdded {
+                comment_id: target.comment_id,
+                body: body.clone(),
+                commenter_id: commenter.id.to_string(),
+                commenter_username: commenter.username.clone(),
+                article: Some(snapshot(target.article.clone())),
+            });
+            let stale = changed_by(&added);
+            let event = OutboxRow::of(&new_envelope(PRODUCER, added))?;
+            let new = NewComment {
+                id: target.comment_id,
+                article_id,
+                author_id: caller.user,
+                body: &body,
+            };
+            if let Some((created_at, updated_at)) =
+                repo::insert_announced(&self.pool, &new, seen, &event)
+                    .instrument(event.write_span())
+                    .await?
+            {
+                break (target, stale, created_at, updated_at, article_slug);
+            }
+            attempts += 1;
+            if attempts == AS_READ_ATTEMPTS {
+                return Err(edited_meanwhile());
+            }
         };
-        let (created_at, updated_at) = repo::insert_announced(&self.pool, &new, &event)
-            .instrument(event.write_span())
-            .await?
-            // The article went between the two statements.
-            .ok_or(ContentError::NotFound("article"))?;
         quill_events::outbox::written();
         self.cache.invalidate(&stale).await;
         let comment = CommentRow {

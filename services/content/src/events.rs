@@ -46,6 +46,7 @@ pub fn snapshot_of(article: &ArticleRow) -> ArticleSnapshot {
         author_id: article.author_id,
         author_username: article.author_username.clone(),
         tags: article.tags.clone(),
+        updated_at: article.updated_at,
     })
 }
 

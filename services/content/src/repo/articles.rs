@@ -429,12 +429,15 @@ pub struct ArticleSummary {
     pub author_id: Uuid,
     pub author_username: Option<String>,
     pub tags: Vec<String>,
+    /// Every edit moves it: a write that announces the article as read
+    /// checks it is still so (`as_read!`).
+    pub updated_at: DateTime<Utc>,
 }
 
 /// The columns of `ArticleSummary` for article `a`.
 macro_rules! summary_columns {
     () => {
-        "a.id, a.slug, a.title, a.description, a.author_id, \
+        "a.id, a.slug, a.title, a.description, a.author_id, a.updated_at, \
          (SELECT au.username FROM authors au WHERE au.id = a.author_id) AS author_username, \
          COALESCE((SELECT array_agg(t.name ORDER BY t.name COLLATE \"C\") \
                    FROM article_tags at JOIN tags t ON t.id = at.tag_id \
@@ -500,31 +503,60 @@ pub async fn comment_target(
     .await
 }
 
-/// Favorites the article and writes the event announcing it, in one
-/// statement; `false` (and no event) when it was a favorite already or
-/// the article is gone.
+/// The article `$2`, locked against edits for the statement, if it is
+/// still as it was read (its `updated_at` is `$1`): the first part of a
+/// write whose event was built from that read. An edit committed since, or
+/// one in flight (it holds the row, and the lock waits for it), leaves it
+/// empty, and the write writes nothing.
+macro_rules! as_read {
+    () => {
+        "a AS (SELECT id FROM articles WHERE id = $2 AND updated_at = $1 FOR SHARE)"
+    };
+}
+
+/// What a write announcing an article as read did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsRead {
+    /// The article was as read, and the write made a change.
+    Written,
+    /// The article was as read; there was nothing to change.
+    Unchanged,
+    /// The article was edited or deleted since it was read: nothing was
+    /// written; read it again.
+    Moved,
+}
+
+/// Favorites the article, if it is still as `seen` read it, and writes the
+/// event announcing it, in one statement.
 pub async fn favorite_announced(
     db: impl PgExecutor<'_>,
-    article_id: Uuid,
+    seen: &ArticleSummary,
     user_id: Uuid,
     event: &OutboxRow,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "WITH fav AS ( \
-             INSERT INTO favorites (article_id, user_id) \
-             SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM articles WHERE id = $1) \
+) -> Result<AsRead, sqlx::Error> {
+    let (found, favorited): (bool, bool) = sqlx::query_as(concat!(
+        "WITH ",
+        as_read!(),
+        ", fav AS ( \
+             INSERT INTO favorites (article_id, user_id) SELECT a.id, $3 FROM a \
              ON CONFLICT DO NOTHING RETURNING article_id), \
          announced AS ( \
-             INSERT INTO outbox (id, routing_key, payload) SELECT $3, $4, $5 FROM fav) \
-         SELECT EXISTS (SELECT 1 FROM fav)",
-    )
-    .bind(article_id)
+             INSERT INTO outbox (id, routing_key, payload) SELECT $4, $5, $6 FROM fav) \
+         SELECT EXISTS (SELECT 1 FROM a), EXISTS (SELECT 1 FROM fav)"
+    ))
+    .bind(seen.updated_at)
+    .bind(seen.id)
     .bind(user_id)
     .bind(event.id)
     .bind(&event.routing_key)
     .bind(&event.payload)
     .fetch_one(db)
-    .await
+    .await?;
+    Ok(match (found, favorited) {
+        (false, _) => AsRead::Moved,
+        (true, false) => AsRead::Unchanged,
+        (true, true) => AsRead::Written,
+    })
 }
 
 /// Removes `user_id`'s favorite of the visible article `slug`, in one

@@ -38,18 +38,20 @@ pub struct NewComment<'a> {
     pub body: &'a str,
 }
 
-/// Inserts the comment and the event announcing it, in one statement;
-/// `None` (and nothing written) when the article is gone. Returns the
-/// comment's timestamps.
+/// Inserts the comment and the event announcing it, in one statement, if
+/// the article is still as `seen` read it (`None` otherwise, with nothing
+/// written: read it again). Returns the comment's timestamps.
 pub async fn insert_announced(
     db: impl PgExecutor<'_>,
     comment: &NewComment<'_>,
+    seen: DateTime<Utc>,
     event: &OutboxRow,
 ) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
     sqlx::query_as(
-        "WITH c AS ( \
+        "WITH a AS (SELECT id FROM articles WHERE id = $2 AND updated_at = $8 FOR SHARE), \
+         c AS ( \
              INSERT INTO comments (id, article_id, author_id, body) OVERRIDING SYSTEM VALUE \
-             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM articles WHERE id = $2) \
+             SELECT $1, a.id, $3, $4 FROM a \
              RETURNING created_at, updated_at), \
          announced AS ( \
              INSERT INTO outbox (id, routing_key, payload) SELECT $5, $6, $7 FROM c) \
@@ -62,6 +64,7 @@ pub async fn insert_announced(
     .bind(event.id)
     .bind(&event.routing_key)
     .bind(&event.payload)
+    .bind(seen)
     .fetch_optional(db)
     .await
 }

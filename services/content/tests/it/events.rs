@@ -436,3 +436,79 @@ async fn a_rename_in_auth_shows_in_article_author_data() {
         "alicia"
     );
 }
+
+/// A comment or a favorite announces the article as its event was built;
+/// an edit that lands between that read and the write (here: held open
+/// while both are sent) makes the write read the article again, so the
+/// event names the article as it is, not by a slug it no longer has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_or_favorite_meeting_an_edit_announces_the_edited_article() {
+    let world = World::start().await;
+    let alice = world.user("alice").await;
+    let bob = world.user("bob").await;
+    let probe = world.auth.probe("probe", CONTENT_KEYS).await;
+    let article = world.article_by(&alice, "Before", &["old"]).await;
+    assert_from_content(&probe.next().await, "article.published");
+
+    // An edit, as update_article makes one, not yet committed.
+    let pool = sqlx::PgPool::connect(&world.content.db.url).await.unwrap();
+    let mut edit = pool.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE articles SET slug = 'after', title = 'After', updated_at = clock_timestamp() \
+         WHERE slug = $1",
+    )
+    .bind(&article.slug)
+    .execute(&mut *edit)
+    .await
+    .unwrap();
+    let mut client = world.client();
+    let mut favorer = world.client();
+    let comment = tokio::spawn(async move {
+        client
+            .add_comment(as_user(
+                &bob,
+                pb::AddCommentRequest {
+                    slug: "before".into(),
+                    body: "Nice.".into(),
+                },
+            ))
+            .await
+    });
+    let favorite = tokio::spawn({
+        let alice = alice.clone();
+        async move {
+            favorer
+                .favorite_article(as_user(
+                    &alice,
+                    pb::FavoriteArticleRequest {
+                        slug: "before".into(),
+                    },
+                ))
+                .await
+        }
+    });
+    // Both have read the article as it was and wait on the edit's lock.
+    eventually("both writes wait on the edit", || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        waiting == 2
+    })
+    .await;
+    edit.commit().await.unwrap();
+
+    // Read again, the article is no longer there by its old slug.
+    assert_code(comment.await.unwrap(), Code::NotFound);
+    assert_code(favorite.await.unwrap(), Code::NotFound);
+    let renamed = world.get(None, "after").await.unwrap();
+    assert_eq!(renamed.favorites_count, 0);
+    let announced = probe.next_within(Duration::from_millis(500)).await;
+    assert!(
+        announced.is_none(),
+        "no event names the article by its old slug: {announced:?}"
+    );
+}
