@@ -186,10 +186,10 @@ pub trait EventHandler: Send + Sync + 'static {
     /// Whether [`Self::handle`] may write for `envelope`, as prepared. In a
     /// shared transaction each event that may runs behind a savepoint of
     /// its own (two round trips more), so its failure undoes its writes
-    /// alone; say no for an event whose writes are all deferred to
-    /// [`Self::finish`]. Saying no wrongly is still safe, only coarser: a
-    /// statement failing in `handle` aborts the transaction, and its events
-    /// run again one by one.
+    /// alone; say no only for an event whose writes are all deferred to
+    /// [`Self::finish`]. A statement failing in such a `handle` aborts the
+    /// transaction, and its events run again one by one; but writes it made
+    /// before returning another error would commit with the batch.
     fn writes_in_handle(&self, _envelope: &Envelope, _prepared: &Self::Prepared) -> bool {
         true
     }
