@@ -503,17 +503,6 @@ pub async fn comment_target(
     .await
 }
 
-/// The article `$2`, locked against edits for the statement, if it is
-/// still as it was read (its `updated_at` is `$1`): the first part of a
-/// write whose event was built from that read. An edit committed since, or
-/// one in flight (it holds the row, and the lock waits for it), leaves it
-/// empty, and the write writes nothing.
-macro_rules! as_read {
-    () => {
-        "a AS (SELECT id FROM articles WHERE id = $2 AND updated_at = $1 FOR SHARE)"
-    };
-}
-
 /// What a write announcing an article as read did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AsRead {
@@ -536,7 +525,7 @@ pub async fn favorite_announced(
 ) -> Result<AsRead, sqlx::Error> {
     let (found, favorited): (bool, bool) = sqlx::query_as(concat!(
         "WITH ",
-        as_read!(),
+        as_read!("$2", "$1"),
         ", fav AS ( \
              INSERT INTO favorites (article_id, user_id) SELECT a.id, $3 FROM a \
              ON CONFLICT DO NOTHING RETURNING article_id), \

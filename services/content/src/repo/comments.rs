@@ -47,16 +47,17 @@ pub async fn insert_announced(
     seen: DateTime<Utc>,
     event: &OutboxRow,
 ) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH a AS (SELECT id FROM articles WHERE id = $2 AND updated_at = $8 FOR SHARE), \
-         c AS ( \
+    sqlx::query_as(concat!(
+        "WITH ",
+        as_read!("$2", "$8"),
+        ", c AS ( \
              INSERT INTO comments (id, article_id, author_id, body) OVERRIDING SYSTEM VALUE \
              SELECT $1, a.id, $3, $4 FROM a \
              RETURNING created_at, updated_at), \
          announced AS ( \
              INSERT INTO outbox (id, routing_key, payload) SELECT $5, $6, $7 FROM c) \
-         SELECT created_at, updated_at FROM c",
-    )
+         SELECT created_at, updated_at FROM c"
+    ))
     .bind(comment.id)
     .bind(comment.article_id)
     .bind(comment.author_id)
