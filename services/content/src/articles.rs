@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use quill_events::{new_envelope, outbox::OutboxRow};
 use quill_proto::events::v1::{
-    ArticleDeleted, ArticleFavorited, ArticlePublished, ArticleUpdated, envelope::Payload,
+    ArticleDeleted, ArticleFavorited, ArticlePublished, ArticleUpdated, Followers,
+    envelope::Payload,
 };
 use quill_server::db::unique_violation;
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,11 @@ use crate::{
 /// Attempts at a free slug: the title's own, then random suffixes, whose
 /// collisions are vanishingly rare.
 const SLUG_ATTEMPTS: usize = 5;
+
+/// A new article's event carries its author's followers when there are at
+/// most this many (about 19 KB of ids), so the fan-out asks content for
+/// nothing; a larger audience is streamed by the notification service.
+const CARRIED_FOLLOWERS: usize = 500;
 
 /// Attempts at a write announcing an article as it was read (a favorite,
 /// a comment) while edits of that article keep landing in between.
@@ -114,7 +120,13 @@ impl Content {
         let body = validation::body(&input.body, &mut violations);
         let tags = validation::tags(&input.tags, &mut violations);
         validation::finish(violations)?;
-        let author = self.authors.ensure(caller.user).await?;
+        let (author, followers) = self
+            .authors
+            .publisher(caller.user, CARRIED_FOLLOWERS)
+            .await?;
+        let followers = followers.map(|ids| Followers {
+            user_ids: ids.iter().map(Uuid::to_string).collect(),
+        });
         let unknown = self.known_tags.unknown(&tags);
         if !unknown.is_empty() {
             repo::create_tags(&self.pool, &unknown).await?;
@@ -153,6 +165,7 @@ impl Content {
             };
             let published = Payload::ArticlePublished(ArticlePublished {
                 article: Some(snapshot_of(&written)),
+                followers: followers.clone(),
             });
             let stale = changed_by(&published);
             let event = OutboxRow::of(&new_envelope(PRODUCER, published))?;

@@ -20,7 +20,10 @@ use uuid::Uuid;
 use crate::{
     error::ContentError,
     read_cache::{ReadCache, versions},
-    repo::authors::{self, AuthorRow},
+    repo::{
+        authors::{self, AuthorRow},
+        follows,
+    },
 };
 
 /// Deadline of one call to auth.
@@ -73,6 +76,27 @@ impl Authors {
             .await?
             .remove(&id)
             .ok_or(ContentError::Unauthenticated("unknown user"))
+    }
+
+    /// The author `id` of a new article, with their followers when there
+    /// are at most `carried` (its event carries them): one statement,
+    /// unless the author is new here.
+    pub async fn publisher(
+        &self,
+        id: Uuid,
+        carried: usize,
+    ) -> Result<(AuthorRow, Option<Vec<Uuid>>), ContentError> {
+        let limit = i64::try_from(carried).unwrap_or(i64::MAX).saturating_add(1);
+        let found = authors::with_followers(&self.pool, id, limit).await?;
+        let (author, followers) = match found {
+            Some(found) => (found.author, found.followers),
+            None => {
+                let author = self.ensure(id).await?;
+                let followers = follows::follower_ids(&self.pool, id, None, limit, None).await?;
+                (author, followers)
+            }
+        };
+        Ok((author, (followers.len() <= carried).then_some(followers)))
     }
 
     /// Copies what auth holds about `id` now, over whatever the read-model

@@ -4,9 +4,10 @@
 //! are written last, all of a transaction's events' in one statement
 //! (`repo::notifications::insert_all`): numbering them locks each
 //! recipient's counter until the commit, which is then just after. A new
-//! article's audience is asked of content before the transaction begins
-//! (`prepare`), so no batch waits on another service; only an audience too
-//! large to hold is streamed inside a transaction, of its own.
+//! article's audience comes with its event, or, when too large to carry,
+//! is asked of content before the transaction begins (`prepare`), so no
+//! batch waits on another service; only an audience too large to hold is
+//! streamed inside a transaction, of its own.
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use quill_events::{EventHandler, HandlerError, async_trait};
 use quill_platform::grpc::ServiceChannel;
 use quill_proto::{
     content::v1::{StreamFollowerIdsRequest, content_service_client::ContentServiceClient},
-    events::v1::Envelope,
+    events::v1::{ArticlePublished, Envelope, envelope::Payload},
 };
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
@@ -150,6 +151,24 @@ pub enum Audience {
     TooLarge,
 }
 
+/// The audience a new article's event carries (its author's followers as
+/// it was published), when it does.
+fn carried_followers(envelope: &Envelope) -> Result<Option<Vec<Uuid>>, HandlerError> {
+    let Some(Payload::ArticlePublished(ArticlePublished {
+        followers: Some(followers),
+        ..
+    })) = &envelope.payload
+    else {
+        return Ok(None);
+    };
+    let ids = followers
+        .user_ids
+        .iter()
+        .map(|id| Uuid::parse_str(id).map_err(HandlerError::permanent))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(ids))
+}
+
 /// content being down is an outage to wait out (the event goes back to the
 /// queue untouched); anything else spends one of the event's attempts.
 fn content_failed(status: tonic::Status) -> HandlerError {
@@ -175,6 +194,9 @@ impl EventHandler for NotificationEvents {
         }) else {
             return Ok(Audience::NoFanOut);
         };
+        if let Some(followers) = carried_followers(envelope)? {
+            return Ok(Audience::Followers(followers));
+        }
         let batches = self.followers(envelope, author).await?;
         futures::pin_mut!(batches);
         let mut followers = Vec::new();

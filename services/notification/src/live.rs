@@ -271,32 +271,45 @@ impl Listener {
             self.mail_wakeup.notify_one();
             return;
         }
-        let Some((user, id)) = announced
-            .payload()
-            .split_once(' ')
-            .and_then(|(u, n)| Some((Uuid::parse_str(u).ok()?, Uuid::parse_str(n).ok()?)))
-        else {
-            tracing::warn!(
-                payload = announced.payload(),
-                "unreadable notification announcement"
-            );
-            return;
-        };
-        // Most users are not connected: only their subscribers cost a read.
-        if !self.hub.is_watched(user) {
+        // Most users are not connected: only their subscribers cost a read,
+        // one for all of an announcement's.
+        let mut watched = Vec::new();
+        for line in announced.payload().lines() {
+            match parse_announcement(line) {
+                Some((user, id)) if self.hub.is_watched(user) => watched.push((user, id)),
+                Some(_) => {}
+                None => tracing::warn!(line, "unreadable notification announcement"),
+            }
+        }
+        if watched.is_empty() {
             return;
         }
-        match notifications::notification(&self.pool, id).await {
-            Ok(Some(row)) => self.hub.publish(user, row.into()),
-            Ok(None) => {}
+        let ids: Vec<Uuid> = watched.iter().map(|(_, id)| *id).collect();
+        match notifications::by_ids(&self.pool, &ids).await {
+            Ok(rows) => {
+                let mut rows: HashMap<Uuid, notifications::NotificationRow> =
+                    rows.into_iter().map(|row| (row.id, row)).collect();
+                // In the announced order: each user's in their stream's.
+                for (user, id) in watched {
+                    if let Some(row) = rows.remove(&id) {
+                        self.hub.publish(user, row.into());
+                    }
+                }
+            }
             Err(e) => {
-                // Pushing later ones would move the client past this one;
-                // ended, its stream resumes and is sent it.
-                tracing::warn!(error = %e, %id, "cannot load a notification to push; streams end to resume");
+                // Pushing later ones would move the client past these;
+                // ended, its stream resumes and is sent them.
+                tracing::warn!(error = %e, "cannot load notifications to push; streams end to resume");
                 self.hub.end_streams_that_may_have_missed();
             }
         }
     }
+}
+
+/// One line of an announcement: `"<user id> <notification id>"`.
+fn parse_announcement(line: &str) -> Option<(Uuid, Uuid)> {
+    let (user, id) = line.split_once(' ')?;
+    Some((Uuid::parse_str(user).ok()?, Uuid::parse_str(id).ok()?))
 }
 
 async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {

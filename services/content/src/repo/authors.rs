@@ -23,6 +23,33 @@ pub async fn by_ids(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<AuthorR
         .await
 }
 
+/// An author and the first `limit` of their followers, in id order.
+#[derive(Debug, FromRow)]
+pub struct WithFollowers {
+    #[sqlx(flatten)]
+    pub author: AuthorRow,
+    pub followers: Vec<Uuid>,
+}
+
+/// Author `id` with the first `limit` of their followers now, in id order,
+/// in one statement: what a new article's event carries.
+pub async fn with_followers(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    limit: i64,
+) -> Result<Option<WithFollowers>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, username, bio, image, banned, \
+                ARRAY(SELECT follower_id FROM follows WHERE followee_id = $1 \
+                      ORDER BY follower_id LIMIT $2) AS followers \
+         FROM authors WHERE id = $1",
+    )
+    .bind(id)
+    .bind(limit)
+    .fetch_optional(db)
+    .await
+}
+
 /// Case-insensitive, like auth's usernames. Several rows can carry a name
 /// while a rename has not reached us; the freshest wins.
 pub async fn by_username(

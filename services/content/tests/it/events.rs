@@ -12,6 +12,7 @@ use quill_proto::{
     content::v1 as pb,
     events::v1::{ArticleSnapshot, Envelope, envelope::Payload},
 };
+use sqlx::PgPool;
 use support::{User, World, as_user, assert_code, eventually, titles, with_token};
 use tonic::Code;
 
@@ -32,6 +33,56 @@ fn assert_from_content(event: &Envelope, routing_key: &str) {
     assert_eq!(event.r#type, routing_key);
     assert_eq!(event.producer, "content");
     assert!(event.event_id.parse::<uuid::Uuid>().is_ok());
+}
+
+/// A new article's event carries its author's followers, in id order, so
+/// the fan-out need not call content back; past what an event carries it
+/// carries none, and the fan-out streams them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_articles_event_carries_its_authors_followers_unless_too_many() {
+    let world = World::start().await;
+    let (alice, bob, carol) = (
+        world.user("alice").await,
+        world.user("bob").await,
+        world.user("carol").await,
+    );
+    world.follow(&bob, &alice).await;
+    world.follow(&carol, &alice).await;
+    let probe = world.auth.probe("probe", &["article.published"]).await;
+    let followers = |event: &Envelope| match &event.payload {
+        Some(Payload::ArticlePublished(e)) => e.followers.clone().map(|f| f.user_ids),
+        other => panic!("not a new article: {other:?}"),
+    };
+
+    world.article_by(&alice, "Followed", &[]).await;
+    let mut expected = vec![bob.id.clone(), carol.id.clone()];
+    expected.sort();
+    assert_eq!(followers(&probe.next().await), Some(expected));
+
+    world.article_by(&bob, "Unfollowed", &[]).await;
+    assert_eq!(followers(&probe.next().await), Some(vec![]));
+
+    let pool = PgPool::connect_with(
+        world
+            .content
+            .config
+            .server
+            .database
+            .connect_options()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO follows (follower_id, followee_id) \
+         SELECT gen_random_uuid(), $1::uuid FROM generate_series(1, 500)",
+    )
+    .bind(&alice.id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    world.article_by(&alice, "Popular", &[]).await;
+    assert_eq!(followers(&probe.next().await), None, "502 followers");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,9 @@ pub mod notifications;
 pub mod preferences;
 pub mod recipients;
 
-/// `NOTIFY` channel announcing each committed notification, payload
-/// `"<user id> <notification id>"`, so every instance can push it live.
+/// `NOTIFY` channel announcing committed notifications, so every instance
+/// can push them live: a line `"<user id> <notification id>"` each,
+/// several to a payload (see `notifications::insert_all`).
 pub const NOTIFICATIONS_CHANNEL: &str = "quill_notifications";
 /// `NOTIFY` channel waking the mail senders when mail is queued.
 pub const MAIL_CHANNEL: &str = "quill_mail";

@@ -26,6 +26,11 @@ pub struct NotificationRow {
 const COLUMNS: &str =
     "id, kind, title, body, actor_username, article_slug, read_at, created_at, seq";
 
+/// Notifications announced by one `NOTIFY`: its payload holds a line of
+/// 74 bytes for each (`"<user id> <notification id>"` and a newline), and
+/// PostgreSQL takes at most 8,000.
+pub const ANNOUNCED_PER_NOTIFY: i64 = 100;
+
 /// One event's notification for some users: a row each.
 pub struct Delivery {
     pub event_id: Uuid,
@@ -46,8 +51,9 @@ impl Delivery {
 }
 
 /// Creates every delivery's notifications, except for users who turned
-/// their kind off in the app, in one statement, and announces each row on
-/// [`NOTIFICATIONS_CHANNEL`] (delivered when the transaction commits).
+/// their kind off in the app, in one statement, and announces them on
+/// [`NOTIFICATIONS_CHANNEL`] (delivered when the transaction commits), up
+/// to [`ANNOUNCED_PER_NOTIFY`] in one `NOTIFY`, in each user's `seq` order.
 /// Returns how many were created; a repeat of an event for a user creates
 /// none.
 ///
@@ -86,7 +92,8 @@ pub async fn insert_all(
         deliveries.iter().map(|d| f(&d.draft)).collect()
     };
     let events: Vec<Uuid> = deliveries.iter().map(|d| d.event_id).collect();
-    let created: i64 = sqlx::query_scalar(
+    // Both are read so that both run: a CTE nobody reads is skipped.
+    let (created, _notifies): (i64, i64) = sqlx::query_as(
         "WITH drafts AS (
              SELECT * FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                                   $9::uuid[])
@@ -116,10 +123,20 @@ pub async fn insert_all(
                         + row_number() OVER (PARTITION BY w.user_id ORDER BY w.id)
              FROM wanted w JOIN counters c ON c.user_id = w.user_id
              ON CONFLICT (event_id, user_id) DO NOTHING
-             RETURNING id, user_id
+             RETURNING id, user_id, seq
+         ),
+         pages AS (
+             SELECT string_agg(user_id::text || ' ' || id::text, E'\n' ORDER BY user_id, seq)
+                        AS lines
+             FROM (SELECT *, (row_number() OVER (ORDER BY user_id, seq) - 1) / $11 AS page
+                   FROM inserted) AS numbered
+             GROUP BY page
+             ORDER BY page
+         ),
+         announced AS (
+             SELECT count(pg_notify($10, lines)) AS notifies FROM pages
          )
-         SELECT count(*) FROM inserted
-         CROSS JOIN LATERAL pg_notify($10, inserted.user_id::text || ' ' || inserted.id::text) AS n",
+         SELECT (SELECT count(*) FROM inserted), (SELECT notifies FROM announced)",
     )
     .bind(&ids)
     .bind(&users)
@@ -131,20 +148,22 @@ pub async fn insert_all(
     .bind(column(|d| d.article_slug.as_deref()))
     .bind(&events)
     .bind(NOTIFICATIONS_CHANNEL)
+    .bind(ANNOUNCED_PER_NOTIFY)
     .fetch_one(conn)
     .await?;
     Ok(created.unsigned_abs())
 }
 
-pub async fn notification(
+/// The notifications with these ids, in no particular order.
+pub async fn by_ids(
     db: impl PgExecutor<'_>,
-    id: Uuid,
-) -> Result<Option<NotificationRow>, sqlx::Error> {
+    ids: &[Uuid],
+) -> Result<Vec<NotificationRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM notifications WHERE id = $1"
+        "SELECT {COLUMNS} FROM notifications WHERE id = ANY($1)"
     )))
-    .bind(id)
-    .fetch_optional(db)
+    .bind(ids)
+    .fetch_all(db)
     .await
 }
 

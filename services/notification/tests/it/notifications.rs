@@ -8,6 +8,7 @@ use std::{collections::HashSet, time::Duration};
 
 use futures::StreamExt;
 use quill_events::new_envelope;
+use quill_proto::events::v1::{Followers, envelope::Payload};
 use quill_proto::notification::v1::{
     GetPreferencesRequest, KindPreference, ListNotificationsRequest, MarkAllReadRequest,
     MarkReadRequest, NotificationKind, STREAM_POSITION, SubscribeRequest, UnreadCountRequest,
@@ -204,6 +205,66 @@ async fn a_new_article_reaches_every_follower_over_several_batches() {
     assert_eq!(list[0].title, "jake published \"Dragons\"");
     assert_eq!(list[0].body, "About Dragons");
     assert!(stack.list(&jake).await.is_empty());
+}
+
+/// A new article's event that carries its audience reaches that audience:
+/// content, where this author has no followers, is not asked.
+#[tokio::test]
+async fn a_new_article_carrying_its_audience_reaches_it_without_asking_content() {
+    let stack = Stack::start().await;
+    let jake = stack.user("jake");
+    let readers = [stack.user("ada"), stack.user("bob")];
+    let Payload::ArticlePublished(mut carried) = published(article(&jake, "Dragons")) else {
+        unreachable!("published() builds a new article");
+    };
+    carried.followers = Some(Followers {
+        user_ids: readers.iter().map(|user| user.id.to_string()).collect(),
+    });
+
+    let event = stack.publish(Payload::ArticlePublished(carried)).await;
+    stack.processed(&event).await;
+
+    for reader in &readers {
+        let listed = stack.list(reader).await;
+        assert_eq!(listed.len(), 1, "{}", reader.username);
+        assert_eq!(listed[0].kind(), NotificationKind::NewArticle);
+    }
+}
+
+/// One fan-out announces more notifications than one NOTIFY payload holds:
+/// they go out over several, and the watched followers, sorted last (on
+/// the second), are pushed theirs.
+#[tokio::test]
+async fn a_fan_out_announced_over_several_notifies_reaches_every_watched_follower() {
+    let stack = Stack::start().await;
+    let jake = stack.user("jake");
+    let watched = [stack.user("ada"), stack.user("bob")];
+    // Followers whose ids sort before any random one.
+    let mut followers: Vec<Uuid> = (1..=149).map(Uuid::from_u128).collect();
+    followers.extend(watched.iter().map(|user| user.id));
+    stack.follow_in_content(jake.id, &followers).await;
+    let mut streams = Vec::new();
+    for user in &watched {
+        let stream = stack
+            .notification
+            .client()
+            .subscribe(user.request(SubscribeRequest::default()))
+            .await
+            .expect("subscribe")
+            .into_inner();
+        streams.push(stream);
+    }
+
+    stack.publish(published(article(&jake, "Dragons"))).await;
+
+    for mut stream in streams {
+        let pushed = tokio::time::timeout(support::WAIT, stream.next())
+            .await
+            .expect("a live notification in time")
+            .expect("stream open")
+            .expect("notification");
+        assert_eq!(pushed.title, "jake published \"Dragons\"");
+    }
 }
 
 /// The consumer is held back (a backlog, a broker outage) while the

@@ -353,9 +353,12 @@ pub fn favorited(user: &TestUser, article: ArticleSnapshot) -> Payload {
     })
 }
 
+/// A new article whose event does not carry its audience: the fan-out
+/// streams it from content.
 pub fn published(article: ArticleSnapshot) -> Payload {
     Payload::ArticlePublished(ArticlePublished {
         article: Some(article),
+        followers: None,
     })
 }
 
