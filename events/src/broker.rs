@@ -35,6 +35,7 @@ use lapin::{
     Channel, Connection, ConnectionProperties, ExchangeKind,
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, LongString},
+    uri::AMQPUri,
 };
 
 use crate::EventsError;
@@ -51,10 +52,20 @@ pub const LAST_ERROR_HEADER: &str = "x-last-error";
 /// it to a retry queue (whose dead-lettering replaces the routing key).
 pub const ROUTING_KEY_HEADER: &str = "x-routing-key";
 
+/// The largest AMQP frame a connection proposes, unless its URL sets
+/// `frame_max`. lapin holds 32 frames of receive and 32 of send buffer per
+/// connection, zero-filled: at RabbitMQ's default of 128 KiB, 8 MiB
+/// resident each, and a service holds two (relay, consumer). An event is
+/// a few hundred bytes, at most about 20 KiB (a carried audience); a
+/// larger one is sent over several frames.
+pub const FRAME_MAX: u32 = 16 * 1024;
+
 /// Opens one connection, named so it can be told apart in `rabbitmqctl`.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, EventsError> {
+    let mut uri: AMQPUri = url.parse().map_err(EventsError::Url)?;
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties))
+    tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, properties))
         .await
         .map_err(|_| EventsError::Timeout(CONNECT_TIMEOUT))?
         .map_err(EventsError::from)

@@ -48,6 +48,8 @@ pub enum EventsError {
     Nacked,
     #[error("broker did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("the broker URL is invalid: {0}")]
+    Url(String),
 }
 
 /// A client span around one statement (`db.system=postgresql`).

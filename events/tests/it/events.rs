@@ -415,6 +415,50 @@ async fn a_committed_change_is_published_and_consumed_and_a_rolled_back_one_is_n
     Ok(())
 }
 
+/// Connections propose small frames (lapin buffers 32 each way),
+/// unless the URL sets `frame_max`; an event larger than a frame still
+/// travels, over several.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_take_small_frames_and_an_event_larger_than_one_still_travels()
+-> anyhow::Result<()> {
+    let broker = TestBroker::new();
+    let frame_max = |url: String| async move {
+        let conn = broker::connect(&url, "test-frames").await?;
+        let negotiated = conn.configuration().frame_max();
+        conn.close(200, "done".into()).await?;
+        anyhow::Ok(negotiated)
+    };
+    assert_eq!(frame_max(broker.url.clone()).await?, broker::FRAME_MAX);
+    let separator = if broker.url.contains('?') { '&' } else { '?' };
+    let chosen = format!("{}{separator}frame_max=65536", broker.url);
+    assert_eq!(frame_max(chosen).await?, 65_536);
+
+    let (_db, pool) = database().await?;
+    let topology = broker.topology("content", &["user.*"]);
+    declare(&broker.url, &topology).await?;
+    let large = new_envelope(
+        "test",
+        Payload::UserRegistered(UserRegistered {
+            user: Some(UserSnapshot {
+                id: Uuid::new_v4().to_string(),
+                username: "large".into(),
+                bio: Some("x".repeat(3 * broker::FRAME_MAX as usize)),
+                ..Default::default()
+            }),
+        }),
+    );
+    enqueue_with_item(&pool, &large).await?;
+    let consumer = consumer(&pool, &broker.url, &topology, Recorder::default());
+    let relay = relay(&pool, &broker.url, &broker);
+    eventually("the large event is applied", || async {
+        Ok(applied(&pool).await?.0 >= 1)
+    })
+    .await?;
+    relay.stop().await?;
+    consumer.stop().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_event_is_applied_once() -> anyhow::Result<()> {
     let (_db, pool) = database().await?;

@@ -73,16 +73,24 @@ async fn a_new_articles_event_carries_its_authors_followers_unless_too_many() {
     )
     .await
     .unwrap();
-    sqlx::query(
-        "INSERT INTO follows (follower_id, followee_id) \
-         SELECT gen_random_uuid(), $1::uuid FROM generate_series(1, 500)",
-    )
-    .bind(&alice.id)
-    .execute(&pool)
-    .await
-    .unwrap();
+    let followed_by = |count: i32| {
+        sqlx::query(
+            "INSERT INTO follows (follower_id, followee_id) \
+             SELECT gen_random_uuid(), $1::uuid FROM generate_series(1, $2)",
+        )
+        .bind(&alice.id)
+        .bind(count)
+        .execute(&pool)
+    };
+    // As many as an event carries: larger than one AMQP frame, too.
+    followed_by(498).await.unwrap();
     world.article_by(&alice, "Popular", &[]).await;
-    assert_eq!(followers(&probe.next().await), None, "502 followers");
+    let carried = followers(&probe.next().await).expect("500 followers are carried");
+    assert_eq!(carried.len(), 500);
+    assert!(carried.is_sorted());
+    followed_by(1).await.unwrap();
+    world.article_by(&alice, "Too popular", &[]).await;
+    assert_eq!(followers(&probe.next().await), None, "501 followers");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
