@@ -57,7 +57,9 @@ pub const ROUTING_KEY_HEADER: &str = "x-routing-key";
 /// connection, zero-filled: at RabbitMQ's default of 128 KiB, 8 MiB
 /// resident each, and a service holds two (relay, consumer). An event is
 /// a few hundred bytes, at most about 20 KiB (a carried audience); a
-/// larger one is sent over several frames.
+/// larger body is sent over several frames. Its headers cannot be split:
+/// they must fit in one (the trace context and a retry's error, capped at
+/// 512 characters, do).
 pub const FRAME_MAX: u32 = 16 * 1024;
 
 /// Opens one connection, named so it can be told apart in `rabbitmqctl`.

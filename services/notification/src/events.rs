@@ -194,7 +194,11 @@ impl EventHandler for NotificationEvents {
         }) else {
             return Ok(Audience::NoFanOut);
         };
-        if let Some(followers) = carried_followers(envelope)? {
+        // Content carries at most 500; an audience larger than this holds
+        // is streamed in its transaction instead, whoever sent it.
+        if let Some(followers) =
+            carried_followers(envelope)?.filter(|ids| ids.len() <= FANOUT_ROWS_HELD)
+        {
             return Ok(Audience::Followers(followers));
         }
         let batches = self.followers(envelope, author).await?;

@@ -37,7 +37,7 @@ use crate::{
     config::StreamLimits,
     error::NotificationError,
     inbox::Notification,
-    repo::{MAIL_CHANNEL, NOTIFICATIONS_CHANNEL, notifications},
+    repo::{MAIL_CHANNEL, NOTIFICATIONS_CHANNEL, SINGLE_NOTIFICATIONS_CHANNEL, notifications},
 };
 
 /// Notifications buffered per user for a slow stream; a subscriber that
@@ -278,7 +278,15 @@ impl Listener {
             match parse_announcement(line) {
                 Some((user, id)) if self.hub.is_watched(user) => watched.push((user, id)),
                 Some(_) => {}
-                None => tracing::warn!(line, "unreadable notification announcement"),
+                None => {
+                    // Its user may be watched here: ended, their streams
+                    // resume and are sent what it announced.
+                    tracing::warn!(
+                        line,
+                        "unreadable notification announcement; streams end to resume"
+                    );
+                    self.hub.end_streams_that_may_have_missed();
+                }
             }
         }
         if watched.is_empty() {
@@ -315,7 +323,11 @@ fn parse_announcement(line: &str) -> Option<(Uuid, Uuid)> {
 async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener
-        .listen_all([NOTIFICATIONS_CHANNEL, MAIL_CHANNEL])
+        .listen_all([
+            NOTIFICATIONS_CHANNEL,
+            SINGLE_NOTIFICATIONS_CHANNEL,
+            MAIL_CHANNEL,
+        ])
         .await?;
     Ok(listener)
 }

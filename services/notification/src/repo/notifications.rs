@@ -92,7 +92,8 @@ pub async fn insert_all(
         deliveries.iter().map(|d| f(&d.draft)).collect()
     };
     let events: Vec<Uuid> = deliveries.iter().map(|d| d.event_id).collect();
-    // Both are read so that both run: a CTE nobody reads is skipped.
+    // `announced` is read so that it runs: a plain SELECT in a CTE that
+    // nobody reads is skipped (`inserted`, which writes, runs regardless).
     let (created, _notifies): (i64, i64) = sqlx::query_as(
         "WITH drafts AS (
              SELECT * FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
@@ -125,7 +126,7 @@ pub async fn insert_all(
              ON CONFLICT (event_id, user_id) DO NOTHING
              RETURNING id, user_id, seq
          ),
-         pages AS (
+         pages AS MATERIALIZED (
              SELECT string_agg(user_id::text || ' ' || id::text, E'\n' ORDER BY user_id, seq)
                         AS lines
              FROM (SELECT *, (row_number() OVER (ORDER BY user_id, seq) - 1) / $11 AS page

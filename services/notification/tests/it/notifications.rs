@@ -207,13 +207,17 @@ async fn a_new_article_reaches_every_follower_over_several_batches() {
     assert!(stack.list(&jake).await.is_empty());
 }
 
-/// A new article's event that carries its audience reaches that audience:
-/// content, where this author has no followers, is not asked.
+/// A new article's event that carries its audience reaches that audience
+/// alone: content, where the author has another follower, is not asked.
 #[tokio::test]
 async fn a_new_article_carrying_its_audience_reaches_it_without_asking_content() {
     let stack = Stack::start().await;
     let jake = stack.user("jake");
     let readers = [stack.user("ada"), stack.user("bob")];
+    let known_to_content = stack.user("cleo");
+    stack
+        .follow_in_content(jake.id, &[known_to_content.id])
+        .await;
     let Payload::ArticlePublished(mut carried) = published(article(&jake, "Dragons")) else {
         unreachable!("published() builds a new article");
     };
@@ -229,6 +233,7 @@ async fn a_new_article_carrying_its_audience_reaches_it_without_asking_content()
         assert_eq!(listed.len(), 1, "{}", reader.username);
         assert_eq!(listed[0].kind(), NotificationKind::NewArticle);
     }
+    assert!(stack.list(&known_to_content).await.is_empty());
 }
 
 /// One fan-out announces more notifications than one NOTIFY payload holds:
