@@ -5,8 +5,10 @@
 //!
 //! 1. the latency from a REST write (a comment on someone's article) to the
 //!    notification arriving on the article author's SSE stream, p50/p99/max,
-//!    on an idle system and again while other users publish articles as
-//!    fast as `WRITERS` connections can (their writes per second printed);
+//!    on an idle system, while other users publish articles at a paced
+//!    `PACED_WRITES` per second (load with headroom left), and while they
+//!    publish as fast as `WRITERS` connections can (both cores saturated,
+//!    so every request queues); the writes per second are printed;
 //! 2. the sustained events per second one notification consumer applies,
 //!    from a queue filled before it starts;
 //! 3. what one `GET /user` costs past the gateway: Redis commands and gRPC
@@ -47,15 +49,35 @@ const THROUGHPUT_EVENTS: usize = 5_000;
 const HOP_REQUESTS: usize = 500;
 /// Connections publishing articles while the latency under load is taken.
 const WRITERS: usize = 16;
+/// Articles per second of the paced load: about half of what this 2-core
+/// machine sustains.
+const PACED_WRITES: u32 = 500;
+
+/// The write load while the latency is taken.
+#[derive(Clone, Copy)]
+enum Load {
+    Idle,
+    /// `WRITERS` connections, each starting its next article at its own
+    /// share of this rate (or as soon as its last is answered, if later).
+    Paced(u32),
+    /// `WRITERS` connections, each starting its next article as soon as
+    /// its last is answered.
+    Saturating,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    for writers in [0, WRITERS] {
+    for load in [Load::Idle, Load::Paced(PACED_WRITES), Load::Saturating] {
         let (latencies, answers, writes) =
-            rest_to_notification_latency(LATENCY_SAMPLES, writers).await?;
-        let load = match writers {
-            0 => "idle system".to_owned(),
-            n => format!("while {n} connections publish articles, {writes:.0} writes/s"),
+            rest_to_notification_latency(LATENCY_SAMPLES, load).await?;
+        let load = match load {
+            Load::Idle => "idle system".to_owned(),
+            Load::Paced(rate) => format!(
+                "while {WRITERS} connections publish articles paced at {rate}/s, {writes:.0} writes/s"
+            ),
+            Load::Saturating => format!(
+                "while {WRITERS} connections publish articles as fast as answered, {writes:.0} writes/s"
+            ),
         };
         println!(
             "REST comment -> SSE notification ({} samples, {load}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; the comment's own answer p50 {:.1} ms, p99 {:.1} ms",
@@ -183,11 +205,10 @@ impl System {
 }
 
 /// The latencies to the notification and to the comment's own answer, and
-/// the articles per second `writers` other connections published meanwhile
-/// (none when 0).
+/// the articles per second the `load` published meanwhile (none when idle).
 async fn rest_to_notification_latency(
     samples: usize,
-    writers: usize,
+    load: Load,
 ) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, f64)> {
     let system = System::start().await?;
     let author = system.register("author").await?;
@@ -219,7 +240,7 @@ async fn rest_to_notification_latency(
         .await
         .context("no notification within 30 s")?;
 
-    let load = WriteLoad::start(&system, writers).await?;
+    let load = WriteLoad::start(&system, load).await?;
     let mut latencies = Vec::with_capacity(samples);
     let mut answers = Vec::with_capacity(samples);
     for i in 1..=samples {
@@ -244,8 +265,16 @@ struct WriteLoad {
 }
 
 impl WriteLoad {
-    async fn start(system: &System, writers: usize) -> anyhow::Result<Self> {
+    async fn start(system: &System, load: Load) -> anyhow::Result<Self> {
         let stop = CancellationToken::new();
+        let (writers, pace) = match load {
+            Load::Idle => (0, None),
+            Load::Paced(rate) => (
+                WRITERS,
+                Some(Duration::from_secs_f64(WRITERS as f64 / f64::from(rate))),
+            ),
+            Load::Saturating => (WRITERS, None),
+        };
         let token = match writers {
             0 => String::new(),
             _ => system.register("loader").await?,
@@ -260,7 +289,21 @@ impl WriteLoad {
                 );
                 tokio::spawn(async move {
                     let mut written = 0u64;
+                    let mut ticks = pace.map(|period| {
+                        // Spread over the period, not all at once.
+                        let first =
+                            tokio::time::Instant::now() + period.mul_f64(w as f64 / WRITERS as f64);
+                        let mut ticks = tokio::time::interval_at(first, period);
+                        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        ticks
+                    });
                     while !stop.is_cancelled() {
+                        if let Some(ticks) = &mut ticks {
+                            tokio::select! {
+                                _ = ticks.tick() => {}
+                                () = stop.cancelled() => break,
+                            }
+                        }
                         let body = json!({"article": {
                             "title": format!("Load {w} {written}"),
                             "description": "written under load",
