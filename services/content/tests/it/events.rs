@@ -12,7 +12,6 @@ use quill_proto::{
     content::v1 as pb,
     events::v1::{ArticleSnapshot, Envelope, envelope::Payload},
 };
-use sqlx::PgPool;
 use support::{User, World, as_user, assert_code, eventually, titles, with_token};
 use tonic::Code;
 
@@ -62,17 +61,7 @@ async fn a_new_articles_event_carries_its_authors_followers_unless_too_many() {
     world.article_by(&bob, "Unfollowed", &[]).await;
     assert_eq!(followers(&probe.next().await), Some(vec![]));
 
-    let pool = PgPool::connect_with(
-        world
-            .content
-            .config
-            .server
-            .database
-            .connect_options()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let pool = world.content_db().await;
     let followed_by = |count: i32| {
         sqlx::query(
             "INSERT INTO follows (follower_id, followee_id) \

@@ -513,17 +513,7 @@ async fn every_filter_the_feed_and_search_use_an_index() {
     let world = World::start().await;
     let alice = world.user("alice").await;
     world.article_by(&alice, "Indexed", &["rust"]).await;
-    let pool = PgPool::connect_with(
-        world
-            .content
-            .config
-            .server
-            .database
-            .connect_options()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let pool = world.content_db().await;
     // Realistic statistics: many articles by many authors, so the planner
     // weighs the indexes as it would in production.
     sqlx::query(

@@ -47,6 +47,15 @@ impl World {
         self.content.client()
     }
 
+    /// A pool on content's own database, for what a test sets up or reads
+    /// behind the service.
+    pub async fn content_db(&self) -> sqlx::PgPool {
+        let options = self.content.config.server.database.connect_options();
+        sqlx::PgPool::connect_with(options.expect("content's database options"))
+            .await
+            .expect("content's database")
+    }
+
     /// A client whose calls prove to come from the notification service,
     /// for the internal calls only it may make.
     pub fn notification_client(&self) -> ContentServiceClient<ServiceChannel> {
