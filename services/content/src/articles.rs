@@ -43,13 +43,26 @@ const CARRIED_FOLLOWERS: usize = 500;
 
 /// Attempts at a write announcing an article as it was read (a favorite,
 /// a comment) while edits of that article keep landing in between.
-pub(crate) const AS_READ_ATTEMPTS: usize = 5;
+const AS_READ_ATTEMPTS: usize = 5;
 
-/// The article changed between each read and its write, every time.
-pub(crate) fn edited_meanwhile() -> ContentError {
-    ContentError::Internal(format!(
+/// Runs `attempt` (read the article, build the event naming it, write if
+/// the article is still as read) until it answers: `None` means an edit
+/// landed between its read and its write, and the next attempt reads the
+/// article again.
+/// (A closure returning a future, not an async closure: the handlers'
+/// futures must be `Send`, which rustc cannot yet prove of the latter.)
+pub(crate) async fn as_read<T, F>(mut attempt: impl FnMut() -> F) -> Result<T, ContentError>
+where
+    F: Future<Output = Result<Option<T>, ContentError>>,
+{
+    for _ in 0..AS_READ_ATTEMPTS {
+        if let Some(done) = attempt().await? {
+            return Ok(done);
+        }
+    }
+    Err(ContentError::Internal(format!(
         "the article was edited between its read and the write, {AS_READ_ATTEMPTS} times"
-    ))
+    )))
 }
 
 pub struct NewArticleInput {
@@ -330,9 +343,8 @@ impl Content {
         let slug = validation::slug(slug)?;
         let stale = if favorite {
             // So the favorited-by filter can find the caller by username.
-            let fan = self.authors.ensure(caller.user).await?;
-            let mut attempts = 0;
-            loop {
+            let fan = &self.authors.ensure(caller.user).await?;
+            as_read(move || async move {
                 let article = repo::visible_summary(&self.pool, slug)
                     .await?
                     .ok_or(ContentError::NotFound("article"))?;
@@ -343,21 +355,21 @@ impl Content {
                 });
                 let stale = changed_by(&favorited);
                 let event = OutboxRow::of(&new_envelope(PRODUCER, favorited))?;
-                match repo::favorite_announced(&self.pool, &article, caller.user, &event)
-                    .instrument(event.write_span())
-                    .await?
-                {
-                    AsRead::Written => {
-                        quill_events::outbox::written();
-                        break stale;
-                    }
-                    AsRead::Unchanged => break Vec::new(),
-                    AsRead::Moved => attempts += 1,
-                }
-                if attempts == AS_READ_ATTEMPTS {
-                    return Err(edited_meanwhile());
-                }
-            }
+                Ok(
+                    match repo::favorite_announced(&self.pool, &article, caller.user, &event)
+                        .instrument(event.write_span())
+                        .await?
+                    {
+                        AsRead::Written => {
+                            quill_events::outbox::written();
+                            Some(stale)
+                        }
+                        AsRead::Unchanged => Some(Vec::new()),
+                        AsRead::Moved => None,
+                    },
+                )
+            })
+            .await?
         } else {
             let (key, removed) = repo::unfavorite_by_slug(&self.pool, slug, caller.user)
                 .await?

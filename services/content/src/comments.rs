@@ -8,7 +8,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
-    articles::{AS_READ_ATTEMPTS, edited_meanwhile},
+    articles::as_read,
     cursor::CommentPosition,
     error::ContentError,
     events::{PRODUCER, snapshot},
@@ -56,40 +56,35 @@ impl Content {
         let commenter = self.authors.ensure(caller.user).await?;
         // The event names the article as read; the write checks it still
         // is, and a comment meeting an edit reads it again.
-        let mut attempts = 0;
-        let (target, stale, created_at, updated_at, article_slug) = loop {
-            let target = article_repo::comment_target(&self.pool, slug)
-                .await?
-                .ok_or(ContentError::NotFound("article"))?;
-            let seen = target.article.updated_at;
-            let (article_id, article_slug) = (target.article.id, target.article.slug.clone());
-            // The article's author comes with it, so notification can tell them.
-            let added = Payload::CommentAdded(CommentAdded {
-                comment_id: target.comment_id,
-                body: body.clone(),
-                commenter_id: commenter.id.to_string(),
-                commenter_username: commenter.username.clone(),
-                article: Some(snapshot(target.article.clone())),
-            });
-            let stale = changed_by(&added);
-            let event = OutboxRow::of(&new_envelope(PRODUCER, added))?;
-            let new = NewComment {
-                id: target.comment_id,
-                article_id,
-                author_id: caller.user,
-                body: &body,
-            };
-            if let Some((created_at, updated_at)) =
-                repo::insert_announced(&self.pool, &new, seen, &event)
-                    .instrument(event.write_span())
+        let (target, stale, created_at, updated_at) = {
+            let (commenter, body) = (&commenter, &body);
+            as_read(move || async move {
+                let target = article_repo::comment_target(&self.pool, slug)
                     .await?
-            {
-                break (target, stale, created_at, updated_at, article_slug);
-            }
-            attempts += 1;
-            if attempts == AS_READ_ATTEMPTS {
-                return Err(edited_meanwhile());
-            }
+                    .ok_or(ContentError::NotFound("article"))?;
+                // The article's author comes with it, so notification can tell them.
+                let added = Payload::CommentAdded(CommentAdded {
+                    comment_id: target.comment_id,
+                    body: body.clone(),
+                    commenter_id: commenter.id.to_string(),
+                    commenter_username: commenter.username.clone(),
+                    article: Some(snapshot(target.article.clone())),
+                });
+                let stale = changed_by(&added);
+                let event = OutboxRow::of(&new_envelope(PRODUCER, added))?;
+                let new = NewComment {
+                    id: target.comment_id,
+                    article_id: target.article.id,
+                    author_id: caller.user,
+                    body,
+                };
+                let written =
+                    repo::insert_announced(&self.pool, &new, target.article.updated_at, &event)
+                        .instrument(event.write_span())
+                        .await?;
+                Ok(written.map(|(created_at, updated_at)| (target, stale, created_at, updated_at)))
+            })
+            .await?
         };
         quill_events::outbox::written();
         self.cache.invalidate(&stale).await;
@@ -105,7 +100,7 @@ impl Content {
             // Nobody follows themselves.
             following: false,
         };
-        Ok((comment, article_slug))
+        Ok((comment, target.article.slug))
     }
 
     /// A page of the article's comments, newest first, as anybody sees it
