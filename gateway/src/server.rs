@@ -22,7 +22,7 @@ use crate::{
     app::router,
     config::Config,
     images::ImageStore,
-    state::{AppState, Upstreams},
+    state::{AppState, Shared, Upstreams},
 };
 
 /// Serves the REST API on `listener` until `shutdown` is cancelled, then
@@ -50,16 +50,16 @@ pub async fn run(
         let images = images.clone();
         async move { images.check().await }
     });
-    let state = AppState {
+    let state = AppState::new(Shared {
         upload_limiter: RateLimiter::new(identity.redis.clone(), config.authn.redis_prefix.clone()),
         default_avatar: config.uploads.default_avatar.as_deref().map(Arc::from),
         images,
         authn: identity.authn,
         redis: identity.redis,
         upstreams,
-        config: Arc::new(config),
+        config,
         shutdown: shutdown.child_token(),
-    };
+    });
     tracing::info!(addr = ?listener.local_addr().ok(), "gateway listening");
     // Readiness turns 503 at once (the state's token is a child of
     // `shutdown`); the listener closes only after the delay.
