@@ -14,6 +14,7 @@ pub mod config;
 pub mod error_info;
 pub mod grpc;
 mod in_flight;
+mod json_lines;
 pub mod limits;
 pub mod metrics;
 pub mod quota_headers;

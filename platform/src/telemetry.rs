@@ -15,7 +15,6 @@
 //!   OpenTelemetry SDK reads them.
 
 use std::{
-    fmt as stdfmt,
     io::IsTerminal,
     sync::atomic::{AtomicBool, Ordering},
 };
@@ -27,18 +26,11 @@ use opentelemetry_sdk::{
     propagation::TraceContextPropagator,
     trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider},
 };
-use serde_json::{Map, Value};
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::settings;
-use tracing::{Event, Subscriber, field::Field};
-use tracing_subscriber::{
-    EnvFilter,
-    fmt::{
-        self, FmtContext, FormatEvent, FormatFields, FormattedFields, format::JsonFields,
-        format::Writer,
-    },
-    prelude::*,
-    registry::LookupSpan,
+use crate::{
+    json_lines::{JsonLines, NoSpanFields, SpanFields},
+    settings,
 };
 
 /// Default filter: our crates at info, the chatty transport crates at warn.
@@ -101,10 +93,11 @@ pub fn init(service_name: &str) -> TelemetryGuard {
         registry.with(fmt::layer().compact()).try_init()
     } else {
         registry
+            .with(SpanFields)
             .with(
                 fmt::layer()
-                    .fmt_fields(JsonFields::new())
-                    .event_format(JsonWithTrace),
+                    .fmt_fields(NoSpanFields)
+                    .event_format(JsonLines),
             )
             .try_init()
     };
@@ -211,100 +204,5 @@ impl opentelemetry_http::HttpClient for OnRuntime {
         runtime
             .spawn(async move { client.send_bytes(request).await })
             .await?
-    }
-}
-
-/// One JSON object per line: timestamp, level, target, the event's fields
-/// (flattened), the fields of the spans it is in (`span`, innermost wins),
-/// and `request_id`, `trace_id`, `span_id` at the top level for correlation.
-struct JsonWithTrace;
-
-impl<S, N> FormatEvent<S, N> for JsonWithTrace
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> stdfmt::Result {
-        let meta = event.metadata();
-        let mut line = Map::new();
-        line.insert(
-            "timestamp".into(),
-            chrono::Utc::now()
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-                .into(),
-        );
-        line.insert("level".into(), meta.level().as_str().into());
-        line.insert("target".into(), meta.target().into());
-        event.record(&mut JsonVisitor(&mut line));
-
-        let mut leaf = None;
-        if let Some(scope) = ctx.event_scope() {
-            let mut span_fields = Map::new();
-            for span in scope.from_root() {
-                let ext = span.extensions();
-                if let Some(fields) = ext.get::<FormattedFields<N>>()
-                    && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&fields.fields)
-                {
-                    span_fields.extend(map);
-                }
-                span_fields.insert("name".into(), span.name().into());
-                leaf = Some(span.id());
-            }
-            if let Some(Value::String(id)) = span_fields.get("request_id")
-                && !id.is_empty()
-            {
-                line.insert("request_id".into(), id.clone().into());
-            }
-            line.insert("span".into(), Value::Object(span_fields));
-        }
-        // No span extensions are borrowed past this point: reading the OTel
-        // context locks them.
-        if let Some(id) = leaf {
-            let cx = tracing::dispatcher::get_default(|d| {
-                tracing_opentelemetry::get_otel_context(&id, d)
-            });
-            if let Some(cx) = cx {
-                use opentelemetry::trace::TraceContextExt as _;
-                let sc = cx.span().span_context().clone();
-                if sc.is_valid() {
-                    line.insert("trace_id".into(), sc.trace_id().to_string().into());
-                    line.insert("span_id".into(), sc.span_id().to_string().into());
-                }
-            }
-        }
-        let json = serde_json::to_string(&line).map_err(|_| stdfmt::Error)?;
-        writeln!(writer, "{json}")
-    }
-}
-
-struct JsonVisitor<'a>(&'a mut Map<String, Value>);
-
-impl tracing::field::Visit for JsonVisitor<'_> {
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.insert(field.name().into(), value.to_string().into());
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn stdfmt::Debug) {
-        self.0
-            .insert(field.name().into(), format!("{value:?}").into());
     }
 }
