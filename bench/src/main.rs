@@ -8,7 +8,8 @@
 //!    on an idle system, while other users publish articles at a paced
 //!    `PACED_WRITES` per second (load with headroom left), and while they
 //!    publish as fast as `WRITERS` connections can (both cores saturated,
-//!    so every request queues); the writes per second are printed;
+//!    so every request queues); the writes per second are printed, and
+//!    where each write's time went ([`latency_stages`]);
 //! 2. the sustained events per second one notification consumer applies,
 //!    from a queue filled before it starts;
 //! 3. what one `GET /user` costs past the gateway: Redis commands and gRPC
@@ -43,6 +44,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 mod grpc_compression;
+mod latency_stages;
 
 const LATENCY_SAMPLES: usize = 200;
 const THROUGHPUT_EVENTS: usize = 5_000;
@@ -68,8 +70,12 @@ enum Load {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     for load in [Load::Idle, Load::Paced(PACED_WRITES), Load::Saturating] {
-        let (latencies, answers, writes) =
-            rest_to_notification_latency(LATENCY_SAMPLES, load).await?;
+        let LatencyRun {
+            latencies,
+            answers,
+            writes,
+            stages,
+        } = rest_to_notification_latency(LATENCY_SAMPLES, load).await?;
         let load = match load {
             Load::Idle => "idle system".to_owned(),
             Load::Paced(rate) => format!(
@@ -87,6 +93,12 @@ async fn main() -> anyhow::Result<()> {
             ms(percentile(&latencies, 1.0)),
             ms(percentile(&answers, 0.50)),
             ms(percentile(&answers, 0.99)),
+        );
+        println!(
+            "  where it went (p50 / p99): to content's transaction {}; to the consumer's transaction {}; to the SSE stream {}",
+            p50_p99(&stages.to_write),
+            p50_p99(&stages.to_consumer),
+            p50_p99(&stages.to_stream),
         );
     }
     let (elapsed, rate) = consumer_throughput(THROUGHPUT_EVENTS).await?;
@@ -116,6 +128,8 @@ struct System {
     _content: TestContent,
     _auth: TestAuth,
     gateway: SocketAddr,
+    content_db: String,
+    notification_db: String,
     http: reqwest::Client,
     /// Stops the gateway when the system is dropped.
     _stop: tokio_util::sync::DropGuard,
@@ -152,6 +166,8 @@ impl System {
         let stop = CancellationToken::new();
         tokio::spawn(quill_gateway::server::run(config, listener, stop.clone()));
         let system = Self {
+            content_db: content.db.url.clone(),
+            notification_db: notification.db.url.clone(),
             _auth: auth,
             _content: content,
             _notification: notification,
@@ -204,12 +220,18 @@ impl System {
     }
 }
 
-/// The latencies to the notification and to the comment's own answer, and
-/// the articles per second the `load` published meanwhile (none when idle).
-async fn rest_to_notification_latency(
-    samples: usize,
-    load: Load,
-) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, f64)> {
+/// One latency measurement under one load.
+struct LatencyRun {
+    /// From sending each comment to its notification on the SSE stream.
+    latencies: Vec<Duration>,
+    /// From sending each comment to its own REST answer.
+    answers: Vec<Duration>,
+    /// Articles per second the load published meanwhile (none when idle).
+    writes: f64,
+    stages: latency_stages::Stages,
+}
+
+async fn rest_to_notification_latency(samples: usize, load: Load) -> anyhow::Result<LatencyRun> {
     let system = System::start().await?;
     let author = system.register("author").await?;
     let reader = system.register("reader").await?;
@@ -243,8 +265,10 @@ async fn rest_to_notification_latency(
     let load = WriteLoad::start(&system, load).await?;
     let mut latencies = Vec::with_capacity(samples);
     let mut answers = Vec::with_capacity(samples);
+    let mut sent = Vec::with_capacity(samples);
     for i in 1..=samples {
         let started = Instant::now();
+        sent.push(chrono::Utc::now());
         comment(i).await?;
         answers.push(started.elapsed());
         let arrived = tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
@@ -253,7 +277,20 @@ async fn rest_to_notification_latency(
             .context("stream ended")?;
         latencies.push(arrived.duration_since(started));
     }
-    Ok((latencies, answers, load.stop().await?))
+    let writes = load.stop().await?;
+    let stages = latency_stages::measure(
+        &system.content_db,
+        &system.notification_db,
+        &sent,
+        &latencies,
+    )
+    .await?;
+    Ok(LatencyRun {
+        latencies,
+        answers,
+        writes,
+        stages,
+    })
 }
 
 /// Connections publishing articles as one user (whom nobody follows, so no
@@ -511,6 +548,14 @@ fn percentile(sorted_or_not: &[Duration], p: f64) -> Duration {
     sorted.sort();
     let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
+}
+
+fn p50_p99(samples: &[Duration]) -> String {
+    format!(
+        "{:.1} / {:.1} ms",
+        ms(percentile(samples, 0.50)),
+        ms(percentile(samples, 0.99))
+    )
 }
 
 fn ms(d: Duration) -> f64 {
