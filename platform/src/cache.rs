@@ -1,7 +1,7 @@
 //! Read-through caching in Redis, shared by every replica, with versioned
 //! invalidation.
 //!
-//! An entry names the *versions* it depends on (counters in Redis, such as
+//! An entry names the *versions* it depends on (values in Redis, such as
 //! "any article" or "the article with this slug"). It is stored together
 //! with the values those versions had when its loader began, and is good
 //! only while they still have them: one `MGET` reads the entry and the
@@ -12,9 +12,10 @@
 //! served. Deleting entries instead would race: a loader that read the old
 //! rows could store them after the delete.
 //!
-//! Versions start at a random value, not at zero: a version key that
-//! expired or was evicted comes back as a different number, so entries
-//! stored under its earlier life cannot match it by chance.
+//! Versions are random values, not counters from zero: a bump sets a new
+//! one, and a version key that expired or was evicted comes back as a
+//! different number, so entries stored under an earlier value cannot match
+//! it by chance.
 //!
 //! Concurrent misses of one key in a process load it once: the others wait
 //! for it, then read what it stored (or, if a version moved meanwhile, load
@@ -79,7 +80,7 @@ async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> Result
         .map_err(Unavailable::from)
 }
 
-/// A counter entries depend on, named without the cache's prefix.
+/// A version entries depend on, named without the cache's prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Version(pub String);
 
@@ -330,19 +331,14 @@ impl Cache {
     async fn bump(&self, versions: &[Version]) {
         let mut pipe = redis::pipe();
         for version in versions {
-            let key = self.version_key(version);
+            // A new random value rather than an increment: entries match
+            // their versions by equality, so any value they were not stored
+            // under makes them stale, and one SET does the work of
+            // SET NX, INCR and EXPIRE.
             pipe.cmd("SET")
-                .arg(&key)
-                .arg(random_start())
-                .arg("NX")
+                .arg(self.version_key(version))
+                .arg(random_version())
                 .arg("EX")
-                .arg(VERSION_TTL.as_secs())
-                .ignore()
-                .cmd("INCR")
-                .arg(&key)
-                .ignore()
-                .cmd("EXPIRE")
-                .arg(&key)
                 .arg(VERSION_TTL.as_secs())
                 .ignore();
         }
@@ -402,7 +398,7 @@ impl Cache {
                 let key = self.version_key(&depends_on[i]);
                 pipe.cmd("SET")
                     .arg(&key)
-                    .arg(random_start())
+                    .arg(random_version())
                     .arg("NX")
                     .arg("EX")
                     .arg(self.inner.ttl.as_secs())
@@ -533,8 +529,9 @@ fn count_n(cache: &str, result: &str, n: usize) {
     }
 }
 
-/// 52 random bits: far from `i64::MAX`, so `INCR` never overflows.
-fn random_start() -> i64 {
+/// 52 random bits: a value no earlier life of a version key is likely to
+/// have had (one chance in 2^52 per pair).
+fn random_version() -> i64 {
     (Uuid::new_v4().as_u128() >> 76) as i64
 }
 
@@ -588,10 +585,9 @@ mod tests {
     }
 
     #[test]
-    fn starts_leave_room_to_count() {
-        for _ in 0..1000 {
-            let start = random_start();
-            assert!((0..1 << 52).contains(&start));
-        }
+    fn versions_are_52_random_bits() {
+        let drawn: std::collections::HashSet<i64> = (0..1000).map(|_| random_version()).collect();
+        assert_eq!(drawn.len(), 1000, "no value drawn twice");
+        assert!(drawn.iter().all(|v| (0..1 << 52).contains(v)));
     }
 }
