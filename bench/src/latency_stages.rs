@@ -10,6 +10,13 @@ use anyhow::ensure;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+/// When each comment's transaction began, newest first.
+const COMMENTS_WRITTEN: &str = "SELECT created_at FROM outbox WHERE routing_key = 'comment.added'
+     ORDER BY created_at DESC LIMIT $1";
+/// When the consumer's transaction for each comment began, newest first.
+const COMMENTS_NOTIFIED: &str = "SELECT created_at FROM notifications WHERE kind = 'comment'
+     ORDER BY seq DESC LIMIT $1";
+
 /// Per sample, the time spent in each stage, in order.
 #[derive(Default)]
 pub struct Stages {
@@ -31,20 +38,8 @@ pub async fn measure(
     sent: &[DateTime<Utc>],
     latencies: &[Duration],
 ) -> anyhow::Result<Stages> {
-    let writes = last_times(
-        content_db,
-        "SELECT created_at FROM outbox WHERE routing_key = 'comment.added'
-         ORDER BY created_at DESC LIMIT $1",
-        sent.len(),
-    )
-    .await?;
-    let consumed = last_times(
-        notification_db,
-        "SELECT created_at FROM notifications WHERE kind = 'comment'
-         ORDER BY seq DESC LIMIT $1",
-        sent.len(),
-    )
-    .await?;
+    let writes = last_times(content_db, COMMENTS_WRITTEN, sent.len()).await?;
+    let consumed = last_times(notification_db, COMMENTS_NOTIFIED, sent.len()).await?;
     ensure!(
         writes.len() == sent.len() && consumed.len() == sent.len(),
         "{} comments sent, {} written, {} notified",
