@@ -73,6 +73,17 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, EventsError> {
         .map_err(EventsError::from)
 }
 
+/// Closes a channel, and waits for the broker's answer, before its
+/// connection closes. A channel whose last handle is dropped while open is
+/// closed by lapin in the background; when its connection is closing by
+/// then, lapin's close finds the channel closing too and logs that at
+/// ERROR as a connection error, for a shutdown that went as it should.
+pub async fn close_channel(channel: &Channel, reason: &str) {
+    if channel.status().connected() {
+        let _ = channel.close(200, reason.into()).await;
+    }
+}
+
 /// Declares the durable topic exchange events are published to.
 pub async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<(), lapin::Error> {
     channel

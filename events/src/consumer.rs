@@ -261,6 +261,7 @@ impl<H: EventHandler> Consumer<H> {
                 Ok((connection, channel)) => {
                     backoff.reset();
                     let result = self.consume(&connection, &channel, &shutdown).await;
+                    broker::close_channel(&channel, "consumer stopping").await;
                     let _ = connection.close(200, "consumer stopping".into()).await;
                     match result {
                         Ok(()) if shutdown.is_cancelled() => break,
@@ -311,6 +312,17 @@ impl<H: EventHandler> Consumer<H> {
         // A channel of its own: a refused sample closes it, not the one
         // deliveries arrive on.
         let sampling = connection.create_channel().await?;
+        let consumed = self.consume_on(channel, &sampling, shutdown).await;
+        broker::close_channel(&sampling, "consumer stopping").await;
+        consumed
+    }
+
+    async fn consume_on(
+        &self,
+        channel: &Channel,
+        sampling: &Channel,
+        shutdown: &CancellationToken,
+    ) -> Result<(), EventsError> {
         let consumer = channel
             .basic_consume(
                 self.topology.queue.as_str().into(),
@@ -341,7 +353,7 @@ impl<H: EventHandler> Consumer<H> {
         tokio::select! {
             () = consuming => {}
             () = group.run() => {}
-            () = consumer_metrics::sample_queue_depth(&sampling, &self.topology.queue) => {}
+            () = consumer_metrics::sample_queue_depth(sampling, &self.topology.queue) => {}
         }
         if let Some(e) = failure {
             return Err(e.into());

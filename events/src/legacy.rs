@@ -97,17 +97,24 @@ pub async fn retire(url: &str, topology: &Topology) -> Result<Progress, EventsEr
         return Ok(Progress::Done { moved: 0 });
     };
     let connection = broker::connect(url, &format!("retirer:{old}")).await?;
-    let outcome = retire_on(&connection, topology, old).await;
+    let outcome = match connection.create_channel().await {
+        Ok(channel) => {
+            let outcome = retire_on(&connection, &channel, topology, old).await;
+            broker::close_channel(&channel, "retired").await;
+            outcome
+        }
+        Err(e) => Err(e.into()),
+    };
     let _ = connection.close(200, "retired".into()).await;
     outcome
 }
 
 async fn retire_on(
     connection: &Connection,
+    channel: &Channel,
     topology: &Topology,
     old: &str,
 ) -> Result<Progress, EventsError> {
-    let channel = connection.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
@@ -130,12 +137,12 @@ async fn retire_on(
     for n in 1..=retry_queues {
         let queue = format!("{old}.retry.{n}");
         look(connection, &queue, old_retry_arguments(topology, old, n)).await?;
-        moved += empty_into(&channel, &queue, &topology.queue).await?;
+        moved += empty_into(channel, &queue, &topology.queue).await?;
         if !delete_if_idle(connection, &queue).await? {
             return Ok(Progress::NotEmptyYet);
         }
     }
-    moved += empty_into(&channel, old, &topology.queue).await?;
+    moved += empty_into(channel, old, &topology.queue).await?;
     if !delete_if_idle(connection, old).await? {
         return Ok(Progress::NotEmptyYet);
     }
@@ -160,7 +167,7 @@ async fn look(
         .queue_declare(queue.into(), durable, arguments)
         .await
     {
-        let _ = declaring.close(200, "looked".into()).await;
+        broker::close_channel(&declaring, "looked").await;
         return Ok(found);
     }
     let probe = connection.create_channel().await?;
@@ -171,7 +178,7 @@ async fn look(
     let found = probe
         .queue_declare(queue.into(), passive, FieldTable::default())
         .await?;
-    let _ = probe.close(200, "looked".into()).await;
+    broker::close_channel(&probe, "looked").await;
     Ok(found)
 }
 
@@ -214,7 +221,7 @@ async fn delete_if_idle(connection: &Connection, queue: &str) -> Result<bool, Ev
     };
     let deleted = channel.queue_delete(queue.into(), idle).await.is_ok();
     if deleted {
-        let _ = channel.close(200, "deleted".into()).await;
+        broker::close_channel(&channel, "deleted").await;
     }
     Ok(deleted)
 }

@@ -406,6 +406,7 @@ struct Publisher {
 
 impl Publisher {
     async fn close(self) {
+        broker::close_channel(&self.channel, "relay stopping").await;
         let _ = self.connection.close(200, "relay stopping".into()).await;
     }
 }

@@ -1570,3 +1570,64 @@ async fn classic_queues_of_another_retry_schedule_are_retired_too() -> anyhow::R
     );
     Ok(())
 }
+
+/// Counts the ERROR events lapin logs, from any thread: it closes a dropped
+/// channel on a task of its own, so only a process-wide subscriber sees
+/// that (nextest runs each test in a process of its own).
+fn lapin_errors() -> Arc<std::sync::atomic::AtomicUsize> {
+    use tracing_subscriber::{Layer, layer::Context, prelude::*};
+
+    struct Count(Arc<std::sync::atomic::AtomicUsize>);
+    impl<S: tracing::Subscriber> Layer<S> for Count {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let meta = event.metadata();
+            if *meta.level() == tracing::Level::ERROR && meta.target().starts_with("lapin") {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tracing_subscriber::registry()
+        .with(Count(errors.clone()))
+        .try_init()
+        .expect("no other subscriber in this test's process");
+    errors
+}
+
+/// Retiring old queues, consuming and relaying, then stopping, all as they
+/// should: lapin has nothing to say at ERROR. Each closes its channels before
+/// their connection; a channel dropped open is closed by lapin in the
+/// background, which then meets the connection closing and logs a
+/// "connection error".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_and_stopping_logs_no_broker_errors() -> anyhow::Result<()> {
+    let errors = lapin_errors();
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let (_old, topology) = upgraded(&broker, "quiet");
+    declare(&broker.url, &topology).await?;
+
+    assert_eq!(
+        legacy::retire(&broker.url, &topology).await?,
+        legacy::Progress::Done { moved: 0 }
+    );
+    let handler = Recorder::default();
+    let consuming = consumer(&pool, &broker.url, &topology, handler.clone());
+    let relaying = relay(&pool, &broker.url, &broker);
+    let event = followed(1);
+    enqueue_with_item(&pool, &event).await?;
+    eventually("the event is relayed and applied", || async {
+        Ok(handler.calls(&event.event_id) == 1)
+    })
+    .await?;
+    relaying.stop().await?;
+    consuming.stop().await?;
+    // lapin's background closes run after the calls that dropped them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        errors.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "lapin logged errors for a clean start and stop"
+    );
+    Ok(())
+}
