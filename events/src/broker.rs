@@ -62,6 +62,10 @@ pub const ROUTING_KEY_HEADER: &str = "x-routing-key";
 /// 512 characters, do).
 pub const FRAME_MAX: u32 = 16 * 1024;
 
+/// How long closing a channel may wait for the broker: one that stopped
+/// answering must not hold up a shutdown.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Opens one connection, named so it can be told apart in `rabbitmqctl`.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, EventsError> {
     let mut uri: AMQPUri = url.parse().map_err(EventsError::Url)?;
@@ -73,14 +77,15 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, EventsError> {
         .map_err(EventsError::from)
 }
 
-/// Closes a channel, and waits for the broker's answer, before its
-/// connection closes. A channel whose last handle is dropped while open is
-/// closed by lapin in the background; when its connection is closing by
-/// then, lapin's close finds the channel closing too and logs that at
-/// ERROR as a connection error, for a shutdown that went as it should.
+/// Closes a channel, and waits for the broker's answer (at most
+/// `CLOSE_TIMEOUT`), before its connection closes. A channel whose last
+/// handle is dropped while open is closed by lapin in the background; when
+/// its connection is closing by then, lapin's close finds the channel
+/// closing too and logs that at ERROR as a connection error, for a
+/// shutdown that went as it should.
 pub async fn close_channel(channel: &Channel, reason: &str) {
     if channel.status().connected() {
-        let _ = channel.close(200, reason.into()).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, reason.into())).await;
     }
 }
 
