@@ -146,6 +146,15 @@ impl Line {
     }
 }
 
+/// The trace and span ids of the span `id`, when it is traced.
+fn trace_ids(id: &span::Id) -> Option<(String, String)> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let cx = tracing::dispatcher::get_default(|d| tracing_opentelemetry::get_otel_context(id, d))?;
+    let sc = cx.span().span_context().clone();
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+}
+
 /// The event formatter for the fmt layer, with [`SpanFields`] installed.
 pub struct JsonLines;
 
@@ -171,55 +180,53 @@ where
         top.set("level", meta.level().as_str().into());
         top.set("target", meta.target().into());
         event.record(&mut top);
-        let mut line = Line::new();
-        for (key, value) in &top.0 {
-            line.entry(key, value)?;
+
+        let spans: Vec<_> = ctx
+            .event_scope()
+            .map(|scope| scope.from_root().collect())
+            .unwrap_or_default();
+        // Before any span's extensions are borrowed: reading the OTel
+        // context locks them.
+        let trace = spans
+            .last()
+            .and_then(|innermost| trace_ids(&innermost.id()));
+        let extensions: Vec<_> = spans.iter().map(|span| span.extensions()).collect();
+        let mut merged: Vec<(&str, &Value)> = Vec::new();
+        for fields in extensions.iter().filter_map(|ext| ext.get::<Fields>()) {
+            for (name, value) in &fields.0 {
+                set(&mut merged, name, value);
+            }
+        }
+        // The correlation keys replace an event's own fields of those names.
+        if let Some(id) = merged
+            .iter()
+            .find(|(name, _)| *name == "request_id")
+            .and_then(|(_, value)| value.as_str())
+            .filter(|id| !id.is_empty())
+        {
+            top.set("request_id", id.into());
+        }
+        if let Some((trace_id, span_id)) = trace {
+            top.set("trace_id", trace_id.into());
+            top.set("span_id", span_id.into());
         }
 
-        let mut leaf = None;
-        let mut request_id = None;
-        if let Some(scope) = ctx.event_scope() {
-            let spans: Vec<_> = scope.from_root().collect();
-            let extensions: Vec<_> = spans.iter().map(|span| span.extensions()).collect();
-            let mut merged: Vec<(&str, &Value)> = Vec::new();
-            for fields in extensions.iter().filter_map(|ext| ext.get::<Fields>()) {
-                for (name, value) in &fields.0 {
-                    set(&mut merged, name, value);
-                }
-            }
+        let mut line = Line::new();
+        // The span object, written next, replaces an event's own `span`.
+        for (key, value) in top
+            .0
+            .iter()
+            .filter(|(key, _)| spans.is_empty() || *key != "span")
+        {
+            line.entry(key, value)?;
+        }
+        if let Some(innermost) = spans.last() {
             line.open("span")?;
             for (name, value) in merged.iter().filter(|(name, _)| *name != "name") {
                 line.entry(name, value)?;
             }
-            if let Some(innermost) = spans.last() {
-                line.entry("name", &innermost.name())?;
-                leaf = Some(innermost.id());
-            }
+            line.entry("name", &innermost.name())?;
             line.close();
-            request_id = merged
-                .iter()
-                .find(|(name, _)| *name == "request_id")
-                .and_then(|(_, value)| value.as_str())
-                .filter(|id| !id.is_empty())
-                .map(str::to_owned);
-        }
-        if let Some(id) = &request_id {
-            line.entry("request_id", id)?;
-        }
-        // No span extensions are borrowed past this point: reading the OTel
-        // context locks them.
-        if let Some(id) = leaf {
-            let cx = tracing::dispatcher::get_default(|d| {
-                tracing_opentelemetry::get_otel_context(&id, d)
-            });
-            if let Some(cx) = cx {
-                use opentelemetry::trace::TraceContextExt as _;
-                let sc = cx.span().span_context().clone();
-                if sc.is_valid() {
-                    line.entry("trace_id", &sc.trace_id().to_string())?;
-                    line.entry("span_id", &sc.span_id().to_string())?;
-                }
-            }
         }
         writeln!(writer, "{}", line.finish()?)
     }
@@ -298,6 +305,24 @@ mod tests {
         assert_eq!(line.matches("\"otel.kind\":").count(), 1, "{line}");
         assert_eq!(line.matches("\"name\":").count(), 1, "{line}");
         assert_eq!(line.matches("\"request_id\":").count(), 2, "{line}");
+    }
+
+    #[test]
+    fn an_events_own_fields_named_like_the_lines_keys_are_not_written_twice() {
+        let lines = lines(|| {
+            let span = tracing::info_span!("http", request_id = "req-1");
+            let _span = span.enter();
+            tracing::info!(request_id = "mine", span = "mine", "clash");
+        });
+        let line = &lines[0];
+        let parsed: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            parsed["request_id"], "req-1",
+            "the span's, as correlation needs"
+        );
+        assert_eq!(parsed["span"]["name"], "http");
+        assert_eq!(line.matches("\"request_id\":").count(), 2, "{line}");
+        assert_eq!(line.matches("\"span\":").count(), 1, "{line}");
     }
 
     #[test]
