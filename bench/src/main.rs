@@ -124,12 +124,10 @@ async fn main() -> anyhow::Result<()> {
 struct System {
     // Dropped in this order: consumers before auth, whose broker clean-up
     // deletes the queues.
-    _notification: TestNotification,
-    _content: TestContent,
+    notification: TestNotification,
+    content: TestContent,
     _auth: TestAuth,
     gateway: SocketAddr,
-    content_db: String,
-    notification_db: String,
     http: reqwest::Client,
     /// Stops the gateway when the system is dropped.
     _stop: tokio_util::sync::DropGuard,
@@ -166,11 +164,9 @@ impl System {
         let stop = CancellationToken::new();
         tokio::spawn(quill_gateway::server::run(config, listener, stop.clone()));
         let system = Self {
-            content_db: content.db.url.clone(),
-            notification_db: notification.db.url.clone(),
             _auth: auth,
-            _content: content,
-            _notification: notification,
+            content,
+            notification,
             gateway,
             http: reqwest::Client::new(),
             _stop: stop.drop_guard(),
@@ -279,8 +275,8 @@ async fn rest_to_notification_latency(samples: usize, load: Load) -> anyhow::Res
     }
     let writes = load.stop().await?;
     let stages = latency_stages::measure(
-        &system.content_db,
-        &system.notification_db,
+        &system.content.db.url,
+        &system.notification.db.url,
         &sent,
         &latencies,
     )

@@ -4,7 +4,10 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -1574,19 +1577,19 @@ async fn classic_queues_of_another_retry_schedule_are_retired_too() -> anyhow::R
 /// Counts the ERROR events lapin logs, from any thread: it closes a dropped
 /// channel on a task of its own, so only a process-wide subscriber sees
 /// that (nextest runs each test in a process of its own).
-fn lapin_errors() -> Arc<std::sync::atomic::AtomicUsize> {
+fn lapin_errors() -> Arc<AtomicUsize> {
     use tracing_subscriber::{Layer, layer::Context, prelude::*};
 
-    struct Count(Arc<std::sync::atomic::AtomicUsize>);
+    struct Count(Arc<AtomicUsize>);
     impl<S: tracing::Subscriber> Layer<S> for Count {
         fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
             let meta = event.metadata();
             if *meta.level() == tracing::Level::ERROR && meta.target().starts_with("lapin") {
-                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.0.fetch_add(1, Ordering::SeqCst);
             }
         }
     }
-    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
     tracing_subscriber::registry()
         .with(Count(errors.clone()))
         .try_init()
@@ -1625,7 +1628,7 @@ async fn starting_and_stopping_logs_no_broker_errors() -> anyhow::Result<()> {
     // lapin's background closes run after the calls that dropped them.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        errors.load(std::sync::atomic::Ordering::SeqCst),
+        errors.load(Ordering::SeqCst),
         0,
         "lapin logged errors for a clean start and stop"
     );
