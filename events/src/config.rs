@@ -26,6 +26,10 @@ quill_platform::settings! {
     EVENTS_RETRY_DELAYS_MS = "1000,10000,60000";
     /// How often an idle outbox relay looks for rows it was not woken for.
     OUTBOX_POLL_INTERVAL_MS = "200";
+    /// Events of one type an outbox relay sends in one message, at most: the
+    /// broker's cost is per message. 1 sends each alone, as consumers built
+    /// before `EnvelopeBatch` need: set it to 1 while any of those runs.
+    OUTBOX_EVENTS_PER_MESSAGE = "32";
     /// How long published outbox rows and consumed events' inbox rows are
     /// kept, in hours (an inbox row must outlive every redelivery of its
     /// event).
@@ -48,6 +52,8 @@ pub struct EventsConfig {
     pub retry_delays: Vec<Duration>,
     /// [`OUTBOX_POLL_INTERVAL_MS`].
     pub relay_poll_interval: Duration,
+    /// [`OUTBOX_EVENTS_PER_MESSAGE`].
+    pub relay_events_per_message: usize,
     /// [`EVENTS_RETENTION_HOURS`].
     pub retention: Duration,
     /// [`RETENTION_INTERVAL_SECS`].
@@ -67,6 +73,7 @@ impl Default for EventsConfig {
             relay_poll_interval: Duration::from_millis(
                 OUTBOX_POLL_INTERVAL_MS.default.parse().expect(VALID),
             ),
+            relay_events_per_message: OUTBOX_EVENTS_PER_MESSAGE.default.parse().expect(VALID),
             retention: hours(EVENTS_RETENTION_HOURS.default.parse().expect(VALID)),
             retention_interval: Duration::from_secs(
                 RETENTION_INTERVAL_SECS.default.parse().expect(VALID),
@@ -91,6 +98,12 @@ impl EventsConfig {
         let retry_delays = parse_delays(&raw_delays)
             .map_err(|reason| EVENTS_RETRY_DELAYS_MS.invalid(&raw_delays, reason))?;
         let retention = retention(&retry_delays)?;
+        let relay_events_per_message: usize = OUTBOX_EVENTS_PER_MESSAGE.get()?;
+        OUTBOX_EVENTS_PER_MESSAGE.ensure(
+            relay_events_per_message > 0,
+            relay_events_per_message,
+            "must be at least 1",
+        )?;
         Ok(Self {
             amqp_url,
             exchange: EVENTS_EXCHANGE.get()?,
@@ -98,6 +111,7 @@ impl EventsConfig {
             max_attempts,
             retry_delays,
             relay_poll_interval: OUTBOX_POLL_INTERVAL_MS.millis()?,
+            relay_events_per_message,
             retention,
             retention_interval: positive(
                 &RETENTION_INTERVAL_SECS,

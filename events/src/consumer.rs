@@ -11,6 +11,12 @@
 //! the DLQ once it has had `max_attempts` runs, and only then acked, so a
 //! poison message never blocks the queue.
 //!
+//! A batch message (several events of one type, [`crate::message`]) is
+//! split: each event is applied as if it had come alone, under a span of
+//! its own, and one that fails is republished alone, to a retry queue, the
+//! DLQ or this queue, spending no other event's attempts. The delivery is
+//! acked once every event is applied or republished.
+//!
 //! An outage is not a poison message: when the consumer's own database (or
 //! another dependency, as the handler reports with
 //! [`HandlerError::Unavailable`]) is down, the run does not count as an
@@ -24,6 +30,7 @@
 //! of one queue may be applied out of order; handlers must not assume order.
 
 use std::{
+    borrow::Cow,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -59,6 +66,7 @@ use crate::{
     broker::{self, ATTEMPTS_HEADER, LAST_ERROR_HEADER, ROUTING_KEY_HEADER, Topology},
     consumer_metrics,
     group_commit::GroupCommit,
+    message,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -220,6 +228,103 @@ enum Outcome {
     Failed(HandlerError),
 }
 
+impl Outcome {
+    /// The `error_type` of the processing histogram ("" for none).
+    fn error_type(&self) -> &'static str {
+        match self {
+            Self::Applied | Self::Duplicate => "",
+            Self::Failed(HandlerError::Unavailable(_)) => "unavailable",
+            Self::Failed(HandlerError::Transient(_)) => "transient",
+            Self::Failed(HandlerError::Permanent(_)) => "permanent",
+        }
+    }
+
+    /// The `outcome` counted for an event that needs no copy.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Duplicate => "duplicate",
+            _ => "ok",
+        }
+    }
+}
+
+/// One failed event as it is sent again: its bytes, its properties (the
+/// routing key kept in a header, since a copy sent to a queue directly
+/// arrives under the queue's name) and its failed runs so far.
+struct Copy<'a> {
+    data: Cow<'a, [u8]>,
+    properties: BasicProperties,
+    attempts: u32,
+}
+
+impl<'a> Copy<'a> {
+    /// A delivery carrying one event (or bytes that are not events), as it came.
+    fn of_delivery(delivery: &'a Delivery) -> Self {
+        Self {
+            data: Cow::Borrowed(&delivery.data),
+            properties: keeping_routing_key(delivery),
+            attempts: attempts(&delivery.properties),
+        }
+    }
+
+    /// One event of a batch, as a message of its own: what the relay would
+    /// have sent for it alone. A batch comes straight from the relay, so
+    /// its events have failed no run yet.
+    fn of_event(envelope: &Envelope) -> Self {
+        let properties = message::single(
+            &envelope.event_id,
+            &envelope.r#type,
+            &envelope.producer,
+            (&envelope.traceparent, &envelope.tracestate),
+        );
+        let mut headers = properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            ROUTING_KEY_HEADER.into(),
+            broker::string_value(&envelope.r#type),
+        );
+        Self {
+            data: Cow::Owned(envelope.encode_to_vec()),
+            properties: properties.with_headers(headers),
+            attempts: 0,
+        }
+    }
+}
+
+/// Publishes `data` and waits for the broker's confirm; a nack is an error.
+async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    data: &[u8],
+    properties: BasicProperties,
+) -> Result<(), EventsError> {
+    let confirmation = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            data,
+            properties,
+        )
+        .await?
+        .await?;
+    if confirmation.is_ack() {
+        Ok(())
+    } else {
+        Err(EventsError::Nacked)
+    }
+}
+
+/// Hands a delivery back to the broker whole, for another try.
+async fn requeue(delivery: &Delivery) -> Result<(), EventsError> {
+    let requeue = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    delivery.acker.nack(requeue).await?;
+    Ok(())
+}
+
 impl<H: EventHandler> Consumer<H> {
     pub fn new(pool: PgPool, amqp_url: impl Into<String>, topology: Topology, handler: H) -> Self {
         Self {
@@ -375,16 +480,18 @@ impl<H: EventHandler> Consumer<H> {
         delivery: Delivery,
         shutdown: &CancellationToken,
     ) {
+        if message::is_batch(&delivery.properties) {
+            return self.settle_batch(channel, group, delivery, shutdown).await;
+        }
         let span = delivery_span(&self.topology.queue, &delivery);
         let started = Instant::now();
         async {
-            let outcome = self.apply(group, &delivery.data).await;
-            let error_type = match &outcome {
-                Outcome::Applied | Outcome::Duplicate => "",
-                Outcome::Failed(HandlerError::Unavailable(_)) => "unavailable",
-                Outcome::Failed(HandlerError::Transient(_)) => "transient",
-                Outcome::Failed(HandlerError::Permanent(_)) => "permanent",
+            let outcome = match Envelope::decode(delivery.data.as_slice()) {
+                Ok(envelope) => self.apply(group, envelope).await,
+                Err(e) => Outcome::Failed(HandlerError::permanent(e)),
             };
+            let error_type = outcome.error_type();
+            let routing_key = routing_key(&delivery);
             let settled = match outcome {
                 outcome @ (Outcome::Applied | Outcome::Duplicate) => {
                     self.lock_pause().reset();
@@ -395,22 +502,14 @@ impl<H: EventHandler> Consumer<H> {
                         .map(drop)
                         .map_err(EventsError::from);
                     if acked.is_ok() {
-                        let name = match outcome {
-                            Outcome::Duplicate => "duplicate",
-                            _ => "ok",
-                        };
-                        self.count(&delivery, name);
+                        self.count(&routing_key, outcome.name());
                     }
                     acked
                 }
-                Outcome::Failed(HandlerError::Unavailable(e)) => {
+                Outcome::Failed(error) => {
                     Span::current().record("otel.status_code", "ERROR");
-                    self.pause_and_requeue(channel, &delivery, &e, shutdown)
+                    self.send_delivery_away(channel, &delivery, error, shutdown)
                         .await
-                }
-                Outcome::Failed(e) => {
-                    Span::current().record("otel.status_code", "ERROR");
-                    self.retry_or_park(channel, &delivery, e).await
                 }
             };
             if let Err(e) = settled {
@@ -422,22 +521,112 @@ impl<H: EventHandler> Consumer<H> {
         .await;
     }
 
-    fn count(&self, delivery: &Delivery, outcome: &str) {
+    /// A delivery of several events: each is applied as if it had come
+    /// alone, under a span of its own, and shares transactions with the
+    /// rest; one that fails leaves alone (to a retry queue, the DLQ, or back
+    /// to this queue) and spends no other's attempts. The delivery is acked
+    /// once every event is applied or sent away; if one could not be sent,
+    /// the whole delivery goes back to the queue, where those applied are
+    /// duplicates.
+    async fn settle_batch(
+        &self,
+        channel: &Channel,
+        group: &GroupCommit<H>,
+        delivery: Delivery,
+        shutdown: &CancellationToken,
+    ) {
+        let envelopes = match message::decode_batch(&delivery.data) {
+            Ok(envelopes) => envelopes,
+            Err(e) => {
+                // Not events at all: parked whole, as an undecodable
+                // single event would be.
+                let span = delivery_span(&self.topology.queue, &delivery);
+                async {
+                    let error = HandlerError::permanent(e);
+                    let sent = self.send_delivery_away(channel, &delivery, error, shutdown);
+                    if let Err(e) = sent.await {
+                        tracing::warn!(queue = %self.topology.queue, error = %e, "delivery not settled; it will be redelivered");
+                    }
+                }
+                .instrument(span)
+                .await;
+                return;
+            }
+        };
+        let settled = futures::future::join_all(
+            envelopes
+                .into_iter()
+                .map(|envelope| self.settle_event(channel, group, envelope, shutdown)),
+        )
+        .await;
+        let settled = if settled.iter().all(|sent| *sent) {
+            delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map(drop)
+                .map_err(EventsError::from)
+        } else {
+            requeue(&delivery).await
+        };
+        if let Err(e) = settled {
+            tracing::warn!(queue = %self.topology.queue, error = %e, "delivery not settled; it will be redelivered");
+        }
+    }
+
+    /// Applies one event of a batch delivery, sending it away alone if it
+    /// fails; returns whether it is settled (applied or sent).
+    async fn settle_event(
+        &self,
+        channel: &Channel,
+        group: &GroupCommit<H>,
+        envelope: Envelope,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let span = event_span(&self.topology.queue, &envelope);
+        let started = Instant::now();
+        async {
+            let routing_key = envelope.r#type.clone();
+            // Encoded before the envelope goes to its transaction: a copy
+            // sent away carries it as the relay would have sent it alone.
+            let copy = Copy::of_event(&envelope);
+            let outcome = self.apply(group, envelope).await;
+            let error_type = outcome.error_type();
+            let settled = match outcome {
+                outcome @ (Outcome::Applied | Outcome::Duplicate) => {
+                    self.lock_pause().reset();
+                    self.count(&routing_key, outcome.name());
+                    true
+                }
+                Outcome::Failed(error) => {
+                    Span::current().record("otel.status_code", "ERROR");
+                    match self.send_away(channel, &copy, error, shutdown).await {
+                        Ok(outcome) => {
+                            self.count(&routing_key, outcome);
+                            true
+                        }
+                        Err(e) => {
+                            tracing::warn!(queue = %self.topology.queue, error = %e, "a failed event of a batch was not sent away; the batch will be redelivered");
+                            false
+                        }
+                    }
+                }
+            };
+            consumer_metrics::observe_processing(&self.topology.queue, started, error_type);
+            settled
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn count(&self, routing_key: &str, outcome: &str) {
         metrics::get()
             .events_consumed
-            .with_label_values(&[
-                self.topology.queue.as_str(),
-                routing_key(delivery).as_str(),
-                outcome,
-            ])
+            .with_label_values(&[self.topology.queue.as_str(), routing_key, outcome])
             .inc();
     }
 
-    async fn apply(&self, group: &GroupCommit<H>, data: &[u8]) -> Outcome {
-        let envelope = match Envelope::decode(data) {
-            Ok(envelope) => envelope,
-            Err(e) => return Outcome::Failed(HandlerError::permanent(e)),
-        };
+    async fn apply(&self, group: &GroupCommit<H>, envelope: Envelope) -> Outcome {
         consumer_metrics::observe_lag(&self.topology.queue, &envelope);
         let event_id = match Uuid::parse_str(&envelope.event_id) {
             Ok(id) => id,
@@ -457,14 +646,55 @@ impl<H: EventHandler> Consumer<H> {
         self.pause.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Sends a failed delivery away whole and acks it; if the copy may not
+    /// have arrived, hands the delivery back to the queue instead.
+    async fn send_delivery_away(
+        &self,
+        channel: &Channel,
+        delivery: &Delivery,
+        error: HandlerError,
+        shutdown: &CancellationToken,
+    ) -> Result<(), EventsError> {
+        let copy = Copy::of_delivery(delivery);
+        match self.send_away(channel, &copy, error, shutdown).await {
+            Ok(outcome) => {
+                delivery.acker.ack(BasicAckOptions::default()).await?;
+                self.count(&routing_key(delivery), outcome);
+                Ok(())
+            }
+            Err(e) => requeue(delivery).await.and(Err(e)),
+        }
+    }
+
+    /// Sends a failed event's copy where its error takes it, confirmed:
+    /// back to this queue after the pause if a dependency is down, else to
+    /// its next retry queue or the DLQ. Returns the outcome to count; an
+    /// error means the copy may not have arrived, and the original must go
+    /// back to the queue instead.
+    async fn send_away(
+        &self,
+        channel: &Channel,
+        copy: &Copy<'_>,
+        error: HandlerError,
+        shutdown: &CancellationToken,
+    ) -> Result<&'static str, EventsError> {
+        match error {
+            HandlerError::Unavailable(e) => {
+                self.pause_and_requeue(channel, copy, &e, shutdown).await?;
+                Ok("requeued")
+            }
+            error => self.retry_or_park(channel, copy, error).await,
+        }
+    }
+
     /// A dependency is down: waits out the consumer-wide pause (cut short by
-    /// shutdown), then hands the delivery back to the broker as it came, its
+    /// shutdown), then puts the event back in the queue as it came, its
     /// `x-attempts` untouched. While waiting it holds its prefetch slot, so
     /// an outage also stops the consumer from taking more deliveries.
     async fn pause_and_requeue(
         &self,
         channel: &Channel,
-        delivery: &Delivery,
+        copy: &Copy<'_>,
         error: &BoxError,
         shutdown: &CancellationToken,
     ) -> Result<(), EventsError> {
@@ -483,43 +713,17 @@ impl<H: EventHandler> Consumer<H> {
         // Back to the queue as a new message rather than a nack: the queue
         // counts every nacked redelivery towards its delivery limit, and
         // an outage must not park what it only delayed.
-        let copied = async {
-            let confirmation = channel
-                .basic_publish(
-                    "".into(),
-                    queue.into(),
-                    BasicPublishOptions::default(),
-                    &delivery.data,
-                    keeping_routing_key(delivery),
-                )
-                .await?
-                .await?;
-            Ok::<_, EventsError>(confirmation.is_ack())
-        }
-        .await;
-        if matches!(copied, Ok(true)) {
-            delivery.acker.ack(BasicAckOptions::default()).await?;
-        } else {
-            let requeue = BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            };
-            delivery.acker.nack(requeue).await?;
-        }
-        self.count(delivery, "requeued");
-        Ok(())
+        publish_confirmed(channel, "", queue, &copy.data, copy.properties.clone()).await
     }
 
-    /// Republishes a failed delivery to its next retry queue or the DLQ,
-    /// then acks the original. If the republish is not confirmed, the
-    /// original is requeued instead, so it is never lost.
+    /// Republishes a failed event to its next retry queue or the DLQ.
     async fn retry_or_park(
         &self,
         channel: &Channel,
-        delivery: &Delivery,
+        copy: &Copy<'_>,
         error: HandlerError,
-    ) -> Result<(), EventsError> {
-        let attempts = attempts(&delivery.properties).saturating_add(1);
+    ) -> Result<&'static str, EventsError> {
+        let attempts = copy.attempts.saturating_add(1);
         let (exchange, routing_key) = match &error {
             // Unavailable is requeued before it gets here; were it not, a
             // retry is the safe reading.
@@ -537,36 +741,9 @@ impl<H: EventHandler> Consumer<H> {
         } else {
             tracing::warn!(queue = %self.topology.queue, attempts, %error, "event handling failed, will retry");
         }
-        let properties = with_attempts(delivery, attempts, &error.to_string());
-        let confirmed = async {
-            let confirmation = channel
-                .basic_publish(
-                    exchange.as_str().into(),
-                    routing_key.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &delivery.data,
-                    properties,
-                )
-                .await?
-                .await?;
-            Ok::<_, EventsError>(confirmation.is_ack())
-        }
-        .await;
-        match confirmed {
-            Ok(true) => {
-                delivery.acker.ack(BasicAckOptions::default()).await?;
-                self.count(delivery, if parked { "dead_lettered" } else { "retried" });
-                Ok(())
-            }
-            Ok(false) | Err(_) => {
-                let requeue = BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                };
-                delivery.acker.nack(requeue).await?;
-                Err(confirmed.err().unwrap_or(EventsError::Nacked))
-            }
-        }
+        let properties = with_attempts(&copy.properties, attempts, &error.to_string());
+        publish_confirmed(channel, &exchange, &routing_key, &copy.data, properties).await?;
+        Ok(if parked { "dead_lettered" } else { "retried" })
     }
 
     fn dead_letter_route(&self) -> (String, String) {
@@ -631,7 +808,30 @@ fn delivery_span(queue: &str, delivery: &Delivery) -> Span {
         .as_ref()
         .map(|id| id.as_str().to_owned())
         .unwrap_or_default();
-    let span = tracing::info_span!(
+    let span = process_span(queue, &routing_key(delivery), &message_id);
+    let parent = crate::trace_headers::from_amqp_headers(delivery.properties.headers().as_ref())
+        .or_else(|| {
+            let envelope = Envelope::decode(delivery.data.as_slice()).ok()?;
+            envelope_context(&envelope)
+        });
+    if let Some(cx) = parent {
+        let _ = span.set_parent(cx);
+    }
+    span
+}
+
+/// The `process` span of one event of a batch delivery: a child of the
+/// context its envelope carries (its publish span's), as if it had come alone.
+fn event_span(queue: &str, envelope: &Envelope) -> Span {
+    let span = process_span(queue, &envelope.r#type, &envelope.event_id);
+    if let Some(cx) = envelope_context(envelope) {
+        let _ = span.set_parent(cx);
+    }
+    span
+}
+
+fn process_span(queue: &str, routing_key: &str, message_id: &str) -> Span {
+    tracing::info_span!(
         "process",
         otel.name = %format_args!("{queue} process"),
         otel.kind = "consumer",
@@ -639,21 +839,17 @@ fn delivery_span(queue: &str, delivery: &Delivery) -> Span {
         messaging.system = "rabbitmq",
         messaging.operation = "process",
         messaging.destination.name = %queue,
-        messaging.rabbitmq.destination.routing_key = %routing_key(delivery),
+        messaging.rabbitmq.destination.routing_key = %routing_key,
         messaging.message.id = %message_id,
         request_id = Empty,
-    );
-    let parent = crate::trace_headers::from_amqp_headers(delivery.properties.headers().as_ref())
-        .or_else(|| {
-            let envelope = Envelope::decode(delivery.data.as_slice()).ok()?;
-            let cx = trace_context::from_strings(&envelope.traceparent, &envelope.tracestate);
-            use opentelemetry::trace::TraceContextExt as _;
-            cx.span().span_context().is_valid().then_some(cx)
-        });
-    if let Some(cx) = parent {
-        let _ = span.set_parent(cx);
-    }
-    span
+    )
+}
+
+/// The trace context an envelope carries, if it is a valid one.
+fn envelope_context(envelope: &Envelope) -> Option<opentelemetry::Context> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let cx = trace_context::from_strings(&envelope.traceparent, &envelope.tracestate);
+    cx.span().span_context().is_valid().then_some(cx)
 }
 
 /// The routing key the event was published with: a retried delivery comes
@@ -716,8 +912,7 @@ const BROKER_HEADERS: &[&str] = &[
     "x-first-death-exchange",
 ];
 
-fn with_attempts(delivery: &Delivery, attempts: u32, last_error: &str) -> BasicProperties {
-    let properties = keeping_routing_key(delivery);
+fn with_attempts(properties: &BasicProperties, attempts: u32, last_error: &str) -> BasicProperties {
     let mut headers = properties.headers().clone().unwrap_or_default();
     headers.insert(
         ATTEMPTS_HEADER.into(),
@@ -726,7 +921,7 @@ fn with_attempts(delivery: &Delivery, attempts: u32, last_error: &str) -> BasicP
     // Header values are capped to keep a huge error message out of the broker.
     let last_error: String = last_error.chars().take(512).collect();
     headers.insert(LAST_ERROR_HEADER.into(), broker::string_value(&last_error));
-    properties.with_headers(headers)
+    properties.clone().with_headers(headers)
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use quill_platform::request_id;
 use quill_proto::events::v1::Envelope;
 use sqlx::PgPool;
 use tokio::{
-    sync::{Mutex, mpsc, oneshot},
+    sync::{Mutex, Semaphore, mpsc, oneshot},
     time::Instant,
 };
 use tracing::{Instrument, Span};
@@ -62,12 +62,17 @@ pub(crate) struct GroupCommit<H: EventHandler> {
     max_batch: usize,
     sender: mpsc::Sender<Job<H::Prepared>>,
     jobs: Mutex<mpsc::Receiver<Job<H::Prepared>>>,
+    /// Events between their preparation and their result: a batch delivery
+    /// brings many events at once, and the prefetch bounds deliveries only.
+    in_flight: Semaphore,
 }
 
 impl<H: EventHandler> GroupCommit<H> {
-    /// A batch holds at most `max_batch` events; that many may wait.
-    pub(crate) fn new(pool: PgPool, handler: Arc<H>, consumer: &str, max_batch: usize) -> Self {
-        let max_batch = max_batch.clamp(1, MAX_BATCH);
+    /// At most `in_flight` events are applied at once (the consumer's
+    /// prefetch), and a batch holds at most that many too.
+    pub(crate) fn new(pool: PgPool, handler: Arc<H>, consumer: &str, in_flight: usize) -> Self {
+        let in_flight = in_flight.max(1);
+        let max_batch = in_flight.min(MAX_BATCH);
         let (sender, jobs) = mpsc::channel(max_batch);
         Self {
             pool,
@@ -76,6 +81,7 @@ impl<H: EventHandler> GroupCommit<H> {
             max_batch,
             sender,
             jobs: Mutex::new(jobs),
+            in_flight: Semaphore::new(in_flight),
         }
     }
 
@@ -89,6 +95,9 @@ impl<H: EventHandler> GroupCommit<H> {
         event_id: Uuid,
         envelope: Envelope,
     ) -> Result<bool, HandlerError> {
+        let Ok(_permit) = self.in_flight.acquire().await else {
+            return Err(HandlerError::unavailable("the consumer is stopping"));
+        };
         let prepared = match request_id::scope(
             envelope.request_id.clone(),
             AssertUnwindSafe(self.handler.prepare(&envelope)).catch_unwind(),

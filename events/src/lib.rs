@@ -17,6 +17,7 @@ mod consumer_metrics;
 pub mod envelope;
 mod group_commit;
 pub mod legacy;
+pub mod message;
 pub mod outbox;
 pub mod relay;
 pub mod retention;

@@ -8,6 +8,10 @@
 //! reconnect: an outage delays events, it never loses them. A crash between
 //! the confirms and the commit publishes a batch twice; consumers deduplicate
 //! on `event_id`.
+//!
+//! A batch's events of one type may share a message (an `EnvelopeBatch`,
+//! [`OutboxRelay::events_per_message`]): the broker's cost, its queue log
+//! and its confirm, is per message, whatever the message holds.
 
 use std::{
     fmt,
@@ -17,12 +21,11 @@ use std::{
 
 use futures::future::try_join_all;
 use lapin::{
-    BasicProperties, Channel, Connection,
+    Channel, Connection, PublisherConfirm,
     options::{BasicPublishOptions, ConfirmSelectOptions},
-    types::FieldTable,
 };
 use prost::Message;
-use quill_proto::events::v1::Envelope;
+use quill_proto::events::v1::{Envelope, EnvelopeBatch};
 use sqlx::PgPool;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -35,12 +38,11 @@ use quill_platform::{
     shutdown::{CancellationToken, sleep_or_cancelled},
 };
 
-use crate::{EventsError, Topology, broker};
+use crate::{EventsError, Topology, broker, message};
 
-/// Content type of every event message: a prost-encoded `Envelope`.
-pub const CONTENT_TYPE: &str = "application/protobuf";
-/// AMQP delivery mode 2: the broker writes the message to disk.
-const PERSISTENT: u8 = 2;
+/// The most bytes of events the relay packs into one message; an event
+/// larger than this still goes, alone.
+const MAX_MESSAGE_BYTES: usize = 128 * 1024;
 /// How long the broker may take to confirm a batch before the relay gives up
 /// on the connection (a blackholed broker never answers).
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,6 +98,7 @@ pub struct OutboxRelay {
     amqp_url: String,
     exchange: String,
     batch_size: i64,
+    events_per_message: usize,
     poll_interval: Duration,
     queues: Vec<Topology>,
     published: Option<PublishedHook>,
@@ -108,6 +111,7 @@ impl OutboxRelay {
             amqp_url: amqp_url.into(),
             exchange: exchange.into(),
             batch_size: 100,
+            events_per_message: 1,
             poll_interval: Duration::from_millis(200),
             queues: Vec::new(),
             published: None,
@@ -146,6 +150,15 @@ impl OutboxRelay {
     /// Rows published per transaction (default 100).
     pub fn batch_size(mut self, rows: i64) -> Self {
         self.batch_size = rows.max(1);
+        self
+    }
+
+    /// Events of one type sent together in one message, at most (default
+    /// 1: each alone). The broker's cost is per message, so a busy outbox
+    /// costs it less; consumers built before `EnvelopeBatch` park such
+    /// messages, so raise it only once none of those runs.
+    pub fn events_per_message(mut self, events: usize) -> Self {
+        self.events_per_message = events.max(1);
         self
     }
 
@@ -264,7 +277,8 @@ impl OutboxRelay {
             return Ok(0);
         }
         let ids: Vec<Uuid> = rows.iter().map(|(id, _, _)| *id).collect();
-        match self.publish_all(channel, &rows).await {
+        let events: Vec<Outgoing> = rows.into_iter().map(Outgoing::from).collect();
+        match self.publish_all(channel, &events).await {
             Ok(()) => {
                 sqlx::query(
                     "UPDATE outbox SET published_at = now(), attempts = attempts + 1
@@ -274,20 +288,18 @@ impl OutboxRelay {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                if let Some(PublishedHook(hook)) = &self.published {
-                    let events: Vec<Envelope> = rows
-                        .iter()
-                        .filter_map(|(_, _, payload)| Envelope::decode(payload.as_slice()).ok())
-                        .collect();
-                    hook.published(&events).await;
-                }
-                for (_, routing_key, _) in &rows {
+                for event in &events {
                     metrics::get()
                         .events_published
-                        .with_label_values(&[routing_key.as_str()])
+                        .with_label_values(&[event.routing_key.as_str()])
                         .inc();
                 }
-                Ok(rows.len())
+                if let Some(PublishedHook(hook)) = &self.published {
+                    let envelopes: Vec<Envelope> =
+                        events.into_iter().filter_map(|e| e.envelope).collect();
+                    hook.published(&envelopes).await;
+                }
+                Ok(ids.len())
             }
             Err(e) => {
                 tx.rollback().await?;
@@ -304,27 +316,15 @@ impl OutboxRelay {
         }
     }
 
-    /// Publishes every row, then waits for all confirms: pipelining the batch
-    /// costs one round trip instead of one per event.
-    async fn publish_all(
-        &self,
-        channel: &Channel,
-        rows: &[(Uuid, String, Vec<u8>)],
-    ) -> Result<(), EventsError> {
-        let mut confirms = Vec::with_capacity(rows.len());
-        for (id, routing_key, payload) in rows {
-            let envelope = Envelope::decode(payload.as_slice()).ok();
-            let span = publish_span(&self.exchange, routing_key, *id, envelope.as_ref());
-            let confirm = channel
-                .basic_publish(
-                    self.exchange.as_str().into(),
-                    routing_key.as_str().into(),
-                    BasicPublishOptions::default(),
-                    payload,
-                    properties(*id, routing_key, envelope.as_ref(), &span),
-                )
-                .instrument(span)
-                .await?;
+    /// Publishes every message, then waits for all confirms: pipelining the
+    /// batch costs one round trip instead of one per message.
+    async fn publish_all(&self, channel: &Channel, events: &[Outgoing]) -> Result<(), EventsError> {
+        let mut confirms = Vec::new();
+        for message in pack(events, self.events_per_message) {
+            let confirm = match message.as_slice() {
+                [event] => self.publish_one(channel, event).await?,
+                events => self.publish_together(channel, events).await?,
+            };
             confirms.push(confirm);
         }
         let confirmations = tokio::time::timeout(CONFIRM_TIMEOUT, try_join_all(confirms))
@@ -336,12 +336,149 @@ impl OutboxRelay {
             Err(EventsError::Nacked)
         }
     }
+
+    /// The row's payload as it is, in a message of its own.
+    async fn publish_one(
+        &self,
+        channel: &Channel,
+        event: &Outgoing,
+    ) -> Result<PublisherConfirm, EventsError> {
+        let span = publish_span(&self.exchange, event);
+        // The publish span's context, or the envelope's when it is not traced.
+        let context = match (trace_context::to_strings(&span), &event.envelope) {
+            ((parent, _), Some(envelope)) if parent.is_empty() => {
+                (envelope.traceparent.clone(), envelope.tracestate.clone())
+            }
+            (context, _) => context,
+        };
+        let producer = event.envelope.as_ref().map_or("", |e| e.producer.as_str());
+        let properties = message::single(
+            &event.id.to_string(),
+            &event.routing_key,
+            producer,
+            (&context.0, &context.1),
+        );
+        let confirm = channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                event.routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                &event.payload,
+                properties,
+            )
+            .instrument(span)
+            .await?;
+        Ok(confirm)
+    }
+
+    /// Events of one type in one `EnvelopeBatch`, each envelope carrying its
+    /// own publish span's context, so each event's trace goes on through
+    /// the consumer as if it had travelled alone.
+    async fn publish_together(
+        &self,
+        channel: &Channel,
+        events: &[&Outgoing],
+    ) -> Result<PublisherConfirm, EventsError> {
+        let mut spans = Vec::with_capacity(events.len());
+        let mut envelopes = Vec::with_capacity(events.len());
+        for event in events {
+            let span = publish_span(&self.exchange, event);
+            let mut envelope = event
+                .envelope
+                .clone()
+                .expect("only decoded events are packed");
+            let (traceparent, tracestate) = trace_context::to_strings(&span);
+            if !traceparent.is_empty() {
+                envelope.traceparent = traceparent;
+                envelope.tracestate = tracestate;
+            }
+            spans.push(span);
+            envelopes.push(envelope);
+        }
+        let routing_key = events[0].routing_key.as_str();
+        let properties = message::batch(
+            &Uuid::now_v7().to_string(),
+            routing_key,
+            &envelopes[0].producer,
+        );
+        let body = EnvelopeBatch { envelopes }.encode_to_vec();
+        let confirm = channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                &body,
+                properties,
+            )
+            .await?;
+        drop(spans);
+        Ok(confirm)
+    }
 }
 
-/// The span of one publish: a child of the request that raised the event
+/// One outbox row on its way out.
+struct Outgoing {
+    id: Uuid,
+    routing_key: String,
+    payload: Vec<u8>,
+    /// `None` for a payload that does not decode: it goes out alone, as it
+    /// is, for the consumers to park.
+    envelope: Option<Envelope>,
+}
+
+impl From<(Uuid, String, Vec<u8>)> for Outgoing {
+    fn from((id, routing_key, payload): (Uuid, String, Vec<u8>)) -> Self {
+        let envelope = Envelope::decode(payload.as_slice()).ok();
+        Self {
+            id,
+            routing_key,
+            payload,
+            envelope,
+        }
+    }
+}
+
+/// The messages a batch of rows goes out in: each routing key's events in
+/// outbox order, at most `per_message` and about [`MAX_MESSAGE_BYTES`] to a
+/// message. An event that does not decode travels alone.
+fn pack(events: &[Outgoing], per_message: usize) -> Vec<Vec<&Outgoing>> {
+    let mut by_type: Vec<(&str, Vec<&Outgoing>)> = Vec::new();
+    let mut messages = Vec::new();
+    for event in events {
+        if event.envelope.is_none() || per_message <= 1 {
+            messages.push(vec![event]);
+            continue;
+        }
+        match by_type
+            .iter_mut()
+            .find(|(key, _)| *key == event.routing_key)
+        {
+            Some((_, same)) => same.push(event),
+            None => by_type.push((&event.routing_key, vec![event])),
+        }
+    }
+    for (_, same) in by_type {
+        let mut message: Vec<&Outgoing> = Vec::new();
+        let mut bytes = 0;
+        for event in same {
+            if !message.is_empty()
+                && (message.len() == per_message || bytes + event.payload.len() > MAX_MESSAGE_BYTES)
+            {
+                messages.push(std::mem::take(&mut message));
+                bytes = 0;
+            }
+            bytes += event.payload.len();
+            message.push(event);
+        }
+        messages.push(message);
+    }
+    messages
+}
+
+/// The span of one event's publish: a child of the request that raised it
 /// (its context was captured in the envelope at enqueue time), so the trace
 /// reads request -> publish -> consume however late the relay runs.
-fn publish_span(exchange: &str, routing_key: &str, id: Uuid, envelope: Option<&Envelope>) -> Span {
+fn publish_span(exchange: &str, event: &Outgoing) -> Span {
     let span = tracing::info_span!(
         "publish",
         otel.name = %format_args!("{exchange} publish"),
@@ -349,54 +486,14 @@ fn publish_span(exchange: &str, routing_key: &str, id: Uuid, envelope: Option<&E
         messaging.system = "rabbitmq",
         messaging.operation = "publish",
         messaging.destination.name = %exchange,
-        messaging.rabbitmq.destination.routing_key = %routing_key,
-        messaging.message.id = %id,
+        messaging.rabbitmq.destination.routing_key = %event.routing_key,
+        messaging.message.id = %event.id,
     );
-    if let Some(envelope) = envelope {
+    if let Some(envelope) = &event.envelope {
         let cx = trace_context::from_strings(&envelope.traceparent, &envelope.tracestate);
         let _ = span.set_parent(cx);
     }
     span
-}
-
-/// AMQP properties of an event message. The trace context travels as a
-/// header so the consumer's span joins the producer's trace: the publish
-/// span's context, or the envelope's when the span is not traced.
-fn properties(
-    id: Uuid,
-    routing_key: &str,
-    envelope: Option<&Envelope>,
-    span: &Span,
-) -> BasicProperties {
-    let mut properties = BasicProperties::default()
-        .with_content_type(CONTENT_TYPE.into())
-        .with_delivery_mode(PERSISTENT)
-        .with_message_id(id.to_string().into())
-        .with_type(routing_key.into());
-    if let Some(envelope) = envelope {
-        if !envelope.producer.is_empty() {
-            properties = properties.with_app_id(envelope.producer.as_str().into());
-        }
-        let (traceparent, tracestate) = match trace_context::to_strings(span) {
-            (parent, _) if parent.is_empty() => {
-                (envelope.traceparent.clone(), envelope.tracestate.clone())
-            }
-            context => context,
-        };
-        let mut headers = FieldTable::default();
-        for (name, value) in [
-            (trace_context::TRACEPARENT, &traceparent),
-            (trace_context::TRACESTATE, &tracestate),
-        ] {
-            if !value.is_empty() {
-                headers.insert(name.into(), broker::string_value(value));
-            }
-        }
-        if !headers.inner().is_empty() {
-            properties = properties.with_headers(headers);
-        }
-    }
-    properties
 }
 
 struct Publisher {

@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(8);
 
-async fn database() -> anyhow::Result<(TestDb, PgPool)> {
+pub(crate) async fn database() -> anyhow::Result<(TestDb, PgPool)> {
     let db = TestDb::new("events");
     let pool = db.connect(10).await;
     sqlx::raw_sql(OUTBOX_AND_INBOX_SQL).execute(&pool).await?;
@@ -51,7 +51,7 @@ async fn database() -> anyhow::Result<(TestDb, PgPool)> {
     Ok((db, pool))
 }
 
-fn followed(n: usize) -> Envelope {
+pub(crate) fn followed(n: usize) -> Envelope {
     new_envelope(
         "test",
         Payload::UserFollowed(UserFollowed {
@@ -66,31 +66,31 @@ fn followed(n: usize) -> Envelope {
 /// Records every event it applies in `applied`, in the consumer's
 /// transaction. It can be told to fail on one event, or to hang on one.
 #[derive(Clone, Default)]
-struct Recorder {
-    calls: Arc<Mutex<HashMap<String, u32>>>,
-    poison: Option<String>,
-    panic_on: Option<String>,
-    hang_on: Option<(String, Arc<Notify>)>,
+pub(crate) struct Recorder {
+    pub(crate) calls: Arc<Mutex<HashMap<String, u32>>>,
+    pub(crate) poison: Option<String>,
+    pub(crate) panic_on: Option<String>,
+    pub(crate) hang_on: Option<(String, Arc<Notify>)>,
     /// These events' preparations signal, then never end.
-    stall_prepare: Option<(Vec<String>, Arc<Notify>)>,
+    pub(crate) stall_prepare: Option<(Vec<String>, Arc<Notify>)>,
     /// This event's preparations after its first find a dependency down.
-    prepare_down_after_first: Option<String>,
-    prepared: Arc<Mutex<HashMap<String, u32>>>,
+    pub(crate) prepare_down_after_first: Option<String>,
+    pub(crate) prepared: Arc<Mutex<HashMap<String, u32>>>,
     /// This event finds a dependency unavailable on its first n runs.
-    unavailable_for: Option<(String, u32)>,
+    pub(crate) unavailable_for: Option<(String, u32)>,
     /// The first run of this event signals `started`, then waits for
     /// `resume` before writing.
-    hold_once: Option<(String, Arc<Notify>, Arc<Notify>)>,
+    pub(crate) hold_once: Option<(String, Arc<Notify>, Arc<Notify>)>,
     /// `handle` writes nothing (everything is deferred to `finish`), and
     /// says so: it runs without a savepoint.
-    read_only: bool,
+    pub(crate) read_only: bool,
     /// On this event `handle` runs a statement that fails, and swallows
     /// the error.
-    swallow_on: Option<String>,
+    pub(crate) swallow_on: Option<String>,
 }
 
 impl Recorder {
-    fn calls(&self, event_id: &str) -> u32 {
+    pub(crate) fn calls(&self, event_id: &str) -> u32 {
         self.calls
             .lock()
             .unwrap()
@@ -204,13 +204,13 @@ impl EventHandler for Recorder {
 }
 
 /// A background task stopped through its cancellation token.
-struct Running {
+pub(crate) struct Running {
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
 impl Running {
-    fn spawn<F>(run: impl FnOnce(CancellationToken) -> F) -> Self
+    pub(crate) fn spawn<F>(run: impl FnOnce(CancellationToken) -> F) -> Self
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
@@ -222,7 +222,7 @@ impl Running {
     }
 
     /// Signals shutdown and waits for the drain to finish.
-    async fn stop(self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
         self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(5), self.task)
             .await
@@ -231,7 +231,7 @@ impl Running {
     }
 }
 
-fn relay(pool: &PgPool, url: &str, broker: &TestBroker) -> Running {
+pub(crate) fn relay(pool: &PgPool, url: &str, broker: &TestBroker) -> Running {
     let relay = OutboxRelay::new(pool.clone(), url, broker.exchange())
         .poll_interval(Duration::from_millis(20));
     Running::spawn(|shutdown| relay.run(shutdown))
@@ -239,7 +239,12 @@ fn relay(pool: &PgPool, url: &str, broker: &TestBroker) -> Running {
 
 /// A consumer with short outage pauses (10 ms up to 100 ms), so outage
 /// tests finish fast.
-fn consumer(pool: &PgPool, url: &str, topology: &Topology, handler: Recorder) -> Running {
+pub(crate) fn consumer(
+    pool: &PgPool,
+    url: &str,
+    topology: &Topology,
+    handler: Recorder,
+) -> Running {
     let consumer = Consumer::new(pool.clone(), url, topology.clone(), handler)
         .unavailable_backoff(Duration::from_millis(10), Duration::from_millis(100));
     Running::spawn(|shutdown| consumer.run(shutdown))
@@ -247,7 +252,7 @@ fn consumer(pool: &PgPool, url: &str, topology: &Topology, handler: Recorder) ->
 
 /// Declares `topology` up front: events published before any queue is bound
 /// would be dropped by the exchange.
-async fn declare(url: &str, topology: &Topology) -> anyhow::Result<()> {
+pub(crate) async fn declare(url: &str, topology: &Topology) -> anyhow::Result<()> {
     let conn = broker::connect(url, "test-declare").await?;
     let channel = conn.create_channel().await?;
     topology.declare(&channel).await?;
@@ -263,6 +268,18 @@ async fn publish_raw(
     key: &str,
     payloads: &[Vec<u8>],
 ) -> anyhow::Result<()> {
+    let properties = BasicProperties::default().with_delivery_mode(2);
+    publish_raw_as(url, exchange, key, payloads, properties).await
+}
+
+/// [`publish_raw`] with these properties on every message.
+pub(crate) async fn publish_raw_as(
+    url: &str,
+    exchange: &str,
+    key: &str,
+    payloads: &[Vec<u8>],
+    properties: BasicProperties,
+) -> anyhow::Result<()> {
     let conn = broker::connect(url, "test-publisher").await?;
     let channel = conn.create_channel().await?;
     channel
@@ -275,7 +292,7 @@ async fn publish_raw(
                 key.into(),
                 BasicPublishOptions::default(),
                 payload,
-                BasicProperties::default().with_delivery_mode(2),
+                properties.clone(),
             )
             .await?
             .await?;
@@ -285,7 +302,7 @@ async fn publish_raw(
     Ok(())
 }
 
-async fn eventually<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,
@@ -303,7 +320,7 @@ where
 }
 
 /// (rows in `applied`, distinct event ids among them).
-async fn applied(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
+pub(crate) async fn applied(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
     Ok(
         sqlx::query_as("SELECT count(*), count(DISTINCT event_id) FROM applied")
             .fetch_one(pool)
@@ -311,7 +328,7 @@ async fn applied(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
     )
 }
 
-async fn enqueue_with_item(pool: &PgPool, envelope: &Envelope) -> anyhow::Result<()> {
+pub(crate) async fn enqueue_with_item(pool: &PgPool, envelope: &Envelope) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query("INSERT INTO items (id, name) VALUES ($1, 'x')")
         .bind(Uuid::new_v4())
@@ -322,7 +339,10 @@ async fn enqueue_with_item(pool: &PgPool, envelope: &Envelope) -> anyhow::Result
     Ok(())
 }
 
-async fn get_parked(url: &str, topology: &Topology) -> anyhow::Result<lapin::message::Delivery> {
+pub(crate) async fn get_parked(
+    url: &str,
+    topology: &Topology,
+) -> anyhow::Result<lapin::message::Delivery> {
     let conn = broker::connect(url, "test-dlq").await?;
     let channel = conn.create_channel().await?;
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -345,7 +365,7 @@ async fn get_parked(url: &str, topology: &Topology) -> anyhow::Result<lapin::mes
 }
 
 /// `events_consumed_total` for `topology`'s queue, `user.followed` and `outcome`.
-fn consumed_total(topology: &Topology, outcome: &str) -> u64 {
+pub(crate) fn consumed_total(topology: &Topology, outcome: &str) -> u64 {
     quill_platform::metrics::get()
         .events_consumed
         .with_label_values(&[topology.queue.as_str(), "user.followed", outcome])

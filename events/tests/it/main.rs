@@ -4,6 +4,7 @@
 //! test in its own process, so process-wide state (telemetry, metrics)
 //! stays per test.
 
+mod batches;
 mod events;
 mod retention;
 mod telemetry;

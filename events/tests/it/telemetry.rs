@@ -15,7 +15,7 @@ use quill_events::{
 use quill_platform::{metrics, shutdown::CancellationToken, telemetry, trace_context};
 use quill_proto::events::v1::{Envelope, UserFollowed, envelope::Payload};
 use quill_server::testing::TestDb;
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -43,21 +43,9 @@ impl EventHandler for SeenIn {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_consumer_continues_the_trace_that_raised_the_event() -> anyhow::Result<()> {
-    let _telemetry = telemetry::init("platform-tests");
-    let test_db = TestDb::new("telemetry");
-    let pool = test_db.connect(5).await;
-    sqlx::raw_sql(OUTBOX_AND_INBOX_SQL).execute(&pool).await?;
-    let test_broker = TestBroker::new();
-    let topology = test_broker.topology("traced", &["user.followed"]);
-    // Declare the queue first: the exchange drops what no binding routes.
-    let connection = broker::connect(&test_broker.url, "telemetry-test").await?;
-    topology
-        .declare(&connection.create_channel().await?)
-        .await?;
-
-    // The request that raises the event: its context goes into the outbox.
+/// Raises an event inside a traced request, its context going into the
+/// outbox; returns it and the request's trace id.
+async fn raise_in_a_request(pool: &PgPool) -> anyhow::Result<(Envelope, String)> {
     let request = tracing::info_span!("request");
     let (request_trace, _) = trace_context::ids(&request).expect("traced");
     let envelope = async {
@@ -75,10 +63,27 @@ async fn a_consumer_continues_the_trace_that_raised_the_event() -> anyhow::Resul
         tx.commit().await?;
         anyhow::Ok(envelope)
     }
-    .instrument(request.clone())
+    .instrument(request)
     .await?;
     assert!(envelope.traceparent.contains(&request_trace));
-    drop(request);
+    Ok((envelope, request_trace))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_continues_the_trace_that_raised_the_event() -> anyhow::Result<()> {
+    let _telemetry = telemetry::init("platform-tests");
+    let test_db = TestDb::new("telemetry");
+    let pool = test_db.connect(5).await;
+    sqlx::raw_sql(OUTBOX_AND_INBOX_SQL).execute(&pool).await?;
+    let test_broker = TestBroker::new();
+    let topology = test_broker.topology("traced", &["user.followed"]);
+    // Declare the queue first: the exchange drops what no binding routes.
+    let connection = broker::connect(&test_broker.url, "telemetry-test").await?;
+    topology
+        .declare(&connection.create_channel().await?)
+        .await?;
+
+    let (envelope, request_trace) = raise_in_a_request(&pool).await?;
 
     let seen = SeenIn::default();
     let stop = CancellationToken::new();
@@ -167,5 +172,77 @@ async fn a_consumer_continues_the_trace_that_raised_the_event() -> anyhow::Resul
         text.contains(&format!(r#"outbox_backlog{{db="{db}"}} 0"#)),
         "{text}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_sent_together_each_continue_their_own_requests_trace() -> anyhow::Result<()> {
+    let _telemetry = telemetry::init("platform-tests");
+    let test_db = TestDb::new("telemetry");
+    let pool = test_db.connect(5).await;
+    sqlx::raw_sql(OUTBOX_AND_INBOX_SQL).execute(&pool).await?;
+    let test_broker = TestBroker::new();
+    let topology = test_broker.topology("traced", &["user.followed"]);
+    let connection = broker::connect(&test_broker.url, "telemetry-test").await?;
+    topology
+        .declare(&connection.create_channel().await?)
+        .await?;
+    let (first, first_trace) = raise_in_a_request(&pool).await?;
+    let (second, second_trace) = raise_in_a_request(&pool).await?;
+    assert_ne!(first_trace, second_trace);
+
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(
+        OutboxRelay::new(pool.clone(), &test_broker.url, test_broker.exchange())
+            .poll_interval(Duration::from_millis(20))
+            .events_per_message(32)
+            .run(stop.clone()),
+    );
+    for _ in 0..200 {
+        if quill_events::backlog(&pool).await? == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        test_broker.ready_messages(&topology.queue).await,
+        1,
+        "both events went in one message"
+    );
+    let seen = SeenIn::default();
+    let consumer = tokio::spawn(
+        Consumer::new(
+            pool.clone(),
+            &test_broker.url,
+            topology.clone(),
+            seen.clone(),
+        )
+        .run(stop.clone()),
+    );
+    for _ in 0..200 {
+        if seen.0.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    stop.cancel();
+    let _ = relay.await;
+    let _ = consumer.await;
+    let _ = connection.close(200, "done".into()).await;
+
+    let mut traces: Vec<(String, String)> = seen
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(event_id, trace_id, _)| (event_id.clone(), trace_id.clone()))
+        .collect();
+    traces.sort();
+    let mut expected = vec![
+        (first.event_id, first_trace),
+        (second.event_id, second_trace),
+    ];
+    expected.sort();
+    assert_eq!(traces, expected, "each event in its own request's trace");
     Ok(())
 }

@@ -77,6 +77,7 @@ impl Service for Auth {
             &config.events.exchange,
         )
         .poll_interval(config.events.relay_poll_interval)
+        .events_per_message(config.events.relay_events_per_message)
         .declare_queues(catalog::all(&config.events, &config.events_queue_prefix));
         let sessions = Sessions::new(
             redis.clone(),

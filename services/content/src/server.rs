@@ -72,6 +72,7 @@ impl Service for Content {
         .keep("past_follows", "unfollowed_at", events.retention);
         let relay = OutboxRelay::new(pool.clone(), amqp_url, &events.exchange)
             .poll_interval(events.relay_poll_interval)
+            .events_per_message(events.relay_events_per_message)
             .declare_queues(catalog::all(events, &config.events_queue_prefix))
             .on_published(RelayInvalidation(cache.clone()));
         let consumer = Consumer::new(
