@@ -221,43 +221,43 @@ pub struct Consumer<H> {
     pause: Mutex<Pause>,
 }
 
-/// What became of one delivery.
-enum Outcome {
-    Applied,
+/// What became of an event that did not fail.
+enum Applied {
+    Fresh,
+    /// Applied before: a redelivery.
     Duplicate,
-    Failed(HandlerError),
 }
 
-impl Outcome {
-    /// The `error_type` of the processing histogram ("" for none).
-    fn error_type(&self) -> &'static str {
+impl Applied {
+    /// The `outcome` of `events_consumed`.
+    fn counted(&self) -> &'static str {
         match self {
-            Self::Applied | Self::Duplicate => "",
-            Self::Failed(HandlerError::Unavailable(_)) => "unavailable",
-            Self::Failed(HandlerError::Transient(_)) => "transient",
-            Self::Failed(HandlerError::Permanent(_)) => "permanent",
+            Self::Fresh => "ok",
+            Self::Duplicate => "duplicate",
         }
     }
+}
 
-    /// The `outcome` counted for an event that needs no copy.
-    fn name(&self) -> &'static str {
-        match self {
-            Self::Duplicate => "duplicate",
-            _ => "ok",
-        }
+/// The `error_type` of the processing histogram ("" for none).
+fn error_type<T>(result: &Result<T, HandlerError>) -> &'static str {
+    match result {
+        Ok(_) => "",
+        Err(HandlerError::Unavailable(_)) => "unavailable",
+        Err(HandlerError::Transient(_)) => "transient",
+        Err(HandlerError::Permanent(_)) => "permanent",
     }
 }
 
 /// One failed event as it is sent again: its bytes, its properties (the
 /// routing key kept in a header, since a copy sent to a queue directly
 /// arrives under the queue's name) and its failed runs so far.
-struct Copy<'a> {
+struct Resend<'a> {
     data: Cow<'a, [u8]>,
     properties: BasicProperties,
     attempts: u32,
 }
 
-impl<'a> Copy<'a> {
+impl<'a> Resend<'a> {
     /// A delivery carrying one event (or bytes that are not events), as it came.
     fn of_delivery(delivery: &'a Delivery) -> Self {
         Self {
@@ -268,8 +268,9 @@ impl<'a> Copy<'a> {
     }
 
     /// One event of a batch, as a message of its own: what the relay would
-    /// have sent for it alone. A batch comes straight from the relay, so
-    /// its events have failed no run yet.
+    /// have sent for it alone. Runs are counted on single messages only
+    /// (a failed event always leaves its batch), so it starts at none; a
+    /// batch redelivered whole runs its events again from there.
     fn of_event(envelope: &Envelope) -> Self {
         let properties = message::single(
             &envelope.event_id,
@@ -313,6 +314,11 @@ async fn publish_confirmed(
     } else {
         Err(EventsError::Nacked)
     }
+}
+
+async fn ack(delivery: &Delivery) -> Result<(), EventsError> {
+    delivery.acker.ack(BasicAckOptions::default()).await?;
+    Ok(())
 }
 
 /// Hands a delivery back to the broker whole, for another try.
@@ -480,40 +486,42 @@ impl<H: EventHandler> Consumer<H> {
         delivery: Delivery,
         shutdown: &CancellationToken,
     ) {
-        if message::is_batch(&delivery.properties) {
-            return self.settle_batch(channel, group, delivery, shutdown).await;
-        }
+        let decoded = if message::is_batch(&delivery.properties) {
+            match message::decode_batch(&delivery.data) {
+                Ok(envelopes) => {
+                    return self
+                        .settle_batch(channel, group, &delivery, envelopes, shutdown)
+                        .await;
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            Envelope::decode(delivery.data.as_slice())
+        };
         let span = delivery_span(&self.topology.queue, &delivery);
         let started = Instant::now();
         async {
-            let outcome = match Envelope::decode(delivery.data.as_slice()) {
+            let applied = match decoded {
                 Ok(envelope) => self.apply(group, envelope).await,
-                Err(e) => Outcome::Failed(HandlerError::permanent(e)),
+                // Not an event at all (nor a batch of them): parked whole.
+                Err(e) => Err(HandlerError::permanent(e)),
             };
-            let error_type = outcome.error_type();
-            let routing_key = routing_key(&delivery);
-            let settled = match outcome {
-                outcome @ (Outcome::Applied | Outcome::Duplicate) => {
+            let error_type = error_type(&applied);
+            let settled = match applied {
+                Ok(applied) => {
                     self.lock_pause().reset();
-                    let acked = delivery
-                        .acker
-                        .ack(BasicAckOptions::default())
+                    ack(&delivery)
                         .await
-                        .map(drop)
-                        .map_err(EventsError::from);
-                    if acked.is_ok() {
-                        self.count(&routing_key, outcome.name());
-                    }
-                    acked
+                        .map(|()| self.count(&routing_key(&delivery), applied.counted()))
                 }
-                Outcome::Failed(error) => {
+                Err(error) => {
                     Span::current().record("otel.status_code", "ERROR");
                     self.send_delivery_away(channel, &delivery, error, shutdown)
                         .await
                 }
             };
             if let Err(e) = settled {
-                tracing::warn!(queue = %self.topology.queue, error = %e, "delivery not settled; it will be redelivered");
+                self.unsettled(&e);
             }
             consumer_metrics::observe_processing(&self.topology.queue, started, error_type);
         }
@@ -525,34 +533,17 @@ impl<H: EventHandler> Consumer<H> {
     /// alone, under a span of its own, and shares transactions with the
     /// rest; one that fails leaves alone (to a retry queue, the DLQ, or back
     /// to this queue) and spends no other's attempts. The delivery is acked
-    /// once every event is applied or sent away; if one could not be sent,
-    /// the whole delivery goes back to the queue, where those applied are
-    /// duplicates.
+    /// once every event is applied or sent away. If one could not be sent,
+    /// the whole delivery goes back to the queue: those applied are then
+    /// duplicates, and those sent away run again (idempotently) as well.
     async fn settle_batch(
         &self,
         channel: &Channel,
         group: &GroupCommit<H>,
-        delivery: Delivery,
+        delivery: &Delivery,
+        envelopes: Vec<Envelope>,
         shutdown: &CancellationToken,
     ) {
-        let envelopes = match message::decode_batch(&delivery.data) {
-            Ok(envelopes) => envelopes,
-            Err(e) => {
-                // Not events at all: parked whole, as an undecodable
-                // single event would be.
-                let span = delivery_span(&self.topology.queue, &delivery);
-                async {
-                    let error = HandlerError::permanent(e);
-                    let sent = self.send_delivery_away(channel, &delivery, error, shutdown);
-                    if let Err(e) = sent.await {
-                        tracing::warn!(queue = %self.topology.queue, error = %e, "delivery not settled; it will be redelivered");
-                    }
-                }
-                .instrument(span)
-                .await;
-                return;
-            }
-        };
         let settled = futures::future::join_all(
             envelopes
                 .into_iter()
@@ -560,17 +551,12 @@ impl<H: EventHandler> Consumer<H> {
         )
         .await;
         let settled = if settled.iter().all(|sent| *sent) {
-            delivery
-                .acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map(drop)
-                .map_err(EventsError::from)
+            ack(delivery).await
         } else {
-            requeue(&delivery).await
+            requeue(delivery).await
         };
         if let Err(e) = settled {
-            tracing::warn!(queue = %self.topology.queue, error = %e, "delivery not settled; it will be redelivered");
+            self.unsettled(&e);
         }
     }
 
@@ -589,34 +575,37 @@ impl<H: EventHandler> Consumer<H> {
             let routing_key = envelope.r#type.clone();
             // Encoded before the envelope goes to its transaction: a copy
             // sent away carries it as the relay would have sent it alone.
-            let copy = Copy::of_event(&envelope);
-            let outcome = self.apply(group, envelope).await;
-            let error_type = outcome.error_type();
-            let settled = match outcome {
-                outcome @ (Outcome::Applied | Outcome::Duplicate) => {
+            let resend = Resend::of_event(&envelope);
+            let applied = self.apply(group, envelope).await;
+            let error_type = error_type(&applied);
+            let counted = match applied {
+                Ok(applied) => {
                     self.lock_pause().reset();
-                    self.count(&routing_key, outcome.name());
-                    true
+                    Ok(applied.counted())
                 }
-                Outcome::Failed(error) => {
+                Err(error) => {
                     Span::current().record("otel.status_code", "ERROR");
-                    match self.send_away(channel, &copy, error, shutdown).await {
-                        Ok(outcome) => {
-                            self.count(&routing_key, outcome);
-                            true
-                        }
-                        Err(e) => {
-                            tracing::warn!(queue = %self.topology.queue, error = %e, "a failed event of a batch was not sent away; the batch will be redelivered");
-                            false
-                        }
-                    }
+                    self.send_away(channel, &resend, error, shutdown).await
                 }
             };
             consumer_metrics::observe_processing(&self.topology.queue, started, error_type);
-            settled
+            match counted {
+                Ok(outcome) => {
+                    self.count(&routing_key, outcome);
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(queue = %self.topology.queue, error = %e, "a failed event of a batch was not sent away; the batch will be redelivered");
+                    false
+                }
+            }
         }
         .instrument(span)
         .await
+    }
+
+    fn unsettled(&self, error: &EventsError) {
+        tracing::warn!(queue = %self.topology.queue, %error, "delivery not settled; it will be redelivered");
     }
 
     fn count(&self, routing_key: &str, outcome: &str) {
@@ -626,20 +615,20 @@ impl<H: EventHandler> Consumer<H> {
             .inc();
     }
 
-    async fn apply(&self, group: &GroupCommit<H>, envelope: Envelope) -> Outcome {
+    async fn apply(
+        &self,
+        group: &GroupCommit<H>,
+        envelope: Envelope,
+    ) -> Result<Applied, HandlerError> {
         consumer_metrics::observe_lag(&self.topology.queue, &envelope);
-        let event_id = match Uuid::parse_str(&envelope.event_id) {
-            Ok(id) => id,
-            Err(e) => return Outcome::Failed(HandlerError::permanent(e)),
-        };
+        let event_id = Uuid::parse_str(&envelope.event_id).map_err(HandlerError::permanent)?;
         // The request that caused the event: on the consumer's log lines,
         // and on the calls its handler makes.
         Span::current().record("request_id", envelope.request_id.as_str());
-        match group.apply(event_id, envelope).await {
-            Ok(true) => Outcome::Applied,
-            Ok(false) => Outcome::Duplicate,
-            Err(e) => Outcome::Failed(e),
-        }
+        Ok(match group.apply(event_id, envelope).await? {
+            true => Applied::Fresh,
+            false => Applied::Duplicate,
+        })
     }
 
     fn lock_pause(&self) -> std::sync::MutexGuard<'_, Pause> {
@@ -655,10 +644,10 @@ impl<H: EventHandler> Consumer<H> {
         error: HandlerError,
         shutdown: &CancellationToken,
     ) -> Result<(), EventsError> {
-        let copy = Copy::of_delivery(delivery);
-        match self.send_away(channel, &copy, error, shutdown).await {
+        let resend = Resend::of_delivery(delivery);
+        match self.send_away(channel, &resend, error, shutdown).await {
             Ok(outcome) => {
-                delivery.acker.ack(BasicAckOptions::default()).await?;
+                ack(delivery).await?;
                 self.count(&routing_key(delivery), outcome);
                 Ok(())
             }
@@ -674,16 +663,17 @@ impl<H: EventHandler> Consumer<H> {
     async fn send_away(
         &self,
         channel: &Channel,
-        copy: &Copy<'_>,
+        resend: &Resend<'_>,
         error: HandlerError,
         shutdown: &CancellationToken,
     ) -> Result<&'static str, EventsError> {
         match error {
             HandlerError::Unavailable(e) => {
-                self.pause_and_requeue(channel, copy, &e, shutdown).await?;
+                self.pause_and_requeue(channel, resend, &e, shutdown)
+                    .await?;
                 Ok("requeued")
             }
-            error => self.retry_or_park(channel, copy, error).await,
+            error => self.retry_or_park(channel, resend, error).await,
         }
     }
 
@@ -694,7 +684,7 @@ impl<H: EventHandler> Consumer<H> {
     async fn pause_and_requeue(
         &self,
         channel: &Channel,
-        copy: &Copy<'_>,
+        resend: &Resend<'_>,
         error: &BoxError,
         shutdown: &CancellationToken,
     ) -> Result<(), EventsError> {
@@ -713,17 +703,17 @@ impl<H: EventHandler> Consumer<H> {
         // Back to the queue as a new message rather than a nack: the queue
         // counts every nacked redelivery towards its delivery limit, and
         // an outage must not park what it only delayed.
-        publish_confirmed(channel, "", queue, &copy.data, copy.properties.clone()).await
+        publish_confirmed(channel, "", queue, &resend.data, resend.properties.clone()).await
     }
 
     /// Republishes a failed event to its next retry queue or the DLQ.
     async fn retry_or_park(
         &self,
         channel: &Channel,
-        copy: &Copy<'_>,
+        resend: &Resend<'_>,
         error: HandlerError,
     ) -> Result<&'static str, EventsError> {
-        let attempts = copy.attempts.saturating_add(1);
+        let attempts = resend.attempts.saturating_add(1);
         let (exchange, routing_key) = match &error {
             // Unavailable is requeued before it gets here; were it not, a
             // retry is the safe reading.
@@ -741,8 +731,8 @@ impl<H: EventHandler> Consumer<H> {
         } else {
             tracing::warn!(queue = %self.topology.queue, attempts, %error, "event handling failed, will retry");
         }
-        let properties = with_attempts(&copy.properties, attempts, &error.to_string());
-        publish_confirmed(channel, &exchange, &routing_key, &copy.data, properties).await?;
+        let properties = with_attempts(&resend.properties, attempts, &error.to_string());
+        publish_confirmed(channel, &exchange, &routing_key, &resend.data, properties).await?;
         Ok(if parked { "dead_lettered" } else { "retried" })
     }
 

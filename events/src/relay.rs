@@ -440,7 +440,9 @@ impl From<(Uuid, String, Vec<u8>)> for Outgoing {
 
 /// The messages a batch of rows goes out in: each routing key's events in
 /// outbox order, at most `per_message` and about [`MAX_MESSAGE_BYTES`] to a
-/// message. An event that does not decode travels alone.
+/// message. An event that does not decode travels alone. Events of
+/// different types may leave in another order than the outbox's, which
+/// consumers never relied on: they apply deliveries concurrently.
 fn pack(events: &[Outgoing], per_message: usize) -> Vec<Vec<&Outgoing>> {
     let mut by_type: Vec<(&str, Vec<&Outgoing>)> = Vec::new();
     let mut messages = Vec::new();

@@ -169,6 +169,8 @@ pub struct EventProbe {
     connection: lapin::Connection,
     channel: lapin::Channel,
     queue: String,
+    /// Events of a batch message not handed out yet.
+    pending: std::sync::Mutex<std::collections::VecDeque<Envelope>>,
 }
 
 impl EventProbe {
@@ -184,6 +186,7 @@ impl EventProbe {
             connection,
             channel,
             queue: topology.queue,
+            pending: Default::default(),
         }
     }
 
@@ -194,19 +197,31 @@ impl EventProbe {
             .expect("no event published within 10 s")
     }
 
-    /// The next event, if one arrives within `wait`.
+    /// The next event, if one arrives within `wait`: one message's, or the
+    /// next of a batch message's, in the batch's order.
     pub async fn next_within(&self, wait: Duration) -> Option<Envelope> {
         use lapin::options::BasicGetOptions;
         use prost::Message;
+        use quill_events::message;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            let pending = self.pending.lock().expect("not poisoned").pop_front();
+            if pending.is_some() {
+                return pending;
+            }
             let got = self
                 .channel
                 .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true })
                 .await
                 .expect("basic.get");
             if let Some(message) = got {
-                return Some(Envelope::decode(&message.delivery.data[..]).expect("an Envelope"));
+                let delivery = message.delivery;
+                if !message::is_batch(&delivery.properties) {
+                    return Some(Envelope::decode(&delivery.data[..]).expect("an Envelope"));
+                }
+                let batch = message::decode_batch(&delivery.data).expect("an EnvelopeBatch");
+                self.pending.lock().expect("not poisoned").extend(batch);
+                continue;
             }
             if tokio::time::Instant::now() >= deadline {
                 return None;

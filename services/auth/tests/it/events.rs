@@ -242,3 +242,45 @@ async fn a_ban_and_its_lifting_publish_user_banned_with_the_flag() {
     assert_eq!(outbox_rows(&h, "user.banned").await, 2);
     probe.close().await;
 }
+
+/// Events of one type that the relay finds together leave in one message;
+/// the probe, as a consumer, reads them one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_relay_finds_together_are_read_one_by_one() {
+    let h = Harness::start().await;
+    let probe = h.auth.probe("probe", USER_KEYS).await;
+    let registered = |name: &str| {
+        quill_events::new_envelope(
+            "auth",
+            Payload::UserRegistered(quill_proto::events::v1::UserRegistered {
+                user: Some(UserSnapshot {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    username: name.into(),
+                    ..UserSnapshot::default()
+                }),
+            }),
+        )
+    };
+    let (first, second) = (registered("first"), registered("second"));
+    // Committed together behind the server's back: its relay's poll finds
+    // both in one claim.
+    let pool = PgPool::connect(&h.auth.db.url).await.expect("auth db");
+    let mut tx = pool.begin().await.expect("begin");
+    for envelope in [&first, &second] {
+        quill_events::enqueue(&mut tx, envelope)
+            .await
+            .expect("enqueue");
+    }
+    tx.commit().await.expect("commit");
+    pool.close().await;
+
+    let read = [probe.next().await, probe.next().await];
+    assert_eq!(read, [first, second]);
+    assert!(
+        probe
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "each once"
+    );
+}
