@@ -5,10 +5,13 @@ use std::{sync::Arc, time::Duration};
 
 use lapin::{BasicProperties, types::AMQPValue};
 use prost::Message;
-use quill_events::{Consumer, OutboxRelay, consumer::attempts, message, testing::TestBroker};
+use quill_events::{
+    Consumer, OutboxRelay, Topology, consumer::attempts, message, testing::TestBroker,
+};
 use quill_proto::events::v1::{
     Envelope, EnvelopeBatch, UserRegistered, UserSnapshot, envelope::Payload,
 };
+use quill_server::testing::TestDb;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -23,6 +26,24 @@ fn packing_relay(pool: &PgPool, broker: &TestBroker, per_message: usize) -> Runn
         .poll_interval(Duration::from_millis(20))
         .events_per_message(per_message);
     Running::spawn(|shutdown| relay.run(shutdown))
+}
+
+/// A database for a consumer, and its queue for `user.followed`, declared.
+async fn follows_queue() -> anyhow::Result<(TestDb, PgPool, TestBroker, Topology)> {
+    let (db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.followed"]);
+    declare(&broker.url, &topology).await?;
+    Ok((db, pool, broker, topology))
+}
+
+/// Every queue of `topology` is empty, but those named in `but`.
+async fn queues_empty_but(broker: &TestBroker, topology: &Topology, but: &[String]) {
+    for queue in topology.queues() {
+        if !but.contains(&queue) {
+            assert_eq!(broker.ready_messages(&queue).await, 0, "{queue} is empty");
+        }
+    }
 }
 
 fn registered(n: usize) -> Envelope {
@@ -107,10 +128,7 @@ async fn events_of_one_type_travel_together_up_to_the_limit_and_each_is_applied_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_event_of_a_batch_retries_and_parks_alone_while_the_rest_apply_once()
 -> anyhow::Result<()> {
-    let (_db, pool) = database().await?;
-    let broker = TestBroker::new();
-    let topology = broker.topology("content", &["user.followed"]);
-    declare(&broker.url, &topology).await?;
+    let (_db, pool, broker, topology) = follows_queue().await?;
     let poison = followed(0);
     let good: Vec<Envelope> = (1..=3).map(followed).collect();
     let recorder = Recorder {
@@ -161,11 +179,7 @@ async fn a_failing_event_of_a_batch_retries_and_parks_alone_while_the_rest_apply
         u64::from(topology.max_attempts - 1)
     );
     assert_eq!(consumed_total(&topology, "dead_lettered"), 1);
-    for queue in topology.queues() {
-        if queue != topology.dead_letter_queue() {
-            assert_eq!(broker.ready_messages(&queue).await, 0, "{queue} is empty");
-        }
-    }
+    queues_empty_but(&broker, &topology, &[topology.dead_letter_queue()]).await;
     running.stop().await?;
     Ok(())
 }
@@ -173,10 +187,7 @@ async fn a_failing_event_of_a_batch_retries_and_parks_alone_while_the_rest_apply
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_of_a_batch_meeting_an_outage_is_requeued_alone_without_spending_attempts()
 -> anyhow::Result<()> {
-    let (_db, pool) = database().await?;
-    let broker = TestBroker::new();
-    let topology = broker.topology("content", &["user.followed"]);
-    declare(&broker.url, &topology).await?;
+    let (_db, pool, broker, topology) = follows_queue().await?;
     // More unavailable runs than attempts: counted, they would park it.
     let down_runs = topology.max_attempts + 2;
     let batch: Vec<Envelope> = (1..=3).map(followed).collect();
@@ -201,19 +212,14 @@ async fn an_event_of_a_batch_meeting_an_outage_is_requeued_alone_without_spendin
     assert_eq!(consumed_total(&topology, "requeued"), u64::from(down_runs));
     assert_eq!(consumed_total(&topology, "retried"), 0);
     assert_eq!(consumed_total(&topology, "dead_lettered"), 0);
-    for queue in topology.queues() {
-        assert_eq!(broker.ready_messages(&queue).await, 0, "{queue} is empty");
-    }
+    queues_empty_but(&broker, &topology, &[]).await;
     running.stop().await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_does_not_decode_is_parked_whole() -> anyhow::Result<()> {
-    let (_db, pool) = database().await?;
-    let broker = TestBroker::new();
-    let topology = broker.topology("content", &["user.followed"]);
-    declare(&broker.url, &topology).await?;
+    let (_db, pool, broker, topology) = follows_queue().await?;
     let running = consumer(&pool, &broker.url, &topology, Recorder::default());
     let garbage = b"\xff\xff not protobuf".to_vec();
     let properties = BasicProperties::default()
@@ -240,10 +246,7 @@ async fn a_batch_that_does_not_decode_is_parked_whole() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_larger_than_the_prefetch_is_applied_that_many_at_a_time() -> anyhow::Result<()> {
-    let (_db, pool) = database().await?;
-    let broker = TestBroker::new();
-    let topology = broker.topology("content", &["user.followed"]);
-    declare(&broker.url, &topology).await?;
+    let (_db, pool, broker, topology) = follows_queue().await?;
     let batch: Vec<Envelope> = (1..=5).map(followed).collect();
     let started = Arc::new(Notify::new());
     let recorder = Recorder {

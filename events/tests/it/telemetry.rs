@@ -43,6 +43,37 @@ impl EventHandler for SeenIn {
     }
 }
 
+/// A database with an outbox and an inbox, and a declared queue for
+/// `user.followed` (the exchange drops what no binding routes).
+struct Traced {
+    _db: TestDb,
+    pool: PgPool,
+    test_broker: TestBroker,
+    topology: quill_events::Topology,
+    connection: lapin::Connection,
+}
+
+impl Traced {
+    async fn start() -> anyhow::Result<Self> {
+        let db = TestDb::new("telemetry");
+        let pool = db.connect(5).await;
+        sqlx::raw_sql(OUTBOX_AND_INBOX_SQL).execute(&pool).await?;
+        let test_broker = TestBroker::new();
+        let topology = test_broker.topology("traced", &["user.followed"]);
+        let connection = broker::connect(&test_broker.url, "telemetry-test").await?;
+        topology
+            .declare(&connection.create_channel().await?)
+            .await?;
+        Ok(Self {
+            _db: db,
+            pool,
+            test_broker,
+            topology,
+            connection,
+        })
+    }
+}
+
 /// Raises an event inside a traced request, its context going into the
 /// outbox; returns it and the request's trace id.
 async fn raise_in_a_request(pool: &PgPool) -> anyhow::Result<(Envelope, String)> {
@@ -72,16 +103,13 @@ async fn raise_in_a_request(pool: &PgPool) -> anyhow::Result<(Envelope, String)>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_continues_the_trace_that_raised_the_event() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("platform-tests");
-    let test_db = TestDb::new("telemetry");
-    let pool = test_db.connect(5).await;
-    sqlx::raw_sql(OUTBOX_AND_INBOX_SQL).execute(&pool).await?;
-    let test_broker = TestBroker::new();
-    let topology = test_broker.topology("traced", &["user.followed"]);
-    // Declare the queue first: the exchange drops what no binding routes.
-    let connection = broker::connect(&test_broker.url, "telemetry-test").await?;
-    topology
-        .declare(&connection.create_channel().await?)
-        .await?;
+    let Traced {
+        _db,
+        pool,
+        test_broker,
+        topology,
+        connection,
+    } = Traced::start().await?;
 
     let (envelope, request_trace) = raise_in_a_request(&pool).await?;
 
@@ -178,15 +206,13 @@ async fn a_consumer_continues_the_trace_that_raised_the_event() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_sent_together_each_continue_their_own_requests_trace() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("platform-tests");
-    let test_db = TestDb::new("telemetry");
-    let pool = test_db.connect(5).await;
-    sqlx::raw_sql(OUTBOX_AND_INBOX_SQL).execute(&pool).await?;
-    let test_broker = TestBroker::new();
-    let topology = test_broker.topology("traced", &["user.followed"]);
-    let connection = broker::connect(&test_broker.url, "telemetry-test").await?;
-    topology
-        .declare(&connection.create_channel().await?)
-        .await?;
+    let Traced {
+        _db,
+        pool,
+        test_broker,
+        topology,
+        connection,
+    } = Traced::start().await?;
     let (first, first_trace) = raise_in_a_request(&pool).await?;
     let (second, second_trace) = raise_in_a_request(&pool).await?;
     assert_ne!(first_trace, second_trace);
