@@ -321,9 +321,12 @@ impl OutboxRelay {
     async fn publish_all(&self, channel: &Channel, events: &[Outgoing]) -> Result<(), EventsError> {
         let mut confirms = Vec::new();
         for message in pack(events, self.events_per_message) {
-            let confirm = match message.as_slice() {
-                [event] => self.publish_one(channel, event).await?,
-                events => self.publish_together(channel, events).await?,
+            let confirm = match message {
+                Packed::Alone(event) => self.publish_one(channel, event).await?,
+                Packed::Together {
+                    routing_key,
+                    events,
+                } => self.publish_together(channel, routing_key, &events).await?,
             };
             confirms.push(confirm);
         }
@@ -377,16 +380,14 @@ impl OutboxRelay {
     async fn publish_together(
         &self,
         channel: &Channel,
-        events: &[&Outgoing],
+        routing_key: &str,
+        events: &[(&Outgoing, &Envelope)],
     ) -> Result<PublisherConfirm, EventsError> {
         let mut spans = Vec::with_capacity(events.len());
         let mut envelopes = Vec::with_capacity(events.len());
-        for event in events {
+        for (event, envelope) in events {
             let span = publish_span(&self.exchange, event);
-            let mut envelope = event
-                .envelope
-                .clone()
-                .expect("only decoded events are packed");
+            let mut envelope = (*envelope).clone();
             let (traceparent, tracestate) = trace_context::to_strings(&span);
             if !traceparent.is_empty() {
                 envelope.traceparent = traceparent;
@@ -395,12 +396,8 @@ impl OutboxRelay {
             spans.push(span);
             envelopes.push(envelope);
         }
-        let routing_key = events[0].routing_key.as_str();
-        let properties = message::batch(
-            &Uuid::now_v7().to_string(),
-            routing_key,
-            &envelopes[0].producer,
-        );
+        let producer = envelopes.first().map_or("", |e| e.producer.as_str());
+        let properties = message::batch(&Uuid::now_v7().to_string(), routing_key, producer);
         let body = EnvelopeBatch { envelopes }.encode_to_vec();
         let confirm = channel
             .basic_publish(
@@ -411,6 +408,7 @@ impl OutboxRelay {
                 properties,
             )
             .await?;
+        // The spans end once the batch is handed to the broker.
         drop(spans);
         Ok(confirm)
     }
@@ -438,41 +436,65 @@ impl From<(Uuid, String, Vec<u8>)> for Outgoing {
     }
 }
 
+/// How an outbox row goes out.
+enum Packed<'a> {
+    /// In a message of its own, as stored.
+    Alone(&'a Outgoing),
+    /// With others of its type, in one `EnvelopeBatch`.
+    Together {
+        routing_key: &'a str,
+        events: Vec<(&'a Outgoing, &'a Envelope)>,
+    },
+}
+
+impl<'a> Packed<'a> {
+    /// One message of `routing_key` events: alone if it is one.
+    fn of(routing_key: &'a str, events: Vec<(&'a Outgoing, &'a Envelope)>) -> Self {
+        match events[..] {
+            [(alone, _)] => Self::Alone(alone),
+            _ => Self::Together {
+                routing_key,
+                events,
+            },
+        }
+    }
+}
+
 /// The messages a batch of rows goes out in: each routing key's events in
 /// outbox order, at most `per_message` and about [`MAX_MESSAGE_BYTES`] to a
 /// message. An event that does not decode travels alone. Events of
 /// different types may leave in another order than the outbox's, which
 /// consumers never relied on: they apply deliveries concurrently.
-fn pack(events: &[Outgoing], per_message: usize) -> Vec<Vec<&Outgoing>> {
-    let mut by_type: Vec<(&str, Vec<&Outgoing>)> = Vec::new();
+fn pack(events: &[Outgoing], per_message: usize) -> Vec<Packed<'_>> {
+    let mut by_type: Vec<(&str, Vec<(&Outgoing, &Envelope)>)> = Vec::new();
     let mut messages = Vec::new();
     for event in events {
-        if event.envelope.is_none() || per_message <= 1 {
-            messages.push(vec![event]);
+        let Some(envelope) = event.envelope.as_ref().filter(|_| per_message > 1) else {
+            messages.push(Packed::Alone(event));
             continue;
-        }
+        };
         match by_type
             .iter_mut()
             .find(|(key, _)| *key == event.routing_key)
         {
-            Some((_, same)) => same.push(event),
-            None => by_type.push((&event.routing_key, vec![event])),
+            Some((_, same)) => same.push((event, envelope)),
+            None => by_type.push((&event.routing_key, vec![(event, envelope)])),
         }
     }
-    for (_, same) in by_type {
-        let mut message: Vec<&Outgoing> = Vec::new();
+    for (routing_key, same) in by_type {
+        let mut message = Vec::new();
         let mut bytes = 0;
-        for event in same {
+        for (event, envelope) in same {
             if !message.is_empty()
                 && (message.len() == per_message || bytes + event.payload.len() > MAX_MESSAGE_BYTES)
             {
-                messages.push(std::mem::take(&mut message));
+                messages.push(Packed::of(routing_key, std::mem::take(&mut message)));
                 bytes = 0;
             }
             bytes += event.payload.len();
-            message.push(event);
+            message.push((event, envelope));
         }
-        messages.push(message);
+        messages.push(Packed::of(routing_key, message));
     }
     messages
 }
@@ -516,4 +538,80 @@ fn database_name(pool: &PgPool) -> String {
         .get_database()
         .unwrap_or("postgres")
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outgoing(routing_key: &str, payload_bytes: usize, decodes: bool) -> Outgoing {
+        Outgoing {
+            id: Uuid::now_v7(),
+            routing_key: routing_key.to_owned(),
+            payload: vec![0; payload_bytes],
+            envelope: decodes.then(|| Envelope {
+                r#type: routing_key.to_owned(),
+                ..Envelope::default()
+            }),
+        }
+    }
+
+    /// Each message as (its events' routing key, how many events); a
+    /// message alone is 1.
+    fn shape(packed: &[Packed<'_>]) -> Vec<(String, usize)> {
+        packed
+            .iter()
+            .map(|message| match message {
+                Packed::Alone(event) => (event.routing_key.clone(), 1),
+                Packed::Together {
+                    routing_key,
+                    events,
+                } => {
+                    assert!(events.iter().all(|(e, _)| e.routing_key == *routing_key));
+                    ((*routing_key).to_owned(), events.len())
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn events_are_grouped_by_type_up_to_the_count_and_the_undecodable_go_alone() {
+        let mut events: Vec<Outgoing> = Vec::new();
+        events.push(outgoing("a", 10, true));
+        events.push(outgoing("b", 10, true));
+        events.push(outgoing("a", 10, false));
+        events.extend((0..4).map(|_| outgoing("a", 10, true)));
+        let packed = pack(&events, 2);
+        assert_eq!(
+            shape(&packed),
+            [("a", 1), ("a", 2), ("a", 2), ("a", 1), ("b", 1)].map(|(key, n)| (key.to_owned(), n))
+        );
+        assert!(matches!(packed[0], Packed::Alone(e) if e.envelope.is_none()));
+        // One a message: every event alone, in outbox order.
+        let alone = pack(&events, 1);
+        assert!(alone.iter().all(|m| matches!(m, Packed::Alone(_))));
+        let order: Vec<Uuid> = alone
+            .iter()
+            .map(|m| match m {
+                Packed::Alone(e) => e.id,
+                Packed::Together { .. } => unreachable!(),
+            })
+            .collect();
+        assert_eq!(order, events.iter().map(|e| e.id).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_message_holds_about_its_byte_budget_and_a_larger_event_goes_alone() {
+        let events = [
+            outgoing("a", MAX_MESSAGE_BYTES / 2, true),
+            outgoing("a", MAX_MESSAGE_BYTES / 2, true),
+            outgoing("a", 1, true),
+            outgoing("a", MAX_MESSAGE_BYTES * 2, true),
+            outgoing("a", 1, true),
+        ];
+        assert_eq!(
+            shape(&pack(&events, 32)),
+            [("a", 2), ("a", 1), ("a", 1), ("a", 1)].map(|(key, n)| (key.to_owned(), n))
+        );
+    }
 }
