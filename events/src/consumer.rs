@@ -66,7 +66,7 @@ use crate::{
     broker::{self, ATTEMPTS_HEADER, LAST_ERROR_HEADER, ROUTING_KEY_HEADER, Topology},
     consumer_metrics,
     group_commit::GroupCommit,
-    message,
+    message::{self, Events},
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -486,19 +486,16 @@ impl<H: EventHandler> Consumer<H> {
         delivery: Delivery,
         shutdown: &CancellationToken,
     ) {
-        let decoded = if message::is_batch(&delivery.properties) {
-            match message::decode_batch(&delivery.data) {
-                Ok(envelopes) => {
-                    return self
-                        .settle_batch(channel, group, &delivery, envelopes, shutdown)
-                        .await;
-                }
-                Err(e) => Err(e),
+        let decoded = match message::decode(&delivery.properties, &delivery.data) {
+            Ok(Events::Batch(envelopes)) => {
+                return self
+                    .settle_batch(channel, group, &delivery, envelopes, shutdown)
+                    .await;
             }
-        } else {
-            Envelope::decode(delivery.data.as_slice())
+            Ok(Events::One(envelope)) => Ok(Arc::from(envelope)),
+            Err(e) => Err(e),
         };
-        let span = delivery_span(&self.topology.queue, &delivery);
+        let span = delivery_span(&self.topology.queue, &delivery, decoded.as_deref().ok());
         let started = Instant::now();
         async {
             let applied = match decoded {
@@ -571,12 +568,9 @@ impl<H: EventHandler> Consumer<H> {
     ) -> bool {
         let span = event_span(&self.topology.queue, &envelope);
         let started = Instant::now();
+        let envelope = Arc::new(envelope);
         async {
-            let routing_key = envelope.r#type.clone();
-            // Encoded before the envelope goes to its transaction: a copy
-            // sent away carries it as the relay would have sent it alone.
-            let resend = Resend::of_event(&envelope);
-            let applied = self.apply(group, envelope).await;
+            let applied = self.apply(group, Arc::clone(&envelope)).await;
             let error_type = error_type(&applied);
             let counted = match applied {
                 Ok(applied) => {
@@ -585,13 +579,14 @@ impl<H: EventHandler> Consumer<H> {
                 }
                 Err(error) => {
                     Span::current().record("otel.status_code", "ERROR");
+                    let resend = Resend::of_event(&envelope);
                     self.send_away(channel, &resend, error, shutdown).await
                 }
             };
             consumer_metrics::observe_processing(&self.topology.queue, started, error_type);
             match counted {
                 Ok(outcome) => {
-                    self.count(&routing_key, outcome);
+                    self.count(&envelope.r#type, outcome);
                     true
                 }
                 Err(e) => {
@@ -618,7 +613,7 @@ impl<H: EventHandler> Consumer<H> {
     async fn apply(
         &self,
         group: &GroupCommit<H>,
-        envelope: Envelope,
+        envelope: Arc<Envelope>,
     ) -> Result<Applied, HandlerError> {
         consumer_metrics::observe_lag(&self.topology.queue, &envelope);
         let event_id = Uuid::parse_str(&envelope.event_id).map_err(HandlerError::permanent)?;
@@ -791,7 +786,7 @@ impl Pause {
 /// One `process` span per delivery, a child of the context the message
 /// carries (AMQP headers, else the envelope's fields): the consumer continues
 /// the trace of the request that raised the event.
-fn delivery_span(queue: &str, delivery: &Delivery) -> Span {
+fn delivery_span(queue: &str, delivery: &Delivery, envelope: Option<&Envelope>) -> Span {
     let message_id = delivery
         .properties
         .message_id()
@@ -800,10 +795,7 @@ fn delivery_span(queue: &str, delivery: &Delivery) -> Span {
         .unwrap_or_default();
     let span = process_span(queue, &routing_key(delivery), &message_id);
     let parent = crate::trace_headers::from_amqp_headers(delivery.properties.headers().as_ref())
-        .or_else(|| {
-            let envelope = Envelope::decode(delivery.data.as_slice()).ok()?;
-            envelope_context(&envelope)
-        });
+        .or_else(|| envelope.and_then(envelope_context));
     if let Some(cx) = parent {
         let _ = span.set_parent(cx);
     }

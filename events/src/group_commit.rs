@@ -46,7 +46,7 @@ const BATCH_BUDGET: Duration = Duration::from_millis(200);
 /// One event waiting for a transaction, with what its handler prepared.
 struct Job<P> {
     event_id: Uuid,
-    envelope: Envelope,
+    envelope: Arc<Envelope>,
     prepared: P,
     /// The delivery's span: the handler's spans and logs belong under it.
     span: Span,
@@ -93,7 +93,7 @@ impl<H: EventHandler> GroupCommit<H> {
     pub(crate) async fn apply(
         &self,
         event_id: Uuid,
-        envelope: Envelope,
+        envelope: Arc<Envelope>,
     ) -> Result<bool, HandlerError> {
         let Ok(_permit) = self.in_flight.acquire().await else {
             return Err(HandlerError::unavailable("the consumer is stopping"));
@@ -317,7 +317,7 @@ impl<H: EventHandler> GroupCommit<H> {
             .iter()
             .zip(&results)
             .filter(|(_, result)| matches!(result, Ok(true)))
-            .map(|(job, _)| &job.envelope)
+            .map(|(job, _)| &*job.envelope)
             .collect();
         let _ = AssertUnwindSafe(self.handler.committed(&applied))
             .catch_unwind()
@@ -370,7 +370,7 @@ impl<H: EventHandler> GroupCommit<H> {
             }
             tx.commit().await?;
             if inserted {
-                let _ = AssertUnwindSafe(self.handler.committed(&[&job.envelope]))
+                let _ = AssertUnwindSafe(self.handler.committed(&[&*job.envelope]))
                     .catch_unwind()
                     .await;
             }

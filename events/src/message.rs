@@ -17,17 +17,28 @@ pub const BATCH_CONTENT_TYPE: &str = "application/protobuf; proto=quill.events.v
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
 
+/// The events of one message.
+#[derive(Debug)]
+pub enum Events {
+    One(Box<Envelope>),
+    Batch(Vec<Envelope>),
+}
+
+/// The events a message with these properties carries, by its content type.
+pub fn decode(properties: &BasicProperties, data: &[u8]) -> Result<Events, prost::DecodeError> {
+    if is_batch(properties) {
+        Ok(Events::Batch(EnvelopeBatch::decode(data)?.envelopes))
+    } else {
+        Envelope::decode(data).map(|envelope| Events::One(Box::new(envelope)))
+    }
+}
+
 /// Whether a message with these properties carries an `EnvelopeBatch`.
 pub fn is_batch(properties: &BasicProperties) -> bool {
     properties
         .content_type()
         .as_ref()
         .is_some_and(|t| t.as_str() == BATCH_CONTENT_TYPE)
-}
-
-/// The events of a batch message's body.
-pub fn decode_batch(data: &[u8]) -> Result<Vec<Envelope>, prost::DecodeError> {
-    Ok(EnvelopeBatch::decode(data)?.envelopes)
 }
 
 /// Properties of a message carrying the event `id` alone. The trace context

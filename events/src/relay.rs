@@ -347,13 +347,7 @@ impl OutboxRelay {
         event: &Outgoing,
     ) -> Result<PublisherConfirm, EventsError> {
         let span = publish_span(&self.exchange, event);
-        // The publish span's context, or the envelope's when it is not traced.
-        let context = match (trace_context::to_strings(&span), &event.envelope) {
-            ((parent, _), Some(envelope)) if parent.is_empty() => {
-                (envelope.traceparent.clone(), envelope.tracestate.clone())
-            }
-            (context, _) => context,
-        };
+        let context = trace_of(&span, event.envelope.as_ref());
         let producer = event.envelope.as_ref().map_or("", |e| e.producer.as_str());
         let properties = message::single(
             &event.id.to_string(),
@@ -387,12 +381,12 @@ impl OutboxRelay {
         let mut envelopes = Vec::with_capacity(events.len());
         for (event, envelope) in events {
             let span = publish_span(&self.exchange, event);
-            let mut envelope = (*envelope).clone();
-            let (traceparent, tracestate) = trace_context::to_strings(&span);
-            if !traceparent.is_empty() {
-                envelope.traceparent = traceparent;
-                envelope.tracestate = tracestate;
-            }
+            let (traceparent, tracestate) = trace_of(&span, Some(envelope));
+            let envelope = Envelope {
+                traceparent,
+                tracestate,
+                ..(*envelope).clone()
+            };
             spans.push(span);
             envelopes.push(envelope);
         }
@@ -497,6 +491,17 @@ fn pack(events: &[Outgoing], per_message: usize) -> Vec<Packed<'_>> {
         messages.push(Packed::of(routing_key, message));
     }
     messages
+}
+
+/// The trace context an event travels with: its publish span's, or, when
+/// that is not traced, the one its envelope was written with.
+fn trace_of(span: &Span, envelope: Option<&Envelope>) -> (String, String) {
+    match (trace_context::to_strings(span), envelope) {
+        ((parent, _), Some(envelope)) if parent.is_empty() => {
+            (envelope.traceparent.clone(), envelope.tracestate.clone())
+        }
+        (context, _) => context,
+    }
 }
 
 /// The span of one event's publish: a child of the request that raised it

@@ -201,7 +201,6 @@ impl EventProbe {
     /// next of a batch message's, in the batch's order.
     pub async fn next_within(&self, wait: Duration) -> Option<Envelope> {
         use lapin::options::BasicGetOptions;
-        use prost::Message;
         use quill_events::message;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -216,11 +215,12 @@ impl EventProbe {
                 .expect("basic.get");
             if let Some(message) = got {
                 let delivery = message.delivery;
-                if !message::is_batch(&delivery.properties) {
-                    return Some(Envelope::decode(&delivery.data[..]).expect("an Envelope"));
+                match message::decode(&delivery.properties, &delivery.data).expect("events") {
+                    message::Events::One(envelope) => return Some(*envelope),
+                    message::Events::Batch(batch) => {
+                        self.pending.lock().expect("not poisoned").extend(batch);
+                    }
                 }
-                let batch = message::decode_batch(&delivery.data).expect("an EnvelopeBatch");
-                self.pending.lock().expect("not poisoned").extend(batch);
                 continue;
             }
             if tokio::time::Instant::now() >= deadline {
