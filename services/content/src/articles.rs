@@ -13,11 +13,12 @@ use quill_proto::events::v1::{
 use quill_server::db::unique_violation;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, Postgres, pool::PoolConnection};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
+    authors::Publisher,
     cursor::Position,
     error::ContentError,
     events::{PRODUCER, announce, article_snapshot, snapshot, snapshot_of},
@@ -46,19 +47,26 @@ const CARRIED_FOLLOWERS: usize = 500;
 const AS_READ_ATTEMPTS: usize = 5;
 
 /// Runs `attempt` (read the article, build the event naming it, write if
-/// the article is still as read) until it answers: `None` means an edit
-/// landed between its read and its write, and the next attempt reads the
-/// article again.
+/// the article is still as read) on the connection `db` until it answers:
+/// `None` means an edit landed between its read and its write, and the next
+/// attempt reads the article again. Each attempt takes the connection and
+/// hands it back, so that all of them run on one: a connection costs a
+/// round trip each time it goes back to the pool.
 /// (A closure returning a future, not an async closure: the handlers'
 /// futures must be `Send`, which rustc cannot yet prove of the latter.)
-pub(crate) async fn as_read<T, F>(mut attempt: impl FnMut() -> F) -> Result<T, ContentError>
+pub(crate) async fn as_read<T, F>(
+    mut db: PoolConnection<Postgres>,
+    mut attempt: impl FnMut(PoolConnection<Postgres>) -> F,
+) -> Result<T, ContentError>
 where
-    F: Future<Output = Result<Option<T>, ContentError>>,
+    F: Future<Output = Result<(PoolConnection<Postgres>, Option<T>), ContentError>>,
 {
     for _ in 0..AS_READ_ATTEMPTS {
-        if let Some(done) = attempt().await? {
+        let (back, done) = attempt(db).await?;
+        if let Some(done) = done {
             return Ok(done);
         }
+        db = back;
     }
     Err(ContentError::Internal(format!(
         "the article was edited between its read and the write, {AS_READ_ATTEMPTS} times"
@@ -133,7 +141,11 @@ impl Content {
         let body = validation::body(&input.body, &mut violations);
         let tags = validation::tags(&input.tags, &mut violations);
         validation::finish(violations)?;
-        let (author, followers) = self
+        let Publisher {
+            author,
+            followers,
+            mut db,
+        } = self
             .authors
             .publisher(caller.user, CARRIED_FOLLOWERS)
             .await?;
@@ -142,7 +154,7 @@ impl Content {
         });
         let unknown = self.known_tags.unknown(&tags);
         if !unknown.is_empty() {
-            repo::create_tags(&self.pool, &unknown).await?;
+            repo::create_tags(&mut *db, &unknown).await?;
             self.known_tags.learn(&unknown);
         }
 
@@ -182,13 +194,14 @@ impl Content {
             });
             let stale = changed_by(&published);
             let event = OutboxRow::of(&new_envelope(PRODUCER, published))?;
-            let Some(stored) = repo::publish(&self.pool, &article, &tags, &event)
+            let Some(stored) = repo::publish(&mut *db, &article, &tags, &event)
                 .instrument(event.write_span())
                 .await?
             else {
                 candidate = slug::with_random_suffix(&base, &mut rand::thread_rng());
                 continue;
             };
+            drop(db);
             quill_events::outbox::written();
             if usize::try_from(stored.linked).ok() != Some(tags.len()) {
                 self.relink_tags(article.id, &tags).await?;
@@ -343,9 +356,10 @@ impl Content {
         let slug = validation::slug(slug)?;
         let stale = if favorite {
             // So the favorited-by filter can find the caller by username.
-            let fan = &self.authors.ensure(caller.user).await?;
-            as_read(move || async move {
-                let article = repo::visible_summary(&self.pool, slug)
+            let (fan, db) = self.authors.acting(caller.user).await?;
+            let fan = &fan;
+            as_read(db, move |mut db| async move {
+                let article = repo::visible_summary(&mut *db, slug)
                     .await?
                     .ok_or(ContentError::NotFound("article"))?;
                 let favorited = Payload::ArticleFavorited(ArticleFavorited {
@@ -355,19 +369,18 @@ impl Content {
                 });
                 let stale = changed_by(&favorited);
                 let event = OutboxRow::of(&new_envelope(PRODUCER, favorited))?;
-                Ok(
-                    match repo::favorite_announced(&self.pool, &article, caller.user, &event)
-                        .instrument(event.write_span())
-                        .await?
-                    {
-                        AsRead::Written => {
-                            quill_events::outbox::written();
-                            Some(stale)
-                        }
-                        AsRead::Unchanged => Some(Vec::new()),
-                        AsRead::Moved => None,
-                    },
-                )
+                let written = repo::favorite_announced(&mut *db, &article, caller.user, &event)
+                    .instrument(event.write_span())
+                    .await?;
+                let done = match written {
+                    AsRead::Written => {
+                        quill_events::outbox::written();
+                        Some(stale)
+                    }
+                    AsRead::Unchanged => Some(Vec::new()),
+                    AsRead::Moved => None,
+                };
+                Ok((db, done))
             })
             .await?
         } else {

@@ -53,13 +53,13 @@ impl Content {
     ) -> Result<(CommentRow, String), ContentError> {
         let slug = validation::slug(slug)?;
         let body = validation::comment_body(body)?;
-        let commenter = self.authors.ensure(caller.user).await?;
+        let (commenter, db) = self.authors.acting(caller.user).await?;
         // The event names the article as read; the write checks it still
         // is, and a comment meeting an edit reads it again.
         let (target, stale, created_at, updated_at) = {
             let (commenter, body) = (&commenter, &body);
-            as_read(move || async move {
-                let target = article_repo::comment_target(&self.pool, slug)
+            as_read(db, move |mut db| async move {
+                let target = article_repo::comment_target(&mut *db, slug)
                     .await?
                     .ok_or(ContentError::NotFound("article"))?;
                 // The article's author comes with it, so notification can tell them.
@@ -79,10 +79,12 @@ impl Content {
                     body,
                 };
                 let written =
-                    repo::insert_announced(&self.pool, &new, target.article.updated_at, &event)
+                    repo::insert_announced(&mut *db, &new, target.article.updated_at, &event)
                         .instrument(event.write_span())
                         .await?;
-                Ok(written.map(|(created_at, updated_at)| (target, stale, created_at, updated_at)))
+                let done =
+                    written.map(|(created_at, updated_at)| (target, stale, created_at, updated_at));
+                Ok((db, done))
             })
             .await?
         };

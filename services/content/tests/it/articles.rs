@@ -62,6 +62,45 @@ async fn a_creator_publishes_and_anyone_reads_it() {
     assert_eq!(tags, ["angularjs", "dragons", "reactjs"]);
 }
 
+/// A write reads its user and writes on one pooled connection, and learns a
+/// user new here from auth before it takes that connection: holding it
+/// across the call, on a pool of one, the write would wait for a second
+/// connection that never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_by_users_new_here_run_on_a_pool_of_one_connection() {
+    let world = World::start_unheard(|config| config.server.database.max_connections = 1).await;
+    let (ada, bob) = (world.user("ada").await, world.user("bob").await);
+    let article = world.article_by(&ada, "One connection", &["pool"]).await;
+    assert_eq!(article.author.expect("author").username, "ada");
+    let comment = world
+        .client()
+        .add_comment(as_user(
+            &bob,
+            pb::AddCommentRequest {
+                slug: article.slug.clone(),
+                body: "Read on the same one".into(),
+            },
+        ))
+        .await
+        .expect("comment by a user new here")
+        .into_inner();
+    assert_eq!(comment.author.expect("author").username, "bob");
+    let carol = world.user("carol").await;
+    let favorited = world
+        .client()
+        .favorite_article(as_user(
+            &carol,
+            pb::FavoriteArticleRequest {
+                slug: article.slug.clone(),
+            },
+        ))
+        .await
+        .expect("favorite by a user new here")
+        .into_inner();
+    assert_eq!(favorited.favorites_count, 1);
+    assert!(favorited.favorited);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_titles_get_distinct_slugs() {
     let world = World::start().await;

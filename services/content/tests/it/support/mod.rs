@@ -43,6 +43,15 @@ impl World {
         Self { content, auth }
     }
 
+    /// Content on an exchange of its own, so that it does not hear of
+    /// auth's users: each is new to it at their first write, and learned
+    /// from auth then. Its settings are adjusted by `tweak`.
+    pub async fn start_unheard(tweak: impl FnOnce(&mut quill_content::Config)) -> Self {
+        let auth = TestAuth::start().await;
+        let content = TestContent::start_with(&auth.peer(), tweak).await;
+        Self { content, auth }
+    }
+
     pub fn client(&self) -> ContentServiceClient<Channel> {
         self.content.client()
     }
