@@ -95,8 +95,9 @@ async fn main() -> anyhow::Result<()> {
             ms(percentile(&answers, 0.99)),
         );
         println!(
-            "  where it went (p50 / p99): to content's transaction {}; to the consumer's transaction {}; to the SSE stream {}",
+            "  where it went (p50 / p99): to content's transaction {}; to the relay's claim {}; to the consumer's transaction {}; to the SSE stream {}",
             p50_p99(&stages.to_write),
+            p50_p99(&stages.to_relay),
             p50_p99(&stages.to_consumer),
             p50_p99(&stages.to_stream),
         );
