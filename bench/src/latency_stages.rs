@@ -13,10 +13,10 @@ use sqlx::PgPool;
 
 /// When each comment's transaction began, newest first.
 const COMMENTS_WRITTEN: &str = "SELECT created_at FROM outbox WHERE routing_key = 'comment.added'
-     ORDER BY created_at DESC LIMIT $1";
+     ORDER BY created_at DESC, id DESC LIMIT $1";
 /// When the relay claimed each comment's event, in the same order.
 const COMMENTS_CLAIMED: &str = "SELECT published_at FROM outbox WHERE routing_key = 'comment.added'
-     ORDER BY created_at DESC LIMIT $1";
+     ORDER BY created_at DESC, id DESC LIMIT $1";
 /// When the consumer's transaction for each comment began, newest first.
 const COMMENTS_NOTIFIED: &str = "SELECT created_at FROM notifications WHERE kind = 'comment'
      ORDER BY seq DESC LIMIT $1";
@@ -26,7 +26,8 @@ const COMMENTS_NOTIFIED: &str = "SELECT created_at FROM notifications WHERE kind
 pub struct Stages {
     /// The gateway, and content up to its write's transaction.
     pub to_write: Vec<Duration>,
-    /// The commit, and the outbox relay's wait for its next batch.
+    /// The write and its commit, and the outbox relay's wait for its next
+    /// batch.
     pub to_relay: Vec<Duration>,
     /// The relay's claim and publish, the broker and the consumer's queue.
     pub to_consumer: Vec<Duration>,
