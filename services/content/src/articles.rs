@@ -346,7 +346,9 @@ impl Content {
     }
 
     /// Idempotent; returns the article as the caller now sees it. Only a
-    /// new favorite is announced.
+    /// new favorite is announced. The answer is read on the write's own
+    /// connection, after it: the write has just made the cached article
+    /// stale, and another acquisition costs a round trip more.
     pub async fn favorite(
         &self,
         caller: &Caller,
@@ -354,7 +356,7 @@ impl Content {
         favorite: bool,
     ) -> Result<ArticleRow, ContentError> {
         let slug = validation::slug(slug)?;
-        let stale = if favorite {
+        let (answer, stale) = if favorite {
             // So the favorited-by filter can find the caller by username.
             let (fan, db) = self.authors.acting(caller.user).await?;
             let fan = &fan;
@@ -372,29 +374,39 @@ impl Content {
                 let written = repo::favorite_announced(&mut *db, &article, caller.user, &event)
                     .instrument(event.write_span())
                     .await?;
-                let done = match written {
+                let stale = match written {
                     AsRead::Written => {
                         quill_events::outbox::written();
-                        Some(stale)
+                        stale
                     }
-                    AsRead::Unchanged => Some(Vec::new()),
-                    AsRead::Moved => None,
+                    AsRead::Unchanged => Vec::new(),
+                    AsRead::Moved => return Ok((db, None)),
                 };
-                Ok((db, done))
+                let answer = repo::by_slug_seen_by(&mut *db, slug, caller.user).await?;
+                Ok((db, Some((answer, stale))))
             })
             .await?
         } else {
-            let (key, removed) = repo::unfavorite_by_slug(&self.pool, slug, caller.user)
+            let mut db = self.pool.acquire().await?;
+            let (key, removed) = repo::unfavorite_by_slug(&mut *db, slug, caller.user)
                 .await?
                 .ok_or(ContentError::NotFound("article"))?;
-            match removed {
+            let stale = match removed {
                 // Not announced, so only this writer makes it stale.
                 true => vec![versions::articles(), versions::article(&key.slug)],
                 false => Vec::new(),
-            }
+            };
+            (
+                repo::by_slug_seen_by(&mut *db, slug, caller.user).await?,
+                stale,
+            )
         };
         self.cache.invalidate(&stale).await;
-        self.article(Some(caller.user), slug).await
+        // An author new to the read-model is asked of auth with no
+        // connection held.
+        let mut found: Vec<ArticleRow> = answer.into_iter().collect();
+        self.fill_authors(&mut found).await?;
+        found.pop().ok_or(ContentError::NotFound("article"))
     }
 
     /// Newest first, or best match first with a `query`. A cursor replaces

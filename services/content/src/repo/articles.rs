@@ -242,6 +242,25 @@ pub async fn by_slug(
     .await
 }
 
+/// A visible article as `viewer` sees it, in one statement: a writer's
+/// answer, read right after its write on the connection it holds.
+pub async fn by_slug_seen_by(
+    db: impl PgExecutor<'_>,
+    slug: &str,
+    viewer: Uuid,
+) -> Result<Option<ArticleRow>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        article_columns!("$2"),
+        "WHERE a.slug = $1 AND ",
+        visible!()
+    ))
+    .bind(slug)
+    .bind(viewer)
+    .fetch_optional(db)
+    .await
+}
+
 /// What a write needs to know about an article before changing it.
 #[derive(Debug, Clone, FromRow)]
 pub struct ArticleKey {

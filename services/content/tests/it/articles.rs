@@ -99,6 +99,19 @@ async fn writes_by_users_new_here_run_on_a_pool_of_one_connection() {
         .into_inner();
     assert_eq!(favorited.favorites_count, 1);
     assert!(favorited.favorited);
+    let unfavorited = world
+        .client()
+        .unfavorite_article(as_user(
+            &carol,
+            pb::UnfavoriteArticleRequest {
+                slug: article.slug.clone(),
+            },
+        ))
+        .await
+        .expect("unfavorite on the same connection")
+        .into_inner();
+    assert_eq!(unfavorited.favorites_count, 0);
+    assert!(!unfavorited.favorited);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -544,6 +557,8 @@ async fn favorites_are_idempotent_and_counted() {
     let bob = world.user("bob").await;
     let carol = world.user_with_role("carol", "viewer").await;
     let article = world.article_by(&alice, "Liked", &[]).await;
+    // Each answer is the article as its caller sees it, author included.
+    world.follow(&bob, &alice).await;
     let favorite = |user: &support::User| {
         as_user(
             user,
@@ -565,7 +580,8 @@ async fn favorites_are_idempotent_and_counted() {
         .unwrap()
         .into_inner();
     assert!(once.favorited && twice.favorited);
-    assert_eq!(twice.favorites_count, 1);
+    assert_eq!((once.favorites_count, twice.favorites_count), (1, 1));
+    assert!(once.author.as_ref().unwrap().following);
     // Viewers may favorite.
     let by_viewer = world
         .client()
@@ -574,6 +590,7 @@ async fn favorites_are_idempotent_and_counted() {
         .unwrap()
         .into_inner();
     assert_eq!(by_viewer.favorites_count, 2);
+    assert!(!by_viewer.author.as_ref().unwrap().following);
 
     let as_alice = world.get(Some(&alice), &article.slug).await.unwrap();
     assert!(!as_alice.favorited);
@@ -602,7 +619,9 @@ async fn favorites_are_idempotent_and_counted() {
         .unwrap()
         .into_inner();
     assert!(!off.favorited && !off_again.favorited);
-    assert_eq!(off_again.favorites_count, 1);
+    assert_eq!((off.favorites_count, off_again.favorites_count), (1, 1));
+    assert!(off.author.as_ref().unwrap().following);
+    assert_eq!(off.author.unwrap().username, "alice");
 }
 
 /// PostgreSQL text cannot hold NUL: a slug or username with one names
