@@ -47,3 +47,8 @@ bench: bench-rest
 bench-rest:
     scripts/backing-services.sh ensure
     bench/rest-load.sh
+
+# Quill beside another RealWorld implementation in one run, alternating rounds (bench/versus.sh; VERSUS_START starts the other).
+bench-versus:
+    scripts/backing-services.sh ensure
+    bench/versus.sh

@@ -9,7 +9,8 @@
 #
 # Environment: whatever bench/realworld-load.sh reads, with its defaults
 # (DURATION 15s, WARMUP 2s, THREADS 2, CONNS 32, USERS 50, ONLY, ...; see its
-# header), and RUST_LOG (info, as `just up` and the deployments run).
+# header), RUST_LOG (info, as `just up` and the deployments run) and
+# BENCH_REST_DIR (where the run's rows, RSS and logs go; target/bench-rest/<run>).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/isolated-system.sh
@@ -25,7 +26,7 @@ fi
 cargo build --release --bins
 
 run="bench_$(date +%s)_$$"
-dir="target/bench-rest/$run"
+dir="${BENCH_REST_DIR:-target/bench-rest/$run}"
 mkdir -p "$dir"
 started=$SECONDS
 
