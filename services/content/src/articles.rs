@@ -243,8 +243,10 @@ impl Content {
                 &format!("article:{slug}"),
                 &[versions::article(slug), versions::authors()],
                 || async {
-                    let mut found: Vec<ArticleRow> =
-                        repo::by_slug(&self.pool, slug).await?.into_iter().collect();
+                    let mut found: Vec<ArticleRow> = repo::by_slug(&self.pool, slug, None)
+                        .await?
+                        .into_iter()
+                        .collect();
                     self.fill_authors(&mut found).await?;
                     found.pop().ok_or(ContentError::NotFound("article"))
                 },
@@ -382,7 +384,7 @@ impl Content {
                     AsRead::Unchanged => Vec::new(),
                     AsRead::Moved => return Ok((db, None)),
                 };
-                let answer = repo::by_slug_seen_by(&mut *db, slug, caller.user).await?;
+                let answer = repo::by_slug(&mut *db, slug, Some(caller.user)).await?;
                 Ok((db, Some((answer, stale))))
             })
             .await?
@@ -397,7 +399,7 @@ impl Content {
                 false => Vec::new(),
             };
             (
-                repo::by_slug_seen_by(&mut *db, slug, caller.user).await?,
+                repo::by_slug(&mut *db, slug, Some(caller.user)).await?,
                 stale,
             )
         };

@@ -226,28 +226,12 @@ pub async fn by_slugs(
     .await
 }
 
-/// A visible article as anybody sees it (neither favorited nor followed).
+/// A visible article as `viewer` sees it; with no viewer, as anybody does
+/// (neither favorited nor followed), which is what the cache keeps.
 pub async fn by_slug(
     db: impl PgExecutor<'_>,
     slug: &str,
-) -> Result<Option<ArticleRow>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        article_columns!("NULL"),
-        "WHERE a.slug = $1 AND ",
-        visible!()
-    ))
-    .bind(slug)
-    .fetch_optional(db)
-    .await
-}
-
-/// A visible article as `viewer` sees it, in one statement: a writer's
-/// answer, read right after its write on the connection it holds.
-pub async fn by_slug_seen_by(
-    db: impl PgExecutor<'_>,
-    slug: &str,
-    viewer: Uuid,
+    viewer: Option<Uuid>,
 ) -> Result<Option<ArticleRow>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",

@@ -85,6 +85,14 @@ async fn writes_by_users_new_here_run_on_a_pool_of_one_connection() {
         .expect("comment by a user new here")
         .into_inner();
     assert_eq!(comment.author.expect("author").username, "bob");
+    // The answer to a favorite names the article's author; one missing
+    // from the read-model is asked of auth with the write's connection
+    // already given back.
+    let db = world.content_db().await;
+    sqlx::query("DELETE FROM authors WHERE username = 'ada'")
+        .execute(&db)
+        .await
+        .unwrap();
     let carol = world.user("carol").await;
     let favorited = world
         .client()
@@ -99,6 +107,7 @@ async fn writes_by_users_new_here_run_on_a_pool_of_one_connection() {
         .into_inner();
     assert_eq!(favorited.favorites_count, 1);
     assert!(favorited.favorited);
+    assert_eq!(favorited.author.expect("author").username, "ada");
     let unfavorited = world
         .client()
         .unfavorite_article(as_user(
