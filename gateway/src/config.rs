@@ -43,6 +43,10 @@ quill_platform::settings! {
     GATEWAY_METRICS_LISTEN = "127.0.0.1:9100";
     /// How often an open notification stream re-checks its session.
     GATEWAY_STREAM_RECHECK_SECS = "30";
+    /// How long a user's own account (`GET /api/user`) is cached in Redis,
+    /// in seconds; 0 turns the cache off. Auth makes an entry stale as the
+    /// account changes: this only bounds one whose invalidation was lost.
+    GATEWAY_ACCOUNT_CACHE_TTL_SECS = "60";
     /// Where uploaded images are stored: a directory (created if missing,
     /// relative to the working directory) or a URL, `file:///srv/uploads`
     /// or `s3://bucket/prefix` (credentials, region and endpoint from the
@@ -94,6 +98,9 @@ pub struct Config {
     /// live (logout, ban, password change end it).
     /// `GATEWAY_STREAM_RECHECK_SECS`, 30 by default.
     pub stream_recheck: Duration,
+    /// `GATEWAY_ACCOUNT_CACHE_TTL_SECS`: zero turns the cache of users' own
+    /// accounts off.
+    pub account_cache_ttl: Duration,
     /// How long the gateway keeps answering, `/readyz` 503, once shutdown
     /// begins (`SHUTDOWN_DELAY_SECS`), before it stops listening.
     pub drain_delay: Duration,
@@ -209,6 +216,7 @@ impl Config {
                     .map_err(|reason| GATEWAY_CORS_ORIGINS.invalid(&value, reason))?
             },
             stream_recheck: GATEWAY_STREAM_RECHECK_SECS.secs()?,
+            account_cache_ttl: GATEWAY_ACCOUNT_CACHE_TTL_SECS.secs()?,
             drain_delay: SHUTDOWN_DELAY_SECS.secs()?,
             uploads: UploadsConfig::from_env()?,
         };

@@ -9,7 +9,10 @@ use axum::{
     },
     http::{StatusCode, header, request::Parts},
 };
-use quill_platform::authn::{AuthnError, Caller};
+use quill_platform::{
+    account_cache,
+    authn::{AuthnError, Caller},
+};
 use serde::de::DeserializeOwned;
 
 use crate::{challenge::IgnoredCredentials, error::ApiError, state::AppState};
@@ -145,11 +148,54 @@ fn token_from(parts: &Parts) -> Result<Option<String>, Refused> {
 async fn authenticate(token: String, state: &AppState) -> Result<AuthUser, Refused> {
     match state.authn.authenticate(&token).await {
         Ok(caller) => Ok(AuthUser { token, caller }),
-        Err(AuthnError::Expired) => Err(Refused::Credentials("has expired")),
-        Err(AuthnError::Ended) => Err(Refused::Credentials("session has ended")),
+        Err(e) => Err(refused(e)),
+    }
+}
+
+fn refused(error: AuthnError) -> Refused {
+    match error {
+        AuthnError::Expired => Refused::Credentials("has expired"),
+        AuthnError::Ended => Refused::Credentials("session has ended"),
         // Unknown session state: refuse rather than admit a revoked token.
-        Err(AuthnError::Unavailable) => Err(Refused::SessionStateUnknown),
-        Err(AuthnError::Invalid | AuthnError::Missing) => Err(Refused::Credentials("is invalid")),
+        AuthnError::Unavailable => Refused::SessionStateUnknown,
+        AuthnError::Invalid | AuthnError::Missing => Refused::Credentials("is invalid"),
+    }
+}
+
+/// [`AuthUser`], and what the cache of accounts holds for the caller, read
+/// in the session check's own round trip to Redis: `GET /api/user` then
+/// needs no round trip of its own, nor a call to auth.
+pub struct AuthUserAccount {
+    pub user: AuthUser,
+    /// The values of the caller's [`quill_platform::cache::Cache::keys_for`]
+    /// keys in `state.accounts`; `None` when Redis could not be read.
+    pub found: Option<Vec<Option<Vec<u8>>>>,
+}
+
+impl FromRequestParts<AppState> for AuthUserAccount {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = token_from(parts)
+            .map_err(Refused::into_error)?
+            .ok_or_else(ApiError::token_missing)?;
+        let (caller, found) = state
+            .authn
+            .authenticate_along(&token, |claims| {
+                state.accounts.keys_for(
+                    &account_cache::key(claims.sub),
+                    &[account_cache::version(claims.sub)],
+                )
+            })
+            .await;
+        let caller = caller.map_err(|e| refused(e).into_error())?;
+        Ok(Self {
+            user: AuthUser { token, caller },
+            found,
+        })
     }
 }
 

@@ -9,6 +9,7 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use quill_platform::{
+    account_cache,
     authn::ServiceAuth,
     balance,
     rate_limit::RateLimiter,
@@ -55,6 +56,11 @@ pub async fn run(
         default_avatar: config.uploads.default_avatar.as_deref().map(Arc::from),
         images,
         authn: identity.authn,
+        accounts: account_cache::cache(
+            identity.redis.clone(),
+            &config.authn.redis_prefix,
+            config.account_cache_ttl,
+        ),
         redis: identity.redis,
         upstreams,
         config,

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use quill_platform::{
-    authn::Authenticator, rate_limit::RateLimiter, service_identity::ServiceCredentials,
-    shutdown::CancellationToken,
+    authn::Authenticator, cache::Cache, rate_limit::RateLimiter,
+    service_identity::ServiceCredentials, shutdown::CancellationToken,
 };
 use quill_proto::{
     auth::v1::auth_service_server, content::v1::content_service_server,
@@ -40,6 +40,9 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     pub config: Config,
     pub authn: Authenticator,
+    /// Users' own accounts as auth answers them
+    /// ([`quill_platform::account_cache`]).
+    pub accounts: Cache,
     /// For readiness: requests cannot be authenticated without it.
     pub redis: ConnectionManager,
     pub upstreams: Upstreams,

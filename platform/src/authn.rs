@@ -41,7 +41,7 @@ use crate::{
     },
     sessions::{SessionError, SessionSource, SessionStatus, Sessions},
     settings,
-    token::{TokenError, TokenVerifier},
+    token::{Claims, TokenError, TokenVerifier},
 };
 
 /// A user acting through a live session, with the role they hold now.
@@ -133,6 +133,24 @@ impl Authenticator {
         self.authenticate_vouched(token, None).await
     }
 
+    /// [`Self::authenticate`], reading in the same round trip to Redis the
+    /// keys `along` names for the token's claims (a cache entry of the
+    /// caller's, say): their values come back beside the caller, `None`
+    /// when the token did not verify or Redis could not be read.
+    pub async fn authenticate_along(
+        &self,
+        token: &str,
+        along: impl FnOnce(&Claims) -> Vec<String>,
+    ) -> (Result<Caller, AuthnError>, Option<Vec<Option<Vec<u8>>>>) {
+        match self.claims(token).await {
+            Ok(claims) => {
+                let keys = along(&claims);
+                self.session_caller(&claims, &keys).await
+            }
+            Err(e) => (Err(e), None),
+        }
+    }
+
     /// [`Self::authenticate`], taking the gateway's word for the session
     /// when `vouch` (a [`VOUCHED_SESSION`] value the caller has proved comes
     /// from the gateway) names the token's own session and user. The token
@@ -142,14 +160,7 @@ impl Authenticator {
         token: &str,
         vouch: Option<&str>,
     ) -> Result<Caller, AuthnError> {
-        let claims = self
-            .tokens
-            .verify_fetching(token)
-            .await
-            .map_err(|e| match e {
-                TokenError::Expired => AuthnError::Expired,
-                _ => AuthnError::Invalid,
-            })?;
+        let claims = self.claims(token).await?;
         if let Some((session, user, role)) = vouch.and_then(vouched)
             && session == claims.sid
             && user == claims.sub
@@ -161,24 +172,45 @@ impl Authenticator {
                 expires_at: claims.exp,
             });
         }
-        let remaining = (claims.exp + LEEWAY_SECS - unix_now()).max(1) as u64;
-        let status = self
-            .sessions
-            .status(claims.sid, Duration::from_secs(remaining))
+        self.session_caller(&claims, &[]).await.0
+    }
+
+    async fn claims(&self, token: &str) -> Result<Claims, AuthnError> {
+        self.tokens
+            .verify_fetching(token)
             .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "refusing a call: session state unknown");
-                AuthnError::Unavailable
-            })?;
-        match status {
-            SessionStatus::Live { user, role } if user == claims.sub => Ok(Caller {
+            .map_err(|e| match e {
+                TokenError::Expired => AuthnError::Expired,
+                _ => AuthnError::Invalid,
+            })
+    }
+
+    /// The caller, if the session of verified `claims` is live now; the
+    /// values of the keys `along`, read in the same round trip.
+    async fn session_caller(
+        &self,
+        claims: &Claims,
+        along: &[String],
+    ) -> (Result<Caller, AuthnError>, Option<Vec<Option<Vec<u8>>>>) {
+        let remaining = (claims.exp + LEEWAY_SECS - unix_now()).max(1) as u64;
+        let (status, along) = self
+            .sessions
+            .status_along(claims.sid, Duration::from_secs(remaining), along)
+            .await;
+        let caller = match status {
+            Ok(SessionStatus::Live { user, role }) if user == claims.sub => Ok(Caller {
                 user,
                 session: claims.sid,
                 role,
                 expires_at: claims.exp,
             }),
-            _ => Err(AuthnError::Ended),
-        }
+            Ok(_) => Err(AuthnError::Ended),
+            Err(e) => {
+                tracing::warn!(error = %e, "refusing a call: session state unknown");
+                Err(AuthnError::Unavailable)
+            }
+        };
+        (caller, along)
     }
 
     /// The service a service token proves.

@@ -114,6 +114,26 @@ struct Lookup<T> {
     versions: Vec<Option<i64>>,
 }
 
+impl<T: DeserializeOwned> Lookup<T> {
+    /// From the values of an entry's key and then its versions' keys.
+    fn from_found(mut found: Vec<Option<Vec<u8>>>) -> Self {
+        let stored = if found.is_empty() {
+            None
+        } else {
+            found.remove(0)
+        };
+        let versions: Vec<Option<i64>> = found
+            .iter()
+            .map(|v| v.as_deref().and_then(parse_version))
+            .collect();
+        let hit = match (&stored, versions.iter().all(Option::is_some)) {
+            (Some(bytes), true) => decode(bytes, &versions),
+            _ => None,
+        };
+        Self { hit, versions }
+    }
+}
+
 impl Cache {
     /// Entries live at most `ttl`; a zero `ttl` turns the cache off: every
     /// read is a load and nothing is stored or bumped.
@@ -173,12 +193,87 @@ impl Cache {
         let lookup = match self.lookup::<T>(&entry, depends_on).await {
             Ok(lookup) => lookup,
             Err(e) => {
-                count(name, "error");
-                self.pause();
-                tracing::warn!(cache = name, error = %e, "cache unreachable; reading the source for a while");
+                self.unreachable(name, &e);
                 return load().await;
             }
         };
+        self.resolve(name, entry, depends_on, lookup, load).await
+    }
+
+    /// The keys [`Self::get_or_load_found`] needs read for `key`: a caller
+    /// that makes a round trip to Redis anyway reads them along with its
+    /// own, and a hit then costs no round trip of its own. Empty when the
+    /// cache is off.
+    pub fn keys_for(&self, key: &str, depends_on: &[Version]) -> Vec<String> {
+        if self.off() {
+            return Vec::new();
+        }
+        self.lookup_keys(&self.entry_key(key), depends_on)
+    }
+
+    /// An entry's key, then its versions' keys.
+    fn lookup_keys(&self, entry: &str, depends_on: &[Version]) -> Vec<String> {
+        let mut keys = Vec::with_capacity(depends_on.len() + 1);
+        keys.push(entry.to_owned());
+        keys.extend(depends_on.iter().map(|v| self.version_key(v)));
+        keys
+    }
+
+    /// [`Self::get_or_load`], with Redis already read: `found` holds the
+    /// values of [`Self::keys_for`]'s keys in their order, or `None` when
+    /// the read that was to fetch them failed.
+    pub async fn get_or_load_found<T, E, F, Fut>(
+        &self,
+        name: &'static str,
+        key: &str,
+        depends_on: &[Version],
+        found: Option<Vec<Option<Vec<u8>>>>,
+        load: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        if self.off() {
+            return load().await;
+        }
+        if self.paused() {
+            count(name, "error");
+            return load().await;
+        }
+        let Some(found) = found.filter(|values| values.len() == depends_on.len() + 1) else {
+            self.unreachable(name, &"the read it came along with failed");
+            return load().await;
+        };
+        let lookup = Lookup::from_found(found);
+        self.resolve(name, self.entry_key(key), depends_on, lookup, load)
+            .await
+    }
+
+    /// Redis failed a read: reads skip the cache for a while, and this one
+    /// is answered from the source.
+    fn unreachable(&self, name: &'static str, error: &dyn std::fmt::Display) {
+        count(name, "error");
+        self.pause();
+        tracing::warn!(cache = name, error = %error, "cache unreachable; reading the source for a while");
+    }
+
+    /// What a lookup found, answered: a hit as it is, a miss loaded once
+    /// per process however many ask for it at once.
+    async fn resolve<T, E, F, Fut>(
+        &self,
+        name: &'static str,
+        entry: String,
+        depends_on: &[Version],
+        lookup: Lookup<T>,
+        load: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         if let Some(value) = lookup.hit {
             count(name, "hit");
             return Ok(value);
@@ -363,22 +458,10 @@ impl Cache {
         entry: &str,
         depends_on: &[Version],
     ) -> Result<Lookup<T>, Unavailable> {
-        let mut keys = Vec::with_capacity(depends_on.len() + 1);
-        keys.push(entry.to_owned());
-        keys.extend(depends_on.iter().map(|v| self.version_key(v)));
+        let keys = self.lookup_keys(entry, depends_on);
         let mut redis = self.inner.redis.clone();
-        let mut found: Vec<Option<Vec<u8>>> =
-            bounded(redis::cmd("MGET").arg(&keys).query_async(&mut redis)).await?;
-        let stored = found.remove(0);
-        let versions: Vec<Option<i64>> = found
-            .iter()
-            .map(|v| v.as_deref().and_then(parse_version))
-            .collect();
-        let hit = match (&stored, versions.iter().all(Option::is_some)) {
-            (Some(bytes), true) => decode(bytes, &versions),
-            _ => None,
-        };
-        Ok(Lookup { hit, versions })
+        let found = bounded(redis::cmd("MGET").arg(&keys).query_async(&mut redis)).await?;
+        Ok(Lookup::from_found(found))
     }
 
     /// The versions a load is stored under; unset ones are started first,

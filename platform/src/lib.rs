@@ -5,6 +5,7 @@
 //! caching in Redis; tracing
 //! (OpenTelemetry, W3C propagation) and Prometheus metrics.
 
+pub mod account_cache;
 pub mod allocator;
 pub mod authn;
 pub mod authz;

@@ -88,23 +88,65 @@ impl Sessions {
         session: Uuid,
         ended_ttl: Duration,
     ) -> Result<SessionStatus, SessionError> {
+        self.status_along(session, ended_ttl, &[]).await.0
+    }
+
+    /// [`Self::status`], reading the keys `along` in the same round trip:
+    /// their values, in order, come back beside the status (`None` when
+    /// Redis could not be read).
+    pub async fn status_along(
+        &self,
+        session: Uuid,
+        ended_ttl: Duration,
+        along: &[String],
+    ) -> (
+        Result<SessionStatus, SessionError>,
+        Option<Vec<Option<Vec<u8>>>>,
+    ) {
         let mut conn = self.redis.clone();
-        let cached: redis::RedisResult<Option<String>> = redis::cmd("GET")
+        let read: redis::RedisResult<Vec<Option<Vec<u8>>>> = redis::cmd("MGET")
             .arg(self.key(session))
+            .arg(along)
             .query_async(&mut conn)
             .await;
-        match cached {
-            Ok(Some(value)) => {
-                if let Some(status) = decode(&value) {
-                    return Ok(status);
-                }
-                tracing::warn!(%session, "unreadable session cache entry; asking the source");
+        let (cached, along) = match read {
+            Ok(mut values) if values.len() == along.len() + 1 => {
+                let cached = values.remove(0);
+                (cached, Some(values))
             }
-            Ok(None) => {}
+            Ok(_) => {
+                tracing::warn!(
+                    "session cache answered the wrong number of values; asking the source"
+                );
+                (None, None)
+            }
             // The cache is only a cache: answer from the source, which fails
             // closed by itself if it cannot answer either.
-            Err(e) => tracing::warn!(error = %e, "session cache unavailable; asking the source"),
+            Err(e) => {
+                tracing::warn!(error = %e, "session cache unavailable; asking the source");
+                (None, None)
+            }
+        };
+        if let Some(value) = cached {
+            if let Some(status) = std::str::from_utf8(&value).ok().and_then(decode) {
+                return (Ok(status), along);
+            }
+            tracing::warn!(%session, "unreadable session cache entry; asking the source");
         }
+        (
+            self.status_from_source(session, ended_ttl, conn).await,
+            along,
+        )
+    }
+
+    /// Asks the source, and caches its answer unless an entry appeared
+    /// meanwhile.
+    async fn status_from_source(
+        &self,
+        session: Uuid,
+        ended_ttl: Duration,
+        mut conn: ConnectionManager,
+    ) -> Result<SessionStatus, SessionError> {
         let status = self.source.status(session).await?;
         let ttl = match status {
             SessionStatus::Live { .. } => self.live_ttl,
@@ -257,6 +299,51 @@ mod tests {
         let _: redis::RedisResult<()> = redis::cmd("DEL")
             .arg(sessions.key(ended))
             .arg(sessions.key(live))
+            .query_async(&mut conn)
+            .await;
+    }
+
+    /// Against the real Redis, under a prefix of its own.
+    #[tokio::test]
+    async fn keys_read_along_a_check_come_back_beside_its_answer() {
+        let url =
+            std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let redis = connect(&url).await.expect("redis");
+        let prefix = format!("test:{}:", Uuid::new_v4().simple());
+        let sessions = Sessions::new(redis.clone(), prefix.clone(), Arc::new(AlwaysLive));
+        let session = Uuid::now_v7();
+        let (set, unset) = (format!("{prefix}set"), format!("{prefix}unset"));
+        let mut conn = redis.clone();
+        let _: () = redis::cmd("SET")
+            .arg(&set)
+            .arg("value")
+            .query_async(&mut conn)
+            .await
+            .expect("set");
+        let along = [set.clone(), unset.clone()];
+        let expected = Some(vec![Some(b"value".to_vec()), None]);
+        let ttl = Duration::from_secs(60);
+
+        // A miss, answered by the source, then the entry it filled.
+        for _ in 0..2 {
+            let (status, found) = sessions.status_along(session, ttl, &along).await;
+            assert_eq!(
+                status.unwrap(),
+                SessionStatus::Live {
+                    user: Uuid::nil(),
+                    role: Role::Admin
+                }
+            );
+            assert_eq!(found, expected);
+        }
+        sessions.end(&[session], ttl).await.expect("end");
+        let (status, found) = sessions.status_along(session, ttl, &along).await;
+        assert_eq!(status.unwrap(), SessionStatus::Ended);
+        assert_eq!(found, expected);
+
+        let _: redis::RedisResult<()> = redis::cmd("DEL")
+            .arg(sessions.key(session))
+            .arg(&set)
             .query_async(&mut conn)
             .await;
     }

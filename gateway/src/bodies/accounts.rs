@@ -2,7 +2,7 @@
 //! administration view of users.
 
 use quill_proto::auth::v1 as pb;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::timestamp;
 use crate::error::ApiError;
@@ -43,14 +43,37 @@ pub struct UserBody {
     user: User,
 }
 
+/// What `GET /api/user` shows of auth's user, as the gateway caches it
+/// ([`quill_platform::account_cache`]).
+#[derive(Serialize, Deserialize)]
+pub struct Account {
+    bio: Option<String>,
+    email: String,
+    image: Option<String>,
+    role: i32,
+    username: String,
+}
+
+impl From<pb::User> for Account {
+    fn from(user: pb::User) -> Self {
+        Self {
+            bio: user.bio,
+            email: user.email,
+            image: user.image,
+            role: user.role,
+            username: user.username,
+        }
+    }
+}
+
 impl UserBody {
     /// The caller, who presented `token` (no new tokens are issued).
-    pub fn current(user: pb::User, token: String) -> Self {
-        Self::new(user, token, None)
+    pub fn current(user: impl Into<Account>, token: String) -> Self {
+        Self::new(user.into(), token, None)
     }
 
     /// `issued`: the access and refresh tokens of a new credential set.
-    fn new(user: pb::User, token: String, issued: Option<(String, String)>) -> Self {
+    fn new(user: Account, token: String, issued: Option<(String, String)>) -> Self {
         let (access_token, refresh_token) = issued.unzip();
         Self {
             user: User {
@@ -79,7 +102,7 @@ impl TryFrom<pb::AuthResponse> for UserBody {
             return Err(incomplete());
         }
         Ok(Self::new(
-            user,
+            user.into(),
             tokens.session_token,
             Some((tokens.access_token, tokens.refresh_token)),
         ))

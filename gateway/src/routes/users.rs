@@ -3,20 +3,22 @@
 
 use axum::{
     Json,
-    extract::Path,
+    extract::{Path, State},
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
 };
+use quill_platform::account_cache;
 use quill_proto::auth::v1 as pb;
 use serde::Deserialize;
 
 use crate::{
     avatar,
-    bodies::accounts::{RevokedSessionsBody, SessionsBody, UserBody},
+    bodies::accounts::{Account, RevokedSessionsBody, SessionsBody, UserBody},
     calls::Calls,
     error::ApiError,
-    extract::{ApiJson, AuthUser, ClientIp, user_agent},
+    extract::{ApiJson, AuthUser, AuthUserAccount, ClientIp, user_agent},
     route_table::{RouteTable, delete, get, post},
+    state::AppState,
 };
 
 pub fn routes() -> RouteTable {
@@ -153,13 +155,33 @@ async fn refresh(
     Ok(Json(UserBody::try_from(response)?))
 }
 
-async fn current_user(calls: Calls, user: AuthUser) -> Result<impl IntoResponse, ApiError> {
-    let current = calls
-        .auth(Some(&user))
-        .get_current_user(pb::GetCurrentUserRequest {})
-        .await?
-        .into_inner();
-    Ok(Json(UserBody::current(current, user.token)))
+/// Every signed-in page load asks this: answered from the cache of
+/// accounts, which the session check has read already, and from auth only
+/// on a miss.
+async fn current_user(
+    calls: Calls,
+    State(state): State<AppState>,
+    AuthUserAccount { user, found }: AuthUserAccount,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = user.caller.user;
+    let account: Account = state
+        .accounts
+        .get_or_load_found(
+            "account",
+            &account_cache::key(id),
+            &[account_cache::version(id)],
+            found,
+            || async {
+                let current = calls
+                    .auth(Some(&user))
+                    .get_current_user(pb::GetCurrentUserRequest {})
+                    .await?
+                    .into_inner();
+                Ok::<_, ApiError>(Account::from(current))
+            },
+        )
+        .await?;
+    Ok(Json(UserBody::current(account, user.token)))
 }
 
 async fn update_user(

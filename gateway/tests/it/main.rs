@@ -4,6 +4,7 @@
 //! test in its own process, so process-wide state (telemetry, metrics)
 //! stays per test.
 
+mod account_cache;
 mod accounts_api;
 mod browser;
 mod caching;

@@ -252,3 +252,68 @@ async fn a_batch_loads_only_its_misses_and_shares_entries_with_single_reads() {
         "1 loaded"
     );
 }
+
+/// Reads `key` through `cache` with its keys fetched by a round trip of the
+/// caller's own (as the gateway's session check fetches them), counting
+/// loads.
+async fn read_along(
+    cache: &Cache,
+    redis: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    deps: &[Version],
+    loads: &AtomicUsize,
+    value: &str,
+) -> String {
+    let keys = cache.keys_for(key, deps);
+    let found: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+        .arg("some-key-of-the-callers")
+        .arg(&keys)
+        .query_async::<Vec<Option<Vec<u8>>>>(redis)
+        .await
+        .unwrap()
+        .split_off(1);
+    cache
+        .get_or_load_found("test", key, deps, Some(found), || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::convert::Infallible>(value.to_owned())
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_read_along_another_is_served_and_made_stale_like_its_own() {
+    let redis = TestRedis::new();
+    let cache = cache_at(&redis.url, &redis.prefix).await;
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut direct = client.get_multiplexed_async_connection().await.unwrap();
+    let deps = [Version::new("user:a")];
+    let loads = AtomicUsize::new(0);
+
+    let first = read_along(&cache, &mut direct, "a", &deps, &loads, "first").await;
+    assert_eq!(first, "first");
+    let again = read_along(&cache, &mut direct, "a", &deps, &loads, "second").await;
+    assert_eq!(again, "first", "a hit, stored by the miss before it");
+    assert_eq!(
+        read(&cache, "a", &deps, &loads, "third").await,
+        "first",
+        "the entry a read of its own finds"
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+
+    cache.invalidate(&deps).await;
+    let fresh = read_along(&cache, &mut direct, "a", &deps, &loads, "fourth").await;
+    assert_eq!(fresh, "fourth");
+
+    // The caller's round trip failed: the source answers, as for a read
+    // of the cache's own that fails.
+    let answered = cache
+        .get_or_load_found("test", "a", &deps, None, || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::convert::Infallible>("source".to_owned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(answered, "source");
+    assert_eq!(loads.load(Ordering::SeqCst), 3);
+}

@@ -5,8 +5,10 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use quill_platform::{
+    account_cache,
     authn::Caller,
     authz::{Permission, Role},
+    cache::Cache,
     config::Secret,
     sessions::{SessionError, SessionSource, SessionStatus, Sessions},
 };
@@ -62,6 +64,7 @@ pub struct Accounts {
     hasher: PasswordHasherPool,
     issuer: Arc<AccessTokenIssuer>,
     sessions: Sessions,
+    cached_accounts: Cache,
     guard: LoginGuard,
     refresh_ttl: Duration,
     reauth_window: Duration,
@@ -72,6 +75,9 @@ pub struct AccountsParts {
     pub hasher: PasswordHasherPool,
     pub issuer: Arc<AccessTokenIssuer>,
     pub sessions: Sessions,
+    /// The gateway's cache of users' own accounts ([`account_cache`]),
+    /// which every change to a user's row makes stale.
+    pub cached_accounts: Cache,
     pub guard: LoginGuard,
     pub refresh_ttl: Duration,
     pub reauth_window: Duration,
@@ -84,6 +90,7 @@ impl Accounts {
             hasher: parts.hasher,
             issuer: parts.issuer,
             sessions: parts.sessions,
+            cached_accounts: parts.cached_accounts,
             guard: parts.guard,
             refresh_ttl: parts.refresh_ttl,
             reauth_window: parts.reauth_window,
@@ -275,7 +282,17 @@ impl Accounts {
             self.revoke_in_cache(&others).await?;
         }
         quill_events::outbox::commit(tx).await?;
+        self.changed(user.id).await;
         Ok(updated)
+    }
+
+    /// After a change to `user`'s row commits, and before it is answered:
+    /// the gateway's cached copy of the account is stale from now on, so
+    /// the client's next read shows the change.
+    async fn changed(&self, user: Uuid) {
+        self.cached_accounts
+            .invalidate(&[account_cache::version(user)])
+            .await;
     }
 
     /// A stolen access token alone must not take the account over: changing
@@ -398,6 +415,7 @@ impl Accounts {
             // updated pick it up when their entries expire (a minute).
             tracing::warn!(error = %e, user_id = %user.id, "could not update cached roles");
         }
+        self.changed(user.id).await;
         Ok(user)
     }
 
@@ -422,6 +440,7 @@ impl Accounts {
             self.revoke_in_cache(&revoked).await?;
         }
         quill_events::outbox::commit(tx).await?;
+        self.changed(user.id).await;
         Ok(user)
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use quill_events::{OutboxRelay, Retention, catalog};
 use quill_platform::{
+    account_cache,
     authn::Authenticator,
     rate_limit::RateLimiter,
     service_identity::{ServiceSecret, ServiceVerifier},
@@ -95,6 +96,10 @@ impl Service for Auth {
                 hasher: PasswordHasherPool::new(config.max_concurrent_hashes)?,
                 issuer: Arc::new(issuer),
                 sessions,
+                cached_accounts: account_cache::invalidator(
+                    redis.clone(),
+                    &config.authn.redis_prefix,
+                ),
                 guard: LoginGuard::new(
                     RateLimiter::new(redis, config.authn.redis_prefix.clone()),
                     config.limits.clone(),
