@@ -476,10 +476,14 @@ impl Content {
         validation::finish(violations)?;
         let page = page_request(limit, offset, after);
         let key = format!(
-            "feed:{}:{}:{}:{:?}",
+            "feed-page:{}:{}:{}:{:?}",
             caller.user, page.limit, page.offset, page.after
         );
-        let (total, slugs) = self
+        let repo::FeedPage {
+            total,
+            slugs,
+            favorited,
+        } = self
             .cache
             .get_or_load(
                 "feed",
@@ -490,12 +494,19 @@ impl Content {
                     versions::follows(caller.user),
                 ],
                 || async {
-                    Ok::<_, ContentError>(repo::feed_slugs(&self.pool, caller.user, page).await?)
+                    Ok::<_, ContentError>(repo::feed_page(&self.pool, caller.user, page).await?)
                 },
             )
             .await?;
         let mut rows = self.articles_by_slug(&slugs).await?;
-        self.mark_for(Some(caller.user), &mut rows).await?;
+        // What the reader sees of them came with the page, whose entry
+        // goes stale as soon as any article is favorited or unfavorited
+        // (`articles`) or the reader follows or unfollows anyone; and a
+        // feed holds only articles by authors the reader follows.
+        for row in &mut rows {
+            row.favorited = favorited.contains(&row.slug);
+            row.following = true;
+        }
         Ok(self
             .page(ArticlePage { rows, total }, page.limit, true)
             .await?

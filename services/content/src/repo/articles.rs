@@ -104,20 +104,24 @@ pub const LIST_PAGE_SQL: &str = concat!(
 /// How many articles match the list filters $1-$4.
 pub const LIST_COUNT_SQL: &str = concat!("SELECT count(*) FROM articles a ", list_filters!());
 
-/// Which articles a page of `$1`'s feed holds, and how many the feed has:
-/// the slugs (keyset position $2/$3, limit $4, offset $5) and the count in
+/// Which articles a page of `$1`'s feed holds, which of them `$1` has
+/// favorited, and how many the feed has: the slugs (keyset position $2/$3,
+/// limit $4, offset $5), the favorited ones among them and the count in
 /// one round trip. The articles themselves come from the cache.
-pub const FEED_SLUGS_SQL: &str = concat!(
-    "SELECT (",
-    "SELECT count(*) FROM articles a WHERE a.author_id = ANY (ARRAY( \
-     SELECT fo.followee_id FROM follows fo WHERE fo.follower_id = $1)) AND ",
-    visible!(),
-    "), ARRAY(SELECT a.slug FROM articles a WHERE a.author_id = ANY (ARRAY( \
-       SELECT fo.followee_id FROM follows fo WHERE fo.follower_id = $1)) \
-       AND ",
+pub const FEED_PAGE_SQL: &str = concat!(
+    "WITH page AS MATERIALIZED (SELECT a.id, a.slug, a.created_at FROM articles a \
+       WHERE a.author_id = ANY (ARRAY( \
+       SELECT fo.followee_id FROM follows fo WHERE fo.follower_id = $1)) AND ",
     visible!(),
     "AND ($2::timestamptz IS NULL OR (a.created_at, a.id) < ($2, $3::uuid)) \
-     ORDER BY a.created_at DESC, a.id DESC LIMIT $4 OFFSET $5)"
+     ORDER BY a.created_at DESC, a.id DESC LIMIT $4 OFFSET $5) \
+     SELECT (SELECT count(*) FROM articles a WHERE a.author_id = ANY (ARRAY( \
+     SELECT fo.followee_id FROM follows fo WHERE fo.follower_id = $1)) AND ",
+    visible!(),
+    ") AS total, \
+     ARRAY(SELECT p.slug FROM page p ORDER BY p.created_at DESC, p.id DESC) AS slugs, \
+     ARRAY(SELECT p.slug FROM page p JOIN favorites f \
+           ON f.article_id = p.id AND f.user_id = $1) AS favorited"
 );
 
 /// Of `articles` (ids) and `authors` (ids), those `viewer` favorited and
@@ -195,12 +199,24 @@ pub async fn list(
 }
 
 /// The feed of `follower` as slugs (up to `limit + 1`) and its size.
-pub async fn feed_slugs(
+/// A page of a reader's feed, as [`FEED_PAGE_SQL`] reads it.
+#[derive(Debug, Clone, FromRow, Serialize, Deserialize)]
+pub struct FeedPage {
+    /// How many articles the whole feed has.
+    pub total: i64,
+    /// The page's articles, newest first (one more than the page's limit
+    /// when there is a next page).
+    pub slugs: Vec<String>,
+    /// Those of them the reader has favorited.
+    pub favorited: Vec<String>,
+}
+
+pub async fn feed_page(
     db: impl PgExecutor<'_>,
     follower: Uuid,
     page: PageRequest,
-) -> Result<(i64, Vec<String>), sqlx::Error> {
-    sqlx::query_as(FEED_SLUGS_SQL)
+) -> Result<FeedPage, sqlx::Error> {
+    sqlx::query_as(FEED_PAGE_SQL)
         .bind(follower)
         .bind(page.after.map(|(at, _)| at))
         .bind(page.after.map(|(_, id)| id))

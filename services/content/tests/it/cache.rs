@@ -419,6 +419,25 @@ async fn the_feed_shows_cached_articles_as_they_are_now() {
         ("Edited.", true, 1)
     );
     assert!(one.author.as_ref().unwrap().following);
+    // What the reader sees of a page goes stale with their own marks.
+    world
+        .client()
+        .unfavorite_article(as_user(
+            &bob,
+            pb::UnfavoriteArticleRequest {
+                slug: first.slug.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    let unmarked = feed().await;
+    assert_eq!(
+        (
+            unmarked.articles[1].favorited,
+            unmarked.articles[1].favorites_count
+        ),
+        (false, 0)
+    );
     world
         .client()
         .delete_article(as_user(

@@ -414,11 +414,13 @@ async fn a_list_is_one_page_statement_and_one_count() {
     assert_eq!(keyset.unwrap().rows.len(), 3);
     assert!(statements <= 2, "{statements} statements");
 
-    // The feed's page and count: one statement; its articles come from
-    // the cache.
-    let (feed, statements) = count_statements(articles::feed_slugs(&pool, viewer, page)).await;
-    let (total, slugs) = feed.unwrap();
-    assert_eq!((total, slugs.len()), (5, 5));
+    // The feed's page, what the reader favorited of it and its count: one
+    // statement; its articles come from the cache.
+    let (feed, statements) = count_statements(articles::feed_page(&pool, viewer, page)).await;
+    let feed = feed.unwrap();
+    assert_eq!((feed.total, feed.slugs.len()), (5, 5));
+    assert_eq!(feed.favorited.len(), 5);
+    assert!(feed.favorited.iter().all(|slug| feed.slugs.contains(slug)));
     assert_eq!(statements, 1);
 }
 
@@ -621,7 +623,7 @@ async fn every_filter_the_feed_and_search_use_an_index() {
     // generic: one per connection, whatever the parameters.
     let feed = generic_plan(
         &pool,
-        articles::FEED_SLUGS_SQL,
+        articles::FEED_PAGE_SQL,
         &format!("'{viewer}', NULL, NULL, 21, 0"),
     )
     .await;
