@@ -68,9 +68,7 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = token_from(parts)
-            .map_err(Refused::into_error)?
-            .ok_or_else(ApiError::token_missing)?;
+        let token = required_token(parts)?;
         authenticate(token, state)
             .await
             .map_err(Refused::into_error)
@@ -122,6 +120,13 @@ impl Refused {
             Self::SessionStateUnknown => ApiError::unavailable("session store"),
         }
     }
+}
+
+/// The request's token, which it must carry.
+fn required_token(parts: &Parts) -> Result<String, ApiError> {
+    token_from(parts)
+        .map_err(Refused::into_error)?
+        .ok_or_else(ApiError::token_missing)
 }
 
 /// Accepts RealWorld's `Token <jwt>` and the standard `Bearer <jwt>`.
@@ -179,9 +184,7 @@ impl FromRequestParts<AppState> for AuthUserAccount {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = token_from(parts)
-            .map_err(Refused::into_error)?
-            .ok_or_else(ApiError::token_missing)?;
+        let token = required_token(parts)?;
         let (caller, found) = state
             .authn
             .authenticate_along(&token, |claims| {

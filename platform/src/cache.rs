@@ -167,6 +167,19 @@ impl Cache {
         self.inner.ttl.is_zero()
     }
 
+    /// Whether a read of cache `name` goes straight to the source: the
+    /// cache is off, or paused after a failure (counted as an error).
+    fn skipped(&self, name: &'static str) -> bool {
+        if self.off() {
+            return true;
+        }
+        if self.paused() {
+            count(name, "error");
+            return true;
+        }
+        false
+    }
+
     /// The entry `key` of cache `name` (a metric label), or what `load`
     /// returns, stored for the next reader unless it is an error. `load`
     /// must read only what the `depends_on` versions cover.
@@ -182,11 +195,7 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        if self.off() {
-            return load().await;
-        }
-        if self.paused() {
-            count(name, "error");
+        if self.skipped(name) {
             return load().await;
         }
         let entry = self.entry_key(key);
@@ -235,11 +244,7 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        if self.off() {
-            return load().await;
-        }
-        if self.paused() {
-            count(name, "error");
+        if self.skipped(name) {
             return load().await;
         }
         let Some(found) = found.filter(|values| values.len() == depends_on.len() + 1) else {
