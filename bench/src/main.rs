@@ -386,9 +386,10 @@ struct HopCost {
 }
 
 /// `requests` sequential `GET /user` after one that fills the session
-/// cache and the gateway's cache of accounts. Nothing else talks to Redis meanwhile (the bench's system is
-/// idle), so the server's command count is theirs, less the first `INFO`
-/// (a command is counted once it has run, so the second is not).
+/// cache and the gateway's cache of accounts. Nothing else talks to Redis
+/// meanwhile (the bench's system is idle), so the server's command count
+/// is theirs, less the first `INFO` (a command is counted once it has run,
+/// so the second is not).
 async fn per_hop_cost(requests: usize) -> anyhow::Result<HopCost> {
     let system = System::start().await?;
     let token = system.register("hops").await?;

@@ -188,10 +188,8 @@ impl FromRequestParts<AppState> for AuthUserAccount {
         let (caller, found) = state
             .authn
             .authenticate_along(&token, |claims| {
-                state.accounts.keys_for(
-                    &account_cache::key(claims.sub),
-                    &[account_cache::version(claims.sub)],
-                )
+                let (key, depends_on) = account_cache::entry(claims.sub);
+                state.accounts.keys_for(&key, &depends_on)
             })
             .await;
         let caller = caller.map_err(|e| refused(e).into_error())?;

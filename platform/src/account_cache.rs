@@ -29,12 +29,13 @@ pub fn invalidator(redis: ConnectionManager, prefix: &str) -> Cache {
     cache(redis, prefix, Duration::from_secs(1))
 }
 
-/// The entry of `user`'s account.
-pub fn key(user: Uuid) -> String {
-    user.to_string()
+/// The entry of `user`'s account, and the versions it depends on: the
+/// reader of the keys and the reader of the entry must name the same.
+pub fn entry(user: Uuid) -> (String, [Version; 1]) {
+    (user.to_string(), [version(user)])
 }
 
-/// What every entry of `user` depends on: their row in auth.
+/// What `user`'s entry depends on: their row in auth.
 pub fn version(user: Uuid) -> Version {
     Version::new(format!("user:{user}"))
 }

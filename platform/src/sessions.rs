@@ -16,7 +16,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use uuid::Uuid;
 
 use crate::authz::Role;
@@ -54,6 +54,10 @@ pub struct Sessions {
     source: Arc<dyn SessionSource>,
     live_ttl: Duration,
 }
+
+/// How long a call waits on Redis before it asks the source instead: a
+/// Redis that is down or unreachable must cost a request little.
+pub const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// How long a cached "live" answer is trusted without asking the source
 /// again. Revocations and role changes overwrite entries at once; this only
@@ -104,11 +108,20 @@ impl Sessions {
         Option<Vec<Option<Vec<u8>>>>,
     ) {
         let mut conn = self.redis.clone();
-        let read: redis::RedisResult<Vec<Option<Vec<u8>>>> = redis::cmd("MGET")
-            .arg(self.key(session))
-            .arg(along)
-            .query_async(&mut conn)
-            .await;
+        let read = tokio::time::timeout(
+            REDIS_TIMEOUT,
+            redis::cmd("MGET")
+                .arg(self.key(session))
+                .arg(along)
+                .query_async::<Vec<Option<Vec<u8>>>>(&mut conn),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no answer in time",
+            )))
+        });
         let (cached, along) = match read {
             Ok(mut values) if values.len() == along.len() + 1 => {
                 let cached = values.remove(0);
@@ -241,8 +254,16 @@ pub async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
         .into_connection_info()?
         .set_tcp_settings(TcpSettings::default().set_nodelay(true));
     let client = redis::Client::open(info)?;
+    // A command that finds the connection lost waits for its reconnection:
+    // by default six retries over about six seconds, for every request
+    // while Redis is down. One retry, each attempt bounded, makes an outage
+    // cost each call a quick error, which every user of Redis here answers without it
+    // (the session source, the cache's source, an open rate limit).
+    let config = ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_connection_timeout(Some(REDIS_TIMEOUT));
     crate::retry::with_backoff("connecting to Redis", 10, || {
-        ConnectionManager::new(client.clone())
+        ConnectionManager::new_with_config(client.clone(), config.clone())
     })
     .await
 }

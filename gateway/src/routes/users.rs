@@ -163,23 +163,19 @@ async fn current_user(
     State(state): State<AppState>,
     AuthUserAccount { user, found }: AuthUserAccount,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id = user.caller.user;
+    // The caller's session is the token's, checked: the same user the
+    // keys read along it were named for.
+    let (key, depends_on) = account_cache::entry(user.caller.user);
     let account: Account = state
         .accounts
-        .get_or_load_found(
-            "account",
-            &account_cache::key(id),
-            &[account_cache::version(id)],
-            found,
-            || async {
-                let current = calls
-                    .auth(Some(&user))
-                    .get_current_user(pb::GetCurrentUserRequest {})
-                    .await?
-                    .into_inner();
-                Ok::<_, ApiError>(Account::from(current))
-            },
-        )
+        .get_or_load_found("account", &key, &depends_on, found, || async {
+            let current = calls
+                .auth(Some(&user))
+                .get_current_user(pb::GetCurrentUserRequest {})
+                .await?
+                .into_inner();
+            Ok::<_, ApiError>(Account::from(current))
+        })
         .await?;
     Ok(Json(UserBody::current(account, user.token)))
 }

@@ -2,6 +2,9 @@
 //! session check's round trip to Redis, asked of auth once per change, and
 //! never older than a change auth has answered, through any gateway.
 
+use std::net::SocketAddr;
+
+use quill_platform::testing::TcpProxy;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -111,4 +114,33 @@ async fn with_the_cache_off_every_read_asks_auth() {
         assert_eq!(body["user"]["username"], "jake");
     }
     assert_eq!(current_user_calls() - asked, 3.0);
+}
+
+/// The gateway's Redis gone: the session check and the account both come
+/// from auth, and a change auth answers meanwhile shows at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_the_account_comes_from_auth() {
+    let redis: SocketAddr = quill_platform::testing::redis_url()
+        .trim_start_matches("redis://")
+        .parse()
+        .expect("TEST_REDIS_URL is redis://ip:port");
+    let proxy = TcpProxy::start(redis).await;
+    let gw = TestGateway::start_with(|c| {
+        c.authn.redis_url = format!("redis://{}", proxy.addr()).into();
+    })
+    .await;
+    let jake = gw.register("jake").await;
+    let (status, _) = me(&gw.url(""), &gw, &jake.token).await;
+    assert_eq!(status, StatusCode::OK, "the entry is cached");
+
+    proxy.cut();
+    let asked = current_user_calls();
+    let saved = gw
+        .put_user(&jake.token, json!({"bio": "Redis is down"}))
+        .await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+    let (status, body) = me(&gw.url(""), &gw, &jake.token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user"]["bio"], "Redis is down");
+    assert_eq!(current_user_calls() - asked, 1.0);
 }

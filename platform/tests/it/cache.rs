@@ -305,6 +305,28 @@ async fn a_read_along_another_is_served_and_made_stale_like_its_own() {
     let fresh = read_along(&cache, &mut direct, "a", &deps, &loads, "fourth").await;
     assert_eq!(fresh, "fourth");
 
+    // A miss whose keys were read before a change committed and bumped,
+    // loaded after it (the gateway's session check, then auth): what that
+    // load stores is stale on arrival.
+    let keys = cache.keys_for("b", &deps);
+    let early: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    cache.invalidate(&deps).await;
+    let loaded = cache
+        .get_or_load_found("test", "b", &deps, Some(early), || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::convert::Infallible>("read before the change".to_owned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded, "read before the change", "the loader's own answer");
+    let after = read_along(&cache, &mut direct, "b", &deps, &loads, "after").await;
+    assert_eq!(after, "after", "never served once the change is answered");
+    assert_eq!(loads.load(Ordering::SeqCst), 4);
+
     // The caller's round trip failed: the source answers, as for a read
     // of the cache's own that fails.
     let answered = cache
@@ -315,5 +337,5 @@ async fn a_read_along_another_is_served_and_made_stale_like_its_own() {
         .await
         .unwrap();
     assert_eq!(answered, "source");
-    assert_eq!(loads.load(Ordering::SeqCst), 3);
+    assert_eq!(loads.load(Ordering::SeqCst), 5);
 }

@@ -281,14 +281,17 @@ impl Accounts {
                     .await?;
             self.revoke_in_cache(&others).await?;
         }
-        quill_events::outbox::commit(tx).await?;
+        let committed = quill_events::outbox::commit(tx).await;
         self.changed(user.id).await;
+        committed?;
         Ok(updated)
     }
 
     /// After a change to `user`'s row commits, and before it is answered:
     /// the gateway's cached copy of the account is stale from now on, so
-    /// the client's next read shows the change.
+    /// the client's next read shows the change. Called after a commit that
+    /// failed too, which may have reached the database: a bump too many
+    /// costs one miss.
     async fn changed(&self, user: Uuid) {
         self.cached_accounts
             .invalidate(&[account_cache::version(user)])
@@ -409,13 +412,14 @@ impl Accounts {
         if demotion {
             self.sessions.set_live(&live, user.id, role).await?;
         }
-        tx.commit().await?;
+        let committed = tx.commit().await;
+        self.changed(user.id).await;
+        committed?;
         if !demotion && let Err(e) = self.sessions.set_live(&live, user.id, role).await {
             // The role is granted; sessions whose cached state could not be
             // updated pick it up when their entries expire (a minute).
             tracing::warn!(error = %e, user_id = %user.id, "could not update cached roles");
         }
-        self.changed(user.id).await;
         Ok(user)
     }
 
@@ -439,8 +443,9 @@ impl Accounts {
             let revoked = sessions::revoke_all(&mut *tx, user.id, None, "banned").await?;
             self.revoke_in_cache(&revoked).await?;
         }
-        quill_events::outbox::commit(tx).await?;
+        let committed = quill_events::outbox::commit(tx).await;
         self.changed(user.id).await;
+        committed?;
         Ok(user)
     }
 

@@ -150,9 +150,11 @@ impl TestAuth {
             .await
             .expect("set role");
         pool.close().await;
-        // Behind the API's back: drop the cached session states, which still
-        // hold the old role, as the API's own role change overwrites them.
+        // Behind the API's back: drop the cached session states and
+        // accounts, which still hold the old role, as the API's own role
+        // change overwrites or invalidates them.
         self.redis.forget("session:").await;
+        self.redis.forget("accounts:").await;
     }
 
     /// Stops the server and waits for it to drain; its database stays until

@@ -198,7 +198,6 @@ pub async fn list(
     Ok(ArticlePage { rows, total })
 }
 
-/// The feed of `follower` as slugs (up to `limit + 1`) and its size.
 /// A page of a reader's feed, as [`FEED_PAGE_SQL`] reads it.
 #[derive(Debug, Clone, FromRow, Serialize, Deserialize)]
 pub struct FeedPage {
@@ -211,6 +210,8 @@ pub struct FeedPage {
     pub favorited: Vec<String>,
 }
 
+/// The page of `follower`'s feed `page` asks for (up to `limit + 1`
+/// slugs), what they favorited of it and the feed's size.
 pub async fn feed_page(
     db: impl PgExecutor<'_>,
     follower: Uuid,

@@ -390,6 +390,37 @@ async fn the_feed_shows_cached_articles_as_they_are_now() {
     assert_eq!(before.articles_count, 2);
     assert!(hits("article") >= 1, "the feed reuses the article's entry");
 
+    // Another reader's favorite counts, and is not the reader's own.
+    let dave = world.user("dave").await;
+    world
+        .client()
+        .favorite_article(as_user(
+            &dave,
+            pb::FavoriteArticleRequest {
+                slug: first.slug.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    let theirs = feed().await;
+    assert_eq!(
+        (
+            theirs.articles[1].favorited,
+            theirs.articles[1].favorites_count
+        ),
+        (false, 1)
+    );
+    world
+        .client()
+        .unfavorite_article(as_user(
+            &dave,
+            pb::UnfavoriteArticleRequest {
+                slug: first.slug.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    // The reader's own favorite shows in their next page.
     world
         .client()
         .favorite_article(as_user(
@@ -400,6 +431,14 @@ async fn the_feed_shows_cached_articles_as_they_are_now() {
         ))
         .await
         .unwrap();
+    let marked = feed().await;
+    assert_eq!(
+        (
+            marked.articles[1].favorited,
+            marked.articles[1].favorites_count
+        ),
+        (true, 1)
+    );
     world
         .client()
         .update_article(as_user(
