@@ -12,6 +12,7 @@ use axum::{
 use quill_platform::{
     account_cache,
     authn::{AuthnError, Caller},
+    cache::Found,
 };
 use serde::de::DeserializeOwned;
 
@@ -174,7 +175,7 @@ pub struct AuthUserAccount {
     pub user: AuthUser,
     /// The values of the caller's [`quill_platform::cache::Cache::keys_for`]
     /// keys in `state.accounts`; `None` when Redis could not be read.
-    pub found: Option<Vec<Option<Vec<u8>>>>,
+    pub found: Option<Found>,
 }
 
 impl FromRequestParts<AppState> for AuthUserAccount {

@@ -33,6 +33,7 @@ use uuid::Uuid;
 
 use crate::{
     authz::Role,
+    cache::Found,
     config::ConfigError,
     error_info::{self, reason},
     grpc::{AUTHORIZATION, ServiceChannel},
@@ -141,7 +142,7 @@ impl Authenticator {
         &self,
         token: &str,
         along: impl FnOnce(&Claims) -> Vec<String>,
-    ) -> (Result<Caller, AuthnError>, Option<Vec<Option<Vec<u8>>>>) {
+    ) -> (Result<Caller, AuthnError>, Option<Found>) {
         match self.claims(token).await {
             Ok(claims) => {
                 let keys = along(&claims);
@@ -191,7 +192,7 @@ impl Authenticator {
         &self,
         claims: &Claims,
         along: &[String],
-    ) -> (Result<Caller, AuthnError>, Option<Vec<Option<Vec<u8>>>>) {
+    ) -> (Result<Caller, AuthnError>, Option<Found>) {
         let remaining = (claims.exp + LEEWAY_SECS - unix_now()).max(1) as u64;
         let (status, along) = self
             .sessions

@@ -80,6 +80,10 @@ async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> Result
         .map_err(Unavailable::from)
 }
 
+/// What one `MGET` found: each key's value in the order asked, `None`
+/// where a key is unset.
+pub type Found = Vec<Option<Vec<u8>>>;
+
 /// A version entries depend on, named without the cache's prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Version(pub String);
@@ -116,7 +120,7 @@ struct Lookup<T> {
 
 impl<T: DeserializeOwned> Lookup<T> {
     /// From the values of an entry's key and then its versions' keys.
-    fn from_found(mut found: Vec<Option<Vec<u8>>>) -> Self {
+    fn from_found(mut found: Found) -> Self {
         let stored = if found.is_empty() {
             None
         } else {
@@ -236,7 +240,7 @@ impl Cache {
         name: &'static str,
         key: &str,
         depends_on: &[Version],
-        found: Option<Vec<Option<Vec<u8>>>>,
+        found: Option<Found>,
         load: F,
     ) -> Result<T, E>
     where
@@ -344,7 +348,7 @@ impl Cache {
         let mut keys: Vec<String> = entries.iter().map(|(key, _)| self.entry_key(key)).collect();
         keys.extend(versions.iter().map(|v| self.version_key(v)));
         let mut redis = self.inner.redis.clone();
-        let found: Result<Vec<Option<Vec<u8>>>, _> =
+        let found: Result<Found, _> =
             bounded(redis::cmd("MGET").arg(&keys).query_async(&mut redis)).await;
         let Ok(mut found) = found else {
             count_n(name, "error", entries.len());
@@ -495,7 +499,7 @@ impl Cache {
                     .arg(&key);
             }
             let mut redis = self.inner.redis.clone();
-            let started: Vec<Option<Vec<u8>>> = bounded(pipe.query_async(&mut redis)).await.ok()?;
+            let started: Found = bounded(pipe.query_async(&mut redis)).await.ok()?;
             for (&i, value) in unset.iter().zip(started) {
                 versions[i] = value.as_deref().and_then(parse_version);
             }

@@ -19,7 +19,7 @@ use std::{sync::Arc, time::Duration};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use uuid::Uuid;
 
-use crate::authz::Role;
+use crate::{authz::Role, cache::Found};
 
 /// What the truth says about a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,17 +103,14 @@ impl Sessions {
         session: Uuid,
         ended_ttl: Duration,
         along: &[String],
-    ) -> (
-        Result<SessionStatus, SessionError>,
-        Option<Vec<Option<Vec<u8>>>>,
-    ) {
+    ) -> (Result<SessionStatus, SessionError>, Option<Found>) {
         let mut conn = self.redis.clone();
         let read = tokio::time::timeout(
             REDIS_TIMEOUT,
             redis::cmd("MGET")
                 .arg(self.key(session))
                 .arg(along)
-                .query_async::<Vec<Option<Vec<u8>>>>(&mut conn),
+                .query_async::<Found>(&mut conn),
         )
         .await
         .unwrap_or_else(|_| {
