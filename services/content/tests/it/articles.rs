@@ -695,3 +695,37 @@ async fn a_tag_deleted_behind_the_service_is_linked_again() {
         "as stored, not only as answered"
     );
 }
+
+/// Tags are few and every article shares them: publishing must not lock
+/// their rows, or concurrent publishers queue on (and PostgreSQL records a
+/// MultiXact for) the same few rows. A transaction holding a tag's row
+/// exclusively must not hold up an article with that tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_takes_no_lock_on_its_tags() {
+    let world = World::start().await;
+    let alice = world.user("alice").await;
+    world
+        .client()
+        .create_article(as_user(&alice, new_article("First", &["shared"])))
+        .await
+        .unwrap();
+
+    let pool = sqlx::PgPool::connect(&world.content.db.url).await.unwrap();
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tags WHERE name = 'shared' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let second = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        world
+            .client()
+            .create_article(as_user(&alice, new_article("Second", &["shared"]))),
+    )
+    .await
+    .expect("publishing waited for a lock on its tag's row")
+    .unwrap()
+    .into_inner();
+    assert_eq!(second.tags, ["shared"]);
+    holder.rollback().await.unwrap();
+}
