@@ -21,3 +21,4 @@ pub mod server;
 pub mod testing;
 
 pub use config::Config;
+pub use live::LISTENER_APPLICATION_NAME;

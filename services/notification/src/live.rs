@@ -234,7 +234,10 @@ impl Listener {
             let lost = match received {
                 Ok(Some(notification)) => {
                     backoff.reset();
-                    self.dispatch(&notification).await;
+                    // What arrived meanwhile goes with it: one read for all.
+                    let mut announced = vec![notification];
+                    announced.extend(std::iter::from_fn(|| self.listener.next_buffered()));
+                    self.dispatch(&announced).await;
                     continue;
                 }
                 Ok(None) => "connection lost".to_owned(),
@@ -266,26 +269,31 @@ impl Listener {
         }
     }
 
-    async fn dispatch(&self, announced: &PgNotification) {
-        if announced.channel() == MAIL_CHANNEL {
-            self.mail_wakeup.notify_one();
-            return;
-        }
+    /// Pushes what `announcements` announced to this instance's
+    /// subscribers, in order, read on the listener's own connection: no
+    /// wait for the pool, which the consumers' batches hold under load.
+    async fn dispatch(&mut self, announcements: &[PgNotification]) {
         // Most users are not connected: only their subscribers cost a read,
-        // one for all of an announcement's.
+        // one for all of the announcements'.
         let mut watched = Vec::new();
-        for line in announced.payload().lines() {
-            match parse_announcement(line) {
-                Some((user, id)) if self.hub.is_watched(user) => watched.push((user, id)),
-                Some(_) => {}
-                None => {
-                    // Its user may be watched here: ended, their streams
-                    // resume and are sent what it announced.
-                    tracing::warn!(
-                        line,
-                        "unreadable notification announcement; streams end to resume"
-                    );
-                    self.hub.end_streams_that_may_have_missed();
+        for announced in announcements {
+            if announced.channel() == MAIL_CHANNEL {
+                self.mail_wakeup.notify_one();
+                continue;
+            }
+            for line in announced.payload().lines() {
+                match parse_announcement(line) {
+                    Some((user, id)) if self.hub.is_watched(user) => watched.push((user, id)),
+                    Some(_) => {}
+                    None => {
+                        // Its user may be watched here: ended, their streams
+                        // resume and are sent what it announced.
+                        tracing::warn!(
+                            line,
+                            "unreadable notification announcement; streams end to resume"
+                        );
+                        self.hub.end_streams_that_may_have_missed();
+                    }
                 }
             }
         }
@@ -293,7 +301,7 @@ impl Listener {
             return;
         }
         let ids: Vec<Uuid> = watched.iter().map(|(_, id)| *id).collect();
-        match notifications::by_ids(&self.pool, &ids).await {
+        match notifications::by_ids(&mut self.listener, &ids).await {
             Ok(rows) => {
                 let mut rows: HashMap<Uuid, notifications::NotificationRow> =
                     rows.into_iter().map(|row| (row.id, row)).collect();
@@ -320,8 +328,17 @@ fn parse_announcement(line: &str) -> Option<(Uuid, Uuid)> {
     Some((Uuid::parse_str(user).ok()?, Uuid::parse_str(id).ok()?))
 }
 
+/// The listener connection's `application_name`: it also runs the reads of
+/// what was announced, so its last query is rarely `LISTEN`, and this is
+/// how an operator (or a test) finds it in `pg_stat_activity`.
+pub const LISTENER_APPLICATION_NAME: &str = "quill-notification-listener";
+
 async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
+    sqlx::query("SELECT set_config('application_name', $1, false)")
+        .bind(LISTENER_APPLICATION_NAME)
+        .execute(&mut listener)
+        .await?;
     listener
         .listen_all([
             NOTIFICATIONS_CHANNEL,

@@ -630,8 +630,9 @@ async fn streams_end_when_the_listener_reconnects_and_resume_without_a_gap() {
 
     let terminated: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+         WHERE datname = current_database() AND application_name = $1",
     )
+    .bind(quill_notification::LISTENER_APPLICATION_NAME)
     .fetch_all(&stack.db)
     .await
     .expect("terminate the listener");
