@@ -48,6 +48,11 @@ bench-rest:
     scripts/backing-services.sh ensure
     bench/rest-load.sh
 
+# Where a request's CPU goes: ms per request by process, PostgreSQL database, Redis and RabbitMQ (bench/cpu-split.sh; ONLY=create_article unless set).
+bench-cpu:
+    scripts/backing-services.sh ensure
+    bench/cpu-split.sh
+
 # Quill beside another RealWorld implementation in one run, alternating rounds (bench/versus.sh; VERSUS_START starts the other).
 bench-versus:
     scripts/backing-services.sh ensure

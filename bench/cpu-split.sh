@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# `just bench-cpu`: where a request's CPU goes. Starts the four release
+# processes on databases, a RabbitMQ vhost and a Redis prefix of their own
+# (scripts/isolated-system.sh), loads one endpoint with the shared load script
+# (bench/realworld-load.sh, ONLY=create_article unless set; a comma list
+# gives a column each), and prints the milliseconds of CPU per request spent by each Quill process, by PostgreSQL
+# per database (its backends for that database) and in its background
+# processes, by Redis and by RabbitMQ, and the MultiXacts PostgreSQL created
+# per request (shared row locks taken by more than one transaction at once).
+#
+# The window runs from just before the endpoint's warm-up to the end of its
+# run; requests are counted in it from the gateway's access log, so both
+# sides of the division cover the same time. CPU comes from /proc/<pid>/stat.
+# Redis and RabbitMQ are shared with whatever else runs on the machine: run
+# it on an otherwise idle one.
+#
+# Environment: what bench/realworld-load.sh reads (ONLY, DURATION [10s], ...)
+# and BENCH_CPU_DIR (where the snapshots and logs go; target/bench-cpu/<run>).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# `cpu-split.sh snapshot RUN FILE LOG PID...`: one snapshot, appended to FILE
+# (the load script runs it before the endpoint through BETWEEN_CMD).
+if [[ "${1:-}" == snapshot ]]; then
+    run=$2 out=$3 log=$4
+    shift 4
+    ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+    sum() { local total=0 pid; for pid in "$@"; do total=$((total + $(ticks "$pid"))); done; echo "$total"; }
+    sql() { psql -qAtX -U postgres -h 127.0.0.1 -d postgres -c "$1"; }
+    {
+        echo "at $(date +%s.%N)"
+        echo "requests $(grep -c '"finished processing request"' "$log" || true)"
+        names=(auth content notification gateway)
+        i=0
+        for pid in "$@"; do echo "${names[$i]} $(ticks "$pid")"; i=$((i + 1)); done
+        for service in auth content notification; do
+            # shellcheck disable=SC2046 # one pid per word
+            echo "postgres:$service $(sum $(sql "SELECT pid FROM pg_stat_activity WHERE datname = 'quill_${service}_$run'"))"
+        done
+        # shellcheck disable=SC2046
+        echo "postgres:background $(sum $(sql "SELECT pid FROM pg_stat_activity WHERE backend_type <> 'client backend'"))"
+        echo "redis $(sum "$(pgrep -x redis-server | head -1)")"
+        echo "rabbitmq $(sum "$(pgrep -f beam.smp | head -1)")"
+        # How far the cluster's next MultiXact id moved: mxid_age of a fixed point.
+        echo "multixacts $(sql "SELECT mxid_age(datminmxid) FROM pg_database WHERE datname = 'template0'")"
+    } >>"$out"
+    exit 0
+fi
+
+source scripts/isolated-system.sh
+
+cargo build --release --bins
+
+run="cpu_$(date +%s)_$$"
+dir="${BENCH_CPU_DIR:-target/bench-cpu/$run}"
+mkdir -p "$dir"
+
+# As bench/rest-load.sh: the load script registers every user from one
+# address and writes far past a user's budget.
+for limit in RATE_LIMIT_REGISTER_PER_IP RATE_LIMIT_LOGIN_FAILURES_PER_CLIENT \
+    RATE_LIMIT_LOGIN_FAILURES_PER_IP RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT RATE_LIMIT_WRITES_PER_USER; do
+    export "$limit=1000000000"
+done
+
+system_configure "$run"
+system_start target/release "$dir"
+system_wait_ready >/dev/null || { echo "system did not become ready; logs in $dir" >&2; exit 1; }
+
+snapshot=("$PWD/bench/cpu-split.sh" snapshot "$run" "$PWD/$dir/snapshots" "$PWD/$dir/gateway.log" "${SYSTEM_PIDS[@]}")
+export ONLY="${ONLY:-create_article}" DURATION="${DURATION:-10s}"
+export BETWEEN_CMD="${snapshot[*]}" SERVER_PIDS="${SYSTEM_PIDS[*]}"
+bench/realworld-load.sh "http://$GATEWAY_LISTEN/api" | tee "$dir/load.out"
+"${snapshot[@]}"
+system_stop
+
+echo
+echo "## CPU per request: ${ONLY//,/, }; release build, $(nproc) cores"
+echo
+python3 bench/cpu_split.py "$dir/snapshots" "$(getconf CLK_TCK)" "${ONLY//,/ }"
