@@ -1,10 +1,13 @@
 -- A foreign key from article_tags to tags made every publish take a KEY
 -- SHARE lock on its tags' rows. Tags are few and shared, so concurrent
--- publishers locked the same rows at once, and PostgreSQL recorded each such
--- shared lock as a MultiXact: about 2.5 per article under load, and a
--- sixth of the publish statement's database CPU (bench/README.md, the
--- twelfth pass). The service never deletes a tag, and every read reaches a
--- tag through a join on `tags`, so a link left by a tag deleted by hand is
--- never seen; publishing checks its links' count and relinks (see
--- `relink_tags`).
+-- publishers locked the same rows at once, and PostgreSQL records a row
+-- share-locked by more than one transaction as a MultiXact: 2.5 per article
+-- with 32 publishers at once on the database (the publish statement under
+-- pgbench), 0.23 through one content process at 32 HTTP connections
+-- (bench/README.md, the twelfth pass). The service never deletes a tag, and
+-- every read reaches a tag through a join on `tags`, so a link left by a
+-- tag deleted by hand is never seen; publishing counts its links and
+-- relinks what it missed (`relink_tags`). Tag ids are an identity and never
+-- reused, unless an operator resets it (TRUNCATE ... RESTART IDENTITY):
+-- then delete the links too.
 ALTER TABLE article_tags DROP CONSTRAINT IF EXISTS article_tags_tag_id_fkey;

@@ -16,8 +16,8 @@ quill_platform::settings! {
     NOTIFICATION_LISTEN = "127.0.0.1:50053";
     /// notification's database, created if missing (may carry a password).
     NOTIFICATION_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/quill_notification";
-    /// Connections in notification's pool (at least 2: the live listener
-    /// holds one for good).
+    /// Connections in notification's pool (the live listener holds one
+    /// more, of its own).
     NOTIFICATION_DATABASE_MAX_CONNECTIONS = "10";
     /// The mail relay, `smtp://host[:port]` (plain SMTP). Unset: no mail is
     /// queued or sent, in-app notifications only.
@@ -193,12 +193,6 @@ impl Config {
             !self.stream_recheck.is_zero(),
             0,
             "must be at least 1",
-        )?;
-        // The event listener holds one connection for good.
-        NOTIFICATION_DATABASE_MAX_CONNECTIONS.ensure(
-            self.server.database.max_connections >= 2,
-            self.server.database.max_connections,
-            "must be at least 2",
         )?;
         ensure_upstream_urls(&AUTH_URL, &self.auth_url)?;
         ensure_upstream_urls(&CONTENT_URL, &self.content_url)?;

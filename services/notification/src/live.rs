@@ -26,7 +26,7 @@ use quill_platform::{
 };
 use sqlx::{
     PgPool,
-    postgres::{PgListener, PgNotification},
+    postgres::{PgListener, PgNotification, PgPoolOptions},
 };
 use tokio::sync::{Notify, broadcast};
 use tokio_stream::wrappers::BroadcastStream;
@@ -234,7 +234,8 @@ impl Listener {
             let lost = match received {
                 Ok(Some(notification)) => {
                     backoff.reset();
-                    // What arrived meanwhile goes with it: one read for all.
+                    // What arrived during the last read goes with it: one
+                    // read for all.
                     let mut announced = vec![notification];
                     announced.extend(std::iter::from_fn(|| self.listener.next_buffered()));
                     self.dispatch(&announced).await;
@@ -271,7 +272,8 @@ impl Listener {
 
     /// Pushes what `announcements` announced to this instance's
     /// subscribers, in order, read on the listener's own connection: no
-    /// wait for the pool, which the consumers' batches hold under load.
+    /// wait for the service's pool, which the consumers' batches hold
+    /// under load, and no ping as a connection goes back to it.
     async fn dispatch(&mut self, announcements: &[PgNotification]) {
         // Most users are not connected: only their subscribers cost a read,
         // one for all of the announcements'.
@@ -333,12 +335,21 @@ fn parse_announcement(line: &str) -> Option<(Uuid, Uuid)> {
 /// how an operator (or a test) finds it in `pg_stat_activity`.
 pub const LISTENER_APPLICATION_NAME: &str = "quill-notification-listener";
 
+/// LISTENs on a connection of its own, outside the service's pool (so its
+/// reads never wait for the consumers' batches), named at connect.
 async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    sqlx::query("SELECT set_config('application_name', $1, false)")
-        .bind(LISTENER_APPLICATION_NAME)
-        .execute(&mut listener)
-        .await?;
+    let options = pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .application_name(LISTENER_APPLICATION_NAME);
+    // What `PgListener::connect` builds for a URL: one connection, kept.
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with(options);
+    let mut listener = PgListener::connect_with(&own).await?;
     listener
         .listen_all([
             NOTIFICATIONS_CHANNEL,

@@ -712,10 +712,11 @@ async fn publishing_takes_no_lock_on_its_tags() {
 
     let pool = sqlx::PgPool::connect(&world.content.db.url).await.unwrap();
     let mut holder = pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM tags WHERE name = 'shared' FOR UPDATE")
+    let held = sqlx::query("SELECT 1 FROM tags WHERE name = 'shared' FOR UPDATE")
         .execute(&mut *holder)
         .await
         .unwrap();
+    assert_eq!(held.rows_affected(), 1, "the tag's row is held");
     let second = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         world
@@ -726,6 +727,7 @@ async fn publishing_takes_no_lock_on_its_tags() {
     .expect("publishing waited for a lock on its tag's row")
     .unwrap()
     .into_inner();
-    assert_eq!(second.tags, ["shared"]);
+    let stored = world.get(None, &second.slug).await.unwrap();
+    assert_eq!(stored.tags, ["shared"], "as stored, not only as answered");
     holder.rollback().await.unwrap();
 }
