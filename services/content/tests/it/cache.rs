@@ -120,24 +120,10 @@ async fn no_cached_answer_survives_a_write() {
     assert_eq!(newest(&world).await.articles[1].body, "Edited.");
 
     // A favorite, and its withdrawal (which no event announces).
-    world
-        .client()
-        .favorite_article(as_user(
-            &bob,
-            pb::FavoriteArticleRequest { slug: slug.clone() },
-        ))
-        .await
-        .unwrap();
+    world.set_favorite(&bob, &slug, true).await;
     assert_eq!(world.get(None, &slug).await.unwrap().favorites_count, 1);
     assert_eq!(newest(&world).await.articles[1].favorites_count, 1);
-    world
-        .client()
-        .unfavorite_article(as_user(
-            &bob,
-            pb::UnfavoriteArticleRequest { slug: slug.clone() },
-        ))
-        .await
-        .unwrap();
+    world.set_favorite(&bob, &slug, false).await;
     assert_eq!(world.get(None, &slug).await.unwrap().favorites_count, 0);
     assert_eq!(newest(&world).await.articles[1].favorites_count, 0);
 
@@ -188,16 +174,7 @@ async fn each_viewer_sees_their_own_marks_on_a_cached_answer() {
         world.user("carol").await,
     );
     let article = world.article_by(&alice, "Shared", &[]).await;
-    world
-        .client()
-        .favorite_article(as_user(
-            &bob,
-            pb::FavoriteArticleRequest {
-                slug: article.slug.clone(),
-            },
-        ))
-        .await
-        .unwrap();
+    world.set_favorite(&bob, &article.slug, true).await;
     world.follow(&bob, &alice).await;
 
     for _ in 0..2 {
@@ -392,16 +369,7 @@ async fn the_feed_shows_cached_articles_as_they_are_now() {
 
     // Another reader's favorite counts, and is not the reader's own.
     let dave = world.user("dave").await;
-    world
-        .client()
-        .favorite_article(as_user(
-            &dave,
-            pb::FavoriteArticleRequest {
-                slug: first.slug.clone(),
-            },
-        ))
-        .await
-        .unwrap();
+    world.set_favorite(&dave, &first.slug, true).await;
     let theirs = feed().await;
     assert_eq!(
         (
@@ -410,27 +378,9 @@ async fn the_feed_shows_cached_articles_as_they_are_now() {
         ),
         (false, 1)
     );
-    world
-        .client()
-        .unfavorite_article(as_user(
-            &dave,
-            pb::UnfavoriteArticleRequest {
-                slug: first.slug.clone(),
-            },
-        ))
-        .await
-        .unwrap();
+    world.set_favorite(&dave, &first.slug, false).await;
     // The reader's own favorite shows in their next page.
-    world
-        .client()
-        .favorite_article(as_user(
-            &bob,
-            pb::FavoriteArticleRequest {
-                slug: first.slug.clone(),
-            },
-        ))
-        .await
-        .unwrap();
+    world.set_favorite(&bob, &first.slug, true).await;
     let marked = feed().await;
     assert_eq!(
         (
@@ -459,16 +409,7 @@ async fn the_feed_shows_cached_articles_as_they_are_now() {
     );
     assert!(one.author.as_ref().unwrap().following);
     // What the reader sees of a page goes stale with their own marks.
-    world
-        .client()
-        .unfavorite_article(as_user(
-            &bob,
-            pb::UnfavoriteArticleRequest {
-                slug: first.slug.clone(),
-            },
-        ))
-        .await
-        .unwrap();
+    world.set_favorite(&bob, &first.slug, false).await;
     let unmarked = feed().await;
     assert_eq!(
         (

@@ -135,6 +135,22 @@ impl World {
             .into_inner()
     }
 
+    /// `user` favorites the article, or withdraws their favorite.
+    pub async fn set_favorite(&self, user: &User, slug: &str, favorite: bool) {
+        let slug = slug.to_owned();
+        if favorite {
+            self.client()
+                .favorite_article(as_user(user, pb::FavoriteArticleRequest { slug }))
+                .await
+                .expect("favorite");
+        } else {
+            self.client()
+                .unfavorite_article(as_user(user, pb::UnfavoriteArticleRequest { slug }))
+                .await
+                .expect("unfavorite");
+        }
+    }
+
     pub async fn get(&self, viewer: Option<&User>, slug: &str) -> Result<pb::Article, Status> {
         let request = pb::GetArticleRequest {
             slug: slug.to_owned(),
