@@ -18,7 +18,9 @@
 # it on an otherwise idle one.
 #
 # Environment: what bench/realworld-load.sh reads (ONLY, DURATION [10s], ...)
-# and BENCH_CPU_DIR (where the snapshots and logs go; target/bench-cpu/<run>).
+# BENCH_CPU_DIR (where the snapshots and logs go; target/bench-cpu/<run>) and
+# BENCH_BIN (a directory of release binaries to run instead of building this
+# tree's: a saved build, for runs alternating two versions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,7 +63,8 @@ fi
 
 source scripts/isolated-system.sh
 
-cargo build --release --bins
+bin="${BENCH_BIN:-target/release}"
+[[ -n ${BENCH_BIN:-} ]] || cargo build --release --bins
 
 run="cpu_$(date +%s)_$$"
 dir="${BENCH_CPU_DIR:-target/bench-cpu/$run}"
@@ -76,7 +79,7 @@ for limit in RATE_LIMIT_REGISTER_PER_IP RATE_LIMIT_LOGIN_FAILURES_PER_CLIENT \
 done
 
 system_configure "$run"
-system_start target/release "$dir"
+system_start "$bin" "$dir"
 system_wait_ready >/dev/null || { echo "system did not become ready; logs in $dir" >&2; exit 1; }
 
 snapshot=("$PWD/bench/cpu-split.sh" snapshot "$run" "$dir/snapshots" "$dir/gateway.log" "${SYSTEM_PIDS[@]}")

@@ -33,7 +33,7 @@ pub use async_trait::async_trait;
 pub use broker::Topology;
 pub use config::EventsConfig;
 pub use consumer::{Consumer, EventHandler, HandlerError};
-pub use envelope::{new_envelope, routing_key};
+pub use envelope::{EventOrigin, new_envelope, routing_key};
 pub use outbox::enqueue;
 pub use relay::{OutboxRelay, Published, backlog};
 pub use retention::Retention;

@@ -49,6 +49,10 @@ const LAG_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
 ];
 
+/// Items written together by a batch writer: one alone, up to the largest
+/// batch any writer takes.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
 /// `rpc.system.name`: every RPC Quill makes or serves is gRPC.
 const RPC_SYSTEM: &str = "grpc";
 
@@ -68,6 +72,7 @@ pub struct Metrics {
     pub outbox_backlog: IntGaugeVec,
     pub outbox_oldest_age: GaugeVec,
     pub cache_requests: IntCounterVec,
+    pub write_batch_size: HistogramVec,
     samplers: Mutex<Vec<(String, Sampler)>>,
 }
 
@@ -197,6 +202,12 @@ impl Metrics {
                 "cache_requests_total",
                 "Reads through the Redis cache, by cache and result (hit, miss, error)",
                 &["cache", "result"],
+            ),
+            write_batch_size: histogram(
+                "write_batch_size",
+                "Items a batch writer wrote in one go, by what it writes (articles)",
+                BATCH_BUCKETS,
+                &["batch"],
             ),
             samplers: Mutex::new(Vec::new()),
             registry,

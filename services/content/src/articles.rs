@@ -5,10 +5,9 @@
 use std::collections::HashMap;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use quill_events::{new_envelope, outbox::OutboxRow};
+use quill_events::{EventOrigin, new_envelope, outbox::OutboxRow};
 use quill_proto::events::v1::{
-    ArticleDeleted, ArticleFavorited, ArticlePublished, ArticleUpdated, Followers,
-    envelope::Payload,
+    ArticleDeleted, ArticleFavorited, ArticleUpdated, envelope::Payload,
 };
 use quill_server::db::unique_violation;
 use serde::{Deserialize, Serialize};
@@ -18,15 +17,14 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
-    authors::Publisher,
     cursor::Position,
     error::ContentError,
-    events::{PRODUCER, announce, article_snapshot, snapshot, snapshot_of},
+    events::{PRODUCER, announce, article_snapshot, snapshot},
     policy::{self, Caller},
+    publishing::{Draft, Outcome, Published},
     read_cache::{changed_by, versions},
     repo::articles::{
-        self as repo, ArticleChanges, ArticleFilter, ArticlePage, ArticleRow, AsRead, NewArticle,
-        PageRequest,
+        self as repo, ArticleChanges, ArticleFilter, ArticlePage, ArticleRow, AsRead, PageRequest,
     },
     service::Content,
     slug,
@@ -36,11 +34,6 @@ use crate::{
 /// Attempts at a free slug: the title's own, then random suffixes, whose
 /// collisions are vanishingly rare.
 const SLUG_ATTEMPTS: usize = 5;
-
-/// A new article's event carries its author's followers when there are at
-/// most this many (about 19 KB of ids), so the fan-out asks content for
-/// nothing; a larger audience is streamed by the notification service.
-const CARRIED_FOLLOWERS: usize = 500;
 
 /// Attempts at a write announcing an article as it was read (a favorite,
 /// a comment) while edits of that article keep landing in between.
@@ -141,79 +134,57 @@ impl Content {
         let body = validation::body(&input.body, &mut violations);
         let tags = validation::tags(&input.tags, &mut violations);
         validation::finish(violations)?;
-        let Publisher {
-            author,
-            followers,
-            mut db,
-        } = self
-            .authors
-            .publisher(caller.user, CARRIED_FOLLOWERS)
-            .await?;
-        let followers = followers.map(|ids| Followers {
-            user_ids: ids.iter().map(Uuid::to_string).collect(),
-        });
-        let unknown = self.known_tags.unknown(&tags);
-        if !unknown.is_empty() {
-            repo::create_tags(&mut *db, &unknown).await?;
-            self.known_tags.learn(&unknown);
-        }
-
         let base = slug::from_title(&title);
-        let mut candidate = base.clone();
-        for _ in 0..SLUG_ATTEMPTS {
-            let article = NewArticle {
-                id: Uuid::now_v7(),
-                slug: &candidate,
-                title: &title,
-                description: &description,
-                body: &body,
-                author_id: caller.user,
+        let mut draft = Draft {
+            author: caller.user,
+            slug: base.clone(),
+            title,
+            description,
+            body,
+            tags,
+            origin: EventOrigin::current(),
+            span: tracing::Span::current(),
+        };
+        let mut slugs_tried = 0;
+        let mut author_fetched = false;
+        loop {
+            let outcome = self
+                .publishing
+                .submit(draft)
+                .await
+                .map_err(|stopped| ContentError::Internal(stopped.to_string()))??;
+            draft = match outcome {
+                Outcome::Published(published) => {
+                    let Published {
+                        article,
+                        stale,
+                        missing_links,
+                    } = *published;
+                    if missing_links {
+                        self.relink_tags(article.id, &article.tags).await?;
+                    }
+                    self.cache.invalidate(&stale).await;
+                    return Ok(article);
+                }
+                Outcome::SlugTaken(mut draft) => {
+                    slugs_tried += 1;
+                    if slugs_tried == SLUG_ATTEMPTS {
+                        return Err(ContentError::Internal(format!(
+                            "no free slug for {base:?} after {SLUG_ATTEMPTS} attempts"
+                        )));
+                    }
+                    draft.slug = slug::with_random_suffix(&base, &mut rand::thread_rng());
+                    draft
+                }
+                // Fetched from auth without holding a writer up.
+                Outcome::NewAuthor(draft) if !author_fetched => {
+                    self.authors.ensure(caller.user).await?;
+                    author_fetched = true;
+                    draft
+                }
+                Outcome::NewAuthor(_) => return Err(ContentError::Unauthenticated("unknown user")),
             };
-            // As its author sees it, a new article is what it is after the
-            // commit: no favorites, and nobody follows themselves.
-            let mut written = ArticleRow {
-                id: article.id,
-                slug: candidate.clone(),
-                title: title.clone(),
-                description: description.clone(),
-                body: body.clone(),
-                author_id: author.id,
-                created_at: Default::default(),
-                updated_at: Default::default(),
-                author_username: Some(author.username.clone()),
-                author_bio: author.bio.clone(),
-                author_image: author.image.clone(),
-                tags: tags.clone(),
-                favorites_count: 0,
-                favorited: false,
-                following: false,
-            };
-            let published = Payload::ArticlePublished(ArticlePublished {
-                article: Some(snapshot_of(&written)),
-                followers: followers.clone(),
-            });
-            let stale = changed_by(&published);
-            let event = OutboxRow::of(&new_envelope(PRODUCER, published))?;
-            let Some(stored) = repo::publish(&mut *db, &article, &tags, &event)
-                .instrument(event.write_span())
-                .await?
-            else {
-                candidate = slug::with_random_suffix(&base, &mut rand::thread_rng());
-                continue;
-            };
-            drop(db);
-            quill_events::outbox::written();
-            if usize::try_from(stored.linked).ok() != Some(tags.len()) {
-                self.relink_tags(article.id, &tags).await?;
-            }
-            self.cache.invalidate(&stale).await;
-            written.created_at = stored.created_at;
-            written.updated_at = stored.updated_at;
-            return Ok(written);
         }
-        Err(ContentError::Internal(format!(
-            "no free slug for {base:?} after {SLUG_ATTEMPTS} attempts"
-        )))
     }
 
     /// A tag this process knew to exist did not (one deleted by hand), so

@@ -26,15 +26,6 @@ use crate::{
 /// Deadline of one call to auth.
 const AUTH_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The author of a new article, as [`Authors::publisher`] read them.
-pub struct Publisher {
-    pub author: AuthorRow,
-    /// `None` when they have more followers than the event carries.
-    pub followers: Option<Vec<Uuid>>,
-    /// The connection they were read on, for the article's write.
-    pub db: PoolConnection<Postgres>,
-}
-
 #[derive(Clone)]
 pub struct Authors {
     pool: PgPool,
@@ -86,7 +77,9 @@ impl Authors {
 
     /// `id` acting here (commenting, favoriting), as the read-model knows
     /// them or, when new here, as auth does. Read on the connection it
-    /// returns, for the write that follows (see [`Self::publisher`]).
+    /// returns, for the write that follows: every connection that goes back
+    /// to the pool costs a round trip (sqlx pings it), so a write that takes
+    /// one costs one.
     pub async fn acting(
         &self,
         id: Uuid,
@@ -98,35 +91,6 @@ impl Authors {
         drop(db);
         let author = self.ensure(id).await?;
         Ok((author, self.pool.acquire().await?))
-    }
-
-    /// The author `id` of a new article, with their followers when there
-    /// are at most `carried` (its event carries them): one statement,
-    /// unless the author is new here. It is read on the connection it
-    /// returns, for the article to be written on: every connection that
-    /// goes back to the pool costs a round trip (sqlx pings it), so a
-    /// write that takes one costs one. None is held across the call to
-    /// auth for an author new here.
-    pub async fn publisher(&self, id: Uuid, carried: usize) -> Result<Publisher, ContentError> {
-        let limit = i64::try_from(carried).unwrap_or(i64::MAX).saturating_add(1);
-        let mut db = self.pool.acquire().await?;
-        let found = match authors::with_followers(&mut *db, id, limit).await? {
-            Some(found) => found,
-            None => {
-                drop(db);
-                self.ensure(id).await?;
-                db = self.pool.acquire().await?;
-                authors::with_followers(&mut *db, id, limit)
-                    .await?
-                    .ok_or(ContentError::Unauthenticated("unknown user"))?
-            }
-        };
-        let followers = (found.followers.len() <= carried).then_some(found.followers);
-        Ok(Publisher {
-            author: found.author,
-            followers,
-            db,
-        })
     }
 
     /// Copies what auth holds about `id` now, over whatever the read-model

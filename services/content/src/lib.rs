@@ -10,6 +10,7 @@
 
 mod articles;
 mod authors;
+mod batches;
 mod comments;
 pub mod config;
 pub mod cursor;
@@ -19,6 +20,7 @@ mod grpc;
 mod known_tags;
 mod policy;
 mod profiles;
+mod publishing;
 mod read_cache;
 pub mod repo;
 pub mod server;

@@ -3,9 +3,17 @@
 //! (state changes in one transaction each, which writes the outbox event
 //! announcing them too).
 
+use std::sync::Arc;
+
 use sqlx::PgPool;
 
-use crate::{authors::Authors, cursor::CursorCodec, known_tags::KnownTags, read_cache::ReadCache};
+use crate::{
+    authors::Authors,
+    cursor::CursorCodec,
+    known_tags::KnownTags,
+    publishing::{self, Publishing},
+    read_cache::ReadCache,
+};
 
 pub struct Content {
     pub(crate) pool: PgPool,
@@ -15,7 +23,10 @@ pub struct Content {
     pub(crate) authors: Authors,
     pub(crate) cursors: CursorCodec,
     pub(crate) cache: ReadCache,
-    pub(crate) known_tags: KnownTags,
+    pub(crate) known_tags: Arc<KnownTags>,
+    /// The writers of new articles, which share a database round trip
+    /// among the articles that arrive together.
+    pub(crate) publishing: Publishing,
 }
 
 impl Content {
@@ -26,13 +37,15 @@ impl Content {
         cursors: CursorCodec,
         cache: ReadCache,
     ) -> Self {
+        let known_tags = Arc::new(KnownTags::default());
         Self {
+            publishing: publishing::start(pool.clone(), Arc::clone(&known_tags)),
             pool,
             lists,
             authors,
             cursors,
             cache,
-            known_tags: KnownTags::default(),
+            known_tags,
         }
     }
 }

@@ -302,11 +302,15 @@ pub struct NewArticle<'a> {
     pub description: &'a str,
     pub body: &'a str,
     pub author_id: Uuid,
+    pub tags: &'a [String],
+    /// The event announcing it.
+    pub event: &'a OutboxRow,
 }
 
 /// What the database decided about a published article.
 #[derive(Debug, FromRow)]
 pub struct Published {
+    pub id: Uuid,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// How many of the tags were linked: fewer than asked only when a tag
@@ -314,42 +318,78 @@ pub struct Published {
     pub linked: i64,
 }
 
-/// Publishes the article with its tag links and the event announcing it,
-/// in one statement: one round trip and one implicit transaction, where a
-/// transaction of a statement per part took seven. `None` when the slug is
-/// taken (then nothing is written). The tags must exist already
+/// Publishes the articles with their tag links and the events announcing
+/// them, in one statement: one round trip and one implicit transaction for
+/// all of them. An article whose slug is taken (by an earlier article or
+/// one before it here) is left out, with its links and event, and is
+/// absent from the answer. The articles are inserted in the order given:
+/// writers that order them alike (by slug) wait on each other's slugs in
+/// one direction, never in a cycle. The tags must exist already
 /// (`create_tags`): a tag inserted by this same statement would be
 /// invisible to its link, which reads the statement's snapshot.
 pub async fn publish(
     db: impl PgExecutor<'_>,
-    article: &NewArticle<'_>,
-    tags: &[String],
-    event: &OutboxRow,
-) -> Result<Option<Published>, sqlx::Error> {
+    articles: &[NewArticle<'_>],
+) -> Result<Vec<Published>, sqlx::Error> {
+    let slugs: Vec<&str> = articles.iter().map(|a| a.slug).collect();
+    let titles: Vec<&str> = articles.iter().map(|a| a.title).collect();
+    let descriptions: Vec<&str> = articles.iter().map(|a| a.description).collect();
+    let bodies: Vec<&str> = articles.iter().map(|a| a.body).collect();
+    let keys: Vec<&str> = articles
+        .iter()
+        .map(|a| a.event.routing_key.as_str())
+        .collect();
+    let ids: Vec<Uuid> = articles.iter().map(|a| a.id).collect();
+    let authors: Vec<Uuid> = articles.iter().map(|a| a.author_id).collect();
+    let events: Vec<Uuid> = articles.iter().map(|a| a.event.id).collect();
+    let payloads: Vec<&[u8]> = articles
+        .iter()
+        .map(|a| a.event.payload.as_slice())
+        .collect();
+    let (linked_ids, linked_names): (Vec<Uuid>, Vec<&str>) = articles
+        .iter()
+        .flat_map(|a| a.tags.iter().map(|tag| (a.id, tag.as_str())))
+        .unzip();
     sqlx::query_as(
-        "WITH article AS ( \
+        "WITH new AS ( \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                                  $6::uuid[], $7::uuid[], $8::text[], $9::bytea[]) WITH ORDINALITY \
+                 AS n(id, slug, title, description, body, author_id, event_id, routing_key, \
+                      payload, position)), \
+         article AS ( \
              INSERT INTO articles (id, slug, title, description, body, author_id) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (slug) DO NOTHING \
+             SELECT id, slug, title, description, body, author_id FROM new ORDER BY position \
+             ON CONFLICT (slug) DO NOTHING \
              RETURNING id, created_at, updated_at), \
          linked AS ( \
              INSERT INTO article_tags (article_id, tag_id) \
-             SELECT article.id, t.id FROM article JOIN tags t ON t.name = ANY($7) \
-             RETURNING tag_id), \
+             SELECT article.id, t.id FROM article \
+                 JOIN unnest($10::uuid[], $11::text[]) AS l(article_id, name) \
+                     ON l.article_id = article.id \
+                 JOIN tags t ON t.name = l.name \
+             RETURNING article_id), \
          announced AS ( \
-             INSERT INTO outbox (id, routing_key, payload) SELECT $8, $9, $10 FROM article) \
-         SELECT created_at, updated_at, (SELECT count(*) FROM linked) AS linked FROM article",
+             INSERT INTO outbox (id, routing_key, payload) \
+             SELECT new.event_id, new.routing_key, new.payload \
+             FROM new JOIN article USING (id) ORDER BY new.position) \
+         SELECT article.id, article.created_at, article.updated_at, \
+                coalesce(links.linked, 0) AS linked \
+         FROM article LEFT JOIN ( \
+             SELECT article_id AS id, count(*) AS linked FROM linked GROUP BY article_id \
+         ) links USING (id)",
     )
-    .bind(article.id)
-    .bind(article.slug)
-    .bind(article.title)
-    .bind(article.description)
-    .bind(article.body)
-    .bind(article.author_id)
-    .bind(tags)
-    .bind(event.id)
-    .bind(&event.routing_key)
-    .bind(&event.payload)
-    .fetch_optional(db)
+    .bind(&ids)
+    .bind(&slugs)
+    .bind(&titles)
+    .bind(&descriptions)
+    .bind(&bodies)
+    .bind(&authors)
+    .bind(&events)
+    .bind(&keys)
+    .bind(&payloads)
+    .bind(&linked_ids)
+    .bind(&linked_names)
+    .fetch_all(db)
     .await
 }
 

@@ -31,22 +31,23 @@ pub struct WithFollowers {
     pub followers: Vec<Uuid>,
 }
 
-/// Author `id` with the first `limit` of their followers now, in id order,
-/// in one statement: what a new article's event carries.
+/// The authors with these ids, each with the first `limit` of their
+/// followers now, in id order, in one statement: what a new article's
+/// event carries. Ids unknown here are absent from the answer.
 pub async fn with_followers(
     db: impl PgExecutor<'_>,
-    id: Uuid,
+    ids: &[Uuid],
     limit: i64,
-) -> Result<Option<WithFollowers>, sqlx::Error> {
+) -> Result<Vec<WithFollowers>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, username, bio, image, banned, \
-                ARRAY(SELECT follower_id FROM follows WHERE followee_id = $1 \
-                      ORDER BY follower_id LIMIT $2) AS followers \
-         FROM authors WHERE id = $1",
+        "SELECT a.id, a.username, a.bio, a.image, a.banned, \
+                ARRAY(SELECT f.follower_id FROM follows f WHERE f.followee_id = a.id \
+                      ORDER BY f.follower_id LIMIT $2) AS followers \
+         FROM authors a WHERE a.id = ANY($1)",
     )
-    .bind(id)
+    .bind(ids)
     .bind(limit)
-    .fetch_optional(db)
+    .fetch_all(db)
     .await
 }
 

@@ -731,3 +731,143 @@ async fn publishing_takes_no_lock_on_its_tags() {
     assert_eq!(stored.tags, ["shared"], "as stored, not only as answered");
     holder.rollback().await.unwrap();
 }
+
+/// Content's two article writers, each held in the middle of a write: this
+/// transaction inserts the tag `gate` and keeps it uncommitted, and each
+/// writer is writing an article with that tag, so it waits for it. What is
+/// published meanwhile queues, and goes out in one batch once `open` lets
+/// the writers go.
+struct HeldWriters {
+    gate: sqlx::Transaction<'static, sqlx::Postgres>,
+    held: Vec<tokio::task::JoinHandle<Result<tonic::Response<pb::Article>, tonic::Status>>>,
+}
+
+impl HeldWriters {
+    async fn hold(world: &World, pool: &sqlx::PgPool, author: &support::User) -> Self {
+        let mut gate = pool.begin().await.unwrap();
+        sqlx::query("INSERT INTO tags (name) VALUES ('gate')")
+            .execute(&mut *gate)
+            .await
+            .unwrap();
+        let held = (0..2)
+            .map(|n| {
+                let mut client = world.client();
+                let request = as_user(author, new_article(&format!("Held {n}"), &["gate"]));
+                tokio::spawn(async move { client.create_article(request).await })
+            })
+            .collect();
+        let waiting = || {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(pool)
+        };
+        support::eventually("both writers wait for the gate", || async {
+            waiting().await.unwrap() == 2
+        })
+        .await;
+        Self { gate, held }
+    }
+
+    /// Lets the writers go, once what the test published meanwhile has had
+    /// ample time to queue behind them.
+    async fn open(self) {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        self.gate.commit().await.unwrap();
+        for held in self.held {
+            held.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// The transactions that wrote these titles' articles.
+async fn writing_transactions(pool: &sqlx::PgPool, prefix: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(DISTINCT xmin::text) FROM articles WHERE title LIKE $1")
+        .bind(format!("{prefix}%"))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Articles published while the writers are busy are written together:
+/// several authors and a shared title in one batch each come out whole,
+/// with their own author, tags and a slug of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn articles_published_together_are_written_in_one_transaction() {
+    let world = World::start().await;
+    let (alice, bob) = (world.user("alice").await, world.user("bob").await);
+    let pool = world.content_db().await;
+    let writers = HeldWriters::hold(&world, &pool, &alice).await;
+
+    let queued: Vec<_> = (0..10)
+        .map(|n| {
+            let author = if n % 2 == 0 { &alice } else { &bob };
+            // Four share a title, so three find its slug taken and go again.
+            let title = if n < 4 {
+                "Twin".to_owned()
+            } else {
+                format!("Queued {n}")
+            };
+            let request = as_user(author, new_article(&title, &["batched", &format!("t{n}")]));
+            let mut client = world.client();
+            let author = author.username.clone();
+            tokio::spawn(async move { (author, client.create_article(request).await) })
+        })
+        .collect();
+    writers.open().await;
+
+    let mut slugs = std::collections::HashSet::new();
+    for (n, queued) in queued.into_iter().enumerate() {
+        let (author, answer) = queued.await.unwrap();
+        let article = answer.unwrap().into_inner();
+        let stored = world.get(None, &article.slug).await.unwrap();
+        assert_eq!(stored.author.unwrap().username, author);
+        assert_eq!(stored.tags, ["batched".to_owned(), format!("t{n}")]);
+        assert!(slugs.insert(article.slug), "a slug of its own");
+    }
+    let transactions = writing_transactions(&pool, "Queued").await;
+    assert!(
+        transactions <= 2,
+        "6 articles published while the writers were busy took {transactions} transactions"
+    );
+}
+
+/// A batch the database rejects is written again article by article, so
+/// that only the article it rejects fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_article_the_database_rejects_fails_alone() {
+    let world = World::start().await;
+    let alice = world.user("alice").await;
+    let pool = world.content_db().await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION reject_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.title = 'Poison' THEN RAISE EXCEPTION 'poison'; END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER reject_poison BEFORE INSERT ON articles \
+         FOR EACH ROW EXECUTE FUNCTION reject_poison();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let writers = HeldWriters::hold(&world, &pool, &alice).await;
+
+    let queued: Vec<_> = ["Poison", "Fine 1", "Fine 2", "Fine 3"]
+        .into_iter()
+        .map(|title| {
+            let request = as_user(&alice, new_article(title, &[]));
+            let mut client = world.client();
+            tokio::spawn(async move { client.create_article(request).await })
+        })
+        .collect();
+    writers.open().await;
+
+    let mut answers = Vec::new();
+    for queued in queued {
+        answers.push(queued.await.unwrap());
+    }
+    assert_code(answers.remove(0), Code::Internal);
+    for answer in answers {
+        let slug = answer.unwrap().into_inner().slug;
+        world.get(None, &slug).await.unwrap();
+    }
+}

@@ -1,0 +1,168 @@
+//! Opportunistic batching of writes. Requests hand their work to a few
+//! writer tasks; a writer takes everything that is waiting when it becomes
+//! free and writes it at once. Alone, a request is written immediately, as
+//! it would be on its own; under load, the requests that arrived while the
+//! writers were busy share one round trip and one commit. Nothing waits for
+//! a batch to fill.
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+/// Work waiting for a writer, and where its answer goes.
+type Queued<T, R> = (T, oneshot::Sender<R>);
+
+/// The handle requests submit through; writers stop when the last handle
+/// is dropped and the queue has drained.
+pub(crate) struct Batches<T, R> {
+    queue: mpsc::Sender<Queued<T, R>>,
+}
+
+/// Why a submission got no answer.
+#[derive(Debug, thiserror::Error)]
+#[error("the batch writers have stopped")]
+pub(crate) struct Stopped;
+
+impl<T: Send + 'static, R: Send + 'static> Batches<T, R> {
+    /// Starts `writers` tasks, each writing up to `max_batch` items at a
+    /// time with `write`, which answers every item of its batch, in order.
+    /// `queued` bounds the items waiting: a submission past it waits for
+    /// room, which pushes back on the callers rather than growing memory.
+    /// Batch sizes are recorded as `write_batch_size{batch=name}`.
+    pub(crate) fn start<W, F>(
+        name: &str,
+        writers: usize,
+        max_batch: usize,
+        queued: usize,
+        write: W,
+    ) -> Self
+    where
+        W: Fn(Vec<T>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Vec<R>> + Send,
+    {
+        let (queue, waiting) = mpsc::channel(queued.max(1));
+        // Whichever writer holds the receiver collects the next batch; the
+        // others wait their turn while it is written.
+        let waiting = Arc::new(Mutex::new(waiting));
+        let sizes = quill_platform::metrics::get()
+            .write_batch_size
+            .with_label_values(&[name]);
+        for _ in 0..writers.max(1) {
+            let waiting = Arc::clone(&waiting);
+            let write = write.clone();
+            let sizes = sizes.clone();
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(max_batch);
+                loop {
+                    if waiting.lock().await.recv_many(&mut batch, max_batch).await == 0 {
+                        return;
+                    }
+                    sizes.observe(batch.len() as f64);
+                    let (items, replies): (Vec<T>, Vec<oneshot::Sender<R>>) =
+                        batch.drain(..).unzip();
+                    let answers = write(items).await;
+                    // A caller that gave up (a cancelled request) is not
+                    // waiting for its answer: its work is done all the same.
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(answer);
+                    }
+                }
+            });
+        }
+        Self { queue }
+    }
+
+    /// Writes `item` in the next batch a writer takes, and answers as that
+    /// writer did.
+    pub(crate) async fn submit(&self, item: T) -> Result<R, Stopped> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send((item, reply)).await.map_err(|_| Stopped)?;
+        answer.await.map_err(|_| Stopped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    /// While the only writer is busy, what arrives waits and is then
+    /// written together: the second batch holds everything submitted
+    /// during the first, and every caller gets its own answer.
+    #[tokio::test]
+    async fn what_arrives_during_a_write_is_written_together() {
+        let gate = Arc::new(Semaphore::new(0));
+        let (seen, mut batches) = mpsc::unbounded_channel();
+        let writer_gate = Arc::clone(&gate);
+        let batcher = Arc::new(Batches::start("test", 1, 64, 64, move |items: Vec<u32>| {
+            let gate = Arc::clone(&writer_gate);
+            let seen = seen.clone();
+            async move {
+                seen.send(items.clone())
+                    .expect("the test reads every batch");
+                gate.acquire().await.expect("never closed").forget();
+                items.into_iter().map(|n| n * 10).collect()
+            }
+        }));
+
+        let first = tokio::spawn({
+            let batcher = Arc::clone(&batcher);
+            async move { batcher.submit(1).await }
+        });
+        assert_eq!(batches.recv().await, Some(vec![1]));
+        let rest: Vec<_> = (2..=6)
+            .map(|n| {
+                let batcher = Arc::clone(&batcher);
+                tokio::spawn(async move { batcher.submit(n).await })
+            })
+            .collect();
+        // Let all five reach the queue while the writer is held.
+        while batcher.queue.capacity() > 64 - 5 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        gate.add_permits(2);
+
+        assert_eq!(batches.recv().await, Some(vec![2, 3, 4, 5, 6]));
+        assert_eq!(first.await.expect("joined").expect("answered"), 10);
+        for (n, answer) in (2..=6).zip(rest) {
+            assert_eq!(answer.await.expect("joined").expect("answered"), n * 10);
+        }
+    }
+
+    /// A batch is never larger than asked: the rest waits for the next.
+    #[tokio::test]
+    async fn a_batch_holds_at_most_max_batch_items() {
+        let (seen, mut batches) = mpsc::unbounded_channel();
+        let gate = Arc::new(Semaphore::new(0));
+        let writer_gate = Arc::clone(&gate);
+        let batcher = Arc::new(Batches::start("test", 1, 3, 64, move |items: Vec<u32>| {
+            let gate = Arc::clone(&writer_gate);
+            let seen = seen.clone();
+            async move {
+                seen.send(items.len()).expect("the test reads every batch");
+                gate.acquire().await.expect("never closed").forget();
+                items
+            }
+        }));
+        let calls: Vec<_> = (0..8)
+            .map(|n| {
+                let batcher = Arc::clone(&batcher);
+                tokio::spawn(async move { batcher.submit(n).await })
+            })
+            .collect();
+        gate.add_permits(8);
+        for call in calls {
+            call.await.expect("joined").expect("answered");
+        }
+        drop(batcher);
+        let mut sizes = Vec::new();
+        while let Some(size) = batches.recv().await {
+            sizes.push(size);
+        }
+        assert!(sizes.iter().all(|&size| size <= 3), "{sizes:?}");
+        assert_eq!(sizes.iter().sum::<usize>(), 8);
+    }
+}

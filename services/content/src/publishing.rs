@@ -1,0 +1,279 @@
+//! Writing new articles, in batches (see `batches`). A batch is one
+//! acquisition of a connection and two statements, however many articles it
+//! holds: the authors with the followers their events carry, then the
+//! articles with their tag links and events. Under load a new article used
+//! to cost content's database three round trips and a commit of its own;
+//! now the articles that arrive together share them.
+
+use std::{collections::HashMap, sync::Arc};
+
+use quill_events::{EventOrigin, outbox::OutboxRow};
+use quill_platform::cache::Version;
+use quill_proto::events::v1::{ArticlePublished, Followers, envelope::Payload};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{
+    batches::Batches,
+    error::ContentError,
+    events::{PRODUCER, snapshot_of},
+    known_tags::KnownTags,
+    read_cache::changed_by,
+    repo::{
+        articles::{self as repo, ArticleRow, NewArticle},
+        authors::{self, WithFollowers},
+    },
+};
+
+/// A new article's event carries its author's followers when there are at
+/// most this many (about 19 KB of ids), so the fan-out asks content for
+/// nothing; a larger audience is streamed by the notification service.
+const CARRIED_FOLLOWERS: usize = 500;
+
+/// Batches written at once. Two keep a batch being collected while another
+/// is in the database; more would only split the same load into smaller
+/// batches, each with its own round trips and commit.
+const WRITERS: usize = 2;
+
+/// The most articles in one batch: past a few dozen the per-batch costs are
+/// already negligible, and a larger statement only delays its first answer.
+const MAX_BATCH: usize = 64;
+
+/// Articles waiting for a writer before submissions wait for room.
+const QUEUED: usize = 1024;
+
+/// A valid new article, on its way to a writer.
+pub(crate) struct Draft {
+    pub author: Uuid,
+    pub slug: String,
+    pub title: String,
+    pub description: String,
+    pub body: String,
+    pub tags: Vec<String>,
+    /// The request's trace and id, which its event carries on.
+    pub origin: EventOrigin,
+    /// The request's span, which the write's span is a child of.
+    pub span: tracing::Span,
+}
+
+pub(crate) enum Outcome {
+    Published(Box<Published>),
+    /// Nothing was written: the slug is taken.
+    SlugTaken(Draft),
+    /// Nothing was written: the author is not in the read-model yet.
+    NewAuthor(Draft),
+}
+
+pub(crate) struct Published {
+    /// As its author sees it: no favorites, and nobody follows themselves.
+    pub article: ArticleRow,
+    /// The cached reads the article makes stale.
+    pub stale: Vec<Version>,
+    /// Some tag did not exist after all, so not every link was written.
+    pub missing_links: bool,
+}
+
+pub(crate) type Answer = Result<Outcome, ContentError>;
+
+pub(crate) type Publishing = Batches<Draft, Answer>;
+
+/// Starts the writers of new articles.
+pub(crate) fn start(pool: PgPool, known_tags: Arc<KnownTags>) -> Publishing {
+    Batches::start("articles", WRITERS, MAX_BATCH, QUEUED, move |drafts| {
+        let pool = pool.clone();
+        let known_tags = Arc::clone(&known_tags);
+        async move { write(&pool, &known_tags, drafts).await }
+    })
+}
+
+/// Answers each draft: the batch's statements, or, when the database
+/// rejected them, each draft on its own, so that one bad draft fails only
+/// its own request. A failure to reach the database fails them all.
+async fn write(pool: &PgPool, known_tags: &KnownTags, drafts: Vec<Draft>) -> Vec<Answer> {
+    match write_together(pool, known_tags, drafts).await {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(Failed { error, drafts }) if drafts.len() > 1 && rejected(&error) => {
+            tracing::warn!(%error, count = drafts.len(), "a batch of articles failed; writing each alone");
+            let mut answers = Vec::with_capacity(drafts.len());
+            for draft in drafts {
+                let answer = write_together(pool, known_tags, vec![draft]).await;
+                answers.push(
+                    answer
+                        .map(|mut outcomes| outcomes.remove(0))
+                        .map_err(|failed| failed.error),
+                );
+            }
+            answers
+        }
+        Err(Failed { error, drafts }) => {
+            let message = error.to_string();
+            let mut answers = vec![Err(error)];
+            answers.extend((1..drafts.len()).map(|_| Err(ContentError::Internal(message.clone()))));
+            answers
+        }
+    }
+}
+
+/// The database itself refused a statement (a constraint, a deadlock), as
+/// opposed to being out of reach.
+fn rejected(error: &ContentError) -> bool {
+    matches!(error, ContentError::Database(sqlx::Error::Database(_)))
+}
+
+/// A batch that wrote nothing, with its drafts.
+struct Failed {
+    error: ContentError,
+    drafts: Vec<Draft>,
+}
+
+/// An article as it is about to be written.
+struct Announced {
+    article: ArticleRow,
+    event: OutboxRow,
+    stale: Vec<Version>,
+}
+
+/// Answers each draft, in order, or fails as a whole, having written
+/// nothing.
+async fn write_together(
+    pool: &PgPool,
+    known_tags: &KnownTags,
+    drafts: Vec<Draft>,
+) -> Result<Vec<Outcome>, Failed> {
+    let written = async {
+        let mut db = pool.acquire().await?;
+        let mut unknown: Vec<String> = drafts
+            .iter()
+            .flat_map(|draft| known_tags.unknown(&draft.tags))
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        if !unknown.is_empty() {
+            repo::create_tags(&mut *db, &unknown).await?;
+            known_tags.learn(&unknown);
+        }
+        let mut ids: Vec<Uuid> = drafts.iter().map(|draft| draft.author).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let limit = i64::try_from(CARRIED_FOLLOWERS)
+            .unwrap_or(i64::MAX)
+            .saturating_add(1);
+        let authors: HashMap<Uuid, WithFollowers> = authors::with_followers(&mut *db, &ids, limit)
+            .await?
+            .into_iter()
+            .map(|found| (found.author.id, found))
+            .collect();
+        let announced = drafts
+            .iter()
+            .map(|draft| {
+                authors
+                    .get(&draft.author)
+                    .map(|author| announce(draft, author))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, ContentError>>()?;
+
+        let mut new: Vec<NewArticle<'_>> = drafts
+            .iter()
+            .zip(&announced)
+            .filter_map(|(draft, announced)| {
+                let Announced { article, event, .. } = announced.as_ref()?;
+                Some(NewArticle {
+                    id: article.id,
+                    slug: &draft.slug,
+                    title: &draft.title,
+                    description: &draft.description,
+                    body: &draft.body,
+                    author_id: draft.author,
+                    tags: &draft.tags,
+                    event,
+                })
+            })
+            .collect();
+        // Writers that insert their slugs in one order never wait on each
+        // other in a cycle.
+        new.sort_unstable_by(|a, b| a.slug.cmp(b.slug));
+        // Each request's trace shows the write it waited for.
+        let _spans: Vec<_> = drafts
+            .iter()
+            .zip(&announced)
+            .filter_map(|(draft, announced)| {
+                let event = &announced.as_ref()?.event;
+                Some(draft.span.in_scope(|| event.write_span()))
+            })
+            .collect();
+        let stored: HashMap<Uuid, repo::Published> = repo::publish(&mut *db, &new)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row))
+            .collect();
+        Ok::<_, ContentError>((announced, stored))
+    }
+    .await;
+    let (announced, stored) = match written {
+        Ok(written) => written,
+        Err(error) => return Err(Failed { error, drafts }),
+    };
+    if !stored.is_empty() {
+        quill_events::outbox::written();
+    }
+
+    Ok(drafts
+        .into_iter()
+        .zip(announced)
+        .map(|(draft, announced)| {
+            let Some(Announced {
+                mut article, stale, ..
+            }) = announced
+            else {
+                return Outcome::NewAuthor(draft);
+            };
+            let Some(row) = stored.get(&article.id) else {
+                return Outcome::SlugTaken(draft);
+            };
+            article.created_at = row.created_at;
+            article.updated_at = row.updated_at;
+            Outcome::Published(Box::new(Published {
+                missing_links: usize::try_from(row.linked).ok() != Some(article.tags.len()),
+                article,
+                stale,
+            }))
+        })
+        .collect())
+}
+
+/// The article `draft` would be, by `author`, with the event announcing it
+/// and the cached reads it makes stale.
+fn announce(draft: &Draft, author: &WithFollowers) -> Result<Announced, ContentError> {
+    let article = ArticleRow {
+        id: Uuid::now_v7(),
+        slug: draft.slug.clone(),
+        title: draft.title.clone(),
+        description: draft.description.clone(),
+        body: draft.body.clone(),
+        author_id: draft.author,
+        created_at: Default::default(),
+        updated_at: Default::default(),
+        author_username: Some(author.author.username.clone()),
+        author_bio: author.author.bio.clone(),
+        author_image: author.author.image.clone(),
+        tags: draft.tags.clone(),
+        favorites_count: 0,
+        favorited: false,
+        following: false,
+    };
+    let followers = (author.followers.len() <= CARRIED_FOLLOWERS).then(|| Followers {
+        user_ids: author.followers.iter().map(Uuid::to_string).collect(),
+    });
+    let published = Payload::ArticlePublished(ArticlePublished {
+        article: Some(snapshot_of(&article)),
+        followers,
+    });
+    let stale = changed_by(&published);
+    let event = OutboxRow::of(&draft.origin.clone().envelope(PRODUCER, published))?;
+    Ok(Announced {
+        article,
+        event,
+        stale,
+    })
+}
