@@ -21,7 +21,7 @@ use crate::{
     error::ContentError,
     events::{PRODUCER, announce, article_snapshot, snapshot},
     policy::{self, Caller},
-    publishing::{Draft, Outcome, Published},
+    publishing::{Draft, Outcome, PublishedArticle},
     read_cache::{changed_by, versions},
     repo::articles::{
         self as repo, ArticleChanges, ArticleFilter, ArticlePage, ArticleRow, AsRead, PageRequest,
@@ -155,7 +155,7 @@ impl Content {
                 .map_err(|stopped| ContentError::Internal(stopped.to_string()))??;
             draft = match outcome {
                 Outcome::Published(published) => {
-                    let Published {
+                    let PublishedArticle {
                         article,
                         stale,
                         missing_links,

@@ -5,8 +5,9 @@
 //! writers were busy share one round trip and one commit. Nothing waits for
 //! a batch to fill.
 
-use std::sync::Arc;
+use std::{panic::AssertUnwindSafe, sync::Arc};
 
+use futures::FutureExt;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Work waiting for a writer, and where its answer goes.
@@ -30,7 +31,7 @@ impl<T: Send + 'static, R: Send + 'static> Batches<T, R> {
     /// room, which pushes back on the callers rather than growing memory.
     /// Batch sizes are recorded as `write_batch_size{batch=name}`.
     pub(crate) fn start<W, F>(
-        name: &str,
+        name: &'static str,
         writers: usize,
         max_batch: usize,
         queued: usize,
@@ -40,7 +41,7 @@ impl<T: Send + 'static, R: Send + 'static> Batches<T, R> {
         W: Fn(Vec<T>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Vec<R>> + Send,
     {
-        let (queue, waiting) = mpsc::channel(queued.max(1));
+        let (queue, waiting) = mpsc::channel::<Queued<T, R>>(queued.max(1));
         // Whichever writer holds the receiver collects the next batch; the
         // others wait their turn while it is written.
         let waiting = Arc::new(Mutex::new(waiting));
@@ -57,14 +58,32 @@ impl<T: Send + 'static, R: Send + 'static> Batches<T, R> {
                     if waiting.lock().await.recv_many(&mut batch, max_batch).await == 0 {
                         return;
                     }
+                    // A caller that gave up while its item waited (a
+                    // cancelled request) gets nothing written, as when it
+                    // gives up waiting for a connection.
+                    batch.retain(|(_, reply)| !reply.is_closed());
+                    if batch.is_empty() {
+                        continue;
+                    }
                     sizes.observe(batch.len() as f64);
                     let (items, replies): (Vec<T>, Vec<oneshot::Sender<R>>) =
                         batch.drain(..).unzip();
-                    let answers = write(items).await;
-                    // A caller that gave up (a cancelled request) is not
-                    // waiting for its answer: its work is done all the same.
-                    for (reply, answer) in replies.into_iter().zip(answers) {
-                        let _ = reply.send(answer);
+                    // A panic fails this batch's callers (their answers are
+                    // dropped), not the writer: it goes on with the next.
+                    match AssertUnwindSafe(write(items)).catch_unwind().await {
+                        Ok(answers) => {
+                            debug_assert_eq!(answers.len(), replies.len(), "one answer per item");
+                            // One that gave up during the write is not
+                            // waiting: its work is done all the same.
+                            for (reply, answer) in replies.into_iter().zip(answers) {
+                                let _ = reply.send(answer);
+                            }
+                        }
+                        Err(_) => tracing::error!(
+                            batch = name,
+                            items = replies.len(),
+                            "a batch writer panicked; its batch failed"
+                        ),
                     }
                 }
             });
@@ -164,5 +183,54 @@ mod tests {
         }
         assert!(sizes.iter().all(|&size| size <= 3), "{sizes:?}");
         assert_eq!(sizes.iter().sum::<usize>(), 8);
+    }
+
+    /// A writer that panics fails its batch's callers and goes on: the
+    /// next submission is written.
+    #[tokio::test]
+    async fn a_panicking_batch_fails_its_callers_not_the_writer() {
+        let batcher = Batches::start("test", 1, 64, 64, |items: Vec<u32>| async move {
+            assert!(!items.contains(&0), "zero is poison");
+            items
+        });
+        assert!(batcher.submit(0).await.is_err());
+        assert_eq!(batcher.submit(1).await.expect("the writer lives on"), 1);
+    }
+
+    /// What a caller gave up on while it waited is never written.
+    #[tokio::test]
+    async fn an_item_whose_caller_gave_up_is_not_written() {
+        let gate = Arc::new(Semaphore::new(0));
+        let (seen, mut batches) = mpsc::unbounded_channel();
+        let writer_gate = Arc::clone(&gate);
+        let batcher = Arc::new(Batches::start("test", 1, 64, 64, move |items: Vec<u32>| {
+            let gate = Arc::clone(&writer_gate);
+            let seen = seen.clone();
+            async move {
+                seen.send(items.clone())
+                    .expect("the test reads every batch");
+                gate.acquire().await.expect("never closed").forget();
+                items
+            }
+        }));
+        let first = tokio::spawn({
+            let batcher = Arc::clone(&batcher);
+            async move { batcher.submit(1).await }
+        });
+        assert_eq!(batches.recv().await, Some(vec![1]));
+        let abandoned = tokio::spawn({
+            let batcher = Arc::clone(&batcher);
+            async move { batcher.submit(2).await }
+        });
+        while batcher.queue.capacity() > 63 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        abandoned.abort();
+        assert!(abandoned.await.expect_err("aborted").is_cancelled());
+        // Enough for 2 too, had it been written.
+        gate.add_permits(3);
+        first.await.expect("joined").expect("answered");
+        assert_eq!(batcher.submit(3).await.expect("answered"), 3);
+        assert_eq!(batches.recv().await, Some(vec![3]), "2 was never written");
     }
 }

@@ -1,7 +1,8 @@
 //! Writing new articles, in batches (see `batches`). A batch is one
 //! acquisition of a connection and two statements, however many articles it
 //! holds: the authors with the followers their events carry, then the
-//! articles with their tag links and events. Under load a new article used
+//! articles with their tag links and events (and a third first when a tag
+//! is new to this process). Under load a new article used
 //! to cost content's database three round trips and a commit of its own;
 //! now the articles that arrive together share them.
 
@@ -57,14 +58,14 @@ pub(crate) struct Draft {
 }
 
 pub(crate) enum Outcome {
-    Published(Box<Published>),
+    Published(Box<PublishedArticle>),
     /// Nothing was written: the slug is taken.
     SlugTaken(Draft),
     /// Nothing was written: the author is not in the read-model yet.
     NewAuthor(Draft),
 }
 
-pub(crate) struct Published {
+pub(crate) struct PublishedArticle {
     /// As its author sees it: no favorites, and nobody follows themselves.
     pub article: ArticleRow,
     /// The cached reads the article makes stale.
@@ -114,10 +115,22 @@ async fn write(pool: &PgPool, known_tags: &KnownTags, drafts: Vec<Draft>) -> Vec
     }
 }
 
-/// The database itself refused a statement (a constraint, a deadlock), as
-/// opposed to being out of reach.
+/// The database refused a statement for what it was asked to write (data
+/// it cannot take, a constraint, a trigger's exception) or for how it met
+/// another transaction (a deadlock): a draft alone may pass. Anything else
+/// (the server shutting down, out of connections, a cancelled statement)
+/// would fail each draft again.
 fn rejected(error: &ContentError) -> bool {
-    matches!(error, ContentError::Database(sqlx::Error::Database(_)))
+    let ContentError::Database(sqlx::Error::Database(error)) = error else {
+        return false;
+    };
+    error.code().is_some_and(|code| {
+        code.starts_with("22")
+            || code.starts_with("23")
+            || code == "P0001"
+            || code == "40P01"
+            || code == "40001"
+    })
 }
 
 /// A batch that wrote nothing, with its drafts.
@@ -168,7 +181,7 @@ async fn write_together(
             .map(|draft| {
                 authors
                     .get(&draft.author)
-                    .map(|author| announce(draft, author))
+                    .map(|author| to_publish(draft, author))
                     .transpose()
             })
             .collect::<Result<Vec<_>, ContentError>>()?;
@@ -202,6 +215,10 @@ async fn write_together(
                 Some(draft.span.in_scope(|| event.write_span()))
             })
             .collect();
+        // Every author new here: nothing to write until auth was asked.
+        if new.is_empty() {
+            return Ok((announced, HashMap::new()));
+        }
         let stored: HashMap<Uuid, repo::Published> = repo::publish(&mut *db, &new)
             .await?
             .into_iter()
@@ -233,7 +250,7 @@ async fn write_together(
             };
             article.created_at = row.created_at;
             article.updated_at = row.updated_at;
-            Outcome::Published(Box::new(Published {
+            Outcome::Published(Box::new(PublishedArticle {
                 missing_links: usize::try_from(row.linked).ok() != Some(article.tags.len()),
                 article,
                 stale,
@@ -244,7 +261,7 @@ async fn write_together(
 
 /// The article `draft` would be, by `author`, with the event announcing it
 /// and the cached reads it makes stale.
-fn announce(draft: &Draft, author: &WithFollowers) -> Result<Announced, ContentError> {
+fn to_publish(draft: &Draft, author: &WithFollowers) -> Result<Announced, ContentError> {
     let article = ArticleRow {
         id: Uuid::now_v7(),
         slug: draft.slug.clone(),

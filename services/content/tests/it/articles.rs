@@ -743,19 +743,25 @@ struct HeldWriters {
 }
 
 impl HeldWriters {
-    async fn hold(world: &World, pool: &sqlx::PgPool, author: &support::User) -> Self {
+    /// Holds the writers with articles by `author`, once content knows
+    /// every one of `authors` (one new here would be fetched from auth and
+    /// written in a batch of its own).
+    async fn hold(world: &World, pool: &sqlx::PgPool, authors: &[&support::User]) -> Self {
+        let ids: Vec<uuid::Uuid> = authors.iter().map(|a| a.id.parse().unwrap()).collect();
+        support::eventually("content knows every author", || async {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM authors WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_one(pool)
+                .await
+                .unwrap()
+                == i64::try_from(ids.len()).unwrap()
+        })
+        .await;
         let mut gate = pool.begin().await.unwrap();
         sqlx::query("INSERT INTO tags (name) VALUES ('gate')")
             .execute(&mut *gate)
             .await
             .unwrap();
-        let held = (0..2)
-            .map(|n| {
-                let mut client = world.client();
-                let request = as_user(author, new_article(&format!("Held {n}"), &["gate"]));
-                tokio::spawn(async move { client.create_article(request).await })
-            })
-            .collect();
         let waiting = || {
             sqlx::query_scalar::<_, i64>(
                 "SELECT count(*) FROM pg_stat_activity \
@@ -763,10 +769,19 @@ impl HeldWriters {
             )
             .fetch_one(pool)
         };
-        support::eventually("both writers wait for the gate", || async {
-            waiting().await.unwrap() == 2
-        })
-        .await;
+        // One at a time: two arriving together would share one writer.
+        let mut held = Vec::new();
+        for n in 1..=2_i64 {
+            let mut client = world.client();
+            let request = as_user(authors[0], new_article(&format!("Held {n}"), &["gate"]));
+            held.push(tokio::spawn(
+                async move { client.create_article(request).await },
+            ));
+            support::eventually("the writer waits for the gate", || async {
+                waiting().await.unwrap() == n
+            })
+            .await;
+        }
         Self { gate, held }
     }
 
@@ -779,6 +794,17 @@ impl HeldWriters {
             held.await.unwrap().unwrap();
         }
     }
+}
+
+/// Articles written in a batch beside another, by this process's writers
+/// so far (a batch of n counts n - 1): nextest runs each test in a process
+/// of its own.
+fn articles_sharing_a_batch() -> u64 {
+    let sizes = quill_platform::metrics::get()
+        .write_batch_size
+        .with_label_values(&["articles"]);
+    // Sizes are whole numbers, so the sum is exact.
+    sizes.get_sample_sum() as u64 - sizes.get_sample_count()
 }
 
 /// The transactions that wrote these titles' articles.
@@ -798,7 +824,7 @@ async fn articles_published_together_are_written_in_one_transaction() {
     let world = World::start().await;
     let (alice, bob) = (world.user("alice").await, world.user("bob").await);
     let pool = world.content_db().await;
-    let writers = HeldWriters::hold(&world, &pool, &alice).await;
+    let writers = HeldWriters::hold(&world, &pool, &[&alice, &bob]).await;
 
     let queued: Vec<_> = (0..10)
         .map(|n| {
@@ -849,7 +875,8 @@ async fn an_article_the_database_rejects_fails_alone() {
     .execute(&pool)
     .await
     .unwrap();
-    let writers = HeldWriters::hold(&world, &pool, &alice).await;
+    let writers = HeldWriters::hold(&world, &pool, &[&alice]).await;
+    let shared_before = articles_sharing_a_batch();
 
     let queued: Vec<_> = ["Poison", "Fine 1", "Fine 2", "Fine 3"]
         .into_iter()
@@ -865,6 +892,11 @@ async fn an_article_the_database_rejects_fails_alone() {
     for queued in queued {
         answers.push(queued.await.unwrap());
     }
+    assert_eq!(
+        articles_sharing_a_batch() - shared_before,
+        3,
+        "the four were written as one batch first"
+    );
     assert_code(answers.remove(0), Code::Internal);
     for answer in answers {
         let slug = answer.unwrap().into_inner().slug;
