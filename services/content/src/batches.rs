@@ -104,19 +104,20 @@ impl<T: Send + 'static, R: Send + 'static> Batches<T, R> {
 mod tests {
     use std::time::Duration;
 
-    use tokio::sync::Semaphore;
+    use tokio::{sync::Semaphore, task::JoinHandle};
 
     use super::*;
 
-    /// While the only writer is busy, what arrives waits and is then
-    /// written together: the second batch holds everything submitted
-    /// during the first, and every caller gets its own answer.
-    #[tokio::test]
-    async fn what_arrives_during_a_write_is_written_together() {
+    type Gated = Arc<Batches<u32, u32>>;
+
+    /// A batcher of one writer whose writes each wait for a permit of the
+    /// returned semaphore (none to start with), report their batch, and
+    /// answer ten times each item.
+    fn gated(max_batch: usize) -> (Gated, Arc<Semaphore>, mpsc::UnboundedReceiver<Vec<u32>>) {
         let gate = Arc::new(Semaphore::new(0));
-        let (seen, mut batches) = mpsc::unbounded_channel();
+        let (seen, batches) = mpsc::unbounded_channel();
         let writer_gate = Arc::clone(&gate);
-        let batcher = Arc::new(Batches::start("test", 1, 64, 64, move |items: Vec<u32>| {
+        let batcher = Batches::start("test", 1, max_batch, 64, move |items: Vec<u32>| {
             let gate = Arc::clone(&writer_gate);
             let seen = seen.clone();
             async move {
@@ -125,23 +126,32 @@ mod tests {
                 gate.acquire().await.expect("never closed").forget();
                 items.into_iter().map(|n| n * 10).collect()
             }
-        }));
-
-        let first = tokio::spawn({
-            let batcher = Arc::clone(&batcher);
-            async move { batcher.submit(1).await }
         });
-        assert_eq!(batches.recv().await, Some(vec![1]));
-        let rest: Vec<_> = (2..=6)
-            .map(|n| {
-                let batcher = Arc::clone(&batcher);
-                tokio::spawn(async move { batcher.submit(n).await })
-            })
-            .collect();
-        // Let all five reach the queue while the writer is held.
-        while batcher.queue.capacity() > 64 - 5 {
+        (Arc::new(batcher), gate, batches)
+    }
+
+    fn submit(batcher: &Gated, item: u32) -> JoinHandle<Result<u32, Stopped>> {
+        let batcher = Arc::clone(batcher);
+        tokio::spawn(async move { batcher.submit(item).await })
+    }
+
+    /// Until `count` submissions wait in the queue.
+    async fn queued(batcher: &Gated, count: usize) {
+        while batcher.queue.max_capacity() - batcher.queue.capacity() < count {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    /// While the only writer is busy, what arrives waits and is then
+    /// written together: the second batch holds everything submitted
+    /// during the first, and every caller gets its own answer.
+    #[tokio::test]
+    async fn what_arrives_during_a_write_is_written_together() {
+        let (batcher, gate, mut batches) = gated(64);
+        let first = submit(&batcher, 1);
+        assert_eq!(batches.recv().await, Some(vec![1]));
+        let rest: Vec<_> = (2..=6).map(|n| submit(&batcher, n)).collect();
+        queued(&batcher, 5).await;
         gate.add_permits(2);
 
         assert_eq!(batches.recv().await, Some(vec![2, 3, 4, 5, 6]));
@@ -154,32 +164,16 @@ mod tests {
     /// A batch is never larger than asked: the rest waits for the next.
     #[tokio::test]
     async fn a_batch_holds_at_most_max_batch_items() {
-        let (seen, mut batches) = mpsc::unbounded_channel();
-        let gate = Arc::new(Semaphore::new(0));
-        let writer_gate = Arc::clone(&gate);
-        let batcher = Arc::new(Batches::start("test", 1, 3, 64, move |items: Vec<u32>| {
-            let gate = Arc::clone(&writer_gate);
-            let seen = seen.clone();
-            async move {
-                seen.send(items.len()).expect("the test reads every batch");
-                gate.acquire().await.expect("never closed").forget();
-                items
-            }
-        }));
-        let calls: Vec<_> = (0..8)
-            .map(|n| {
-                let batcher = Arc::clone(&batcher);
-                tokio::spawn(async move { batcher.submit(n).await })
-            })
-            .collect();
+        let (batcher, gate, mut batches) = gated(3);
+        let calls: Vec<_> = (0..8).map(|n| submit(&batcher, n)).collect();
         gate.add_permits(8);
         for call in calls {
             call.await.expect("joined").expect("answered");
         }
         drop(batcher);
         let mut sizes = Vec::new();
-        while let Some(size) = batches.recv().await {
-            sizes.push(size);
+        while let Some(batch) = batches.recv().await {
+            sizes.push(batch.len());
         }
         assert!(sizes.iter().all(|&size| size <= 3), "{sizes:?}");
         assert_eq!(sizes.iter().sum::<usize>(), 8);
@@ -200,37 +194,17 @@ mod tests {
     /// What a caller gave up on while it waited is never written.
     #[tokio::test]
     async fn an_item_whose_caller_gave_up_is_not_written() {
-        let gate = Arc::new(Semaphore::new(0));
-        let (seen, mut batches) = mpsc::unbounded_channel();
-        let writer_gate = Arc::clone(&gate);
-        let batcher = Arc::new(Batches::start("test", 1, 64, 64, move |items: Vec<u32>| {
-            let gate = Arc::clone(&writer_gate);
-            let seen = seen.clone();
-            async move {
-                seen.send(items.clone())
-                    .expect("the test reads every batch");
-                gate.acquire().await.expect("never closed").forget();
-                items
-            }
-        }));
-        let first = tokio::spawn({
-            let batcher = Arc::clone(&batcher);
-            async move { batcher.submit(1).await }
-        });
+        let (batcher, gate, mut batches) = gated(64);
+        let first = submit(&batcher, 1);
         assert_eq!(batches.recv().await, Some(vec![1]));
-        let abandoned = tokio::spawn({
-            let batcher = Arc::clone(&batcher);
-            async move { batcher.submit(2).await }
-        });
-        while batcher.queue.capacity() > 63 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let abandoned = submit(&batcher, 2);
+        queued(&batcher, 1).await;
         abandoned.abort();
         assert!(abandoned.await.expect_err("aborted").is_cancelled());
         // Enough for 2 too, had it been written.
         gate.add_permits(3);
         first.await.expect("joined").expect("answered");
-        assert_eq!(batcher.submit(3).await.expect("answered"), 3);
+        assert_eq!(batcher.submit(3).await.expect("answered"), 30);
         assert_eq!(batches.recv().await, Some(vec![3]), "2 was never written");
     }
 }
