@@ -34,7 +34,7 @@ pub fn new_envelope(producer: &str, payload: Payload) -> Envelope {
 /// original request's trace however late the relay publishes. Captured
 /// apart from the envelope for a change written by another task (a batch
 /// writer), where neither the span nor the request id is current.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EventOrigin {
     traceparent: String,
     tracestate: String,
