@@ -37,7 +37,7 @@ const SLUG_ATTEMPTS: usize = 5;
 
 /// Attempts at a write announcing an article as it was read (a favorite,
 /// a comment) while edits of that article keep landing in between.
-const AS_READ_ATTEMPTS: usize = 5;
+pub(crate) const AS_READ_ATTEMPTS: usize = 5;
 
 /// Runs `attempt` (read the article, build the event naming it, write if
 /// the article is still as read) on the connection `db` until it answers:
@@ -61,9 +61,7 @@ where
         }
         db = back;
     }
-    Err(ContentError::Internal(format!(
-        "the article was edited between its read and the write, {AS_READ_ATTEMPTS} times"
-    )))
+    Err(ContentError::edited_under_write())
 }
 
 pub struct NewArticleInput {
@@ -148,11 +146,7 @@ impl Content {
         let mut slugs_tried = 0;
         let mut author_fetched = false;
         loop {
-            let outcome = self
-                .publishing
-                .submit(draft)
-                .await
-                .map_err(|stopped| ContentError::Internal(stopped.to_string()))??;
+            let outcome = self.publishing.submit(draft).await??;
             draft = match outcome {
                 Outcome::Published(published) => {
                     let PublishedArticle {

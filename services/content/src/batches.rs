@@ -10,6 +10,20 @@ use std::{panic::AssertUnwindSafe, sync::Arc};
 use futures::FutureExt;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use crate::error::ContentError;
+
+/// Batches written at once. Two keep a batch being collected while another
+/// is in the database; more would only split the same load into smaller
+/// batches, each with its own round trips and commit.
+pub(crate) const WRITERS: usize = 2;
+
+/// The most items in one batch: past a few dozen the per-batch costs are
+/// already negligible, and a larger statement only delays its first answer.
+pub(crate) const MAX_BATCH: usize = 64;
+
+/// Items waiting for a writer before submissions wait for room.
+pub(crate) const QUEUED: usize = 1024;
+
 /// Work waiting for a writer, and where its answer goes.
 type Queued<T, R> = (T, oneshot::Sender<R>);
 
@@ -98,6 +112,66 @@ impl<T: Send + 'static, R: Send + 'static> Batches<T, R> {
         self.queue.send((item, reply)).await.map_err(|_| Stopped)?;
         answer.await.map_err(|_| Stopped)
     }
+}
+
+/// A batch that wrote nothing, with its items.
+pub(crate) struct Failed<T> {
+    pub error: ContentError,
+    pub items: Vec<T>,
+}
+
+/// Answers each item with `write_together`, which writes all of them or
+/// none. When the database refused the batch for what it held, each item is
+/// written again on its own, so that one bad item fails only its own
+/// request; a failure to reach the database fails them all.
+pub(crate) async fn each_alone_if_rejected<T, O, F>(
+    name: &'static str,
+    items: Vec<T>,
+    write_together: impl Fn(Vec<T>) -> F,
+) -> Vec<Result<O, ContentError>>
+where
+    F: Future<Output = Result<Vec<O>, Failed<T>>>,
+{
+    match write_together(items).await {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(Failed { error, items }) if items.len() > 1 && rejected(&error) => {
+            tracing::warn!(%error, batch = name, count = items.len(), "a batch failed; writing each alone");
+            let mut answers = Vec::with_capacity(items.len());
+            for item in items {
+                let answer = write_together(vec![item]).await;
+                answers.push(
+                    answer
+                        .map(|mut outcomes| outcomes.remove(0))
+                        .map_err(|failed| failed.error),
+                );
+            }
+            answers
+        }
+        Err(Failed { error, items }) => {
+            let message = error.to_string();
+            let mut answers = vec![Err(error)];
+            answers.extend((1..items.len()).map(|_| Err(ContentError::Internal(message.clone()))));
+            answers
+        }
+    }
+}
+
+/// The database refused a statement for what it was asked to write (data
+/// it cannot take, a constraint, a trigger's exception) or for how it met
+/// another transaction (a deadlock): an item alone may pass. Anything else
+/// (the server shutting down, out of connections, a cancelled statement)
+/// would fail each item again.
+fn rejected(error: &ContentError) -> bool {
+    let ContentError::Database(sqlx::Error::Database(error)) = error else {
+        return false;
+    };
+    error.code().is_some_and(|code| {
+        code.starts_with("22")
+            || code.starts_with("23")
+            || code == "P0001"
+            || code == "40P01"
+            || code == "40001"
+    })
 }
 
 #[cfg(test)]

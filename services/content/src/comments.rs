@@ -1,22 +1,20 @@
 //! Comments: anyone signed in may comment; the comment's author, the
 //! article's author or a moderator may delete.
 
-use quill_events::{new_envelope, outbox::OutboxRow};
-use quill_proto::events::v1::{CommentAdded, envelope::Payload};
+use quill_events::EventOrigin;
 use serde::{Deserialize, Serialize};
-use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
-    articles::as_read,
+    articles::AS_READ_ATTEMPTS,
+    commenting::{AddedComment, Draft, Outcome},
     cursor::CommentPosition,
     error::ContentError,
-    events::{PRODUCER, snapshot},
     policy::{self, Caller},
-    read_cache::{changed_by, versions},
+    read_cache::versions,
     repo::{
         articles as article_repo,
-        comments::{self as repo, CommentPage, CommentRow, NewComment},
+        comments::{self as repo, CommentPage, CommentRow},
     },
     service::Content,
     validation,
@@ -53,56 +51,46 @@ impl Content {
     ) -> Result<(CommentRow, String), ContentError> {
         let slug = validation::slug(slug)?;
         let body = validation::comment_body(body)?;
-        let (commenter, db) = self.authors.acting(caller.user).await?;
-        // The event names the article as read; the write checks it still
-        // is, and a comment meeting an edit reads it again.
-        let (target, stale, created_at, updated_at) = {
-            let (commenter, body) = (&commenter, &body);
-            as_read(db, move |mut db| async move {
-                let target = article_repo::comment_target(&mut *db, slug)
-                    .await?
-                    .ok_or(ContentError::NotFound("article"))?;
-                // The article's author comes with it, so notification can tell them.
-                let added = Payload::CommentAdded(CommentAdded {
-                    comment_id: target.comment_id,
-                    body: body.clone(),
-                    commenter_id: commenter.id.to_string(),
-                    commenter_username: commenter.username.clone(),
-                    article: Some(snapshot(target.article.clone())),
-                });
-                let stale = changed_by(&added);
-                let event = OutboxRow::of(&new_envelope(PRODUCER, added))?;
-                let new = NewComment {
-                    id: target.comment_id,
-                    article_id: target.article.id,
-                    author_id: caller.user,
-                    body,
-                };
-                let written =
-                    repo::insert_announced(&mut *db, &new, target.article.updated_at, &event)
-                        .instrument(event.write_span())
-                        .await?;
-                let done =
-                    written.map(|(created_at, updated_at)| (target, stale, created_at, updated_at));
-                Ok((db, done))
-            })
-            .await?
-        };
-        quill_events::outbox::written();
-        self.cache.invalidate(&stale).await;
-        let comment = CommentRow {
-            id: target.comment_id,
+        let mut draft = Draft {
+            commenter: caller.user,
+            slug: slug.to_owned(),
             body,
-            created_at,
-            updated_at,
-            author_id: commenter.id,
-            author_username: Some(commenter.username),
-            author_bio: commenter.bio,
-            author_image: commenter.image,
-            // Nobody follows themselves.
-            following: false,
+            origin: EventOrigin::current(),
+            span: tracing::Span::current(),
         };
-        Ok((comment, target.article.slug))
+        let mut commenter_fetched = false;
+        let mut reads = 0;
+        loop {
+            draft = match self.commenting.submit(draft).await?? {
+                Outcome::Added(added) => {
+                    let AddedComment {
+                        comment,
+                        slug,
+                        stale,
+                    } = *added;
+                    self.cache.invalidate(&stale).await;
+                    return Ok((comment, slug));
+                }
+                Outcome::NoArticle => return Err(ContentError::NotFound("article")),
+                // Fetched from auth without holding a writer up.
+                Outcome::NewCommenter(draft) if !commenter_fetched => {
+                    self.authors.ensure(caller.user).await?;
+                    commenter_fetched = true;
+                    draft
+                }
+                Outcome::NewCommenter(_) => {
+                    return Err(ContentError::Unauthenticated("unknown user"));
+                }
+                // The event named the article as it was read: read it again.
+                Outcome::Moved(draft) => {
+                    reads += 1;
+                    if reads == AS_READ_ATTEMPTS {
+                        return Err(ContentError::edited_under_write());
+                    }
+                    draft
+                }
+            };
+        }
     }
 
     /// A page of the article's comments, newest first, as anybody sees it

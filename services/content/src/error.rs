@@ -7,6 +7,8 @@ use quill_platform::{
 };
 use tonic::{Code, Status};
 
+use crate::{articles::AS_READ_ATTEMPTS, batches::Stopped};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ContentError {
     #[error("invalid input")]
@@ -34,11 +36,26 @@ impl ContentError {
         Self::Invalid(vec![(field, message.into())])
     }
 
+    /// A write announcing an article as read met an edit every time it
+    /// read the article again (`articles::AS_READ_ATTEMPTS`).
+    pub fn edited_under_write() -> Self {
+        Self::Internal(format!(
+            "the article was edited between its read and the write, {AS_READ_ATTEMPTS} times"
+        ))
+    }
+
     pub fn auth_unavailable(status: Status) -> Self {
         Self::Upstream {
             what: "auth",
             status: Box::new(status),
         }
+    }
+}
+
+/// The writers stop only as the process does.
+impl From<Stopped> for ContentError {
+    fn from(stopped: Stopped) -> Self {
+        Self::Internal(stopped.to_string())
     }
 }
 

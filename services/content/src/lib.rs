@@ -11,6 +11,7 @@
 mod articles;
 mod authors;
 mod batches;
+mod commenting;
 mod comments;
 pub mod config;
 pub mod cursor;

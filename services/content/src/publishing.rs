@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    batches::Batches,
+    batches::{self, Batches, Failed},
     error::ContentError,
     events::{PRODUCER, snapshot_of},
     known_tags::KnownTags,
@@ -30,18 +30,6 @@ use crate::{
 /// most this many (about 19 KB of ids), so the fan-out asks content for
 /// nothing; a larger audience is streamed by the notification service.
 const CARRIED_FOLLOWERS: usize = 500;
-
-/// Batches written at once. Two keep a batch being collected while another
-/// is in the database; more would only split the same load into smaller
-/// batches, each with its own round trips and commit.
-const WRITERS: usize = 2;
-
-/// The most articles in one batch: past a few dozen the per-batch costs are
-/// already negligible, and a larger statement only delays its first answer.
-const MAX_BATCH: usize = 64;
-
-/// Articles waiting for a writer before submissions wait for room.
-const QUEUED: usize = 1024;
 
 /// A valid new article, on its way to a writer.
 pub(crate) struct Draft {
@@ -80,63 +68,25 @@ pub(crate) type Publishing = Batches<Draft, Answer>;
 
 /// Starts the writers of new articles.
 pub(crate) fn start(pool: PgPool, known_tags: Arc<KnownTags>) -> Publishing {
-    Batches::start("articles", WRITERS, MAX_BATCH, QUEUED, move |drafts| {
-        let pool = pool.clone();
-        let known_tags = Arc::clone(&known_tags);
-        async move { write(&pool, &known_tags, drafts).await }
-    })
+    Batches::start(
+        "articles",
+        batches::WRITERS,
+        batches::MAX_BATCH,
+        batches::QUEUED,
+        move |drafts| {
+            let pool = pool.clone();
+            let known_tags = Arc::clone(&known_tags);
+            async move { write(&pool, &known_tags, drafts).await }
+        },
+    )
 }
 
-/// Answers each draft: the batch's statements, or, when the database
-/// rejected them, each draft on its own, so that one bad draft fails only
-/// its own request. A failure to reach the database fails them all.
+/// Answers each draft (see `batches::each_alone_if_rejected`).
 async fn write(pool: &PgPool, known_tags: &KnownTags, drafts: Vec<Draft>) -> Vec<Answer> {
-    match write_together(pool, known_tags, drafts).await {
-        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-        Err(Failed { error, drafts }) if drafts.len() > 1 && rejected(&error) => {
-            tracing::warn!(%error, count = drafts.len(), "a batch of articles failed; writing each alone");
-            let mut answers = Vec::with_capacity(drafts.len());
-            for draft in drafts {
-                let answer = write_together(pool, known_tags, vec![draft]).await;
-                answers.push(
-                    answer
-                        .map(|mut outcomes| outcomes.remove(0))
-                        .map_err(|failed| failed.error),
-                );
-            }
-            answers
-        }
-        Err(Failed { error, drafts }) => {
-            let message = error.to_string();
-            let mut answers = vec![Err(error)];
-            answers.extend((1..drafts.len()).map(|_| Err(ContentError::Internal(message.clone()))));
-            answers
-        }
-    }
-}
-
-/// The database refused a statement for what it was asked to write (data
-/// it cannot take, a constraint, a trigger's exception) or for how it met
-/// another transaction (a deadlock): a draft alone may pass. Anything else
-/// (the server shutting down, out of connections, a cancelled statement)
-/// would fail each draft again.
-fn rejected(error: &ContentError) -> bool {
-    let ContentError::Database(sqlx::Error::Database(error)) = error else {
-        return false;
-    };
-    error.code().is_some_and(|code| {
-        code.starts_with("22")
-            || code.starts_with("23")
-            || code == "P0001"
-            || code == "40P01"
-            || code == "40001"
+    batches::each_alone_if_rejected("articles", drafts, |drafts| {
+        write_together(pool, known_tags, drafts)
     })
-}
-
-/// A batch that wrote nothing, with its drafts.
-struct Failed {
-    error: ContentError,
-    drafts: Vec<Draft>,
+    .await
 }
 
 /// An article as it is about to be written.
@@ -152,7 +102,7 @@ async fn write_together(
     pool: &PgPool,
     known_tags: &KnownTags,
     drafts: Vec<Draft>,
-) -> Result<Vec<Outcome>, Failed> {
+) -> Result<Vec<Outcome>, Failed<Draft>> {
     let written = async {
         let mut db = pool.acquire().await?;
         let mut unknown: Vec<String> = drafts
@@ -229,7 +179,12 @@ async fn write_together(
     .await;
     let (announced, stored) = match written {
         Ok(written) => written,
-        Err(error) => return Err(Failed { error, drafts }),
+        Err(error) => {
+            return Err(Failed {
+                error,
+                items: drafts,
+            });
+        }
     };
     if !stored.is_empty() {
         quill_events::outbox::written();

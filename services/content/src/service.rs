@@ -9,6 +9,7 @@ use sqlx::PgPool;
 
 use crate::{
     authors::Authors,
+    commenting::{self, Commenting},
     cursor::CursorCodec,
     known_tags::KnownTags,
     publishing::{self, Publishing},
@@ -27,6 +28,8 @@ pub struct Content {
     /// The writers of new articles, which share a database round trip
     /// among the articles that arrive together.
     pub(crate) publishing: Publishing,
+    /// The writers of new comments, likewise.
+    pub(crate) commenting: Commenting,
 }
 
 impl Content {
@@ -40,6 +43,7 @@ impl Content {
         let known_tags = Arc::new(KnownTags::default());
         Self {
             publishing: publishing::start(pool.clone(), Arc::clone(&known_tags)),
+            commenting: commenting::start(pool.clone()),
             pool,
             lists,
             authors,

@@ -537,29 +537,45 @@ pub async fn visible_summary(
     .await
 }
 
-/// A visible article to comment on, as events tell it, and the id the new
-/// comment will have: what the comment's statement and its event need,
-/// read in one round trip before it.
+/// Where one of a batch of new comments goes, read for the whole batch in
+/// one round trip: the visible article it is on, as events tell it, the id
+/// the comment will have (so its event can name it), and its commenter as
+/// the read-model knows them (no username: new here).
 #[derive(Debug, FromRow)]
-pub struct CommentTarget {
+pub struct CommentPlace {
+    /// The comment's index in the batch.
+    pub draft: i64,
     #[sqlx(flatten)]
     pub article: ArticleSummary,
     pub comment_id: i64,
+    pub commenter_username: Option<String>,
+    pub commenter_bio: Option<String>,
+    pub commenter_image: Option<String>,
 }
 
-pub async fn comment_target(
+/// The places of comments by `commenters[i]` on the articles `slugs[i]`;
+/// none for a comment whose article is absent or hidden. Each comment gets
+/// an id of its own, however many go on one article.
+pub async fn comment_places(
     db: impl PgExecutor<'_>,
-    slug: &str,
-) -> Result<Option<CommentTarget>, sqlx::Error> {
+    slugs: &[&str],
+    commenters: &[Uuid],
+) -> Result<Vec<CommentPlace>, sqlx::Error> {
     sqlx::query_as(concat!(
-        "SELECT ",
+        "SELECT d.position - 1 AS draft, ",
         summary_columns!(),
-        ", nextval(pg_get_serial_sequence('comments', 'id')) AS comment_id \
-         FROM articles a WHERE a.slug = $1 AND ",
+        ", nextval(pg_get_serial_sequence('comments', 'id')) AS comment_id, \
+           c.username AS commenter_username, c.bio AS commenter_bio, \
+           c.image AS commenter_image \
+         FROM unnest($1::text[], $2::uuid[]) WITH ORDINALITY AS d(slug, commenter, position) \
+         JOIN articles a ON a.slug = d.slug \
+         LEFT JOIN authors c ON c.id = d.commenter \
+         WHERE ",
         visible!()
     ))
-    .bind(slug)
-    .fetch_optional(db)
+    .bind(slugs)
+    .bind(commenters)
+    .fetch_all(db)
     .await
 }
 

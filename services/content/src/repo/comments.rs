@@ -31,42 +31,77 @@ pub struct CommentPage {
 
 pub struct NewComment<'a> {
     /// Taken from the comments' sequence beforehand
-    /// (`articles::comment_target`), so the event can name it.
+    /// (`articles::comment_places`), so the event can name it.
     pub id: i64,
     pub article_id: Uuid,
     pub author_id: Uuid,
     pub body: &'a str,
+    /// The article's `updated_at` as the comment's event was built from it.
+    pub seen: DateTime<Utc>,
+    pub event: &'a OutboxRow,
 }
 
-/// Inserts the comment and the event announcing it, in one statement, if
-/// the article is still as `seen` read it (`None` otherwise, with nothing
-/// written: read it again). Returns the comment's timestamps.
+/// A comment as written.
+#[derive(Debug, FromRow)]
+pub struct Inserted {
+    pub id: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Inserts the comments and the events announcing them, in one statement:
+/// each whose article is still as `seen` read it (`as_read!`, for many
+/// articles). The others are absent from the answer, with nothing written:
+/// read them again.
 pub async fn insert_announced(
     db: impl PgExecutor<'_>,
-    comment: &NewComment<'_>,
-    seen: DateTime<Utc>,
-    event: &OutboxRow,
-) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "WITH ",
-        as_read!("$2", "$8"),
-        ", c AS ( \
+    comments: &[NewComment<'_>],
+) -> Result<Vec<Inserted>, sqlx::Error> {
+    let ids: Vec<i64> = comments.iter().map(|c| c.id).collect();
+    let articles: Vec<Uuid> = comments.iter().map(|c| c.article_id).collect();
+    let authors: Vec<Uuid> = comments.iter().map(|c| c.author_id).collect();
+    let bodies: Vec<&str> = comments.iter().map(|c| c.body).collect();
+    let seen: Vec<DateTime<Utc>> = comments.iter().map(|c| c.seen).collect();
+    let events: Vec<Uuid> = comments.iter().map(|c| c.event.id).collect();
+    let keys: Vec<&str> = comments
+        .iter()
+        .map(|c| c.event.routing_key.as_str())
+        .collect();
+    let payloads: Vec<&[u8]> = comments
+        .iter()
+        .map(|c| c.event.payload.as_slice())
+        .collect();
+    // The articles are share-locked in id order, so that an edit waiting
+    // for one never holds another this statement waits for.
+    sqlx::query_as(
+        "WITH new AS ( \
+             SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::text[], \
+                                  $5::timestamptz[], $6::uuid[], $7::text[], $8::bytea[]) \
+                 WITH ORDINALITY AS n(id, article_id, author_id, body, seen, event_id, \
+                                      routing_key, payload, position)), \
+         a AS ( \
+             SELECT id FROM articles WHERE (id, updated_at) IN (SELECT article_id, seen FROM new) \
+             ORDER BY id FOR SHARE), \
+         c AS ( \
              INSERT INTO comments (id, article_id, author_id, body) OVERRIDING SYSTEM VALUE \
-             SELECT $1, a.id, $3, $4 FROM a \
-             RETURNING created_at, updated_at), \
+             SELECT new.id, new.article_id, new.author_id, new.body \
+             FROM new JOIN a ON a.id = new.article_id ORDER BY new.position \
+             RETURNING id, created_at, updated_at), \
          announced AS ( \
-             INSERT INTO outbox (id, routing_key, payload) SELECT $5, $6, $7 FROM c) \
-         SELECT created_at, updated_at FROM c"
-    ))
-    .bind(comment.id)
-    .bind(comment.article_id)
-    .bind(comment.author_id)
-    .bind(comment.body)
-    .bind(event.id)
-    .bind(&event.routing_key)
-    .bind(&event.payload)
-    .bind(seen)
-    .fetch_optional(db)
+             INSERT INTO outbox (id, routing_key, payload) \
+             SELECT new.event_id, new.routing_key, new.payload \
+             FROM new JOIN c USING (id) ORDER BY new.position) \
+         SELECT id, created_at, updated_at FROM c",
+    )
+    .bind(&ids)
+    .bind(&articles)
+    .bind(&authors)
+    .bind(&bodies)
+    .bind(&seen)
+    .bind(&events)
+    .bind(&keys)
+    .bind(&payloads)
+    .fetch_all(db)
     .await
 }
 

@@ -5,6 +5,7 @@
 //! stays per test.
 
 mod articles;
+mod batches;
 mod cache;
 mod errors;
 mod events;

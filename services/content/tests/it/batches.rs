@@ -1,0 +1,364 @@
+//! New articles and comments are written in batches: what arrives while
+//! the writers are busy goes out together, each request with its own
+//! answer and event, and a batch the database rejects fails only the item
+//! it rejects. The writers are held mid-write by a transaction of the
+//! test's, so that what the test sends meanwhile queues behind them.
+
+use crate::support;
+
+use std::{future::Future, time::Duration};
+
+use quill_proto::{content::v1 as pb, events::v1::envelope::Payload};
+use support::{User, World, as_user, assert_code};
+use tonic::Code;
+
+use crate::articles::new_article;
+
+/// Content's two writers of one kind, each held in the middle of a write
+/// that waits for a lock this transaction holds. What is written meanwhile
+/// queues, and goes out in one batch once `open` lets the writers go.
+struct HeldWriters {
+    gate: sqlx::Transaction<'static, sqlx::Postgres>,
+    held: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl HeldWriters {
+    /// Runs `gate` in a transaction kept open, then starts `write(n)` for
+    /// each writer, which must wait for `gate`'s lock, once content knows
+    /// every one of `users` (one new here would be fetched from auth and
+    /// written in a batch of its own).
+    async fn hold<F>(
+        pool: &sqlx::PgPool,
+        users: &[&User],
+        gate: &str,
+        write: impl Fn(i64) -> F,
+    ) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let ids: Vec<uuid::Uuid> = users.iter().map(|a| a.id.parse().unwrap()).collect();
+        support::eventually("content knows every user", || async {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM authors WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_one(pool)
+                .await
+                .unwrap()
+                == i64::try_from(ids.len()).unwrap()
+        })
+        .await;
+        let mut gate_tx = pool.begin().await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(gate.to_owned()))
+            .execute(&mut *gate_tx)
+            .await
+            .unwrap();
+        let waiting = || {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(pool)
+        };
+        // One at a time: two arriving together would share one writer.
+        let mut held = Vec::new();
+        for n in 1..=2_i64 {
+            held.push(tokio::spawn(write(n)));
+            support::eventually("the writer waits for the gate", || async {
+                waiting().await.unwrap() == n
+            })
+            .await;
+        }
+        Self {
+            gate: gate_tx,
+            held,
+        }
+    }
+
+    /// Holds the article writers on articles by `users[0]` with the tag
+    /// `gate`, which this transaction inserts and keeps uncommitted.
+    async fn articles(world: &World, pool: &sqlx::PgPool, users: &[&User]) -> Self {
+        let author = users[0].clone();
+        Self::hold(
+            pool,
+            users,
+            "INSERT INTO tags (name) VALUES ('gate')",
+            |n| {
+                let mut client = world.client();
+                let request = as_user(&author, new_article(&format!("Held {n}"), &["gate"]));
+                async move {
+                    client.create_article(request).await.unwrap();
+                }
+            },
+        )
+        .await
+    }
+
+    /// Holds the comment writers on comments by `users[0]` on the article
+    /// `slug`, which this transaction locks as an edit would.
+    async fn comments(world: &World, pool: &sqlx::PgPool, users: &[&User], slug: &str) -> Self {
+        let commenter = users[0].clone();
+        let gate = format!("SELECT 1 FROM articles WHERE slug = '{slug}' FOR UPDATE");
+        Self::hold(pool, users, &gate, |n| {
+            let mut client = world.client();
+            let request = as_user(&commenter, comment_on(slug, &format!("Held {n}")));
+            async move {
+                client.add_comment(request).await.unwrap();
+            }
+        })
+        .await
+    }
+
+    /// Lets the writers go, once what the test wrote meanwhile has had
+    /// ample time to queue behind them.
+    async fn open(self) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        self.gate.commit().await.unwrap();
+        for held in self.held {
+            held.await.unwrap();
+        }
+    }
+}
+
+fn comment_on(slug: &str, body: &str) -> pb::AddCommentRequest {
+    pb::AddCommentRequest {
+        slug: slug.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// Items written in a batch beside another, by this process's writers of
+/// `batch` so far (a batch of n counts n - 1): nextest runs each test in a
+/// process of its own.
+fn sharing_a_batch(batch: &str) -> u64 {
+    let sizes = quill_platform::metrics::get()
+        .write_batch_size
+        .with_label_values(&[batch]);
+    // Sizes are whole numbers, so the sum is exact.
+    sizes.get_sample_sum() as u64 - sizes.get_sample_count()
+}
+
+/// The transactions that wrote the rows of `table` whose `column` starts
+/// with `prefix`.
+async fn writing_transactions(pool: &sqlx::PgPool, table: &str, column: &str, prefix: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(DISTINCT xmin::text) FROM {table} WHERE {column} LIKE $1"
+    )))
+    .bind(format!("{prefix}%"))
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Articles published while the writers are busy are written together:
+/// several authors and a shared title in one batch each come out whole,
+/// with their own author, tags and a slug of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn articles_published_together_are_written_in_one_transaction() {
+    let world = World::start().await;
+    let (alice, bob) = (world.user("alice").await, world.user("bob").await);
+    let pool = world.content_db().await;
+    let writers = HeldWriters::articles(&world, &pool, &[&alice, &bob]).await;
+
+    let queued: Vec<_> = (0..10)
+        .map(|n| {
+            let author = if n % 2 == 0 { &alice } else { &bob };
+            // Four share a title, so three find its slug taken and go again.
+            let title = if n < 4 {
+                "Twin".to_owned()
+            } else {
+                format!("Queued {n}")
+            };
+            let request = as_user(author, new_article(&title, &["batched", &format!("t{n}")]));
+            let mut client = world.client();
+            let author = author.username.clone();
+            tokio::spawn(async move { (author, client.create_article(request).await) })
+        })
+        .collect();
+    writers.open().await;
+
+    let mut slugs = std::collections::HashSet::new();
+    for (n, queued) in queued.into_iter().enumerate() {
+        let (author, answer) = queued.await.unwrap();
+        let article = answer.unwrap().into_inner();
+        let stored = world.get(None, &article.slug).await.unwrap();
+        assert_eq!(stored.author.unwrap().username, author);
+        assert_eq!(stored.tags, ["batched".to_owned(), format!("t{n}")]);
+        assert!(slugs.insert(article.slug), "a slug of its own");
+    }
+    let transactions = writing_transactions(&pool, "articles", "title", "Queued").await;
+    assert!(
+        transactions <= 2,
+        "6 articles published while the writers were busy took {transactions} transactions"
+    );
+}
+
+/// A batch the database rejects is written again article by article, so
+/// that only the article it rejects fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_article_the_database_rejects_fails_alone() {
+    let world = World::start().await;
+    let alice = world.user("alice").await;
+    let pool = world.content_db().await;
+    reject_poison(&pool, "articles", "title").await;
+    let writers = HeldWriters::articles(&world, &pool, &[&alice]).await;
+    let shared_before = sharing_a_batch("articles");
+
+    let queued: Vec<_> = ["Poison", "Fine 1", "Fine 2", "Fine 3"]
+        .into_iter()
+        .map(|title| {
+            let request = as_user(&alice, new_article(title, &[]));
+            let mut client = world.client();
+            tokio::spawn(async move { client.create_article(request).await })
+        })
+        .collect();
+    writers.open().await;
+
+    let mut answers = Vec::new();
+    for queued in queued {
+        answers.push(queued.await.unwrap());
+    }
+    assert_eq!(
+        sharing_a_batch("articles") - shared_before,
+        3,
+        "the four were written as one batch first"
+    );
+    assert_code(answers.remove(0), Code::Internal);
+    for answer in answers {
+        let slug = answer.unwrap().into_inner().slug;
+        world.get(None, &slug).await.unwrap();
+    }
+}
+
+/// Comments added while the writers are busy are written together: by
+/// several commenters on several articles, each with its own answer and
+/// its own event naming its own article; one on an article that is not
+/// there fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comments_added_together_are_written_in_one_transaction() {
+    let world = World::start().await;
+    let (alice, bob) = (world.user("alice").await, world.user("bob").await);
+    let held = world.article_by(&alice, "Held", &[]).await;
+    let first = world.article_by(&alice, "First", &[]).await;
+    let second = world.article_by(&bob, "Second", &[]).await;
+    let probe = world.auth.probe("probe", &["comment.*"]).await;
+    let pool = world.content_db().await;
+    let writers = HeldWriters::comments(&world, &pool, &[&alice, &bob], &held.slug).await;
+
+    let queued: Vec<_> = (0..7)
+        .map(|n| {
+            let commenter = if n % 2 == 0 { &alice } else { &bob };
+            let slug = match n {
+                6 => "not-there",
+                n if n % 3 == 0 => &first.slug,
+                _ => &second.slug,
+            };
+            let request = as_user(commenter, comment_on(slug, &format!("Queued {n}")));
+            let mut client = world.client();
+            let expected = (commenter.username.clone(), slug.to_owned());
+            tokio::spawn(async move { (expected, client.add_comment(request).await) })
+        })
+        .collect();
+    writers.open().await;
+
+    let mut written = std::collections::HashMap::new();
+    for (n, queued) in queued.into_iter().enumerate() {
+        let ((commenter, slug), answer) = queued.await.unwrap();
+        if n == 6 {
+            assert_code(answer, Code::NotFound);
+            continue;
+        }
+        let comment = answer.unwrap().into_inner();
+        assert_eq!(comment.body, format!("Queued {n}"));
+        assert_eq!(comment.author.unwrap().username, commenter);
+        written.insert(comment.id, (comment.body, commenter, slug));
+    }
+    for slug in [&first.slug, &second.slug] {
+        let listed = world
+            .client()
+            .list_comments(pb::ListCommentsRequest {
+                slug: slug.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for comment in listed.comments {
+            let (_, _, on) = &written[&comment.id];
+            assert_eq!(on, slug, "{} is on its own article", comment.body);
+        }
+    }
+    // The two held comments come first; each event names its own comment,
+    // commenter and article.
+    for _ in 0..2 + written.len() {
+        let event = probe.next().await;
+        let Some(Payload::CommentAdded(added)) = event.payload else {
+            panic!("{event:?}");
+        };
+        let Some((body, commenter, slug)) = written.get(&added.comment_id) else {
+            continue;
+        };
+        assert_eq!(
+            (
+                &added.body,
+                &added.commenter_username,
+                &added.article.unwrap().slug
+            ),
+            (body, commenter, slug)
+        );
+    }
+    let transactions = writing_transactions(&pool, "comments", "body", "Queued").await;
+    assert!(
+        transactions <= 2,
+        "6 comments added while the writers were busy took {transactions} transactions"
+    );
+}
+
+/// A batch of comments the database rejects is written again comment by
+/// comment, so that only the comment it rejects fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_the_database_rejects_fails_alone() {
+    let world = World::start().await;
+    let alice = world.user("alice").await;
+    let held = world.article_by(&alice, "Held", &[]).await;
+    let article = world.article_by(&alice, "Open", &[]).await;
+    let pool = world.content_db().await;
+    reject_poison(&pool, "comments", "body").await;
+    let writers = HeldWriters::comments(&world, &pool, &[&alice], &held.slug).await;
+    let shared_before = sharing_a_batch("comments");
+
+    let queued: Vec<_> = ["Poison", "Fine 1", "Fine 2", "Fine 3"]
+        .into_iter()
+        .map(|body| {
+            let request = as_user(&alice, comment_on(&article.slug, body));
+            let mut client = world.client();
+            tokio::spawn(async move { client.add_comment(request).await })
+        })
+        .collect();
+    writers.open().await;
+
+    let mut answers = Vec::new();
+    for queued in queued {
+        answers.push(queued.await.unwrap());
+    }
+    assert_eq!(
+        sharing_a_batch("comments") - shared_before,
+        3,
+        "the four were written as one batch first"
+    );
+    assert_code(answers.remove(0), Code::Internal);
+    for answer in answers {
+        assert!(answer.unwrap().into_inner().body.starts_with("Fine"));
+    }
+}
+
+/// A trigger that refuses a row of `table` whose `column` is 'Poison'.
+async fn reject_poison(pool: &sqlx::PgPool, table: &str, column: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION reject_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.{column} = 'Poison' THEN RAISE EXCEPTION 'poison'; END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER reject_poison BEFORE INSERT ON {table} \
+         FOR EACH ROW EXECUTE FUNCTION reject_poison();"
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+}
