@@ -6,13 +6,14 @@ use std::collections::HashMap;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use quill_events::{EventOrigin, new_envelope, outbox::OutboxRow};
+use quill_platform::cache::Version;
 use quill_proto::events::v1::{
     ArticleDeleted, ArticleFavorited, ArticleUpdated, envelope::Payload,
 };
 use quill_server::db::unique_violation;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::{Connection, PgConnection, Postgres, pool::PoolConnection};
+use sqlx::{Connection, PgConnection};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -24,7 +25,7 @@ use crate::{
     publishing::{Draft, Outcome, PublishedArticle},
     read_cache::{changed_by, versions},
     repo::articles::{
-        self as repo, ArticleChanges, ArticleFilter, ArticlePage, ArticleRow, AsRead, PageRequest,
+        self as repo, ArticleChanges, ArticleFilter, ArticlePage, ArticleRow, PageRequest,
     },
     service::Content,
     slug,
@@ -38,31 +39,6 @@ const SLUG_ATTEMPTS: usize = 5;
 /// Attempts at a write announcing an article as it was read (a favorite,
 /// a comment) while edits of that article keep landing in between.
 pub(crate) const AS_READ_ATTEMPTS: usize = 5;
-
-/// Runs `attempt` (read the article, build the event naming it, write if
-/// the article is still as read) on the connection `db` until it answers:
-/// `None` means an edit landed between its read and its write, and the next
-/// attempt reads the article again. Each attempt takes the connection and
-/// hands it back, so that all of them run on one: a connection costs a
-/// round trip each time it goes back to the pool.
-/// (A closure returning a future, not an async closure: the handlers'
-/// futures must be `Send`, which rustc cannot yet prove of the latter.)
-pub(crate) async fn as_read<T, F>(
-    mut db: PoolConnection<Postgres>,
-    mut attempt: impl FnMut(PoolConnection<Postgres>) -> F,
-) -> Result<T, ContentError>
-where
-    F: Future<Output = Result<(PoolConnection<Postgres>, Option<T>), ContentError>>,
-{
-    for _ in 0..AS_READ_ATTEMPTS {
-        let (back, done) = attempt(db).await?;
-        if let Some(done) = done {
-            return Ok(done);
-        }
-        db = back;
-    }
-    Err(ContentError::edited_under_write())
-}
 
 pub struct NewArticleInput {
     pub title: String,
@@ -313,9 +289,8 @@ impl Content {
     }
 
     /// Idempotent; returns the article as the caller now sees it. Only a
-    /// new favorite is announced. The answer is read on the write's own
-    /// connection, after it: the write has just made the cached article
-    /// stale, and another acquisition costs a round trip more.
+    /// new favorite is announced. Each write answers in its own statement:
+    /// it has just made the cached article stale.
     pub async fn favorite(
         &self,
         caller: &Caller,
@@ -324,56 +299,81 @@ impl Content {
     ) -> Result<ArticleRow, ContentError> {
         let slug = validation::slug(slug)?;
         let (answer, stale) = if favorite {
-            // So the favorited-by filter can find the caller by username.
-            let (fan, db) = self.authors.acting(caller.user).await?;
-            let fan = &fan;
-            as_read(db, move |mut db| async move {
-                let article = repo::visible_summary(&mut *db, slug)
-                    .await?
-                    .ok_or(ContentError::NotFound("article"))?;
-                let favorited = Payload::ArticleFavorited(ArticleFavorited {
-                    user_id: fan.id.to_string(),
-                    username: fan.username.clone(),
-                    article: Some(snapshot(article.clone())),
-                });
-                let stale = changed_by(&favorited);
-                let event = OutboxRow::of(&new_envelope(PRODUCER, favorited))?;
-                let written = repo::favorite_announced(&mut *db, &article, caller.user, &event)
-                    .instrument(event.write_span())
-                    .await?;
-                let stale = match written {
-                    AsRead::Written => {
-                        quill_events::outbox::written();
-                        stale
-                    }
-                    AsRead::Unchanged => Vec::new(),
-                    AsRead::Moved => return Ok((db, None)),
-                };
-                let answer = repo::by_slug(&mut *db, slug, Some(caller.user)).await?;
-                Ok((db, Some((answer, stale))))
-            })
-            .await?
+            self.add_favorite(caller.user, slug).await?
         } else {
-            let mut db = self.pool.acquire().await?;
-            let (key, removed) = repo::unfavorite_by_slug(&mut *db, slug, caller.user)
+            let marked = repo::unfavorite_by_slug(&self.pool, slug, caller.user)
                 .await?
                 .ok_or(ContentError::NotFound("article"))?;
-            let stale = match removed {
+            let stale = match marked.changed {
                 // Not announced, so only this writer makes it stale.
-                true => vec![versions::articles(), versions::article(&key.slug)],
+                true => vec![
+                    versions::articles(),
+                    versions::article(&marked.article.slug),
+                ],
                 false => Vec::new(),
             };
-            (
-                repo::by_slug(&mut *db, slug, Some(caller.user)).await?,
-                stale,
-            )
+            (marked.article, stale)
         };
         self.cache.invalidate(&stale).await;
         // An author new to the read-model is asked of auth with no
         // connection held.
-        let mut found: Vec<ArticleRow> = answer.into_iter().collect();
+        let mut found = vec![answer];
         self.fill_authors(&mut found).await?;
         found.pop().ok_or(ContentError::NotFound("article"))
+    }
+
+    /// Favorites the article as `fan`, announcing the article as it was
+    /// read: an edit landing in between makes it read the article again.
+    /// Both statements run on one connection, which costs a round trip
+    /// each time it goes back to the pool.
+    async fn add_favorite(
+        &self,
+        fan: Uuid,
+        slug: &str,
+    ) -> Result<(ArticleRow, Vec<Version>), ContentError> {
+        let mut db = self.pool.acquire().await?;
+        let mut fan_fetched = false;
+        let mut reads = 0;
+        loop {
+            let place = repo::favorite_place(&mut *db, slug, fan)
+                .await?
+                .ok_or(ContentError::NotFound("article"))?;
+            // So the favorited-by filter can find the fan by username.
+            let Some(username) = place.fan_username else {
+                if fan_fetched {
+                    return Err(ContentError::Unauthenticated("unknown user"));
+                }
+                // Asked of auth with no connection held.
+                drop(db);
+                self.authors.ensure(fan).await?;
+                fan_fetched = true;
+                db = self.pool.acquire().await?;
+                continue;
+            };
+            let favorited = Payload::ArticleFavorited(ArticleFavorited {
+                user_id: fan.to_string(),
+                username,
+                article: Some(snapshot(place.article.clone())),
+            });
+            let stale = changed_by(&favorited);
+            let event = OutboxRow::of(&new_envelope(PRODUCER, favorited))?;
+            let written = repo::favorite_announced(&mut *db, &place.article, fan, &event)
+                .instrument(event.write_span())
+                .await?;
+            match written {
+                Some(marked) if marked.changed => {
+                    quill_events::outbox::written();
+                    return Ok((marked.article, stale));
+                }
+                Some(marked) => return Ok((marked.article, Vec::new())),
+                None => {
+                    reads += 1;
+                    if reads == AS_READ_ATTEMPTS {
+                        return Err(ContentError::edited_under_write());
+                    }
+                }
+            }
+        }
     }
 
     /// Newest first, or best match first with a `query`. A cursor replaces

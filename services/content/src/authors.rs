@@ -13,7 +13,7 @@ use quill_proto::auth::v1::{
     self as auth_pb, GetUserByUsernameRequest, GetUsersByIdsRequest,
     auth_service_client::AuthServiceClient,
 };
-use sqlx::{PgPool, Postgres, pool::PoolConnection};
+use sqlx::PgPool;
 use tonic::Code;
 use uuid::Uuid;
 
@@ -73,24 +73,6 @@ impl Authors {
             .await?
             .remove(&id)
             .ok_or(ContentError::Unauthenticated("unknown user"))
-    }
-
-    /// `id` acting here (commenting, favoriting), as the read-model knows
-    /// them or, when new here, as auth does. Read on the connection it
-    /// returns, for the write that follows: every connection that goes back
-    /// to the pool costs a round trip (sqlx pings it), so a write that takes
-    /// one costs one.
-    pub async fn acting(
-        &self,
-        id: Uuid,
-    ) -> Result<(AuthorRow, PoolConnection<Postgres>), ContentError> {
-        let mut db = self.pool.acquire().await?;
-        if let Some(author) = authors::by_ids(&mut *db, &[id]).await?.pop() {
-            return Ok((author, db));
-        }
-        drop(db);
-        let author = self.ensure(id).await?;
-        Ok((author, self.pool.acquire().await?))
     }
 
     /// Copies what auth holds about `id` now, over whatever the read-model

@@ -521,18 +521,29 @@ pub async fn summary(
     .await
 }
 
-/// A visible article as events tell it, by slug.
-pub async fn visible_summary(
+/// A visible article to favorite, as events tell it, and its fan as the
+/// read-model knows them (no username: new here), read in one round trip.
+#[derive(Debug, FromRow)]
+pub struct FavoritePlace {
+    #[sqlx(flatten)]
+    pub article: ArticleSummary,
+    pub fan_username: Option<String>,
+}
+
+pub async fn favorite_place(
     db: impl PgExecutor<'_>,
     slug: &str,
-) -> Result<Option<ArticleSummary>, sqlx::Error> {
+    fan: Uuid,
+) -> Result<Option<FavoritePlace>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         summary_columns!(),
-        "FROM articles a WHERE a.slug = $1 AND ",
+        ", (SELECT f.username FROM authors f WHERE f.id = $2) AS fan_username \
+         FROM articles a WHERE a.slug = $1 AND ",
         visible!()
     ))
     .bind(slug)
+    .bind(fan)
     .fetch_optional(db)
     .await
 }
@@ -579,27 +590,39 @@ pub async fn comment_places(
     .await
 }
 
-/// What a write announcing an article as read did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AsRead {
-    /// The article was as read, and the write made a change.
-    Written,
-    /// The article was as read; there was nothing to change.
-    Unchanged,
-    /// The article was edited or deleted since it was read: nothing was
-    /// written; read it again.
-    Moved,
+/// An article as the user whose favorite a write changed sees it after
+/// the write.
+#[derive(Debug, FromRow)]
+pub struct Marked {
+    #[sqlx(flatten)]
+    pub article: ArticleRow,
+    /// The write added or removed a favorite (else it was already so).
+    pub changed: bool,
+}
+
+impl Marked {
+    /// The statement's own snapshot, which its data-modifying parts cannot
+    /// change, read the article before the write: count the write in.
+    fn after(mut self, favorited: bool) -> Self {
+        if self.changed {
+            self.article.favorites_count += if favorited { 1 } else { -1 };
+        }
+        self.article.favorited = favorited;
+        self
+    }
 }
 
 /// Favorites the article, if it is still as `seen` read it, and writes the
-/// event announcing it, in one statement.
+/// event announcing it, in one statement that also answers with the
+/// article as the fan now sees it: `None`, with nothing written, when the
+/// article was edited or deleted since it was read (read it again).
 pub async fn favorite_announced(
     db: impl PgExecutor<'_>,
     seen: &ArticleSummary,
     user_id: Uuid,
     event: &OutboxRow,
-) -> Result<AsRead, sqlx::Error> {
-    let (found, favorited): (bool, bool) = sqlx::query_as(concat!(
+) -> Result<Option<Marked>, sqlx::Error> {
+    let marked: Option<Marked> = sqlx::query_as(concat!(
         "WITH ",
         as_read!("$2", "$1"),
         ", fav AS ( \
@@ -607,7 +630,9 @@ pub async fn favorite_announced(
              ON CONFLICT DO NOTHING RETURNING article_id), \
          announced AS ( \
              INSERT INTO outbox (id, routing_key, payload) SELECT $4, $5, $6 FROM fav) \
-         SELECT EXISTS (SELECT 1 FROM a), EXISTS (SELECT 1 FROM fav)"
+         SELECT EXISTS (SELECT 1 FROM fav) AS changed, ",
+        article_columns!("$3"),
+        "WHERE a.id IN (SELECT seen.id FROM a AS seen)"
     ))
     .bind(seen.updated_at)
     .bind(seen.id)
@@ -615,41 +640,31 @@ pub async fn favorite_announced(
     .bind(event.id)
     .bind(&event.routing_key)
     .bind(&event.payload)
-    .fetch_one(db)
+    .fetch_optional(db)
     .await?;
-    Ok(match (found, favorited) {
-        (false, _) => AsRead::Moved,
-        (true, false) => AsRead::Unchanged,
-        (true, true) => AsRead::Written,
-    })
+    Ok(marked.map(|marked| marked.after(true)))
 }
 
 /// Removes `user_id`'s favorite of the visible article `slug`, in one
-/// statement: `None` when there is no such article, else its key and
-/// whether there was a favorite to remove.
+/// statement that also answers with the article as they now see it
+/// (`None` when there is no such article).
 pub async fn unfavorite_by_slug(
     db: impl PgExecutor<'_>,
     slug: &str,
     user_id: Uuid,
-) -> Result<Option<(ArticleKey, bool)>, sqlx::Error> {
-    #[derive(FromRow)]
-    struct Row {
-        #[sqlx(flatten)]
-        key: ArticleKey,
-        removed: bool,
-    }
-    let row: Option<Row> = sqlx::query_as(concat!(
-        "WITH a AS (SELECT a.id, a.slug, a.title, a.author_id FROM articles a \
-                    WHERE a.slug = $1 AND ",
+) -> Result<Option<Marked>, sqlx::Error> {
+    let marked: Option<Marked> = sqlx::query_as(concat!(
+        "WITH target AS (SELECT a.id FROM articles a WHERE a.slug = $1 AND ",
         visible!(),
-        "), removed AS (DELETE FROM favorites f USING a \
-                         WHERE f.article_id = a.id AND f.user_id = $2 RETURNING 1) \
-         SELECT a.id, a.slug, a.title, a.author_id, EXISTS (SELECT 1 FROM removed) AS removed \
-         FROM a"
+        "), removed AS (DELETE FROM favorites f USING target \
+                         WHERE f.article_id = target.id AND f.user_id = $2 RETURNING 1) \
+         SELECT EXISTS (SELECT 1 FROM removed) AS changed, ",
+        article_columns!("$2"),
+        "WHERE a.id IN (SELECT target.id FROM target)"
     ))
     .bind(slug)
     .bind(user_id)
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|row| (row.key, row.removed)))
+    Ok(marked.map(|marked| marked.after(false)))
 }
