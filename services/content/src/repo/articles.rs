@@ -601,13 +601,14 @@ pub struct Marked {
 }
 
 impl Marked {
-    /// The statement's own snapshot, which its data-modifying parts cannot
-    /// change, read the article before the write: count the write in.
+    /// The statement read the article in its snapshot, which its own write
+    /// does not change: count in the user's favorite as it now stands,
+    /// whether this write or a concurrent one of theirs made it so.
     fn after(mut self, favorited: bool) -> Self {
-        if self.changed {
+        if self.article.favorited != favorited {
             self.article.favorites_count += if favorited { 1 } else { -1 };
+            self.article.favorited = favorited;
         }
-        self.article.favorited = favorited;
         self
     }
 }

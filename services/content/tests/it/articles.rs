@@ -123,6 +123,43 @@ async fn writes_by_users_new_here_run_on_a_pool_of_one_connection() {
     assert!(!unfavorited.favorited);
 }
 
+/// A favorite that meets the same user's favorite in flight (a double
+/// click) answers as it stands once that one commits: favorited, and
+/// counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_favorite_racing_the_same_users_favorite_counts_it_once() {
+    let world = World::start().await;
+    let (alice, bob) = (world.user("alice").await, world.user("bob").await);
+    let article = world.article_by(&alice, "Liked", &[]).await;
+    let pool = world.content_db().await;
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO favorites (article_id, user_id) SELECT id, $2 FROM articles WHERE slug = $1",
+    )
+    .bind(&article.slug)
+    .bind(bob.id.parse::<uuid::Uuid>().unwrap())
+    .execute(&mut *other)
+    .await
+    .unwrap();
+    let mut client = world.client();
+    let request = as_user(
+        &bob,
+        pb::FavoriteArticleRequest {
+            slug: article.slug.clone(),
+        },
+    );
+    let favorite = tokio::spawn(async move { client.favorite_article(request).await });
+    support::eventually("the favorite waits for the other", || async {
+        support::lock_waiters(&pool).await == 1
+    })
+    .await;
+    other.commit().await.unwrap();
+
+    let answer = favorite.await.unwrap().unwrap().into_inner();
+    assert!(answer.favorited);
+    assert_eq!(answer.favorites_count, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_titles_get_distinct_slugs() {
     let world = World::start().await;

@@ -51,19 +51,12 @@ impl HeldWriters {
             .execute(&mut *gate_tx)
             .await
             .unwrap();
-        let waiting = || {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(pool)
-        };
         // One at a time: two arriving together would share one writer.
         let mut held = Vec::new();
         for n in 1..=2_i64 {
             held.push(tokio::spawn(write(n)));
             support::eventually("the writer waits for the gate", || async {
-                waiting().await.unwrap() == n
+                support::lock_waiters(pool).await == n
             })
             .await;
         }

@@ -537,14 +537,7 @@ async fn a_comment_or_favorite_meeting_an_edit_announces_the_edited_article() {
     });
     // Both have read the article as it was and wait on the edit's lock.
     eventually("both writes wait on the edit", || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        waiting == 2
+        support::lock_waiters(&pool).await == 2
     })
     .await;
     edit.commit().await.unwrap();

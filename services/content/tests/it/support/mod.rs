@@ -247,6 +247,17 @@ pub fn titles(response: &pb::ListArticlesResponse) -> Vec<String> {
     response.articles.iter().map(|a| a.title.clone()).collect()
 }
 
+/// Sessions of `pool`'s database waiting for a lock another holds.
+pub async fn lock_waiters(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 /// Polls `check` until it holds, for up to 10 s.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
