@@ -120,6 +120,12 @@ pub(crate) struct Failed<T> {
     pub items: Vec<T>,
 }
 
+impl<T> Failed<T> {
+    pub(crate) fn of(error: ContentError, items: Vec<T>) -> Self {
+        Self { error, items }
+    }
+}
+
 /// Answers each item with `write_together`, which writes all of them or
 /// none. When the database refused the batch for what it held, each item is
 /// written again on its own, so that one bad item fails only its own

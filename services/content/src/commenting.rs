@@ -151,12 +151,7 @@ async fn write_together(pool: &PgPool, drafts: Vec<Draft>) -> Result<Vec<Outcome
     .await;
     let (places, announced, stored) = match written {
         Ok(written) => written,
-        Err(error) => {
-            return Err(Failed {
-                error,
-                items: drafts,
-            });
-        }
+        Err(error) => return Err(Failed::of(error, drafts)),
     };
     if !stored.is_empty() {
         quill_events::outbox::written();

@@ -179,12 +179,7 @@ async fn write_together(
     .await;
     let (announced, stored) = match written {
         Ok(written) => written,
-        Err(error) => {
-            return Err(Failed {
-                error,
-                items: drafts,
-            });
-        }
+        Err(error) => return Err(Failed::of(error, drafts)),
     };
     if !stored.is_empty() {
         quill_events::outbox::written();

@@ -193,30 +193,17 @@ async fn an_article_the_database_rejects_fails_alone() {
     let pool = world.content_db().await;
     reject_poison(&pool, "articles", "title").await;
     let writers = HeldWriters::articles(&world, &pool, &[&alice]).await;
-    let shared_before = sharing_a_batch("articles");
 
-    let queued: Vec<_> = ["Poison", "Fine 1", "Fine 2", "Fine 3"]
-        .into_iter()
-        .map(|title| {
-            let request = as_user(&alice, new_article(title, &[]));
-            let mut client = world.client();
-            tokio::spawn(async move { client.create_article(request).await })
-        })
-        .collect();
-    writers.open().await;
-
-    let mut answers = Vec::new();
-    for queued in queued {
-        answers.push(queued.await.unwrap());
-    }
-    assert_eq!(
-        sharing_a_batch("articles") - shared_before,
-        3,
-        "the four were written as one batch first"
-    );
-    assert_code(answers.remove(0), Code::Internal);
-    for answer in answers {
-        let slug = answer.unwrap().into_inner().slug;
+    let slugs = only_the_poison_fails(writers, "articles", |title| {
+        let request = as_user(&alice, new_article(title, &[]));
+        let mut client = world.client();
+        async move {
+            let article = client.create_article(request).await?.into_inner();
+            Ok(article.slug)
+        }
+    })
+    .await;
+    for slug in slugs {
         world.get(None, &slug).await.unwrap();
     }
 }
@@ -316,15 +303,35 @@ async fn a_comment_the_database_rejects_fails_alone() {
     let pool = world.content_db().await;
     reject_poison(&pool, "comments", "body").await;
     let writers = HeldWriters::comments(&world, &pool, &[&alice], &held.slug).await;
-    let shared_before = sharing_a_batch("comments");
 
+    let bodies = only_the_poison_fails(writers, "comments", |body| {
+        let request = as_user(&alice, comment_on(&article.slug, body));
+        let mut client = world.client();
+        async move {
+            let comment = client.add_comment(request).await?.into_inner();
+            Ok(comment.body)
+        }
+    })
+    .await;
+    assert_eq!(bodies, ["Fine 1", "Fine 2", "Fine 3"]);
+}
+
+/// Sends "Poison" and three fine items with `send` (each answering with
+/// what it wrote) while `writers` are held; checks that the four went out
+/// as one batch of `batch` first and that only the poison failed. Returns
+/// what the others wrote.
+async fn only_the_poison_fails<F>(
+    writers: HeldWriters,
+    batch: &str,
+    send: impl Fn(&'static str) -> F,
+) -> Vec<String>
+where
+    F: Future<Output = Result<String, tonic::Status>> + Send + 'static,
+{
+    let shared_before = sharing_a_batch(batch);
     let queued: Vec<_> = ["Poison", "Fine 1", "Fine 2", "Fine 3"]
         .into_iter()
-        .map(|body| {
-            let request = as_user(&alice, comment_on(&article.slug, body));
-            let mut client = world.client();
-            tokio::spawn(async move { client.add_comment(request).await })
-        })
+        .map(|item| tokio::spawn(send(item)))
         .collect();
     writers.open().await;
 
@@ -333,14 +340,12 @@ async fn a_comment_the_database_rejects_fails_alone() {
         answers.push(queued.await.unwrap());
     }
     assert_eq!(
-        sharing_a_batch("comments") - shared_before,
+        sharing_a_batch(batch) - shared_before,
         3,
         "the four were written as one batch first"
     );
     assert_code(answers.remove(0), Code::Internal);
-    for answer in answers {
-        assert!(answer.unwrap().into_inner().body.starts_with("Fine"));
-    }
+    answers.into_iter().map(Result::unwrap).collect()
 }
 
 /// A trigger that refuses a row of `table` whose `column` is 'Poison'.
