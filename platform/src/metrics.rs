@@ -205,7 +205,7 @@ impl Metrics {
             ),
             write_batch_size: histogram(
                 "write_batch_size",
-                "Items a batch writer wrote in one go, by what it writes (articles)",
+                "Items a batch writer wrote in one go, by what it writes (articles, comments)",
                 BATCH_BUCKETS,
                 &["batch"],
             ),

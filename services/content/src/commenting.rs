@@ -21,7 +21,7 @@ use crate::{
     read_cache::changed_by,
     repo::{
         articles::{self as article_repo, CommentPlace},
-        comments::{self as repo, CommentRow, NewComment},
+        comments::{self as repo, CommentRow, HeldArticles, NewComment},
     },
 };
 
@@ -42,8 +42,8 @@ pub(crate) enum Outcome {
     NoArticle,
     /// Nothing was written: the commenter is not in the read-model yet.
     NewCommenter(Draft),
-    /// Nothing was written: the article was edited between the batch's
-    /// read and its write.
+    /// Nothing was written: the article was edited between the read and
+    /// the write, or, in a batch, another transaction held it.
     Moved(Draft),
 }
 
@@ -71,12 +71,22 @@ pub(crate) fn start(pool: PgPool) -> Commenting {
             let pool = pool.clone();
             async move {
                 batches::each_alone_if_rejected("comments", drafts, |drafts| {
-                    write_together(&pool, drafts)
+                    write_together(&pool, drafts, HeldArticles::Skip)
                 })
                 .await
             }
         },
     )
+}
+
+/// Writes `draft` on its own, in the caller's task, waiting for whoever
+/// holds its article: a comment that met an edit in a batch goes this way,
+/// so that only its own request waits.
+pub(crate) async fn write_alone(pool: &PgPool, draft: Draft) -> Answer {
+    write_together(pool, vec![draft], HeldArticles::Wait)
+        .await
+        .map(|mut outcomes| outcomes.remove(0))
+        .map_err(|failed| failed.error)
 }
 
 /// A comment as it is about to be written.
@@ -87,7 +97,11 @@ struct Announced {
 
 /// Answers each draft, in order, or fails as a whole, having written
 /// nothing.
-async fn write_together(pool: &PgPool, drafts: Vec<Draft>) -> Result<Vec<Outcome>, Failed<Draft>> {
+async fn write_together(
+    pool: &PgPool,
+    drafts: Vec<Draft>,
+    held: HeldArticles,
+) -> Result<Vec<Outcome>, Failed<Draft>> {
     let written = async {
         let mut db = pool.acquire().await?;
         let slugs: Vec<&str> = drafts.iter().map(|draft| draft.slug.as_str()).collect();
@@ -141,7 +155,7 @@ async fn write_together(pool: &PgPool, drafts: Vec<Draft>) -> Result<Vec<Outcome
         if new.is_empty() {
             return Ok((places, announced, HashMap::new()));
         }
-        let stored: HashMap<i64, repo::Inserted> = repo::insert_announced(&mut *db, &new)
+        let stored: HashMap<i64, repo::Inserted> = repo::insert_announced(&mut *db, &new, held)
             .await?
             .into_iter()
             .map(|row| (row.id, row))

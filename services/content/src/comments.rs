@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::{
     articles::AS_READ_ATTEMPTS,
-    commenting::{AddedComment, Draft, Outcome},
+    commenting::{self, AddedComment, Draft, Outcome},
     cursor::CommentPosition,
     error::ContentError,
     policy::{self, Caller},
@@ -61,7 +61,12 @@ impl Content {
         let mut commenter_fetched = false;
         let mut reads = 0;
         loop {
-            draft = match self.commenting.submit(draft).await?? {
+            let outcome = if reads == 0 {
+                self.commenting.submit(draft).await??
+            } else {
+                commenting::write_alone(&self.pool, draft).await?
+            };
+            draft = match outcome {
                 Outcome::Added(added) => {
                     let AddedComment {
                         comment,
@@ -81,7 +86,9 @@ impl Content {
                 Outcome::NewCommenter(_) => {
                     return Err(ContentError::Unauthenticated("unknown user"));
                 }
-                // The event named the article as it was read: read it again.
+                // The event named the article as it was read: read it again,
+                // alone, waiting for whoever holds it rather than holding up
+                // a writer and every comment behind it.
                 Outcome::Moved(draft) => {
                     reads += 1;
                     if reads == AS_READ_ATTEMPTS {

@@ -582,7 +582,10 @@ pub async fn comment_places(
          JOIN articles a ON a.slug = d.slug \
          LEFT JOIN authors c ON c.id = d.commenter \
          WHERE ",
-        visible!()
+        visible!(),
+        // The ids are drawn after the sort: in the batch's order, which is
+        // the order their events go out in.
+        "ORDER BY d.position"
     ))
     .bind(slugs)
     .bind(commenters)

@@ -49,13 +49,58 @@ pub struct Inserted {
     pub updated_at: DateTime<Utc>,
 }
 
+/// What a write of comments does about an article another transaction
+/// holds (an edit or a deletion in flight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldArticles {
+    /// Wait for it, then write if the article is still as read.
+    Wait,
+    /// Write nothing on it: a batch does not hold up every comment in it
+    /// for one article's edit.
+    Skip,
+}
+
+/// The statement of `insert_announced`, locking the articles with `$lock`.
+/// The articles are share-locked in id order, so that an edit waiting for
+/// one never holds another this statement waits for.
+macro_rules! insert_announced_sql {
+    ($lock:literal) => {
+        concat!(
+            "WITH new AS ( \
+                 SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::text[], \
+                                      $5::timestamptz[], $6::uuid[], $7::text[], $8::bytea[]) \
+                     WITH ORDINALITY AS n(id, article_id, author_id, body, seen, event_id, \
+                                          routing_key, payload, position)), \
+             a AS ( \
+                 SELECT id, updated_at FROM articles \
+                 WHERE (id, updated_at) IN (SELECT article_id, seen FROM new) \
+                 ORDER BY id ",
+            $lock,
+            "), \
+             c AS ( \
+                 INSERT INTO comments (id, article_id, author_id, body) OVERRIDING SYSTEM VALUE \
+                 SELECT new.id, new.article_id, new.author_id, new.body \
+                 FROM new JOIN a ON a.id = new.article_id AND a.updated_at = new.seen \
+                 ORDER BY new.position \
+                 RETURNING id, created_at, updated_at), \
+             announced AS ( \
+                 INSERT INTO outbox (id, routing_key, payload) \
+                 SELECT new.event_id, new.routing_key, new.payload \
+                 FROM new JOIN c USING (id) ORDER BY new.position) \
+             SELECT id, created_at, updated_at FROM c"
+        )
+    };
+}
+
 /// Inserts the comments and the events announcing them, in one statement:
 /// each whose article is still as `seen` read it (`as_read!`, for many
-/// articles). The others are absent from the answer, with nothing written:
-/// read them again.
+/// articles) and, with `HeldArticles::Skip`, not held by another
+/// transaction. The others are absent from the answer, with nothing
+/// written: read them again.
 pub async fn insert_announced(
     db: impl PgExecutor<'_>,
     comments: &[NewComment<'_>],
+    held: HeldArticles,
 ) -> Result<Vec<Inserted>, sqlx::Error> {
     let ids: Vec<i64> = comments.iter().map(|c| c.id).collect();
     let articles: Vec<Uuid> = comments.iter().map(|c| c.article_id).collect();
@@ -71,38 +116,21 @@ pub async fn insert_announced(
         .iter()
         .map(|c| c.event.payload.as_slice())
         .collect();
-    // The articles are share-locked in id order, so that an edit waiting
-    // for one never holds another this statement waits for.
-    sqlx::query_as(
-        "WITH new AS ( \
-             SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::text[], \
-                                  $5::timestamptz[], $6::uuid[], $7::text[], $8::bytea[]) \
-                 WITH ORDINALITY AS n(id, article_id, author_id, body, seen, event_id, \
-                                      routing_key, payload, position)), \
-         a AS ( \
-             SELECT id FROM articles WHERE (id, updated_at) IN (SELECT article_id, seen FROM new) \
-             ORDER BY id FOR SHARE), \
-         c AS ( \
-             INSERT INTO comments (id, article_id, author_id, body) OVERRIDING SYSTEM VALUE \
-             SELECT new.id, new.article_id, new.author_id, new.body \
-             FROM new JOIN a ON a.id = new.article_id ORDER BY new.position \
-             RETURNING id, created_at, updated_at), \
-         announced AS ( \
-             INSERT INTO outbox (id, routing_key, payload) \
-             SELECT new.event_id, new.routing_key, new.payload \
-             FROM new JOIN c USING (id) ORDER BY new.position) \
-         SELECT id, created_at, updated_at FROM c",
-    )
-    .bind(&ids)
-    .bind(&articles)
-    .bind(&authors)
-    .bind(&bodies)
-    .bind(&seen)
-    .bind(&events)
-    .bind(&keys)
-    .bind(&payloads)
-    .fetch_all(db)
-    .await
+    let statement = match held {
+        HeldArticles::Wait => insert_announced_sql!("FOR SHARE"),
+        HeldArticles::Skip => insert_announced_sql!("FOR SHARE SKIP LOCKED"),
+    };
+    sqlx::query_as(statement)
+        .bind(&ids)
+        .bind(&articles)
+        .bind(&authors)
+        .bind(&bodies)
+        .bind(&seen)
+        .bind(&events)
+        .bind(&keys)
+        .bind(&payloads)
+        .fetch_all(db)
+        .await
 }
 
 /// Newest first, as anybody sees them (`following` is false: a viewer's

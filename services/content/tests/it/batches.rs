@@ -86,11 +86,11 @@ impl HeldWriters {
     }
 
     /// Holds the comment writers on comments by `users[0]` on the article
-    /// `slug`, which this transaction locks as an edit would.
+    /// `slug`, inserting them while this transaction keeps the table of
+    /// comments locked against writes.
     async fn comments(world: &World, pool: &sqlx::PgPool, users: &[&User], slug: &str) -> Self {
         let commenter = users[0].clone();
-        let gate = format!("SELECT 1 FROM articles WHERE slug = '{slug}' FOR UPDATE");
-        Self::hold(pool, users, &gate, |n| {
+        Self::hold(pool, users, "LOCK TABLE comments IN SHARE MODE", |n| {
             let mut client = world.client();
             let request = as_user(&commenter, comment_on(slug, &format!("Held {n}")));
             async move {
@@ -266,8 +266,8 @@ async fn comments_added_together_are_written_in_one_transaction() {
             assert_eq!(on, slug, "{} is on its own article", comment.body);
         }
     }
-    // The two held comments come first; each event names its own comment,
-    // commenter and article.
+    // Each event names its own comment, commenter and article (the two
+    // held comments' events are among them).
     for _ in 0..2 + written.len() {
         let event = probe.next().await;
         let Some(Payload::CommentAdded(added)) = event.payload else {
@@ -290,6 +290,70 @@ async fn comments_added_together_are_written_in_one_transaction() {
         transactions <= 2,
         "6 comments added while the writers were busy took {transactions} transactions"
     );
+}
+
+/// Comments on an article an edit holds wait for the edit each in its own
+/// request, not in the writers: a comment on another article goes out
+/// meanwhile, and those on the edited one then name it as edited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comments_on_an_article_being_edited_hold_up_no_other_comment() {
+    let world = World::start().await;
+    let alice = world.user("alice").await;
+    let edited = world.article_by(&alice, "Before", &[]).await;
+    let other = world.article_by(&alice, "Other", &[]).await;
+    let probe = world.auth.probe("probe", &["comment.*"]).await;
+    let pool = world.content_db().await;
+    let mut edit = pool.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE articles SET title = 'After', updated_at = clock_timestamp() WHERE slug = $1",
+    )
+    .bind(&edited.slug)
+    .execute(&mut *edit)
+    .await
+    .unwrap();
+    // As many as there are writers, one at a time, each waiting on the edit.
+    let mut waiting = Vec::new();
+    for n in 1..=2_i64 {
+        let mut client = world.client();
+        let request = as_user(&alice, comment_on(&edited.slug, &format!("Waits {n}")));
+        waiting.push(tokio::spawn(
+            async move { client.add_comment(request).await },
+        ));
+        support::eventually("the comment waits for the edit", || async {
+            support::lock_waiters(&pool).await == n
+        })
+        .await;
+    }
+
+    let meanwhile = tokio::time::timeout(
+        Duration::from_secs(5),
+        world
+            .client()
+            .add_comment(as_user(&alice, comment_on(&other.slug, "Meanwhile"))),
+    )
+    .await
+    .expect("a comment on another article waited for the edit")
+    .unwrap()
+    .into_inner();
+    assert_eq!(meanwhile.body, "Meanwhile");
+
+    edit.commit().await.unwrap();
+    for waiting in waiting {
+        waiting.await.unwrap().unwrap();
+    }
+    for _ in 0..3 {
+        let event = probe.next().await;
+        let Some(Payload::CommentAdded(added)) = event.payload else {
+            panic!("{event:?}");
+        };
+        let title = added.article.unwrap().title;
+        let expected = if added.body == "Meanwhile" {
+            "Other"
+        } else {
+            "After"
+        };
+        assert_eq!(title, expected, "{} names its article as it is", added.body);
+    }
 }
 
 /// A batch of comments the database rejects is written again comment by
