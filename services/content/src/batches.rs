@@ -10,6 +10,8 @@ use std::{panic::AssertUnwindSafe, sync::Arc};
 use futures::FutureExt;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use quill_events::outbox::OutboxRow;
+
 use crate::error::ContentError;
 
 /// Batches written at once. Two keep a batch being collected while another
@@ -160,6 +162,21 @@ where
             answers
         }
     }
+}
+
+/// A write span for each item whose event is about to be written, each a
+/// child of its request's span, so that every request's trace shows the
+/// write it waited for. They end when dropped: after the write.
+pub(crate) fn write_spans<'a>(
+    items: impl IntoIterator<Item = (&'a tracing::Span, Option<&'a OutboxRow>)>,
+) -> Vec<tracing::Span> {
+    items
+        .into_iter()
+        .filter_map(|(request, event)| {
+            let event = event?;
+            Some(request.in_scope(|| event.write_span()))
+        })
+        .collect()
 }
 
 /// The database refused a statement for what it was asked to write (data

@@ -143,15 +143,13 @@ async fn write_together(
                 })
             })
             .collect();
-        // Each request's trace shows the write it waited for.
-        let _spans: Vec<_> = drafts
-            .iter()
-            .zip(&announced)
-            .filter_map(|(draft, announced)| {
-                let event = &announced.as_ref()?.event;
-                Some(draft.span.in_scope(|| event.write_span()))
-            })
-            .collect();
+        let _spans =
+            batches::write_spans(drafts.iter().zip(&announced).map(|(draft, announced)| {
+                (
+                    &draft.span,
+                    announced.as_ref().map(|announced| &announced.event),
+                )
+            }));
         if new.is_empty() {
             return Ok((places, announced, HashMap::new()));
         }

@@ -156,15 +156,13 @@ async fn write_together(
         // Writers that insert their slugs in one order never wait on each
         // other in a cycle.
         new.sort_unstable_by(|a, b| a.slug.cmp(b.slug));
-        // Each request's trace shows the write it waited for.
-        let _spans: Vec<_> = drafts
-            .iter()
-            .zip(&announced)
-            .filter_map(|(draft, announced)| {
-                let event = &announced.as_ref()?.event;
-                Some(draft.span.in_scope(|| event.write_span()))
-            })
-            .collect();
+        let _spans =
+            batches::write_spans(drafts.iter().zip(&announced).map(|(draft, announced)| {
+                (
+                    &draft.span,
+                    announced.as_ref().map(|announced| &announced.event),
+                )
+            }));
         // Every author new here: nothing to write until auth was asked.
         if new.is_empty() {
             return Ok((announced, HashMap::new()));

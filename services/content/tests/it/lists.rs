@@ -67,7 +67,10 @@ async fn limits_default_cap_and_huge_offsets_are_empty_pages() {
     assert_eq!(capped.articles.len(), 100);
     assert_eq!(capped.articles_count, 123);
     assert!(capped.next_cursor.is_some());
-    let default = world.list(None, list(0, 0, None)).await.unwrap();
+    // Not the first page asked above: the bulk insert announced nothing,
+    // so that page may still be cached as it was (the relay's bumps for
+    // the first three articles may have landed before it was read).
+    let default = world.list(None, list(0, 1, None)).await.unwrap();
     assert_eq!(default.articles.len(), 20);
 }
 
