@@ -18,6 +18,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
+    attempts::Attempts,
     cursor::Position,
     error::ContentError,
     events::{PRODUCER, announce, article_snapshot, snapshot},
@@ -35,10 +36,6 @@ use crate::{
 /// Attempts at a free slug: the title's own, then random suffixes, whose
 /// collisions are vanishingly rare.
 const SLUG_ATTEMPTS: usize = 5;
-
-/// Attempts at a write announcing an article as it was read (a favorite,
-/// a comment) while edits of that article keep landing in between.
-pub(crate) const AS_READ_ATTEMPTS: usize = 5;
 
 pub struct NewArticleInput {
     pub title: String,
@@ -120,7 +117,7 @@ impl Content {
             span: tracing::Span::current(),
         };
         let mut slugs_tried = 0;
-        let mut author_fetched = false;
+        let mut attempts = Attempts::default();
         loop {
             let outcome = self.publishing.submit(draft).await??;
             draft = match outcome {
@@ -147,12 +144,10 @@ impl Content {
                     draft
                 }
                 // Fetched from auth without holding a writer up.
-                Outcome::NewAuthor(draft) if !author_fetched => {
-                    self.authors.ensure(caller.user).await?;
-                    author_fetched = true;
+                Outcome::NewAuthor(draft) => {
+                    attempts.fetch_user(&self.authors, caller.user).await?;
                     draft
                 }
-                Outcome::NewAuthor(_) => return Err(ContentError::Unauthenticated("unknown user")),
             };
         }
     }
@@ -332,21 +327,16 @@ impl Content {
         slug: &str,
     ) -> Result<(ArticleRow, Vec<Version>), ContentError> {
         let mut db = self.pool.acquire().await?;
-        let mut fan_fetched = false;
-        let mut reads = 0;
+        let mut attempts = Attempts::default();
         loop {
             let place = repo::favorite_place(&mut *db, slug, fan)
                 .await?
                 .ok_or(ContentError::NotFound("article"))?;
             // So the favorited-by filter can find the fan by username.
             let Some(username) = place.fan_username else {
-                if fan_fetched {
-                    return Err(ContentError::Unauthenticated("unknown user"));
-                }
                 // Asked of auth with no connection held.
                 drop(db);
-                self.authors.ensure(fan).await?;
-                fan_fetched = true;
+                attempts.fetch_user(&self.authors, fan).await?;
                 db = self.pool.acquire().await?;
                 continue;
             };
@@ -366,12 +356,7 @@ impl Content {
                     return Ok((marked.article, stale));
                 }
                 Some(marked) => return Ok((marked.article, Vec::new())),
-                None => {
-                    reads += 1;
-                    if reads == AS_READ_ATTEMPTS {
-                        return Err(ContentError::edited_under_write());
-                    }
-                }
+                None => attempts.read_again()?,
             }
         }
     }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
-    articles::AS_READ_ATTEMPTS,
+    attempts::Attempts,
     commenting::{self, AddedComment, Draft, Outcome},
     cursor::CommentPosition,
     error::ContentError,
@@ -58,13 +58,12 @@ impl Content {
             origin: EventOrigin::current(),
             span: tracing::Span::current(),
         };
-        let mut commenter_fetched = false;
-        let mut reads = 0;
+        let mut attempts = Attempts::default();
         loop {
-            let outcome = if reads == 0 {
-                self.commenting.submit(draft).await??
-            } else {
+            let outcome = if attempts.read_again_before() {
                 commenting::write_alone(&self.pool, draft).await?
+            } else {
+                self.commenting.submit(draft).await??
             };
             draft = match outcome {
                 Outcome::Added(added) => {
@@ -78,22 +77,15 @@ impl Content {
                 }
                 Outcome::NoArticle => return Err(ContentError::NotFound("article")),
                 // Fetched from auth without holding a writer up.
-                Outcome::NewCommenter(draft) if !commenter_fetched => {
-                    self.authors.ensure(caller.user).await?;
-                    commenter_fetched = true;
+                Outcome::NewCommenter(draft) => {
+                    attempts.fetch_user(&self.authors, caller.user).await?;
                     draft
-                }
-                Outcome::NewCommenter(_) => {
-                    return Err(ContentError::Unauthenticated("unknown user"));
                 }
                 // The event named the article as it was read: read it again,
                 // alone, waiting for whoever holds it rather than holding up
                 // a writer and every comment behind it.
                 Outcome::Moved(draft) => {
-                    reads += 1;
-                    if reads == AS_READ_ATTEMPTS {
-                        return Err(ContentError::edited_under_write());
-                    }
+                    attempts.read_again()?;
                     draft
                 }
             };

@@ -7,7 +7,7 @@ use quill_platform::{
 };
 use tonic::{Code, Status};
 
-use crate::{articles::AS_READ_ATTEMPTS, batches::Stopped};
+use crate::batches::Stopped;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContentError {
@@ -34,14 +34,6 @@ pub enum ContentError {
 impl ContentError {
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         Self::Invalid(vec![(field, message.into())])
-    }
-
-    /// A write announcing an article as read met an edit every time it
-    /// read the article again (`articles::AS_READ_ATTEMPTS`).
-    pub fn edited_under_write() -> Self {
-        Self::Internal(format!(
-            "the article was edited between its read and the write, {AS_READ_ATTEMPTS} times"
-        ))
     }
 
     pub fn auth_unavailable(status: Status) -> Self {

@@ -9,6 +9,7 @@
 //! (`read_cache`).
 
 mod articles;
+mod attempts;
 mod authors;
 mod batches;
 mod commenting;

@@ -172,6 +172,9 @@ async fn write_together(
             .into_iter()
             .map(|row| (row.id, row))
             .collect();
+        if !stored.is_empty() {
+            quill_events::outbox::written();
+        }
         Ok::<_, ContentError>((announced, stored))
     }
     .await;
@@ -179,10 +182,6 @@ async fn write_together(
         Ok(written) => written,
         Err(error) => return Err(Failed::of(error, drafts)),
     };
-    if !stored.is_empty() {
-        quill_events::outbox::written();
-    }
-
     Ok(drafts
         .into_iter()
         .zip(announced)

@@ -1,0 +1,53 @@
+//! How often a write goes again before it gives up. A write meets a user
+//! new to content's read-model (copied from auth once, outside any writer)
+//! or, when it announces an article as it read it, an edit landing in
+//! between (read again, a bounded number of times).
+
+use uuid::Uuid;
+
+use crate::{authors::Authors, error::ContentError};
+
+/// Attempts at a write announcing an article as it was read (a favorite,
+/// a comment) while edits of that article keep landing in between.
+const AS_READ_ATTEMPTS: usize = 5;
+
+/// What one request's write has tried so far.
+#[derive(Debug, Default)]
+pub(crate) struct Attempts {
+    user_fetched: bool,
+    reads: usize,
+}
+
+impl Attempts {
+    /// `user` is not in the read-model: copy them from auth, once. Asked
+    /// again, auth does not know them either.
+    pub(crate) async fn fetch_user(
+        &mut self,
+        authors: &Authors,
+        user: Uuid,
+    ) -> Result<(), ContentError> {
+        if self.user_fetched {
+            return Err(ContentError::Unauthenticated("unknown user"));
+        }
+        authors.ensure(user).await?;
+        self.user_fetched = true;
+        Ok(())
+    }
+
+    /// The article moved between the read and the write: read it again,
+    /// unless edits have kept landing every time.
+    pub(crate) fn read_again(&mut self) -> Result<(), ContentError> {
+        self.reads += 1;
+        if self.reads == AS_READ_ATTEMPTS {
+            return Err(ContentError::Internal(format!(
+                "the article was edited between its read and the write, {AS_READ_ATTEMPTS} times"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The article has been read again at least once.
+    pub(crate) fn read_again_before(&self) -> bool {
+        self.reads > 0
+    }
+}
