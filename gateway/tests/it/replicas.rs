@@ -85,9 +85,9 @@ async fn load_spreads_over_replicas_and_survives_a_drain_and_a_kill() {
         let first = served(&system, service, grpc).await;
         let second = served(&system, &format!("{service}-2"), grpc).await;
         eprintln!("{service}: {first} and {second} calls");
-        let total = first + second;
+        let least = fair_share(first + second);
         assert!(
-            first >= total * 0.25 && second >= total * 0.25,
+            first >= least && second >= least,
             "{service}'s replicas served {first} and {second} calls: not spread"
         );
     }
@@ -640,6 +640,16 @@ async fn restart_and_wait_for_traffic(system: &mut System, process: &str) -> Dur
 }
 
 /// Calls of `service` that `process` has answered since it started.
+/// The fewest calls of `total` each of two replicas must serve: a quarter,
+/// or, when the calls are so few that a fair split could fall that short by
+/// chance, three standard deviations below half; and at least one. Auth sees only a
+/// handful in this load (the gateway answers `GET /user` from Redis): 4 and
+/// 14 of 18 is a fair split's 1-in-30 draw.
+fn fair_share(total: f64) -> f64 {
+    let chance = total / 2.0 - 3.0 * total.sqrt() / 2.0;
+    (total * 0.25).min(chance).max(1.0)
+}
+
 async fn served(system: &System, process: &str, service: &str) -> f64 {
     let samples = scrape(system, process).await;
     samples
