@@ -46,6 +46,8 @@ const MAX_MESSAGE_BYTES: usize = 128 * 1024;
 /// How long the broker may take to confirm a batch before the relay gives up
 /// on the connection (a blackholed broker never answers).
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the relay waits for its [`Published`] hook before it goes on.
+const HOOK_WAIT: Duration = Duration::from_millis(50);
 /// How often the relay refreshes the outbox gauges.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -78,7 +80,10 @@ async fn pending(pool: &PgPool) -> Result<Pending, sqlx::Error> {
 /// What a service does once events have left (marked sent and committed).
 #[async_trait::async_trait]
 pub trait Published: Send + Sync + 'static {
-    /// `events`, in outbox order. Best effort: nothing retries it.
+    /// `events`, in outbox order. Best effort: nothing retries it. The
+    /// relay drops a call that takes longer than 50 ms and goes on, so work
+    /// that must finish past that runs on a task of its own, bounded in
+    /// time (as content's cache bump does).
     async fn published(&self, events: &[Envelope]);
 }
 
@@ -297,7 +302,7 @@ impl OutboxRelay {
                 if let Some(PublishedHook(hook)) = &self.published {
                     let envelopes: Vec<Envelope> =
                         events.into_iter().filter_map(|e| e.envelope).collect();
-                    hook.published(&envelopes).await;
+                    announce(hook.as_ref(), &envelopes).await;
                 }
                 Ok(ids.len())
             }
@@ -405,6 +410,26 @@ impl OutboxRelay {
         // The spans end once the batch is handed to the broker.
         drop(spans);
         Ok(confirm)
+    }
+}
+
+/// Hands a sent batch to the [`Published`] hook and waits for it, but no
+/// longer than [`HOOK_WAIT`]. The wait is what sizes the next batch under
+/// load (what commits meanwhile goes with it), and was worth keeping:
+/// without it, batches were smaller, and the extra messages and consumer
+/// transactions cost more CPU and a longer tail (bench/README.md, the
+/// fifteenth pass). The cap keeps a hook that hangs (content's Redis bump
+/// waits up to 2 s for a Redis that does not answer) from slowing every
+/// event to a batch per hang.
+async fn announce(hook: &dyn Published, events: &[Envelope]) {
+    if tokio::time::timeout(HOOK_WAIT, hook.published(events))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            wait_ms = HOOK_WAIT.as_millis(),
+            "the published hook is slow; the relay goes on without it"
+        );
     }
 }
 

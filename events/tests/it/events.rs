@@ -20,9 +20,9 @@ use lapin::{
 };
 use prost::Message;
 use quill_events::{
-    Consumer, EventHandler, EventsConfig, HandlerError, OutboxRelay, Topology, async_trait,
-    backlog, broker, catalog, consumer::attempts, enqueue, legacy, new_envelope, outbox,
-    testing::OUTBOX_AND_INBOX_SQL, testing::TestBroker,
+    Consumer, EventHandler, EventsConfig, HandlerError, OutboxRelay, Published, Topology,
+    async_trait, backlog, broker, catalog, consumer::attempts, enqueue, legacy, new_envelope,
+    outbox, testing::OUTBOX_AND_INBOX_SQL, testing::TestBroker,
 };
 use quill_platform::{shutdown::CancellationToken, testing::TcpProxy};
 use quill_proto::events::v1::{
@@ -30,7 +30,10 @@ use quill_proto::events::v1::{
 };
 use quill_server::testing::{TestDb, postgres_server_url};
 use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
-use tokio::{sync::Notify, task::JoinHandle};
+use tokio::{
+    sync::{Notify, Semaphore},
+    task::JoinHandle,
+};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(8);
@@ -1367,6 +1370,64 @@ async fn an_idle_relay_is_woken_by_the_commit_not_its_poll() -> anyhow::Result<(
         })
         .await?;
     }
+    relay.stop().await?;
+    Ok(())
+}
+
+/// A published hook whose work, on a task of its own as content's cache
+/// bump runs, waits until the test lets it go.
+struct HeldHook {
+    gate: Arc<Semaphore>,
+    announced: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Published for HeldHook {
+    async fn published(&self, events: &[Envelope]) {
+        let (gate, announced, count) = (self.gate.clone(), self.announced.clone(), events.len());
+        let work = tokio::spawn(async move {
+            let _permit = gate.acquire().await;
+            announced.fetch_add(count, Ordering::SeqCst);
+        });
+        let _ = work.await;
+    }
+}
+
+/// The hook (content's cache bump, a Redis round trip that waits up to 2 s
+/// when Redis does not answer) holds the relay 50 ms at most: events
+/// committed while it hangs still go out, and the work of every call
+/// completes once it is let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_published_hook_holds_up_no_event() -> anyhow::Result<()> {
+    let (_db, pool) = database().await?;
+    let broker = TestBroker::new();
+    let topology = broker.topology("content", &["user.*"]);
+    declare(&broker.url, &topology).await?;
+    let gate = Arc::new(Semaphore::new(0));
+    let announced = Arc::new(AtomicUsize::new(0));
+    let relay = OutboxRelay::new(pool.clone(), &broker.url, broker.exchange())
+        .poll_interval(Duration::from_millis(20))
+        .on_published(HeldHook {
+            gate: gate.clone(),
+            announced: announced.clone(),
+        });
+    let relay = Running::spawn(|shutdown| relay.run(shutdown));
+
+    // One batch at a time: each event is out before the next is written.
+    for n in 0..3 {
+        enqueue_with_item(&pool, &followed(n)).await?;
+        eventually("the event is published while the hooks hang", || async {
+            Ok(backlog(&pool).await? == 0)
+        })
+        .await?;
+    }
+    assert_eq!(announced.load(Ordering::SeqCst), 0, "the hooks still hang");
+
+    gate.add_permits(3);
+    eventually("every event reaches the hook", || async {
+        Ok(announced.load(Ordering::SeqCst) == 3)
+    })
+    .await?;
     relay.stop().await?;
     Ok(())
 }
