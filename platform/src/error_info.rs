@@ -41,6 +41,9 @@ pub mod reason {
     /// `google.rpc.RetryInfo` says when to come back.
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
     pub const TOO_MANY_STREAMS: &str = "TOO_MANY_STREAMS";
+    /// What the call wrote kept changing under it (metadata `resource`);
+    /// retry.
+    pub const CONTENDED: &str = "CONTENDED";
     /// A service this one needs did not answer (metadata `upstream`); retry.
     pub const UPSTREAM_UNAVAILABLE: &str = "UPSTREAM_UNAVAILABLE";
     pub const INTERNAL: &str = "INTERNAL";

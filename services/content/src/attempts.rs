@@ -35,13 +35,16 @@ impl Attempts {
     }
 
     /// The article moved between the read and the write: read it again,
-    /// unless edits have kept landing every time.
+    /// unless edits have kept landing every time. That is no fault of the
+    /// service's: the caller is told to retry (ABORTED, HTTP 409).
     pub(crate) fn read_again(&mut self) -> Result<(), ContentError> {
         self.reads += 1;
         if self.reads == AS_READ_ATTEMPTS {
-            return Err(ContentError::Internal(format!(
-                "the article was edited between its read and the write, {AS_READ_ATTEMPTS} times"
-            )));
+            tracing::warn!(
+                attempts = AS_READ_ATTEMPTS,
+                "the article was edited between every read and write"
+            );
+            return Err(ContentError::Contended("article"));
         }
         Ok(())
     }
@@ -49,5 +52,24 @@ impl Attempts {
     /// The article has been read again at least once.
     pub(crate) fn read_again_before(&self) -> bool {
         self.reads > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::{Code, Status};
+
+    use super::*;
+
+    #[test]
+    fn edits_landing_before_every_write_end_in_a_retry_not_an_internal_error() {
+        let mut attempts = Attempts::default();
+        for _ in 1..AS_READ_ATTEMPTS {
+            attempts.read_again().expect("read again");
+        }
+        assert!(attempts.read_again_before());
+        let status = Status::from(attempts.read_again().expect_err("gives up"));
+        assert_eq!(status.code(), Code::Aborted, "{status:?}");
+        assert_eq!(status.message(), "the article kept changing, try again");
     }
 }

@@ -19,6 +19,10 @@ pub enum ContentError {
     Forbidden(#[from] Denied),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// What the write announces (an article) kept changing between its
+    /// read and the write; the caller may retry.
+    #[error("{0} kept changing under the write")]
+    Contended(&'static str),
     /// A dependency (auth) failed; the caller may retry.
     #[error("{what} unavailable: {status}")]
     Upstream {
@@ -62,6 +66,12 @@ impl From<ContentError> for Status {
             }
             ContentError::Forbidden(denied) => denied.into(),
             ContentError::NotFound(what) => error_info::not_found(what),
+            ContentError::Contended(what) => error_info::with_metadata(
+                Code::Aborted,
+                reason::CONTENDED,
+                &[("resource", what)],
+                format!("the {what} kept changing, try again"),
+            ),
             ContentError::Upstream { what, ref status } => {
                 tracing::warn!(error = %status, "{what} call failed");
                 error_info::with_metadata(
