@@ -219,6 +219,7 @@ mod tests {
             (Code::PermissionDenied, 403),
             (Code::NotFound, 404),
             (Code::AlreadyExists, 422),
+            (Code::Aborted, 409),
             (Code::ResourceExhausted, 429),
             (Code::Unavailable, 503),
             (Code::DeadlineExceeded, 504),

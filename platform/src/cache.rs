@@ -418,7 +418,9 @@ impl Cache {
 
     /// Makes every entry that depends on one of `versions` stale. Call it
     /// after the commit of the change; it completes even if the caller is
-    /// cancelled meanwhile (a client that gave up after the commit).
+    /// cancelled meanwhile (a client that gave up after the commit; the
+    /// outbox relay, which stops waiting after 50 ms): the bump is its own
+    /// task, started on the first poll.
     /// Failures are logged, not returned: the change is made, and entries
     /// expire within their TTL.
     pub async fn invalidate(&self, versions: &[Version]) {

@@ -1398,7 +1398,7 @@ impl Published for HeldHook {
 /// committed while it hangs still go out, and the work of every call
 /// completes once it is let go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hanging_published_hook_holds_up_no_event() -> anyhow::Result<()> {
+async fn a_hanging_published_hook_holds_each_batch_50_ms_at_most() -> anyhow::Result<()> {
     let (_db, pool) = database().await?;
     let broker = TestBroker::new();
     let topology = broker.topology("content", &["user.*"]);

@@ -58,6 +58,7 @@ impl Attempts {
 #[cfg(test)]
 mod tests {
     use tonic::{Code, Status};
+    use tonic_types::StatusExt;
 
     use super::*;
 
@@ -71,5 +72,11 @@ mod tests {
         let status = Status::from(attempts.read_again().expect_err("gives up"));
         assert_eq!(status.code(), Code::Aborted, "{status:?}");
         assert_eq!(status.message(), "the article kept changing, try again");
+        let info = status.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "CONTENDED");
+        assert_eq!(
+            info.metadata.get("resource").map(String::as_str),
+            Some("article")
+        );
     }
 }
