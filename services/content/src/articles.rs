@@ -356,7 +356,7 @@ impl Content {
                     return Ok((marked.article, stale));
                 }
                 Some(marked) => return Ok((marked.article, Vec::new())),
-                None => attempts.read_again()?,
+                None => attempts.read_again(slug)?,
             }
         }
     }

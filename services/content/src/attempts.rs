@@ -36,11 +36,14 @@ impl Attempts {
 
     /// The article moved between the read and the write: read it again,
     /// unless edits have kept landing every time. That is no fault of the
-    /// service's: the caller is told to retry (ABORTED, HTTP 409).
-    pub(crate) fn read_again(&mut self) -> Result<(), ContentError> {
+    /// service's: the caller is told to retry (ABORTED, HTTP 409). The
+    /// warning names the article, so an operator can see which one is
+    /// edited that often.
+    pub(crate) fn read_again(&mut self, slug: &str) -> Result<(), ContentError> {
         self.reads += 1;
         if self.reads == AS_READ_ATTEMPTS {
             tracing::warn!(
+                slug,
                 attempts = AS_READ_ATTEMPTS,
                 "the article was edited between every read and write"
             );
@@ -66,10 +69,10 @@ mod tests {
     fn edits_landing_before_every_write_end_in_a_retry_not_an_internal_error() {
         let mut attempts = Attempts::default();
         for _ in 1..AS_READ_ATTEMPTS {
-            attempts.read_again().expect("read again");
+            attempts.read_again("busy").expect("read again");
         }
         assert!(attempts.read_again_before());
-        let status = Status::from(attempts.read_again().expect_err("gives up"));
+        let status = Status::from(attempts.read_again("busy").expect_err("gives up"));
         assert_eq!(status.code(), Code::Aborted, "{status:?}");
         assert_eq!(status.message(), "the article kept changing, try again");
         let info = status.get_details_error_info().expect("ErrorInfo");

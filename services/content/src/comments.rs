@@ -85,7 +85,7 @@ impl Content {
                 // alone, waiting for whoever holds it rather than holding up
                 // a writer and every comment behind it.
                 Outcome::Moved(draft) => {
-                    attempts.read_again()?;
+                    attempts.read_again(&draft.slug)?;
                     draft
                 }
             };
