@@ -155,6 +155,11 @@ pub trait EventHandler: Send + Sync + 'static {
     /// then until the commit only, and taken in one statement, in one order.
     type Deferred: Default + Send;
 
+    /// What [`Self::finish`] hands to [`Self::committed`] once the
+    /// transaction has committed (`()` for nothing): what only the
+    /// statements of the transaction learnt, such as the numbers they gave.
+    type Finished: Default + Send;
+
     /// Runs before the event's transaction, concurrently with the other
     /// deliveries in flight, and may run again for a redelivery: the place
     /// for reads from other services, which inside the transaction would
@@ -181,15 +186,16 @@ pub trait EventHandler: Send + Sync + 'static {
         &self,
         _tx: &mut Transaction<'_, Postgres>,
         _deferred: Vec<Self::Deferred>,
-    ) -> Result<(), HandlerError> {
-        Ok(())
+    ) -> Result<Self::Finished, HandlerError> {
+        Ok(Self::Finished::default())
     }
 
     /// Runs after the commit of a transaction that applied `applied` (in
-    /// order): the place for effects outside the database that must not be
-    /// seen before its writes are, such as invalidating a cache. Best
-    /// effort: nothing retries it, so what it does must also expire.
-    async fn committed(&self, _applied: &[&Envelope]) {}
+    /// order), with what its [`Self::finish`] returned: the place for
+    /// effects outside the database that must not be seen before its
+    /// writes are, such as invalidating a cache. Best effort: nothing
+    /// retries it, so what it does must also expire.
+    async fn committed(&self, _applied: &[&Envelope], _finished: Self::Finished) {}
 
     /// Whether [`Self::handle`] may write for `envelope`, as prepared. In a
     /// shared transaction each event that may runs behind a savepoint of

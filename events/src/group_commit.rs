@@ -226,7 +226,6 @@ impl<H: EventHandler> GroupCommit<H> {
         let mut results = Vec::with_capacity(batch.len());
         let mut deferred = Vec::with_capacity(batch.len());
         // Whether an event ran without a savepoint (`writes_in_handle`).
-        let mut unguarded = false;
         for job in batch {
             if !results.is_empty() && started.elapsed() >= BATCH_BUDGET {
                 // Unstarted events are not this transaction's: their ids go.
@@ -247,7 +246,6 @@ impl<H: EventHandler> GroupCommit<H> {
                 continue;
             }
             let isolated = self.handler.writes_in_handle(&job.envelope, &job.prepared);
-            unguarded |= !isolated;
             if isolated {
                 sqlx::query("SAVEPOINT event").execute(&mut *tx).await?;
             }
@@ -301,17 +299,16 @@ impl<H: EventHandler> GroupCommit<H> {
         }
         // Its failure is the batch's: each event runs again alone, where
         // its own deferred writes fail or not.
-        AssertUnwindSafe(self.handler.finish(&mut tx, deferred))
+        let finished = AssertUnwindSafe(self.handler.finish(&mut tx, deferred))
             .catch_unwind()
             .await
             .map_err(|_| BatchAborted)?
             .map_err(|_| BatchAborted)?;
-        if unguarded {
-            // A handler without a savepoint that swallowed a failed
-            // statement left the transaction aborted, which would "commit"
-            // as a rollback without an error: this statement fails on it.
-            sqlx::query("SELECT 1").execute(&mut *tx).await?;
-        }
+        // A handler without a savepoint, or `finish`, that swallowed a
+        // failed statement left the transaction aborted, which would
+        // "commit" as a rollback without an error, and `committed` would
+        // then act on writes that never were: this statement fails on it.
+        sqlx::query("SELECT 1").execute(&mut *tx).await?;
         tx.commit().await?;
         let applied: Vec<&Envelope> = batch
             .iter()
@@ -319,7 +316,7 @@ impl<H: EventHandler> GroupCommit<H> {
             .filter(|(_, result)| matches!(result, Ok(true)))
             .map(|(job, _)| &*job.envelope)
             .collect();
-        let _ = AssertUnwindSafe(self.handler.committed(&applied))
+        let _ = AssertUnwindSafe(self.handler.committed(&applied, finished))
             .catch_unwind()
             .await;
         Ok(results)
@@ -348,11 +345,11 @@ impl<H: EventHandler> GroupCommit<H> {
             .map_err(HandlerError::unavailable)?
             .rows_affected()
                 == 1;
-            if inserted {
+            let finished = if inserted {
                 // A panicking handler must not take the consumer (and every
                 // other in-flight delivery) down with it: a failed run.
                 let mut deferred = H::Deferred::default();
-                request_id::scope(job.envelope.request_id.clone(), async {
+                let finished = request_id::scope(job.envelope.request_id.clone(), async {
                     AssertUnwindSafe(async {
                         self.handler
                             .handle(&mut tx, &job.envelope, &job.prepared, &mut deferred)
@@ -367,10 +364,13 @@ impl<H: EventHandler> GroupCommit<H> {
                 // A transaction a handler left aborted would "commit" as a
                 // rollback without an error: this statement fails on it.
                 sqlx::query("SELECT 1").execute(&mut *tx).await?;
-            }
+                Some(finished)
+            } else {
+                None
+            };
             tx.commit().await?;
-            if inserted {
-                let _ = AssertUnwindSafe(self.handler.committed(&[&*job.envelope]))
+            if let Some(finished) = finished {
+                let _ = AssertUnwindSafe(self.handler.committed(&[&*job.envelope], finished))
                     .catch_unwind()
                     .await;
             }

@@ -27,6 +27,9 @@
 //!   outbox rows and the age of the oldest, updated by the relay
 //! - `cache_requests_total{cache,result}` (hit|miss|error): reads through
 //!   the Redis cache ([`crate::cache`])
+//! - `notifications_pushed_total{path}`: notifications pushed to this
+//!   instance's live streams, by how they reached it: `committed` by its own
+//!   consumer, or `announced` by PostgreSQL's `NOTIFY` and read back
 
 use std::{
     net::SocketAddr,
@@ -73,6 +76,7 @@ pub struct Metrics {
     pub outbox_oldest_age: GaugeVec,
     pub cache_requests: IntCounterVec,
     pub write_batch_size: HistogramVec,
+    pub notifications_pushed: IntCounterVec,
     samplers: Mutex<Vec<(String, Sampler)>>,
 }
 
@@ -208,6 +212,11 @@ impl Metrics {
                 "Items a batch writer wrote in one go, by what it writes (articles, comments)",
                 BATCH_BUCKETS,
                 &["batch"],
+            ),
+            notifications_pushed: counter(
+                "notifications_pushed_total",
+                "Notifications pushed to live streams, by path (committed here, announced by NOTIFY)",
+                &["path"],
             ),
             samplers: Mutex::new(Vec::new()),
             registry,

@@ -108,6 +108,7 @@ impl EventHandler for Recorder {
     type Prepared = ();
     /// The event's id, for `finished`: deferred before the handler may fail.
     type Deferred = Vec<Uuid>;
+    type Finished = ();
 
     async fn prepare(&self, envelope: &Envelope) -> Result<(), HandlerError> {
         let run = {

@@ -26,6 +26,7 @@ struct SeenIn(Arc<Mutex<Vec<(String, String, String)>>>);
 impl EventHandler for SeenIn {
     type Prepared = ();
     type Deferred = ();
+    type Finished = ();
 
     async fn handle(
         &self,

@@ -77,6 +77,7 @@ pub struct UserEvents {
 impl EventHandler for UserEvents {
     type Prepared = ();
     type Deferred = ();
+    type Finished = ();
 
     async fn handle(
         &self,
@@ -112,7 +113,7 @@ impl EventHandler for UserEvents {
     /// A registration changes nothing anybody was shown: a new user has
     /// written nothing yet (and one content met first was fetched from
     /// auth as they are).
-    async fn committed(&self, applied: &[&Envelope]) {
+    async fn committed(&self, applied: &[&Envelope], (): ()) {
         let users_changed = applied.iter().any(|e| {
             matches!(
                 e.payload,

@@ -9,7 +9,7 @@
 //! batch waits on another service; only an audience too large to hold is
 //! streamed inside a transaction, of its own.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use quill_events::{EventHandler, HandlerError, async_trait};
@@ -22,7 +22,12 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{
-    repo::{self, notifications::Delivery},
+    inbox::Notification,
+    live::Hub,
+    repo::{
+        self,
+        notifications::{Delivery, WatchedRow},
+    },
     rules::{self, Draft, Effect, MailDraft},
 };
 
@@ -39,14 +44,18 @@ pub struct NotificationEvents {
     /// False when no SMTP server is configured: no mail is queued at all,
     /// rather than piling up rows nobody will send.
     mail_enabled: bool,
+    /// This instance's live streams, pushed to as soon as a transaction
+    /// commits their users' notifications.
+    hub: Hub,
 }
 
 impl NotificationEvents {
-    pub fn new(content: ServiceChannel, fanout_batch: u32, mail_enabled: bool) -> Self {
+    pub fn new(content: ServiceChannel, fanout_batch: u32, mail_enabled: bool, hub: Hub) -> Self {
         Self {
             content,
             fanout_batch,
             mail_enabled,
+            hub,
         }
     }
 
@@ -128,14 +137,43 @@ impl NotificationEvents {
             followers.extend(batch);
             if followers.len() >= FANOUT_ROWS_HELD {
                 let now = Delivery::new(event_id, draft.clone(), &followers);
-                repo::notifications::insert_all(conn, &[now]).await?;
+                repo::notifications::insert_all(conn, &[now], &[]).await?;
                 followers.clear();
             }
         }
         let rest = Delivery::new(event_id, draft.clone(), &followers);
-        repo::notifications::insert_all(conn, &[rest]).await?;
+        repo::notifications::insert_all(conn, &[rest], &[]).await?;
         Ok(())
     }
+}
+
+/// The created rows of watched users as their streams show them: each row
+/// with the rest of its delivery's draft.
+fn to_push(deliveries: &[Delivery], rows: Vec<WatchedRow>) -> Vec<(Uuid, Notification)> {
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    let drafts: HashMap<Uuid, &Draft> = deliveries
+        .iter()
+        .flat_map(|d| d.rows.iter().map(move |(id, _)| (*id, &d.draft)))
+        .collect();
+    rows.into_iter()
+        .filter_map(|row| {
+            let draft = drafts.get(&row.id)?;
+            let notification = Notification {
+                id: row.id,
+                kind: Some(draft.kind),
+                title: draft.title.clone(),
+                body: draft.body.clone(),
+                actor_username: draft.actor_username.clone(),
+                article_slug: draft.article_slug.clone(),
+                read: false,
+                created_at: row.created_at,
+                seq: row.seq,
+            };
+            Some((row.user_id, notification))
+        })
+        .collect()
 }
 
 /// A fan-out's audience as learned before its transaction.
@@ -185,6 +223,8 @@ impl EventHandler for NotificationEvents {
     type Prepared = Audience;
     /// The notifications the event creates.
     type Deferred = Vec<Delivery>;
+    /// The ones for users with a stream open here, to push once committed.
+    type Finished = Vec<(Uuid, Notification)>;
 
     async fn prepare(&self, envelope: &Envelope) -> Result<Audience, HandlerError> {
         let effects = rules::plan(envelope).map_err(HandlerError::permanent)?;
@@ -279,9 +319,30 @@ impl EventHandler for NotificationEvents {
         &self,
         tx: &mut Transaction<'_, Postgres>,
         deliveries: Vec<Vec<Delivery>>,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<Self::Finished, HandlerError> {
         let deliveries: Vec<Delivery> = deliveries.into_iter().flatten().collect();
-        repo::notifications::insert_all(tx, &deliveries).await?;
-        Ok(())
+        let watched = self.hub.watched_among(
+            deliveries
+                .iter()
+                .flat_map(|d| d.rows.iter().map(|(_, user)| *user)),
+        );
+        let created = repo::notifications::insert_all(tx, &deliveries, &watched).await?;
+        Ok(to_push(&deliveries, created))
+    }
+
+    /// Pushes the watched users' notifications the transaction created,
+    /// each user's in order, without waiting for their announcements (see
+    /// [`Hub::publish_committed`] for when one waits all the same).
+    async fn committed(&self, _applied: &[&Envelope], to_push: Self::Finished) {
+        let mut pushed = 0;
+        for (user, notification) in to_push {
+            if self.hub.publish_committed(user, notification) {
+                pushed += 1;
+            }
+        }
+        quill_platform::metrics::get()
+            .notifications_pushed
+            .with_label_values(&["committed"])
+            .inc_by(pushed);
     }
 }

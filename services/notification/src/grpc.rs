@@ -193,6 +193,7 @@ impl NotificationService for NotificationGrpc {
         let live = self.hub.subscribe(caller.user)?;
         let user = caller.user;
         let start = self.inbox.stream_start(user, after).await?;
+        live.starts_after(start.seq);
         let missed = match after {
             Some(_) => self.inbox.missed(user, start.seq, REPLAY_PAGE).await?,
             // Nothing is after the latest one yet; what comes is live.

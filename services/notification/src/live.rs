@@ -4,6 +4,12 @@
 //! whichever replica consumed the event, and pushes it to its own
 //! subscribers of that user through an in-process broadcast.
 //!
+//! A notification this instance's own consumer committed is pushed at
+//! once, from the rows its statement returned, when that keeps its user's
+//! stream in order (see [`Hub::publish_committed`]); its announcement is
+//! then skipped rather than read back. Everything else comes by NOTIFY,
+//! which delivers in commit order.
+//!
 //! NOTIFY is fire-and-forget: while an instance's listener connection is
 //! down, it misses announcements. So when the listener reconnects, every
 //! stream of the instance ends, as does a stream too slow to keep up with
@@ -12,7 +18,7 @@
 //! missed, then the live ones.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet, VecDeque},
     future::Future,
     pin::Pin,
     sync::{Arc, Mutex},
@@ -21,6 +27,7 @@ use std::{
 
 use futures::{Stream, StreamExt};
 use quill_platform::{
+    metrics,
     retry::Backoff,
     shutdown::{CancellationToken, sleep_or_cancelled},
 };
@@ -44,15 +51,64 @@ use crate::{
 /// falls further behind skips the oldest (they stay in the list).
 const PER_USER_BUFFER: usize = 64;
 
+/// Notifications pushed as committed here whose announcements are still
+/// to come, remembered so that the listener skips them; beyond this many,
+/// the oldest are forgotten, and their announcements read and dropped as
+/// already pushed (by `seq`).
+const COMMITTED_HERE_REMEMBERED: usize = 4096;
+
 /// Open streams by user and in all, behind one lock so that a cap is
 /// checked and taken in one step.
 #[derive(Default)]
 struct Streams {
-    senders: HashMap<Uuid, broadcast::Sender<Notification>>,
+    users: HashMap<Uuid, UserStreams>,
     open: usize,
     /// Cancelled when the streams open now may have missed something
     /// (the listener reconnected); replaced for the streams opened after.
     missed: CancellationToken,
+    committed_here: CommittedHere,
+}
+
+/// One user's live streams.
+struct UserStreams {
+    sender: broadcast::Sender<Notification>,
+    /// The user's notifications up to this `seq` need no push: each was
+    /// pushed, or is before the position every open stream started from.
+    /// `None` until known. Pushes go out in `seq` order only.
+    settled: Option<i64>,
+}
+
+/// Ids pushed as committed here, oldest first.
+#[derive(Default)]
+struct CommittedHere {
+    ids: HashSet<Uuid>,
+    order: VecDeque<Uuid>,
+}
+
+impl CommittedHere {
+    fn remember(&mut self, id: Uuid) {
+        // Ids taken since leave the queue once they reach its front.
+        while self
+            .order
+            .front()
+            .is_some_and(|front| !self.ids.contains(front))
+        {
+            self.order.pop_front();
+        }
+        if self.order.len() >= COMMITTED_HERE_REMEMBERED
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        self.ids.insert(id);
+        self.order.push_back(id);
+    }
+
+    /// Whether `id` was pushed as committed here; it is forgotten, as its
+    /// one announcement has come.
+    fn take(&mut self, id: Uuid) -> bool {
+        self.ids.remove(&id)
+    }
 }
 
 /// The live subscribers of this instance, by user.
@@ -84,7 +140,7 @@ impl Hub {
             return Ok(Subscription {
                 user,
                 streams: Arc::clone(&self.streams),
-                stream: BroadcastStream::new(broadcast::channel(1).1),
+                stream: Some(BroadcastStream::new(broadcast::channel(1).1)),
                 closing: Box::pin(self.closing.clone().cancelled_owned()),
                 missed: Box::pin(streams.missed.clone().cancelled_owned()),
                 counted: false,
@@ -92,9 +148,9 @@ impl Hub {
         }
         // Each subscription holds exactly one receiver of its user's sender.
         let users_open = streams
-            .senders
+            .users
             .get(&user)
-            .map_or(0, broadcast::Sender::receiver_count);
+            .map_or(0, |u| u.sender.receiver_count());
         if users_open >= self.limits.per_user {
             return Err(NotificationError::TooManyStreams(
                 "too many live notification streams for this user; close one first",
@@ -106,15 +162,19 @@ impl Hub {
             ));
         }
         let receiver = streams
-            .senders
+            .users
             .entry(user)
-            .or_insert_with(|| broadcast::channel(PER_USER_BUFFER).0)
+            .or_insert_with(|| UserStreams {
+                sender: broadcast::channel(PER_USER_BUFFER).0,
+                settled: None,
+            })
+            .sender
             .subscribe();
         streams.open += 1;
         Ok(Subscription {
             user,
             streams: Arc::clone(&self.streams),
-            stream: BroadcastStream::new(receiver),
+            stream: Some(BroadcastStream::new(receiver)),
             closing: Box::pin(self.closing.clone().cancelled_owned()),
             missed: Box::pin(streams.missed.clone().cancelled_owned()),
             counted: true,
@@ -128,15 +188,63 @@ impl Hub {
         std::mem::take(&mut streams.missed).cancel();
     }
 
-    fn is_watched(&self, user: Uuid) -> bool {
-        lock(&self.streams).senders.contains_key(&user)
+    /// Of `users`, those with a stream open here.
+    pub fn watched_among(&self, users: impl IntoIterator<Item = Uuid>) -> Vec<Uuid> {
+        let streams = lock(&self.streams);
+        let mut watched: Vec<Uuid> = users
+            .into_iter()
+            .filter(|user| streams.users.contains_key(user))
+            .collect();
+        watched.sort_unstable();
+        watched.dedup();
+        watched
     }
 
-    fn publish(&self, user: Uuid, notification: Notification) {
-        if let Some(sender) = lock(&self.streams).senders.get(&user) {
-            // No receiver left: the entry goes when its last stream drops.
-            let _ = sender.send(notification);
+    /// Pushes a notification this instance's consumer has just committed,
+    /// if it is the next of its user's (`seq` right after the last pushed):
+    /// no stream can then be waiting for one before it. Otherwise one
+    /// committed elsewhere may be: it goes by its announcement, in commit
+    /// order. Returns whether it went now.
+    pub fn publish_committed(&self, user: Uuid, notification: Notification) -> bool {
+        let mut streams = lock(&self.streams);
+        let Some(own) = streams.users.get_mut(&user) else {
+            return false;
+        };
+        if own.settled != Some(notification.seq - 1) {
+            return false;
         }
+        own.settled = Some(notification.seq);
+        let id = notification.id;
+        // No receiver left: the entry goes when its last stream drops.
+        let _ = own.sender.send(notification);
+        streams.committed_here.remember(id);
+        true
+    }
+
+    /// Whether the listener must read the announced notification `id` of
+    /// `user`: watched here, and not pushed as committed here already.
+    fn needs_read(&self, user: Uuid, id: Uuid) -> bool {
+        let mut streams = lock(&self.streams);
+        !streams.committed_here.take(id) && streams.users.contains_key(&user)
+    }
+
+    /// Pushes an announced notification, unless it was pushed already
+    /// (announcements come in commit order, so one at or before the last
+    /// pushed was). Returns whether it went.
+    fn publish_announced(&self, user: Uuid, notification: Notification) -> bool {
+        let mut streams = lock(&self.streams);
+        let Some(own) = streams.users.get_mut(&user) else {
+            return false;
+        };
+        if own
+            .settled
+            .is_some_and(|settled| notification.seq <= settled)
+        {
+            return false;
+        }
+        own.settled = Some(notification.seq);
+        let _ = own.sender.send(notification);
+        true
     }
 }
 
@@ -151,13 +259,32 @@ fn lock(streams: &Mutex<Streams>) -> std::sync::MutexGuard<'_, Streams> {
 pub struct Subscription {
     user: Uuid,
     streams: Arc<Mutex<Streams>>,
-    stream: BroadcastStream<Notification>,
+    /// Taken only on drop, under the hub's lock.
+    stream: Option<BroadcastStream<Notification>>,
     /// Ends the stream when the hub closes.
     closing: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Ends the stream when it may have missed an announcement.
     missed: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Whether it holds a slot (not when opened during shutdown).
     counted: bool,
+}
+
+impl Subscription {
+    /// This stream starts after `seq`: it reads what came before itself.
+    /// When it is its user's only one, nothing up to `seq` needs a push any
+    /// more, so the next one committed here can go at once. With others
+    /// open, one of them may still be owed those.
+    pub fn starts_after(&self, seq: i64) {
+        if !self.counted {
+            return;
+        }
+        if let Some(own) = lock(&self.streams).users.get_mut(&self.user)
+            && own.settled.is_none()
+            && own.sender.receiver_count() == 1
+        {
+            own.settled = Some(seq);
+        }
+    }
 }
 
 impl Stream for Subscription {
@@ -167,7 +294,10 @@ impl Stream for Subscription {
         if self.closing.as_mut().poll(cx).is_ready() || self.missed.as_mut().poll(cx).is_ready() {
             return Poll::Ready(None);
         }
-        match self.stream.poll_next_unpin(cx) {
+        let Some(stream) = self.stream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match stream.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(notification))) => Poll::Ready(Some(notification)),
             Poll::Ready(Some(Err(lagged))) => {
                 // Skipping would lose them for good; ended, the client
@@ -187,13 +317,15 @@ impl Drop for Subscription {
         if self.counted {
             streams.open = streams.open.saturating_sub(1);
         }
-        // This stream's own receiver is still alive here.
+        // Dropped under the lock: two streams of one user leaving at once
+        // must not each see the other's receiver and leave the entry behind.
+        drop(self.stream.take());
         if streams
-            .senders
+            .users
             .get(&self.user)
-            .is_some_and(|s| s.receiver_count() <= 1)
+            .is_some_and(|s| s.sender.receiver_count() == 0)
         {
-            streams.senders.remove(&self.user);
+            streams.users.remove(&self.user);
         }
     }
 }
@@ -285,7 +417,7 @@ impl Listener {
             }
             for line in announced.payload().lines() {
                 match parse_announcement(line) {
-                    Some((user, id)) if self.hub.is_watched(user) => watched.push((user, id)),
+                    Some((user, id)) if self.hub.needs_read(user, id) => watched.push((user, id)),
                     Some(_) => {}
                     None => {
                         // Its user may be watched here: ended, their streams
@@ -308,11 +440,18 @@ impl Listener {
                 let mut rows: HashMap<Uuid, notifications::NotificationRow> =
                     rows.into_iter().map(|row| (row.id, row)).collect();
                 // In the announced order: each user's in their stream's.
+                let mut pushed = 0;
                 for (user, id) in watched {
-                    if let Some(row) = rows.remove(&id) {
-                        self.hub.publish(user, row.into());
+                    if let Some(row) = rows.remove(&id)
+                        && self.hub.publish_announced(user, row.into())
+                    {
+                        pushed += 1;
                     }
                 }
+                metrics::get()
+                    .notifications_pushed
+                    .with_label_values(&["announced"])
+                    .inc_by(pushed);
             }
             Err(e) => {
                 // Pushing later ones would move the client past these;
@@ -362,6 +501,8 @@ async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
 
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt;
+
     use super::*;
 
     fn hub(per_user: usize, total: usize) -> Hub {
@@ -392,6 +533,95 @@ mod tests {
         assert!(refused(hub.subscribe(Uuid::now_v7())));
         drop(first);
         assert!(hub.subscribe(Uuid::now_v7()).is_ok());
+    }
+
+    fn numbered(seq: i64) -> Notification {
+        Notification {
+            id: Uuid::now_v7(),
+            kind: None,
+            title: format!("number {seq}"),
+            body: String::new(),
+            actor_username: None,
+            article_slug: None,
+            read: false,
+            created_at: chrono::Utc::now(),
+            seq,
+        }
+    }
+
+    /// What the stream has been pushed so far, by seq.
+    fn received(stream: &mut Subscription) -> Vec<i64> {
+        std::iter::from_fn(|| stream.next().now_or_never().flatten())
+            .map(|n| n.seq)
+            .collect()
+    }
+
+    #[test]
+    fn a_notification_committed_here_goes_at_once_only_as_the_next_of_its_user() {
+        let hub = hub(5, 10);
+        let user = Uuid::now_v7();
+        let mut stream = hub.subscribe(user).unwrap();
+        // Where the stream starts is not known yet: wait for announcements.
+        assert!(!hub.publish_committed(user, numbered(1)));
+        stream.starts_after(1);
+        assert!(hub.publish_committed(user, numbered(2)));
+        // 3 may be committed elsewhere and on its way: 4 waits for its turn.
+        assert!(!hub.publish_committed(user, numbered(4)));
+        assert!(hub.publish_announced(user, numbered(3)));
+        assert!(hub.publish_announced(user, numbered(4)));
+        assert!(hub.publish_committed(user, numbered(5)));
+        // The announcements of what went already are dropped.
+        assert!(!hub.publish_announced(user, numbered(2)));
+        assert!(!hub.publish_announced(user, numbered(5)));
+        assert_eq!(received(&mut stream), [2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_stream_starting_beside_another_leaves_the_order_to_the_announcements() {
+        let hub = hub(5, 10);
+        let user = Uuid::now_v7();
+        let mut behind = hub.subscribe(user).unwrap();
+        let ahead = hub.subscribe(user).unwrap();
+        // The first stream may still be owed what the second read itself.
+        ahead.starts_after(7);
+        assert!(!hub.publish_committed(user, numbered(8)));
+        assert!(hub.publish_announced(user, numbered(6)));
+        assert_eq!(received(&mut behind), [6]);
+    }
+
+    #[test]
+    fn the_listener_skips_what_went_at_once_and_reads_the_rest() {
+        let hub = hub(5, 10);
+        let (watched, unwatched) = (Uuid::now_v7(), Uuid::now_v7());
+        let stream = hub.subscribe(watched).unwrap();
+        stream.starts_after(0);
+        let pushed = numbered(1);
+        let id = pushed.id;
+        assert!(hub.publish_committed(watched, pushed));
+        assert!(!hub.needs_read(watched, id));
+        assert!(hub.needs_read(watched, Uuid::now_v7()));
+        assert!(!hub.needs_read(unwatched, Uuid::now_v7()));
+        assert_eq!(hub.watched_among([unwatched, watched, watched]), [watched]);
+    }
+
+    #[test]
+    fn ids_pushed_at_once_are_remembered_up_to_a_bound() {
+        let mut committed = CommittedHere::default();
+        let ids: Vec<Uuid> = (0..=COMMITTED_HERE_REMEMBERED)
+            .map(|_| Uuid::now_v7())
+            .collect();
+        for id in &ids {
+            committed.remember(*id);
+        }
+        assert!(!committed.take(ids[0]), "the oldest is forgotten");
+        assert!(committed.take(ids[1]));
+        assert!(!committed.take(ids[1]), "an announcement comes once");
+        // The taken ones leave the queue as it moves on; it stays bounded.
+        for _ in 0..COMMITTED_HERE_REMEMBERED {
+            committed.remember(Uuid::now_v7());
+        }
+        assert_eq!(committed.order.len(), COMMITTED_HERE_REMEMBERED);
+        assert_eq!(committed.ids.len(), COMMITTED_HERE_REMEMBERED);
     }
 
     #[test]

@@ -70,7 +70,12 @@ impl Service for Notification {
             }
             None => tracing::warn!("SMTP_URL is not set: email is disabled, in-app only"),
         }
-        let handler = NotificationEvents::new(content, config.fanout_batch, config.smtp.is_some());
+        let handler = NotificationEvents::new(
+            content,
+            config.fanout_batch,
+            config.smtp.is_some(),
+            hub.clone(),
+        );
         let consumer = Consumer::new(
             pool.clone(),
             config.events.amqp_url.expose_secret(),

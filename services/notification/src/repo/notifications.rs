@@ -50,12 +50,24 @@ impl Delivery {
     }
 }
 
+/// A created row as [`insert_all`] returns it for a watched user; the rest
+/// of it is the delivery's draft.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchedRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub seq: i64,
+    pub created_at: DateTime<Utc>,
+}
+
 /// Creates every delivery's notifications, except for users who turned
 /// their kind off in the app, in one statement, and announces them on
 /// [`NOTIFICATIONS_CHANNEL`] (delivered when the transaction commits), up
 /// to [`ANNOUNCED_PER_NOTIFY`] in one `NOTIFY`, in each user's `seq` order.
-/// Returns how many were created; a repeat of an event for a user creates
-/// none.
+/// A repeat of an event for a user creates nothing. Returns the rows
+/// created for the `watched` users, by user, each user's in `seq` order:
+/// their numbers are given here, so a caller holding them need not read
+/// them back after the commit.
 ///
 /// The statement numbers the rows itself: it adds each user's row count to
 /// their counter (`notification_cursors`), taking the counters' row locks
@@ -71,10 +83,11 @@ impl Delivery {
 pub async fn insert_all(
     conn: &mut PgConnection,
     deliveries: &[Delivery],
-) -> Result<u64, sqlx::Error> {
+    watched: &[Uuid],
+) -> Result<Vec<WatchedRow>, sqlx::Error> {
     let rows: usize = deliveries.iter().map(|d| d.rows.len()).sum();
     if rows == 0 {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let (mut ids, mut users, mut drafts) = (
         Vec::with_capacity(rows),
@@ -94,7 +107,8 @@ pub async fn insert_all(
     let events: Vec<Uuid> = deliveries.iter().map(|d| d.event_id).collect();
     // `announced` is read so that it runs: a plain SELECT in a CTE that
     // nobody reads is skipped (`inserted`, which writes, runs regardless).
-    let (created, _notifies): (i64, i64) = sqlx::query_as(
+    type Row = (i64, Vec<Uuid>, Vec<Uuid>, Vec<i64>, Vec<DateTime<Utc>>);
+    let (_notifies, ids, users, seqs, times): Row = sqlx::query_as(
         "WITH drafts AS (
              SELECT * FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                                   $9::uuid[])
@@ -124,7 +138,7 @@ pub async fn insert_all(
                         + row_number() OVER (PARTITION BY w.user_id ORDER BY w.id)
              FROM wanted w JOIN counters c ON c.user_id = w.user_id
              ON CONFLICT (event_id, user_id) DO NOTHING
-             RETURNING id, user_id, seq
+             RETURNING id, user_id, seq, created_at
          ),
          pages AS MATERIALIZED (
              SELECT string_agg(user_id::text || ' ' || id::text, E'\n' ORDER BY user_id, seq)
@@ -137,7 +151,13 @@ pub async fn insert_all(
          announced AS (
              SELECT count(pg_notify($10, lines)) AS notifies FROM pages
          )
-         SELECT (SELECT count(*) FROM inserted), (SELECT notifies FROM announced)",
+         SELECT (SELECT notifies FROM announced), coalesce(w.ids, '{}'),
+                coalesce(w.users, '{}'), coalesce(w.seqs, '{}'), coalesce(w.times, '{}')
+         FROM (SELECT array_agg(id ORDER BY user_id, seq) AS ids,
+                      array_agg(user_id ORDER BY user_id, seq) AS users,
+                      array_agg(seq ORDER BY user_id, seq) AS seqs,
+                      array_agg(created_at ORDER BY user_id, seq) AS times
+               FROM inserted WHERE user_id = ANY($12)) AS w",
     )
     .bind(&ids)
     .bind(&users)
@@ -150,9 +170,28 @@ pub async fn insert_all(
     .bind(&events)
     .bind(NOTIFICATIONS_CHANNEL)
     .bind(ANNOUNCED_PER_NOTIFY)
+    .bind(watched)
     .fetch_one(conn)
     .await?;
-    Ok(created.unsigned_abs())
+    Ok(watched_rows(ids, users, seqs, times))
+}
+
+fn watched_rows(
+    ids: Vec<Uuid>,
+    users: Vec<Uuid>,
+    seqs: Vec<i64>,
+    times: Vec<DateTime<Utc>>,
+) -> Vec<WatchedRow> {
+    ids.into_iter()
+        .zip(users)
+        .zip(seqs.into_iter().zip(times))
+        .map(|((id, user_id), (seq, created_at))| WatchedRow {
+            id,
+            user_id,
+            seq,
+            created_at,
+        })
+        .collect()
 }
 
 /// The notifications with these ids, in no particular order.
