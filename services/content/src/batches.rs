@@ -5,7 +5,7 @@
 //! writers were busy share one round trip and one commit. Nothing waits for
 //! a batch to fill.
 
-use std::{panic::AssertUnwindSafe, sync::Arc};
+use std::{collections::HashMap, hash::Hash, panic::AssertUnwindSafe, sync::Arc};
 
 use futures::FutureExt;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -184,6 +184,16 @@ pub(crate) fn write_spans<'a>(
 /// another transaction (a deadlock): an item alone may pass. Anything else
 /// (the server shutting down, out of connections, a cancelled statement)
 /// would fail each item again.
+/// What a batch's statement stored, by `key`. The statement wrote their
+/// events to the outbox in the same commit, so the relays are woken when
+/// it stored any.
+pub(crate) fn stored_by<K: Eq + Hash, R>(rows: Vec<R>, key: impl Fn(&R) -> K) -> HashMap<K, R> {
+    if !rows.is_empty() {
+        quill_events::outbox::written();
+    }
+    rows.into_iter().map(|row| (key(&row), row)).collect()
+}
+
 fn rejected(error: &ContentError) -> bool {
     let ContentError::Database(sqlx::Error::Database(error)) = error else {
         return false;

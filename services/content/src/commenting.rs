@@ -153,14 +153,8 @@ async fn write_together(
         if new.is_empty() {
             return Ok((places, announced, HashMap::new()));
         }
-        let stored: HashMap<i64, repo::Inserted> = repo::insert_announced(&mut *db, &new, held)
-            .await?
-            .into_iter()
-            .map(|row| (row.id, row))
-            .collect();
-        if !stored.is_empty() {
-            quill_events::outbox::written();
-        }
+        let rows = repo::insert_announced(&mut *db, &new, held).await?;
+        let stored = batches::stored_by(rows, |row| row.id);
         Ok::<_, ContentError>((places, announced, stored))
     }
     .await;

@@ -167,14 +167,7 @@ async fn write_together(
         if new.is_empty() {
             return Ok((announced, HashMap::new()));
         }
-        let stored: HashMap<Uuid, repo::Published> = repo::publish(&mut *db, &new)
-            .await?
-            .into_iter()
-            .map(|row| (row.id, row))
-            .collect();
-        if !stored.is_empty() {
-            quill_events::outbox::written();
-        }
+        let stored = batches::stored_by(repo::publish(&mut *db, &new).await?, |row| row.id);
         Ok::<_, ContentError>((announced, stored))
     }
     .await;
