@@ -605,6 +605,16 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_opened_while_closing_leaves_the_users_open_one_watched() {
+        let hub = hub(5, 10);
+        let user = Uuid::now_v7();
+        let _open = hub.subscribe(user).unwrap();
+        hub.closing.cancel();
+        drop(hub.subscribe(user).unwrap());
+        assert_eq!(hub.watched_among([user]), [user]);
+    }
+
+    #[test]
     fn ids_pushed_at_once_are_remembered_up_to_a_bound() {
         let mut committed = CommittedHere::default();
         let ids: Vec<Uuid> = (0..=COMMITTED_HERE_REMEMBERED)
