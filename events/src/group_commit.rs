@@ -225,7 +225,6 @@ impl<H: EventHandler> GroupCommit<H> {
         .collect();
         let mut results = Vec::with_capacity(batch.len());
         let mut deferred = Vec::with_capacity(batch.len());
-        // Whether an event ran without a savepoint (`writes_in_handle`).
         for job in batch {
             if !results.is_empty() && started.elapsed() >= BATCH_BUDGET {
                 // Unstarted events are not this transaction's: their ids go.

@@ -184,9 +184,9 @@ pub(crate) fn write_spans<'a>(
 /// another transaction (a deadlock): an item alone may pass. Anything else
 /// (the server shutting down, out of connections, a cancelled statement)
 /// would fail each item again.
-/// What a batch's statement stored, by `key`. The statement wrote their
-/// events to the outbox in the same commit, so the relays are woken when
-/// it stored any.
+/// What a batch's statement stored, by `key`. The same statement wrote
+/// each stored row's event to the outbox, so the relays are woken when it
+/// stored any.
 pub(crate) fn stored_by<K: Eq + Hash, R>(rows: Vec<R>, key: impl Fn(&R) -> K) -> HashMap<K, R> {
     if !rows.is_empty() {
         quill_events::outbox::written();
