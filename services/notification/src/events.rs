@@ -147,15 +147,25 @@ impl NotificationEvents {
     }
 }
 
-/// The created rows of watched users as their streams show them: each row
-/// with the rest of its delivery's draft.
-fn to_push(deliveries: &[Delivery], rows: Vec<WatchedRow>) -> Vec<(Uuid, Notification)> {
+/// The created rows of the `watched` users (sorted) as their streams show
+/// them: each row with the rest of its delivery's draft.
+fn to_push(
+    deliveries: &[Delivery],
+    watched: &[Uuid],
+    rows: Vec<WatchedRow>,
+) -> Vec<(Uuid, Notification)> {
     if rows.is_empty() {
         return Vec::new();
     }
+    // Only the watched users' rows: a fan-out may hold thousands of others.
     let drafts: HashMap<Uuid, &Draft> = deliveries
         .iter()
-        .flat_map(|d| d.rows.iter().map(move |(id, _)| (*id, &d.draft)))
+        .flat_map(|d| {
+            d.rows
+                .iter()
+                .filter(|(_, user)| watched.binary_search(user).is_ok())
+                .map(move |(id, _)| (*id, &d.draft))
+        })
         .collect();
     rows.into_iter()
         .filter_map(|row| {
@@ -327,7 +337,7 @@ impl EventHandler for NotificationEvents {
                 .flat_map(|d| d.rows.iter().map(|(_, user)| *user)),
         );
         let created = repo::notifications::insert_all(tx, &deliveries, &watched).await?;
-        Ok(to_push(&deliveries, created))
+        Ok(to_push(&deliveries, &watched, created))
     }
 
     /// Pushes the watched users' notifications the transaction created,

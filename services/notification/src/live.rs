@@ -78,6 +78,25 @@ struct UserStreams {
     settled: Option<i64>,
 }
 
+impl UserStreams {
+    /// Sends `notification` to the user's streams if `goes`, asked with the
+    /// last seq settled and the notification's, says so; it is then the
+    /// last settled. Returns whether it went.
+    fn push_if(
+        &mut self,
+        notification: Notification,
+        goes: impl FnOnce(Option<i64>, i64) -> bool,
+    ) -> bool {
+        if !goes(self.settled, notification.seq) {
+            return false;
+        }
+        self.settled = Some(notification.seq);
+        // No receiver left: the entry goes when its last stream drops.
+        let _ = self.sender.send(notification);
+        true
+    }
+}
+
 /// Ids pushed as committed here, oldest first.
 #[derive(Default)]
 struct CommittedHere {
@@ -207,18 +226,15 @@ impl Hub {
     /// order. Returns whether it went now.
     pub fn publish_committed(&self, user: Uuid, notification: Notification) -> bool {
         let mut streams = lock(&self.streams);
-        let Some(own) = streams.users.get_mut(&user) else {
-            return false;
-        };
-        if own.settled != Some(notification.seq - 1) {
-            return false;
-        }
-        own.settled = Some(notification.seq);
         let id = notification.id;
-        // No receiver left: the entry goes when its last stream drops.
-        let _ = own.sender.send(notification);
-        streams.committed_here.remember(id);
-        true
+        let pushed = streams
+            .users
+            .get_mut(&user)
+            .is_some_and(|own| own.push_if(notification, |settled, seq| settled == Some(seq - 1)));
+        if pushed {
+            streams.committed_here.remember(id);
+        }
+        pushed
     }
 
     /// Whether the listener must read the announced notification `id` of
@@ -232,19 +248,11 @@ impl Hub {
     /// (announcements come in commit order, so one at or before the last
     /// pushed was). Returns whether it went.
     fn publish_announced(&self, user: Uuid, notification: Notification) -> bool {
-        let mut streams = lock(&self.streams);
-        let Some(own) = streams.users.get_mut(&user) else {
-            return false;
-        };
-        if own
-            .settled
-            .is_some_and(|settled| notification.seq <= settled)
-        {
-            return false;
-        }
-        own.settled = Some(notification.seq);
-        let _ = own.sender.send(notification);
-        true
+        lock(&self.streams).users.get_mut(&user).is_some_and(|own| {
+            own.push_if(notification, |settled, seq| {
+                settled.is_none_or(|settled| seq > settled)
+            })
+        })
     }
 }
 
