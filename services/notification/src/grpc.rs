@@ -18,6 +18,7 @@ use crate::{
     live::Hub,
     preferences::{KindChange, Preferences, PreferencesUpdate},
     rules::Kind,
+    watching::Watching,
 };
 
 /// Missed notifications are read and sent this many at a time.
@@ -26,16 +27,24 @@ const REPLAY_PAGE: u32 = 200;
 pub struct NotificationGrpc {
     inbox: Inbox,
     hub: Hub,
+    watching: Watching,
     /// Re-checks the sessions of live streams.
     authn: Authenticator,
     stream_recheck: Duration,
 }
 
 impl NotificationGrpc {
-    pub fn new(inbox: Inbox, hub: Hub, authn: Authenticator, stream_recheck: Duration) -> Self {
+    pub fn new(
+        inbox: Inbox,
+        hub: Hub,
+        watching: Watching,
+        authn: Authenticator,
+        stream_recheck: Duration,
+    ) -> Self {
         Self {
             inbox,
             hub,
+            watching,
             authn,
             stream_recheck,
         }
@@ -176,7 +185,9 @@ impl NotificationService for NotificationGrpc {
     /// before the position and the missed ones are read, so nothing falls
     /// between them; a live one already sent, or at or before the
     /// position, is skipped. Live ones come in commit order too (NOTIFY
-    /// delivers in commit order), so skipping by seq loses none.
+    /// delivers in commit order), so skipping by seq loses none. The
+    /// user's lease is taken between the two: what is not announced is
+    /// committed before the position is read.
     async fn subscribe(
         &self,
         request: Request<pb::SubscribeRequest>,
@@ -192,6 +203,7 @@ impl NotificationService for NotificationGrpc {
             .transpose()?;
         let live = self.hub.subscribe(caller.user)?;
         let user = caller.user;
+        self.watching.start(user).await?;
         let start = self.inbox.stream_start(user, after).await?;
         live.starts_after(start.seq);
         let missed = match after {

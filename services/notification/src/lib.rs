@@ -19,6 +19,7 @@ mod rules;
 pub mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod watching;
 
 pub use config::Config;
 pub use live::LISTENER_APPLICATION_NAME;

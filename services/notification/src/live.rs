@@ -1,8 +1,9 @@
-//! Live delivery. Every instance LISTENs on PostgreSQL: a notification is
-//! announced with NOTIFY in the transaction that creates it, so each
-//! instance hears each commit (never an uncommitted or rolled-back one),
-//! whichever replica consumed the event, and pushes it to its own
-//! subscribers of that user through an in-process broadcast.
+//! Live delivery. Every instance LISTENs on PostgreSQL: a notification of
+//! a user some instance watches (see [`crate::watching`]) is announced
+//! with NOTIFY in the transaction that creates it, so each instance hears
+//! each commit (never an uncommitted or rolled-back one), whichever
+//! replica consumed the event, and pushes it to its own subscribers of
+//! that user through an in-process broadcast.
 //!
 //! A notification this instance's own consumer committed is pushed at
 //! once, from the rows its statement returned, when that keeps its user's
@@ -202,9 +203,16 @@ impl Hub {
 
     /// Ends every stream open now: announcements may have been missed, and
     /// a stream that resumes from its last notification gets them.
-    fn end_streams_that_may_have_missed(&self) {
+    pub fn end_streams_that_may_have_missed(&self) {
         let mut streams = lock(&self.streams);
         std::mem::take(&mut streams.missed).cancel();
+    }
+
+    /// Every user with a stream open here, in id order.
+    pub fn watched_users(&self) -> Vec<Uuid> {
+        let mut users: Vec<Uuid> = lock(&self.streams).users.keys().copied().collect();
+        users.sort_unstable();
+        users
     }
 
     /// Of `users`, those with a stream open here.

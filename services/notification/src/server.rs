@@ -20,6 +20,7 @@ use crate::{
     inbox::Inbox,
     live::{Hub, Listener},
     mail::MailSender,
+    watching::Watching,
 };
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -55,6 +56,8 @@ impl Service for Notification {
             .await
             .context("listening for notifications on PostgreSQL")?;
         server.background().spawn(|stop| live.run(stop));
+        let watching = Watching::new(pool.clone(), hub.clone());
+        server.background().spawn(|stop| watching.clone().run(stop));
         match &config.smtp {
             Some(smtp) => {
                 let from = config.mail_from.parse().context("MAIL_FROM")?;
@@ -96,6 +99,7 @@ impl Service for Notification {
             NotificationServiceServer::new(NotificationGrpc::new(
                 Inbox::new(pool),
                 hub,
+                watching,
                 identity.authn.clone(),
                 config.stream_recheck,
             ))

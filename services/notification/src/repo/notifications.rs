@@ -3,6 +3,8 @@
 //! its place in its user's stream, in commit order: a resumed stream reads
 //! after one.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
@@ -61,7 +63,8 @@ pub struct WatchedRow {
 }
 
 /// Creates every delivery's notifications, except for users who turned
-/// their kind off in the app, in one statement, and announces them on
+/// their kind off in the app, in one statement, and announces those of
+/// users some instance watches (a lease of [`watch`] runs) on
 /// [`NOTIFICATIONS_CHANNEL`] (delivered when the transaction commits), up
 /// to [`ANNOUNCED_PER_NOTIFY`] in one `NOTIFY`, in each user's `seq` order.
 /// A repeat of an event for a user creates nothing. Returns the rows
@@ -127,7 +130,7 @@ pub async fn insert_all(
              INSERT INTO notification_cursors AS c (user_id, last_seq)
              SELECT user_id, count(*) FROM wanted GROUP BY user_id ORDER BY user_id
              ON CONFLICT (user_id) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq
-             RETURNING c.user_id, c.last_seq
+             RETURNING c.user_id, c.last_seq, c.watched_until
          ),
          inserted AS (
              INSERT INTO notifications (id, user_id, kind, title, body, actor_username,
@@ -143,8 +146,9 @@ pub async fn insert_all(
          pages AS MATERIALIZED (
              SELECT string_agg(user_id::text || ' ' || id::text, E'\n' ORDER BY user_id, seq)
                         AS lines
-             FROM (SELECT *, (row_number() OVER (ORDER BY user_id, seq) - 1) / $11 AS page
-                   FROM inserted) AS numbered
+             FROM (SELECT i.*, (row_number() OVER (ORDER BY i.user_id, i.seq) - 1) / $11 AS page
+                   FROM inserted i JOIN counters c ON c.user_id = i.user_id
+                   WHERE c.watched_until > now()) AS numbered
              GROUP BY page
              ORDER BY page
          ),
@@ -192,6 +196,29 @@ fn watched_rows(
             created_at,
         })
         .collect()
+}
+
+/// Leases `users`' notifications to be announced until `lease` from now
+/// (or later, if another instance's lease runs longer): an instance with
+/// streams of theirs open renews it while they last. Takes each user's
+/// counter row lock, in user id order as [`insert_all`] does, so it waits
+/// for any transaction numbering for them: whatever such a transaction
+/// creates is committed when this returns, and what one begun later
+/// creates is announced.
+pub async fn watch(db: &PgPool, users: &[Uuid], lease: Duration) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO notification_cursors AS c (user_id, last_seq, watched_until)
+         SELECT user_id, 0, now() + make_interval(secs => $2)
+         FROM unnest($1::uuid[]) AS u (user_id)
+         ORDER BY user_id
+         ON CONFLICT (user_id) DO UPDATE
+             SET watched_until = greatest(c.watched_until, excluded.watched_until)",
+    )
+    .bind(users)
+    .bind(lease.as_secs_f64())
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// The notifications with these ids, in no particular order.

@@ -573,6 +573,62 @@ async fn a_subscriber_receives_new_notifications_live() {
     assert!(committed >= 1, "{committed} of 3 pushed as committed");
 }
 
+/// A notification is announced (`NOTIFY`) only if its user has a stream
+/// open somewhere: most have none, and every announcement costs a lock at
+/// commit and a wake-up of every instance's listener.
+#[tokio::test]
+async fn only_the_notifications_of_watched_users_are_announced() {
+    let stack = Stack::start().await;
+    let (jake, ada, fan) = (stack.user("jake"), stack.user("ada"), stack.user("fan"));
+    let mut stream = stack
+        .notification
+        .client()
+        .subscribe(jake.request(SubscribeRequest::default()))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut announcements = sqlx::postgres::PgListener::connect_with(&stack.db)
+        .await
+        .expect("listener");
+    // The service's channel (`repo::NOTIFICATIONS_CHANNEL`).
+    announcements
+        .listen("quill_notification_pages")
+        .await
+        .expect("LISTEN");
+
+    stack.publish(followed(&fan, &ada)).await;
+    eventually("ada's notification exists", || async {
+        !stack.list(&ada).await.is_empty()
+    })
+    .await;
+    stack.publish(followed(&fan, &jake)).await;
+    tokio::time::timeout(support::WAIT, stream.next())
+        .await
+        .expect("a live notification in time")
+        .expect("stream open")
+        .expect("notification");
+
+    // NOTIFY delivers in commit order: ada's, had it been announced, came
+    // before jake's.
+    let mut announced = Vec::new();
+    while !announced
+        .iter()
+        .any(|line: &String| line.starts_with(&jake.id.to_string()))
+    {
+        let next = tokio::time::timeout(support::WAIT, announcements.recv())
+            .await
+            .expect("jake's announcement in time")
+            .expect("announcement");
+        announced.extend(next.payload().lines().map(str::to_owned));
+    }
+    assert!(
+        announced
+            .iter()
+            .all(|line| !line.starts_with(&ada.id.to_string())),
+        "ada watches nothing, yet was announced: {announced:?}"
+    );
+}
+
 #[tokio::test]
 async fn two_replicas_on_one_queue_apply_each_event_exactly_once_and_both_push_live() {
     let stack = Stack::start().await;

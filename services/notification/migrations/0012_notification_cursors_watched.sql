@@ -1,0 +1,22 @@
+-- Announce only what someone may be watching. Every created notification
+-- used to be announced (NOTIFY at commit), though most recipients have no
+-- stream open anywhere: the queue writes, the commit-time lock every
+-- notifying commit of the cluster queues for, and every listener waking
+-- to parse them cost about 9% of a new article's CPU (bench/README.md, the
+-- seventeenth pass).
+--
+-- An instance with a stream of a user open holds a lease on the user's
+-- counter row, renewed while the stream lasts (quill_notification's
+-- `watching`); a notification is announced only while its user's lease
+-- runs. The stream takes its lease before it reads where it starts, and
+-- taking it waits for the row lock of any transaction numbering for that
+-- user, so each notification is either announced or already committed
+-- when the stream reads its start.
+--
+-- During a rollout, a stream on an instance of the previous release holds
+-- no lease: notifications other instances commit for its user are not
+-- announced to it until that instance stops, when its streams end and
+-- resume from their last notification, missing none.
+--
+-- Nullable, no default: adding the column rewrites nothing.
+ALTER TABLE notification_cursors ADD COLUMN watched_until timestamptz;
