@@ -13,10 +13,12 @@
 -- user, so each notification is either announced or already committed
 -- when the stream reads its start.
 --
--- During a rollout, a stream on an instance of the previous release holds
--- no lease: notifications other instances commit for its user are not
--- announced to it until that instance stops, when its streams end and
--- resume from their last notification, missing none.
+-- A stream on an instance of an earlier release takes no lease, and would
+-- hear of its user's notifications from that release's consumers but not
+-- of those in between from this one's: a later one pushed, the client's
+-- last id moves past the unannounced one, and a resume skips it. A rolling
+-- upgrade from such a release runs this one with NOTIFICATION_ANNOUNCE_ALL
+-- set until no instance of the earlier one is left.
 --
 -- Nullable, no default: adding the column rewrites nothing.
 ALTER TABLE notification_cursors ADD COLUMN watched_until timestamptz;

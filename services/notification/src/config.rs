@@ -42,6 +42,11 @@ quill_platform::settings! {
     /// max-concurrent-streams per connection is this + 256, so calls always
     /// have room beside the streams.
     NOTIFICATION_MAX_STREAMS = "1000";
+    /// Announce every new notification to the instances' live streams, not
+    /// only those of users with a stream open: `true` while instances of a
+    /// release before stream leases (migration 0012) still run, as in a
+    /// rolling upgrade from one; unset once none does.
+    NOTIFICATION_ANNOUNCE_ALL = "false";
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +80,8 @@ pub struct Config {
     /// when the session does (`NOTIFICATION_STREAM_RECHECK_SECS`).
     pub stream_recheck: Duration,
     pub streams: StreamLimits,
+    /// `NOTIFICATION_ANNOUNCE_ALL`.
+    pub announce_all: bool,
 }
 
 /// Live streams (`Subscribe`) this instance holds open at once. Each is an
@@ -170,6 +177,7 @@ impl quill_server::ServiceConfig for Config {
                 per_user: NOTIFICATION_MAX_STREAMS_PER_USER.get()?,
                 total: NOTIFICATION_MAX_STREAMS.get()?,
             },
+            announce_all: NOTIFICATION_ANNOUNCE_ALL.get()?,
         };
         config.validate()?;
         Ok(config)

@@ -26,7 +26,7 @@ use crate::{
     live::Hub,
     repo::{
         self,
-        notifications::{Delivery, WatchedRow},
+        notifications::{Announce, Delivery, WatchedRow},
     },
     rules::{self, Draft, Effect, MailDraft},
 };
@@ -47,15 +47,23 @@ pub struct NotificationEvents {
     /// This instance's live streams, pushed to as soon as a transaction
     /// commits their users' notifications.
     hub: Hub,
+    announce: Announce,
 }
 
 impl NotificationEvents {
-    pub fn new(content: ServiceChannel, fanout_batch: u32, mail_enabled: bool, hub: Hub) -> Self {
+    pub fn new(
+        content: ServiceChannel,
+        fanout_batch: u32,
+        mail_enabled: bool,
+        hub: Hub,
+        announce: Announce,
+    ) -> Self {
         Self {
             content,
             fanout_batch,
             mail_enabled,
             hub,
+            announce,
         }
     }
 
@@ -137,12 +145,12 @@ impl NotificationEvents {
             followers.extend(batch);
             if followers.len() >= FANOUT_ROWS_HELD {
                 let now = Delivery::new(event_id, draft.clone(), &followers);
-                repo::notifications::insert_all(conn, &[now], &[]).await?;
+                repo::notifications::insert_all(conn, &[now], &[], self.announce).await?;
                 followers.clear();
             }
         }
         let rest = Delivery::new(event_id, draft.clone(), &followers);
-        repo::notifications::insert_all(conn, &[rest], &[]).await?;
+        repo::notifications::insert_all(conn, &[rest], &[], self.announce).await?;
         Ok(())
     }
 }
@@ -336,7 +344,8 @@ impl EventHandler for NotificationEvents {
                 .iter()
                 .flat_map(|d| d.rows.iter().map(|(_, user)| *user)),
         );
-        let created = repo::notifications::insert_all(tx, &deliveries, &watched).await?;
+        let created =
+            repo::notifications::insert_all(tx, &deliveries, &watched, self.announce).await?;
         Ok(to_push(&deliveries, &watched, created))
     }
 

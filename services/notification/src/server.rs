@@ -20,6 +20,7 @@ use crate::{
     inbox::Inbox,
     live::{Hub, Listener},
     mail::MailSender,
+    repo::notifications::Announce,
     watching::Watching,
 };
 
@@ -78,6 +79,11 @@ impl Service for Notification {
             config.fanout_batch,
             config.smtp.is_some(),
             hub.clone(),
+            if config.announce_all {
+                Announce::All
+            } else {
+                Announce::Watched
+            },
         );
         let consumer = Consumer::new(
             pool.clone(),

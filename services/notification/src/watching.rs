@@ -22,6 +22,12 @@ use crate::{error::NotificationError, live::Hub, repo::notifications};
 const LEASE: Duration = Duration::from_secs(60);
 /// Renewals per lease: a few may fail before the streams must end.
 const RENEWALS_PER_LEASE: u32 = 6;
+/// How long a renewal waits for a user's counter row. A transaction may
+/// hold one for long (a large fan-out streams its audience in); a renewal
+/// waiting behind it would hold the rows it has locked already, and every
+/// consumer numbering for those users would wait too. It tries again at
+/// the next renewal.
+const RENEWAL_LOCK_WAIT: &str = "200ms";
 
 #[derive(Clone)]
 pub struct Watching {
@@ -69,14 +75,22 @@ impl Watching {
                 covered_since = attempt;
                 continue;
             }
-            match tokio::time::timeout(every, notifications::watch(&self.pool, &users, self.lease))
-                .await
-            {
+            match tokio::time::timeout(every, self.renew(&users)).await {
                 Ok(Ok(())) => covered_since = attempt,
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew stream leases"),
                 Err(_) => tracing::warn!("renewing stream leases timed out"),
             }
         }
+    }
+
+    async fn renew(&self, users: &[Uuid]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+            .bind(RENEWAL_LOCK_WAIT)
+            .execute(&mut *tx)
+            .await?;
+        notifications::watch(&mut *tx, users, self.lease).await?;
+        tx.commit().await
     }
 }
 
@@ -84,12 +98,18 @@ impl Watching {
 mod tests {
     use futures::StreamExt;
     use quill_server::testing::TestDb;
-    use sqlx::postgres::{PgListener, PgPoolOptions};
+    use sqlx::{
+        PgConnection,
+        postgres::{PgListener, PgPoolOptions},
+    };
 
     use super::*;
     use crate::{
         config::StreamLimits,
-        repo::{NOTIFICATIONS_CHANNEL, notifications::Delivery},
+        repo::{
+            NOTIFICATIONS_CHANNEL,
+            notifications::{Announce, Delivery},
+        },
         rules::{Draft, Kind},
         server::MIGRATOR,
     };
@@ -137,7 +157,7 @@ mod tests {
         renewals.await.expect("renewals");
 
         let kept_left = lease_left(&pool, kept).await.expect("a lease");
-        assert!(kept_left > 2.0, "renewed: {kept_left} s left");
+        assert!(kept_left > 1.0, "renewed: {kept_left} s left");
         let closed_left = lease_left(&pool, closed).await.expect("a lease");
         assert!(closed_left < 0.0, "ran out: {closed_left} s left");
     }
@@ -153,35 +173,40 @@ mod tests {
         Delivery::new(Uuid::now_v7(), draft, &[user])
     }
 
+    /// Creates a notification for `user`; its announcement's line.
+    async fn create(conn: &mut PgConnection, user: Uuid) -> String {
+        let created =
+            notifications::insert_all(conn, &[delivery(user)], &[user], Announce::Watched)
+                .await
+                .expect("a notification");
+        format!("{user} {}", created[0].id)
+    }
+
     /// The ordering the leases rest on: a stream takes its lease, then
     /// reads where it starts. A transaction that numbered for its user
-    /// before the lease was taken, and so announces nothing, must be
-    /// committed by then, or the stream would start before a notification
-    /// it is never told of.
+    /// before the lease was taken, and so announces nothing, is committed
+    /// by then (or the stream would start before a notification it is
+    /// never told of); one that numbers after, even if it began before,
+    /// announces.
     #[tokio::test]
     async fn a_lease_waits_for_a_transaction_numbering_for_its_user_and_later_ones_announce() {
         let db = TestDb::new("notification_watching");
-        let pool = db.connect(3).await;
+        let pool = db.connect(4).await;
         MIGRATOR.run(&pool).await.expect("migrations");
         let user = Uuid::new_v4();
-        notifications::insert_all(
-            &mut pool.acquire().await.expect("conn"),
-            &[delivery(user)],
-            &[],
-        )
-        .await
-        .expect("a first notification");
         let mut announcements = PgListener::connect_with(&pool).await.expect("listener");
         announcements
             .listen(NOTIFICATIONS_CHANNEL)
             .await
             .expect("LISTEN");
         let watching = Watching::new(pool.clone(), hub());
-
         let mut unannounced = pool.begin().await.expect("transaction");
-        notifications::insert_all(&mut unannounced, &[delivery(user)], &[])
+        create(&mut unannounced, user).await;
+        let mut late = pool.begin().await.expect("transaction");
+        sqlx::query("SELECT 1")
+            .execute(&mut *late)
             .await
-            .expect("numbered before the lease");
+            .expect("begun before the lease");
         let lease = tokio::spawn({
             let watching = watching.clone();
             async move { watching.start(user).await }
@@ -190,21 +215,42 @@ mod tests {
         assert!(!lease.is_finished(), "the lease waits for the transaction");
         unannounced.commit().await.expect("commit");
         lease.await.expect("task").expect("lease");
+        let announced = create(&mut late, user).await;
+        late.commit().await.expect("commit");
 
-        notifications::insert_all(
-            &mut pool.acquire().await.expect("conn"),
-            &[delivery(user)],
-            &[],
-        )
-        .await
-        .expect("numbered under the lease");
         let heard = tokio::time::timeout(Duration::from_secs(5), announcements.recv())
             .await
             .expect("an announcement in time")
             .expect("announcement");
-        let lines: Vec<&str> = heard.payload().lines().collect();
-        assert_eq!(lines.len(), 1, "only the one under the lease: {lines:?}");
-        assert!(lines[0].starts_with(&user.to_string()));
+        assert_eq!(
+            heard.payload(),
+            announced,
+            "only the one numbered under the lease"
+        );
+    }
+
+    /// For a rolling upgrade from a release whose streams take no lease.
+    #[tokio::test]
+    async fn announcing_all_announces_a_user_nobody_watches() {
+        let db = TestDb::new("notification_watching");
+        let pool = db.connect(2).await;
+        MIGRATOR.run(&pool).await.expect("migrations");
+        let mut announcements = PgListener::connect_with(&pool).await.expect("listener");
+        announcements
+            .listen(NOTIFICATIONS_CHANNEL)
+            .await
+            .expect("LISTEN");
+        let user = Uuid::new_v4();
+        let mut conn = pool.acquire().await.expect("conn");
+        notifications::insert_all(&mut conn, &[delivery(user)], &[], Announce::All)
+            .await
+            .expect("a notification");
+
+        let heard = tokio::time::timeout(Duration::from_secs(5), announcements.recv())
+            .await
+            .expect("an announcement in time")
+            .expect("announcement");
+        assert!(heard.payload().starts_with(&user.to_string()));
     }
 
     #[tokio::test]

@@ -52,6 +52,17 @@ impl Delivery {
     }
 }
 
+/// Which of the created notifications [`insert_all`] announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    /// Those of users some instance watches (a lease of [`watch`] runs).
+    Watched,
+    /// Every one: while instances of a release that takes no leases still
+    /// run (`NOTIFICATION_ANNOUNCE_ALL`), whose streams would otherwise
+    /// hear of some of their users' notifications and not of others.
+    All,
+}
+
 /// A created row as [`insert_all`] returns it for a watched user; the rest
 /// of it is the delivery's draft.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,9 +74,8 @@ pub struct WatchedRow {
 }
 
 /// Creates every delivery's notifications, except for users who turned
-/// their kind off in the app, in one statement, and announces those of
-/// users some instance watches (a lease of [`watch`] runs) on
-/// [`NOTIFICATIONS_CHANNEL`] (delivered when the transaction commits), up
+/// their kind off in the app, in one statement, and announces them as
+/// `announce` says on [`NOTIFICATIONS_CHANNEL`] (delivered when the transaction commits), up
 /// to [`ANNOUNCED_PER_NOTIFY`] in one `NOTIFY`, in each user's `seq` order.
 /// A repeat of an event for a user creates nothing. Returns the rows
 /// created for the `watched` users, by user, each user's in `seq` order:
@@ -87,6 +97,7 @@ pub async fn insert_all(
     conn: &mut PgConnection,
     deliveries: &[Delivery],
     watched: &[Uuid],
+    announce: Announce,
 ) -> Result<Vec<WatchedRow>, sqlx::Error> {
     let rows: usize = deliveries.iter().map(|d| d.rows.len()).sum();
     if rows == 0 {
@@ -148,7 +159,7 @@ pub async fn insert_all(
                         AS lines
              FROM (SELECT i.*, (row_number() OVER (ORDER BY i.user_id, i.seq) - 1) / $11 AS page
                    FROM inserted i JOIN counters c ON c.user_id = i.user_id
-                   WHERE c.watched_until > now()) AS numbered
+                   WHERE $13 OR c.watched_until > now()) AS numbered
              GROUP BY page
              ORDER BY page
          ),
@@ -175,6 +186,7 @@ pub async fn insert_all(
     .bind(NOTIFICATIONS_CHANNEL)
     .bind(ANNOUNCED_PER_NOTIFY)
     .bind(watched)
+    .bind(announce == Announce::All)
     .fetch_one(conn)
     .await?;
     Ok(watched_rows(ids, users, seqs, times))
@@ -203,12 +215,16 @@ fn watched_rows(
 /// streams of theirs open renews it while they last. Takes each user's
 /// counter row lock, in user id order as [`insert_all`] does, so it waits
 /// for any transaction numbering for them: whatever such a transaction
-/// creates is committed when this returns, and what one begun later
-/// creates is announced.
-pub async fn watch(db: &PgPool, users: &[Uuid], lease: Duration) -> Result<(), sqlx::Error> {
+/// creates is committed when this returns, and what one that takes the
+/// lock after it creates is announced.
+pub async fn watch(
+    db: impl PgExecutor<'_>,
+    users: &[Uuid],
+    lease: Duration,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO notification_cursors AS c (user_id, last_seq, watched_until)
-         SELECT user_id, 0, now() + make_interval(secs => $2)
+         SELECT user_id, 0, clock_timestamp() + make_interval(secs => $2)
          FROM unnest($1::uuid[]) AS u (user_id)
          ORDER BY user_id
          ON CONFLICT (user_id) DO UPDATE
