@@ -250,13 +250,7 @@ async fn a_fan_out_announced_over_several_notifies_reaches_every_watched_followe
     stack.follow_in_content(jake.id, &followers).await;
     let mut streams = Vec::new();
     for user in &watched {
-        let stream = stack
-            .notification
-            .client()
-            .subscribe(user.request(SubscribeRequest::default()))
-            .await
-            .expect("subscribe")
-            .into_inner();
+        let stream = stack.subscribe(user).await;
         streams.push(stream);
     }
 
@@ -538,13 +532,7 @@ async fn notifications_are_listed_counted_and_marked_read_by_their_owner_only() 
 async fn a_subscriber_receives_new_notifications_live() {
     let stack = Stack::start().await;
     let jake = stack.user("jake");
-    let mut stream = stack
-        .notification
-        .client()
-        .subscribe(jake.request(SubscribeRequest::default()))
-        .await
-        .expect("subscribe")
-        .into_inner();
+    let mut stream = stack.subscribe(&jake).await;
 
     for n in 0..3 {
         let fan = stack.user(&format!("fan{n}"));
@@ -580,13 +568,7 @@ async fn a_subscriber_receives_new_notifications_live() {
 async fn only_the_notifications_of_watched_users_are_announced() {
     let stack = Stack::start().await;
     let (jake, ada, fan) = (stack.user("jake"), stack.user("ada"), stack.user("fan"));
-    let mut stream = stack
-        .notification
-        .client()
-        .subscribe(jake.request(SubscribeRequest::default()))
-        .await
-        .expect("subscribe")
-        .into_inner();
+    let mut stream = stack.subscribe(&jake).await;
     let mut announcements = sqlx::postgres::PgListener::connect_with(&stack.db)
         .await
         .expect("listener");

@@ -190,6 +190,17 @@ impl Stack {
             .notifications
     }
 
+    /// A live stream of `user`'s notifications from now, on the first
+    /// instance.
+    pub async fn subscribe(&self, user: &TestUser) -> tonic::Streaming<Notification> {
+        self.notification
+            .client()
+            .subscribe(user.request(SubscribeRequest::default()))
+            .await
+            .expect("subscribe")
+            .into_inner()
+    }
+
     /// The titles a stream of `user` resumed from `after_id` is sent, in
     /// order, until it falls quiet.
     pub async fn resumed(&self, user: &TestUser, after_id: &str) -> Vec<String> {
