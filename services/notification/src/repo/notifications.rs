@@ -75,8 +75,9 @@ pub struct WatchedRow {
 
 /// Creates every delivery's notifications, except for users who turned
 /// their kind off in the app, in one statement, and announces them as
-/// `announce` says on [`NOTIFICATIONS_CHANNEL`] (delivered when the transaction commits), up
-/// to [`ANNOUNCED_PER_NOTIFY`] in one `NOTIFY`, in each user's `seq` order.
+/// `announce` says on [`NOTIFICATIONS_CHANNEL`] (delivered when the
+/// transaction commits), up to [`ANNOUNCED_PER_NOTIFY`] in one `NOTIFY`,
+/// in each user's `seq` order.
 /// A repeat of an event for a user creates nothing. Returns the rows
 /// created for the `watched` users, by user, each user's in `seq` order:
 /// their numbers are given here, so a caller holding them need not read
