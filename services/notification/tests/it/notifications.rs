@@ -257,11 +257,7 @@ async fn a_fan_out_announced_over_several_notifies_reaches_every_watched_followe
     stack.publish(published(article(&jake, "Dragons"))).await;
 
     for mut stream in streams {
-        let pushed = tokio::time::timeout(support::WAIT, stream.next())
-            .await
-            .expect("a live notification in time")
-            .expect("stream open")
-            .expect("notification");
+        let pushed = support::next_pushed(&mut stream).await;
         assert_eq!(pushed.title, "jake published \"Dragons\"");
     }
 }
@@ -537,11 +533,7 @@ async fn a_subscriber_receives_new_notifications_live() {
     for n in 0..3 {
         let fan = stack.user(&format!("fan{n}"));
         stack.publish(followed(&fan, &jake)).await;
-        let pushed = tokio::time::timeout(support::WAIT, stream.next())
-            .await
-            .expect("a live notification in time")
-            .expect("stream open")
-            .expect("notification");
+        let pushed = support::next_pushed(&mut stream).await;
         assert_eq!(pushed.kind(), NotificationKind::NewFollower);
         assert_eq!(pushed.title, format!("fan{n} followed you"));
         assert_eq!(stack.list(&jake).await[0].id, pushed.id);
@@ -584,11 +576,7 @@ async fn only_the_notifications_of_watched_users_are_announced() {
     })
     .await;
     stack.publish(followed(&fan, &jake)).await;
-    tokio::time::timeout(support::WAIT, stream.next())
-        .await
-        .expect("a live notification in time")
-        .expect("stream open")
-        .expect("notification");
+    support::next_pushed(&mut stream).await;
 
     // NOTIFY delivers in commit order: ada's, had it been announced, came
     // before jake's.
@@ -659,11 +647,7 @@ async fn two_replicas_on_one_queue_apply_each_event_exactly_once_and_both_push_l
     for stream in [&mut on_first, &mut on_replica] {
         let mut pushed = Vec::new();
         while pushed.len() < 50 {
-            let next = tokio::time::timeout(support::WAIT, stream.next())
-                .await
-                .expect("50 live notifications in time")
-                .expect("stream open")
-                .expect("notification");
+            let next = support::next_pushed(stream).await;
             pushed.push(next.id);
         }
         assert_eq!(pushed, in_order);
@@ -685,11 +669,7 @@ async fn streams_end_when_the_listener_reconnects_and_resume_without_a_gap() {
         .expect("subscribe")
         .into_inner();
     stack.publish(followed(&jane, &jake)).await;
-    let first = tokio::time::timeout(support::WAIT, stream.next())
-        .await
-        .expect("in time")
-        .expect("open")
-        .expect("a notification");
+    let first = support::next_pushed(&mut stream).await;
 
     let terminated: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -718,11 +698,7 @@ async fn streams_end_when_the_listener_reconnects_and_resume_without_a_gap() {
         .await
         .expect("resume")
         .into_inner();
-    let next = tokio::time::timeout(support::WAIT, resumed.next())
-        .await
-        .expect("in time")
-        .expect("open")
-        .expect("a notification");
+    let next = support::next_pushed(&mut resumed).await;
     assert_eq!(next.title, "joe followed you");
     let again = tokio::time::timeout(Duration::from_millis(700), resumed.next()).await;
     assert!(again.is_err(), "sent once: {again:?}");

@@ -416,6 +416,15 @@ impl Publisher {
     }
 }
 
+/// The next notification `stream` is sent, within [`WAIT`].
+pub async fn next_pushed(stream: &mut tonic::Streaming<Notification>) -> Notification {
+    tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("a live notification in time")
+        .expect("stream open")
+        .expect("notification")
+}
+
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
