@@ -179,11 +179,6 @@ pub(crate) fn write_spans<'a>(
         .collect()
 }
 
-/// The database refused a statement for what it was asked to write (data
-/// it cannot take, a constraint, a trigger's exception) or for how it met
-/// another transaction (a deadlock): an item alone may pass. Anything else
-/// (the server shutting down, out of connections, a cancelled statement)
-/// would fail each item again.
 /// What a batch's statement stored, by `key`. The same statement wrote
 /// each stored row's event to the outbox, so the relays are woken when it
 /// stored any.
@@ -194,6 +189,11 @@ pub(crate) fn stored_by<K: Eq + Hash, R>(rows: Vec<R>, key: impl Fn(&R) -> K) ->
     rows.into_iter().map(|row| (key(&row), row)).collect()
 }
 
+/// The database refused a statement for what it was asked to write (data
+/// it cannot take, a constraint, a trigger's exception) or for how it met
+/// another transaction (a deadlock): an item alone may pass. Anything else
+/// (the server shutting down, out of connections, a cancelled statement)
+/// would fail each item again.
 fn rejected(error: &ContentError) -> bool {
     let ContentError::Database(sqlx::Error::Database(error)) = error else {
         return false;
