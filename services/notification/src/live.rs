@@ -381,13 +381,21 @@ impl Listener {
             };
             let lost = match received {
                 Ok(Some(notification)) => {
-                    backoff.reset();
                     // What arrived during the last read goes with it: one
                     // read for all.
                     let mut announced = vec![notification];
                     announced.extend(std::iter::from_fn(|| self.listener.next_buffered()));
-                    self.dispatch(&announced).await;
-                    continue;
+                    match self.dispatch(&announced).await {
+                        Ok(()) => {
+                            backoff.reset();
+                            continue;
+                        }
+                        // Read on the listener's own connection, which is
+                        // then most likely gone too: ending the streams now
+                        // would let them resume while nothing listens, and
+                        // end them again at the reconnect.
+                        Err(e) => format!("cannot load announced notifications: {e}"),
+                    }
                 }
                 Ok(None) => "connection lost".to_owned(),
                 Err(e) => e.to_string(),
@@ -421,8 +429,10 @@ impl Listener {
     /// Pushes what `announcements` announced to this instance's
     /// subscribers, in order, read on the listener's own connection: no
     /// wait for the service's pool, which the consumers' batches hold
-    /// under load, and no ping as a connection goes back to it.
-    async fn dispatch(&mut self, announcements: &[PgNotification]) {
+    /// under load, and no ping as a connection goes back to it. Fails, and
+    /// pushes none of them, when that read does: pushing later ones would
+    /// move a client past these.
+    async fn dispatch(&mut self, announcements: &[PgNotification]) -> Result<(), sqlx::Error> {
         // Most users are not connected: only their subscribers cost a read,
         // one for all of the announcements'.
         let mut watched = Vec::new();
@@ -448,34 +458,29 @@ impl Listener {
             }
         }
         if watched.is_empty() {
-            return;
+            return Ok(());
         }
         let ids: Vec<Uuid> = watched.iter().map(|(_, id)| *id).collect();
-        match notifications::by_ids(&mut self.listener, &ids).await {
-            Ok(rows) => {
-                let mut rows: HashMap<Uuid, notifications::NotificationRow> =
-                    rows.into_iter().map(|row| (row.id, row)).collect();
-                // In the announced order: each user's in their stream's.
-                let mut pushed = 0;
-                for (user, id) in watched {
-                    if let Some(row) = rows.remove(&id)
-                        && self.hub.publish_announced(user, row.into())
-                    {
-                        pushed += 1;
-                    }
-                }
-                metrics::get()
-                    .notifications_pushed
-                    .with_label_values(&["announced"])
-                    .inc_by(pushed);
-            }
-            Err(e) => {
-                // Pushing later ones would move the client past these;
-                // ended, its stream resumes and is sent them.
-                tracing::warn!(error = %e, "cannot load notifications to push; streams end to resume");
-                self.hub.end_streams_that_may_have_missed();
+        let mut rows: HashMap<Uuid, notifications::NotificationRow> =
+            notifications::by_ids(&mut self.listener, &ids)
+                .await?
+                .into_iter()
+                .map(|row| (row.id, row))
+                .collect();
+        // In the announced order: each user's in their stream's.
+        let mut pushed = 0;
+        for (user, id) in watched {
+            if let Some(row) = rows.remove(&id)
+                && self.hub.publish_announced(user, row.into())
+            {
+                pushed += 1;
             }
         }
+        metrics::get()
+            .notifications_pushed
+            .with_label_values(&["announced"])
+            .inc_by(pushed);
+        Ok(())
     }
 }
 
@@ -517,9 +522,16 @@ async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use futures::FutureExt;
+    use quill_server::testing::TestDb;
 
     use super::*;
+    use crate::{
+        repo::notifications::{Announce, Delivery},
+        server::MIGRATOR,
+    };
 
     fn hub(per_user: usize, total: usize) -> Hub {
         Hub::new(StreamLimits { per_user, total }, CancellationToken::new())
@@ -657,5 +669,80 @@ mod tests {
         let user = Uuid::now_v7();
         let _ended = hub.subscribe(user).unwrap();
         assert!(hub.subscribe(user).is_ok());
+    }
+
+    /// The listener reads what was announced on its own connection, so a
+    /// failed read most likely means a lost listener. The streams end
+    /// once, when LISTEN holds again: a stream resumed at once is sent
+    /// what is announced next rather than ended a second time.
+    #[tokio::test]
+    async fn a_failed_read_back_ends_the_streams_once_listening_again() {
+        const WAIT: Duration = Duration::from_secs(10);
+        let db = TestDb::new("notification_live");
+        let pool = db.connect(4).await;
+        MIGRATOR.run(&pool).await.expect("migrations");
+        let hub = hub(5, 10);
+        let listener = Listener::connect(pool.clone(), hub.clone(), Arc::default())
+            .await
+            .expect("listener");
+        let stop = CancellationToken::new();
+        let listening = tokio::spawn(listener.run(stop.clone()));
+        let user = Uuid::now_v7();
+        let mut stream = hub.subscribe(user).expect("stream");
+
+        // The read of an announcement waits behind a lock, and the
+        // listener's connection is killed meanwhile.
+        let mut lock = pool.begin().await.expect("begin");
+        sqlx::query("LOCK TABLE notifications IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *lock)
+            .await
+            .expect("lock");
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(NOTIFICATIONS_CHANNEL)
+            .bind(format!("{user} {}", Uuid::now_v7()))
+            .execute(&pool)
+            .await
+            .expect("announce");
+        let reading = loop {
+            let waiting: Option<i32> = sqlx::query_scalar(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+                 AND application_name = $1 AND wait_event_type = 'Lock'",
+            )
+            .bind(LISTENER_APPLICATION_NAME)
+            .fetch_optional(&pool)
+            .await
+            .expect("activity");
+            if let Some(pid) = waiting {
+                break pid;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(reading)
+            .execute(&pool)
+            .await
+            .expect("terminate");
+        lock.rollback().await.expect("unlock");
+
+        let ended = tokio::time::timeout(WAIT, stream.next()).await;
+        assert!(matches!(ended, Ok(None)), "ended: {ended:?}");
+        drop(stream);
+        let mut resumed = hub.subscribe(user).expect("stream");
+        let mut conn = pool.acquire().await.expect("conn");
+        let created = notifications::insert_all(
+            &mut conn,
+            &[Delivery::followed(user)],
+            &[user],
+            Announce::All,
+        )
+        .await
+        .expect("a notification");
+        let pushed = tokio::time::timeout(WAIT, resumed.next()).await;
+        assert!(
+            matches!(&pushed, Ok(Some(n)) if n.id == created[0].id),
+            "pushed to the resumed stream: {pushed:?}"
+        );
+        stop.cancel();
+        listening.await.expect("listener");
     }
 }

@@ -110,7 +110,6 @@ mod tests {
             NOTIFICATIONS_CHANNEL,
             notifications::{Announce, Delivery},
         },
-        rules::{Draft, Kind},
         server::MIGRATOR,
     };
 
@@ -162,23 +161,16 @@ mod tests {
         assert!(closed_left < 0.0, "ran out: {closed_left} s left");
     }
 
-    fn delivery(user: Uuid) -> Delivery {
-        let draft = Draft {
-            kind: Kind::NewFollower,
-            title: "fan followed you".to_owned(),
-            body: String::new(),
-            actor_username: Some("fan".to_owned()),
-            article_slug: None,
-        };
-        Delivery::new(Uuid::now_v7(), draft, &[user])
-    }
-
     /// Creates a notification for `user`; its announcement's line.
     async fn create(conn: &mut PgConnection, user: Uuid) -> String {
-        let created =
-            notifications::insert_all(conn, &[delivery(user)], &[user], Announce::Watched)
-                .await
-                .expect("a notification");
+        let created = notifications::insert_all(
+            conn,
+            &[Delivery::followed(user)],
+            &[user],
+            Announce::Watched,
+        )
+        .await
+        .expect("a notification");
         format!("{user} {}", created[0].id)
     }
 
@@ -242,7 +234,7 @@ mod tests {
             .expect("LISTEN");
         let user = Uuid::new_v4();
         let mut conn = pool.acquire().await.expect("conn");
-        notifications::insert_all(&mut conn, &[delivery(user)], &[], Announce::All)
+        notifications::insert_all(&mut conn, &[Delivery::followed(user)], &[], Announce::All)
             .await
             .expect("a notification");
 

@@ -52,6 +52,21 @@ impl Delivery {
     }
 }
 
+#[cfg(test)]
+impl Delivery {
+    /// A new follower's notification for `user`, as a test's fixture.
+    pub(crate) fn followed(user: Uuid) -> Self {
+        let draft = Draft {
+            kind: crate::rules::Kind::NewFollower,
+            title: "fan followed you".to_owned(),
+            body: String::new(),
+            actor_username: Some("fan".to_owned()),
+            article_slug: None,
+        };
+        Self::new(Uuid::now_v7(), draft, &[user])
+    }
+}
+
 /// Which of the created notifications [`insert_all`] announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Announce {
