@@ -703,25 +703,32 @@ mod tests {
             .execute(&pool)
             .await
             .expect("announce");
-        let reading = loop {
-            let waiting: Option<i32> = sqlx::query_scalar(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()
-                 AND application_name = $1 AND wait_event_type = 'Lock'",
-            )
-            .bind(LISTENER_APPLICATION_NAME)
-            .fetch_optional(&pool)
-            .await
-            .expect("activity");
-            if let Some(pid) = waiting {
-                break pid;
+        let reading = tokio::time::timeout(WAIT, async {
+            loop {
+                let waiting: Option<i32> = sqlx::query_scalar(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+                     AND application_name = $1 AND wait_event_type = 'Lock'",
+                )
+                .bind(LISTENER_APPLICATION_NAME)
+                .fetch_optional(&pool)
+                .await
+                .expect("activity");
+                if let Some(pid) = waiting {
+                    break pid;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        sqlx::query("SELECT pg_terminate_backend($1)")
+        })
+        .await
+        .expect("the listener's read waits for the lock");
+        // Waits until the backend has exited: the lock must not be granted
+        // to a read that would then succeed.
+        let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
             .bind(reading)
-            .execute(&pool)
+            .fetch_one(&pool)
             .await
             .expect("terminate");
+        assert!(terminated, "the listener's connection is gone");
         lock.rollback().await.expect("unlock");
 
         let ended = tokio::time::timeout(WAIT, stream.next()).await;
