@@ -662,12 +662,7 @@ async fn two_replicas_on_one_queue_apply_each_event_exactly_once_and_both_push_l
 async fn streams_end_when_the_listener_reconnects_and_resume_without_a_gap() {
     let stack = Stack::start().await;
     let (jake, jane, joe) = (stack.user("jake"), stack.user("jane"), stack.user("joe"));
-    let mut client = stack.notification.client();
-    let mut stream = client
-        .subscribe(jake.request(SubscribeRequest::default()))
-        .await
-        .expect("subscribe")
-        .into_inner();
+    let mut stream = stack.subscribe(&jake).await;
     stack.publish(followed(&jane, &jake)).await;
     let first = support::next_pushed(&mut stream).await;
 
@@ -691,7 +686,9 @@ async fn streams_end_when_the_listener_reconnects_and_resume_without_a_gap() {
     .await;
     assert!(ended.is_ok(), "the stream outlived the lost listener");
 
-    let mut resumed = client
+    let mut resumed = stack
+        .notification
+        .client()
         .subscribe(jake.request(SubscribeRequest {
             after_id: Some(first.id.clone()),
         }))
