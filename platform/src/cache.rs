@@ -31,7 +31,7 @@
 
 use std::{
     collections::HashMap,
-    future::Future,
+    future::{Future, IntoFuture},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -39,6 +39,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
 use redis::aio::ConnectionManager;
 use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
@@ -91,6 +95,27 @@ pub struct Version(pub String);
 impl Version {
     pub fn new(name: impl Into<String>) -> Self {
         Self(name.into())
+    }
+}
+
+/// A bump under way ([`Cache::start_invalidation`]); awaiting it (or any
+/// clone) waits for its end.
+#[derive(Clone)]
+pub struct Invalidation(Shared<BoxFuture<'static, ()>>);
+
+impl Invalidation {
+    /// Whether `self` and `other` await the same bump.
+    pub fn is_shared_with(&self, other: &Self) -> bool {
+        self.0.ptr_eq(&other.0)
+    }
+}
+
+impl IntoFuture for Invalidation {
+    type Output = ();
+    type IntoFuture = Shared<BoxFuture<'static, ()>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        self.0
     }
 }
 
@@ -424,14 +449,30 @@ impl Cache {
     /// Failures are logged, not returned: the change is made, and entries
     /// expire within their TTL.
     pub async fn invalidate(&self, versions: &[Version]) {
+        self.start_invalidation(versions.to_vec()).await;
+    }
+
+    /// [`Self::invalidate`] started now, as one task whose end every clone
+    /// of the answer awaits: a batch of writes bumps what all of them made
+    /// stale in one round trip, and answers each of its requests once that
+    /// one bump is done.
+    pub fn start_invalidation(&self, mut versions: Vec<Version>) -> Invalidation {
+        versions.sort_unstable();
+        versions.dedup();
         if versions.is_empty() || self.off() {
-            return;
+            return Invalidation(futures::future::ready(()).boxed().shared());
         }
-        let (cache, versions) = (self.clone(), versions.to_vec());
+        let cache = self.clone();
         let bump = tokio::spawn(async move { cache.bump(&versions).await });
-        if let Err(e) = bump.await {
-            tracing::warn!(error = %e, "cache invalidation did not run");
-        }
+        Invalidation(
+            async move {
+                if let Err(e) = bump.await {
+                    tracing::warn!(error = %e, "cache invalidation did not run");
+                }
+            }
+            .boxed()
+            .shared(),
+        )
     }
 
     async fn bump(&self, versions: &[Version]) {

@@ -59,6 +59,39 @@ async fn an_entry_is_served_until_a_version_it_depends_on_is_bumped() {
     assert_eq!(loads.load(Ordering::SeqCst), 2);
 }
 
+/// A batch of writes bumps once: the clones of one invalidation share its
+/// bump, each awaits its end, and it runs even when nobody awaits it (a
+/// request cancelled after its commit).
+#[tokio::test]
+async fn clones_of_an_invalidation_share_one_bump_that_runs_unawaited() {
+    let redis = TestRedis::new();
+    let cache = cache_at(&redis.url, &redis.prefix).await;
+    let (a, b) = ([Version::new("article:a")], [Version::new("article:b")]);
+    let loads = AtomicUsize::new(0);
+    assert_eq!(read(&cache, "a", &a, &loads, "a1").await, "a1");
+    assert_eq!(read(&cache, "b", &b, &loads, "b1").await, "b1");
+
+    let one = cache.start_invalidation(vec![a[0].clone(), b[0].clone(), a[0].clone()]);
+    let two = one.clone();
+    assert!(one.is_shared_with(&two));
+    assert!(!one.is_shared_with(&cache.start_invalidation(Vec::new())));
+    one.await;
+    assert_eq!(read(&cache, "a", &a, &loads, "a2").await, "a2");
+    assert_eq!(read(&cache, "b", &b, &loads, "b2").await, "b2");
+    two.await;
+    assert_eq!(loads.load(Ordering::SeqCst), 4);
+
+    drop(cache.start_invalidation(a.to_vec()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while read(&cache, "a", &a, &loads, "a3").await != "a3" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the unawaited bump ran"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The race a delete-on-write cache loses: a reader loads the old row, the
 /// writer commits and invalidates, then the reader stores what it loaded.
 #[tokio::test]

@@ -125,12 +125,14 @@ impl Content {
                     let PublishedArticle {
                         article,
                         stale,
+                        invalidated,
                         missing_links,
                     } = *published;
+                    invalidated.await;
                     if missing_links {
                         self.relink_tags(article.id, &article.tags).await?;
+                        self.cache.invalidate(&stale).await;
                     }
-                    self.cache.invalidate(&stale).await;
                     return Ok(article);
                 }
                 Outcome::SlugTaken(mut draft) => {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use quill_events::{EventOrigin, outbox::OutboxRow};
-use quill_platform::cache::Version;
+use quill_platform::cache::{Invalidation, Version};
 use quill_proto::events::v1::{CommentAdded, envelope::Payload};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -18,7 +18,7 @@ use crate::{
     batches::{self, Batches, Failed},
     error::ContentError,
     events::{PRODUCER, snapshot},
-    read_cache::changed_by,
+    read_cache::{ReadCache, changed_by},
     repo::{
         articles::{self as article_repo, CommentPlace},
         comments::{self as repo, CommentRow, HeldArticles, NewComment},
@@ -52,8 +52,9 @@ pub(crate) struct AddedComment {
     pub comment: CommentRow,
     /// The article's slug as it stands.
     pub slug: String,
-    /// The cached reads the comment makes stale.
-    pub stale: Vec<Version>,
+    /// Their bump, one for the whole batch: the answer waits for it, so
+    /// that the commenter reads their own write.
+    pub invalidated: Invalidation,
 }
 
 pub(crate) type Answer = Result<Outcome, ContentError>;
@@ -61,17 +62,17 @@ pub(crate) type Answer = Result<Outcome, ContentError>;
 pub(crate) type Commenting = Batches<Draft, Answer>;
 
 /// Starts the writers of new comments.
-pub(crate) fn start(pool: PgPool) -> Commenting {
+pub(crate) fn start(pool: PgPool, cache: ReadCache) -> Commenting {
     Batches::start(
         "comments",
         batches::WRITERS,
         batches::MAX_BATCH,
         batches::QUEUED,
         move |drafts| {
-            let pool = pool.clone();
+            let (pool, cache) = (pool.clone(), cache.clone());
             async move {
                 batches::each_alone_if_rejected("comments", drafts, |drafts| {
-                    write_together(&pool, drafts, HeldArticles::Skip)
+                    write_together(&pool, &cache, drafts, HeldArticles::Skip)
                 })
                 .await
             }
@@ -82,8 +83,8 @@ pub(crate) fn start(pool: PgPool) -> Commenting {
 /// Writes `draft` on its own, in the caller's task, waiting for whoever
 /// holds its article: a comment that met an edit in a batch goes this way,
 /// so that only its own request waits.
-pub(crate) async fn write_alone(pool: &PgPool, draft: Draft) -> Answer {
-    write_together(pool, vec![draft], HeldArticles::Wait)
+pub(crate) async fn write_alone(pool: &PgPool, cache: &ReadCache, draft: Draft) -> Answer {
+    write_together(pool, cache, vec![draft], HeldArticles::Wait)
         .await
         .map(|mut outcomes| outcomes.remove(0))
         .map_err(|failed| failed.error)
@@ -99,6 +100,7 @@ struct Announced {
 /// nothing.
 async fn write_together(
     pool: &PgPool,
+    cache: &ReadCache,
     drafts: Vec<Draft>,
     held: HeldArticles,
 ) -> Result<Vec<Outcome>, Failed<Draft>> {
@@ -162,6 +164,18 @@ async fn write_together(
         Ok(written) => written,
         Err(error) => return Err(Failed::of(error, drafts)),
     };
+    let invalidated = cache.start_invalidation(
+        places
+            .iter()
+            .zip(&announced)
+            .filter_map(|(place, announced)| {
+                stored
+                    .contains_key(&place.as_ref()?.comment_id)
+                    .then_some(announced.as_ref()?)
+            })
+            .flat_map(|announced| announced.stale.iter().cloned())
+            .collect(),
+    );
     Ok(drafts
         .into_iter()
         .zip(places)
@@ -170,13 +184,13 @@ async fn write_together(
             let Some(place) = place else {
                 return Outcome::NoArticle;
             };
-            let Some(Announced { stale, .. }) = announced else {
+            if announced.is_none() {
                 return Outcome::NewCommenter(draft);
-            };
+            }
             let Some(row) = stored.get(&place.comment_id) else {
                 return Outcome::Moved(draft);
             };
-            Outcome::Added(Box::new(added(draft, place, row, stale)))
+            Outcome::Added(Box::new(added(draft, place, row, invalidated.clone())))
         })
         .collect())
 }
@@ -201,7 +215,7 @@ fn added(
     draft: Draft,
     place: CommentPlace,
     row: &repo::Inserted,
-    stale: Vec<Version>,
+    invalidated: Invalidation,
 ) -> AddedComment {
     AddedComment {
         comment: CommentRow {
@@ -217,6 +231,6 @@ fn added(
             following: false,
         },
         slug: place.article.slug,
-        stale,
+        invalidated,
     }
 }

@@ -61,7 +61,7 @@ impl Content {
         let mut attempts = Attempts::default();
         loop {
             let outcome = if attempts.read_again_before() {
-                commenting::write_alone(&self.pool, draft).await?
+                commenting::write_alone(&self.pool, &self.cache, draft).await?
             } else {
                 self.commenting.submit(draft).await??
             };
@@ -70,9 +70,9 @@ impl Content {
                     let AddedComment {
                         comment,
                         slug,
-                        stale,
+                        invalidated,
                     } = *added;
-                    self.cache.invalidate(&stale).await;
+                    invalidated.await;
                     return Ok((comment, slug));
                 }
                 Outcome::NoArticle => return Err(ContentError::NotFound("article")),

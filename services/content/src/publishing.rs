@@ -9,7 +9,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use quill_events::{EventOrigin, outbox::OutboxRow};
-use quill_platform::cache::Version;
+use quill_platform::cache::{Invalidation, Version};
 use quill_proto::events::v1::{ArticlePublished, Followers, envelope::Payload};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -19,7 +19,7 @@ use crate::{
     error::ContentError,
     events::{PRODUCER, snapshot_of},
     known_tags::KnownTags,
-    read_cache::changed_by,
+    read_cache::{ReadCache, changed_by},
     repo::{
         articles::{self as repo, ArticleRow, NewArticle},
         authors::{self, WithFollowers},
@@ -58,6 +58,9 @@ pub(crate) struct PublishedArticle {
     pub article: ArticleRow,
     /// The cached reads the article makes stale.
     pub stale: Vec<Version>,
+    /// Their bump, one for the whole batch: the answer waits for it, so
+    /// that the author reads their own write.
+    pub invalidated: Invalidation,
     /// Some tag did not exist after all, so not every link was written.
     pub missing_links: bool,
 }
@@ -67,24 +70,29 @@ pub(crate) type Answer = Result<Outcome, ContentError>;
 pub(crate) type Publishing = Batches<Draft, Answer>;
 
 /// Starts the writers of new articles.
-pub(crate) fn start(pool: PgPool, known_tags: Arc<KnownTags>) -> Publishing {
+pub(crate) fn start(pool: PgPool, cache: ReadCache, known_tags: Arc<KnownTags>) -> Publishing {
     Batches::start(
         "articles",
         batches::WRITERS,
         batches::MAX_BATCH,
         batches::QUEUED,
         move |drafts| {
-            let pool = pool.clone();
+            let (pool, cache) = (pool.clone(), cache.clone());
             let known_tags = Arc::clone(&known_tags);
-            async move { write(&pool, &known_tags, drafts).await }
+            async move { write(&pool, &cache, &known_tags, drafts).await }
         },
     )
 }
 
 /// Answers each draft (see `batches::each_alone_if_rejected`).
-async fn write(pool: &PgPool, known_tags: &KnownTags, drafts: Vec<Draft>) -> Vec<Answer> {
+async fn write(
+    pool: &PgPool,
+    cache: &ReadCache,
+    known_tags: &KnownTags,
+    drafts: Vec<Draft>,
+) -> Vec<Answer> {
     batches::each_alone_if_rejected("articles", drafts, |drafts| {
-        write_together(pool, known_tags, drafts)
+        write_together(pool, cache, known_tags, drafts)
     })
     .await
 }
@@ -100,6 +108,7 @@ struct Announced {
 /// nothing.
 async fn write_together(
     pool: &PgPool,
+    cache: &ReadCache,
     known_tags: &KnownTags,
     drafts: Vec<Draft>,
 ) -> Result<Vec<Outcome>, Failed<Draft>> {
@@ -175,6 +184,14 @@ async fn write_together(
         Ok(written) => written,
         Err(error) => return Err(Failed::of(error, drafts)),
     };
+    let invalidated = cache.start_invalidation(
+        announced
+            .iter()
+            .flatten()
+            .filter(|announced| stored.contains_key(&announced.article.id))
+            .flat_map(|announced| announced.stale.iter().cloned())
+            .collect(),
+    );
     Ok(drafts
         .into_iter()
         .zip(announced)
@@ -194,6 +211,7 @@ async fn write_together(
                 missing_links: usize::try_from(row.linked).ok() != Some(article.tags.len()),
                 article,
                 stale,
+                invalidated: invalidated.clone(),
             }))
         })
         .collect())

@@ -20,7 +20,9 @@
 //!   ban shows in every article and profile).
 //!
 //! An announced change bumps them twice: its writer right after its commit,
-//! so the writer reads its own write, and the outbox relay once the
+//! so the writer reads its own write (a batch of new articles or comments
+//! bumps what all of them changed at once, and answers each request after
+//! that one bump), and the outbox relay once the
 //! change's event is sent ([`RelayInvalidation`]), so a writer that died
 //! between its commit and its bump is covered by whichever replica sends
 //! its event. The changes no event announces (an unfavorite, an unfollow, a

@@ -42,8 +42,8 @@ impl Content {
     ) -> Self {
         let known_tags = Arc::new(KnownTags::default());
         Self {
-            publishing: publishing::start(pool.clone(), Arc::clone(&known_tags)),
-            commenting: commenting::start(pool.clone()),
+            publishing: publishing::start(pool.clone(), cache.clone(), Arc::clone(&known_tags)),
+            commenting: commenting::start(pool.clone(), cache.clone()),
             pool,
             lists,
             authors,

@@ -184,6 +184,63 @@ async fn articles_published_together_are_written_in_one_transaction() {
     );
 }
 
+/// A batch makes stale what all its articles changed in one bump, and
+/// answers each author only after it: each reads the list, cached before
+/// the batch, with their own article in it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_author_of_a_batch_reads_their_own_article_in_the_cached_list() {
+    let world = World::start().await;
+    let (alice, bob) = (world.user("alice").await, world.user("bob").await);
+    let pool = world.content_db().await;
+    let newest = || pb::ListArticlesRequest {
+        limit: 20,
+        ..Default::default()
+    };
+    let writers = HeldWriters::articles(&world, &pool, &[&alice, &bob]).await;
+    world.list(None, newest()).await.unwrap();
+    world.list(None, newest()).await.unwrap();
+    let hits = quill_platform::metrics::get()
+        .cache_requests
+        .with_label_values(&["list", "hit"])
+        .get();
+    assert!(hits >= 1, "the list before the batch is cached");
+
+    let queued: Vec<_> = (0..6)
+        .map(|n| {
+            let author = if n % 2 == 0 { &alice } else { &bob };
+            let request = as_user(author, new_article(&format!("Fresh {n}"), &[]));
+            let mut client = world.client();
+            tokio::spawn(async move {
+                let slug = client
+                    .create_article(request)
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .slug;
+                let listed = client.list_articles(newest()).await.unwrap().into_inner();
+                (
+                    slug,
+                    listed
+                        .articles
+                        .into_iter()
+                        .map(|a| a.slug)
+                        .collect::<Vec<_>>(),
+                )
+            })
+        })
+        .collect();
+    writers.open().await;
+
+    for queued in queued {
+        let (slug, listed) = queued.await.unwrap();
+        assert!(listed.contains(&slug), "{slug} is not in {listed:?}");
+    }
+    assert!(
+        sharing_a_batch("articles") >= 1,
+        "some of the articles were written together"
+    );
+}
+
 /// A batch the database rejects is written again article by article, so
 /// that only the article it rejects fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
