@@ -52,8 +52,8 @@ pub(crate) struct AddedComment {
     pub comment: CommentRow,
     /// The article's slug as it stands.
     pub slug: String,
-    /// Their bump, one for the whole batch: the answer waits for it, so
-    /// that the commenter reads their own write.
+    /// The bump of what the comment made stale, shared by its whole batch:
+    /// the answer waits for it, so that the commenter reads their own write.
     pub invalidated: Invalidation,
 }
 

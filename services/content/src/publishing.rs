@@ -56,10 +56,11 @@ pub(crate) enum Outcome {
 pub(crate) struct PublishedArticle {
     /// As its author sees it: no favorites, and nobody follows themselves.
     pub article: ArticleRow,
-    /// The cached reads the article makes stale.
+    /// The cached reads the article makes stale, bumped again after a
+    /// relink of its tags.
     pub stale: Vec<Version>,
-    /// Their bump, one for the whole batch: the answer waits for it, so
-    /// that the author reads their own write.
+    /// The bump of `stale`, shared by the article's whole batch: the answer
+    /// waits for it, so that the author reads their own write.
     pub invalidated: Invalidation,
     /// Some tag did not exist after all, so not every link was written.
     pub missing_links: bool,

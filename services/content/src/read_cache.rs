@@ -19,11 +19,11 @@
 //! - `authors`: any change to the authors read-model (a name, bio, image or
 //!   ban shows in every article and profile).
 //!
-//! An announced change bumps them twice: its writer right after its commit,
-//! so the writer reads its own write (a batch of new articles or comments
-//! bumps what all of them changed at once, and answers each request after
-//! that one bump), and the outbox relay once the
-//! change's event is sent ([`RelayInvalidation`]), so a writer that died
+//! An announced change bumps them at least twice: its writer right after
+//! its commit, so the writer reads its own write (a batch of new articles
+//! or comments bumps what all of them changed at once, and answers each
+//! request after that one bump), and the outbox relay once the change's
+//! event is sent ([`RelayInvalidation`]), so a writer that died
 //! between its commit and its bump is covered by whichever replica sends
 //! its event. The changes no event announces (an unfavorite, an unfollow, a
 //! deleted comment) have their writer's bump alone, which runs to its end

@@ -184,6 +184,21 @@ async fn articles_published_together_are_written_in_one_transaction() {
     );
 }
 
+/// Holds every outbox relay of the test's content back by two seconds
+/// before it marks a batch sent, and so before its bump of the cache: what
+/// a test reads meanwhile is fresh only if the writer made it so.
+async fn slow_relay(pool: &sqlx::PgPool) {
+    sqlx::raw_sql(
+        "CREATE FUNCTION slow_relay() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$;
+         CREATE TRIGGER slow_relay BEFORE UPDATE ON outbox
+             FOR EACH STATEMENT EXECUTE FUNCTION slow_relay();",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 /// A batch makes stale what all its articles changed in one bump, and
 /// answers each author only after it: each reads the list, cached before
 /// the batch, with their own article in it at once.
@@ -196,6 +211,7 @@ async fn each_author_of_a_batch_reads_their_own_article_in_the_cached_list() {
         limit: 20,
         ..Default::default()
     };
+    slow_relay(&pool).await;
     let writers = HeldWriters::articles(&world, &pool, &[&alice, &bob]).await;
     world.list(None, newest()).await.unwrap();
     world.list(None, newest()).await.unwrap();
@@ -238,6 +254,61 @@ async fn each_author_of_a_batch_reads_their_own_article_in_the_cached_list() {
     assert!(
         sharing_a_batch("articles") >= 1,
         "some of the articles were written together"
+    );
+}
+
+/// Likewise for comments: each commenter of a batch reads the article's
+/// comments, cached before the batch, with their own comment in them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_commenter_of_a_batch_reads_their_own_comment_in_the_cached_list() {
+    let world = World::start().await;
+    let (alice, bob) = (world.user("alice").await, world.user("bob").await);
+    let held = world.article_by(&alice, "Held", &[]).await;
+    let target = world.article_by(&bob, "Target", &[]).await;
+    let pool = world.content_db().await;
+    let listing = pb::ListCommentsRequest {
+        slug: target.slug.clone(),
+        ..Default::default()
+    };
+    slow_relay(&pool).await;
+    let writers = HeldWriters::comments(&world, &pool, &[&alice, &bob], &held.slug).await;
+    for _ in 0..2 {
+        world.client().list_comments(listing.clone()).await.unwrap();
+    }
+    let hits = quill_platform::metrics::get()
+        .cache_requests
+        .with_label_values(&["comments", "hit"])
+        .get();
+    assert!(hits >= 1, "the comments before the batch are cached");
+
+    let queued: Vec<_> = (0..6)
+        .map(|n| {
+            let commenter = if n % 2 == 0 { &alice } else { &bob };
+            let request = as_user(commenter, comment_on(&target.slug, &format!("Fresh {n}")));
+            let (mut client, listing) = (world.client(), listing.clone());
+            tokio::spawn(async move {
+                let id = client.add_comment(request).await.unwrap().into_inner().id;
+                let listed = client.list_comments(listing).await.unwrap().into_inner();
+                (
+                    id,
+                    listed
+                        .comments
+                        .into_iter()
+                        .map(|c| c.id)
+                        .collect::<Vec<_>>(),
+                )
+            })
+        })
+        .collect();
+    writers.open().await;
+
+    for queued in queued {
+        let (id, listed) = queued.await.unwrap();
+        assert!(listed.contains(&id), "{id} is not in {listed:?}");
+    }
+    assert!(
+        sharing_a_batch("comments") >= 1,
+        "some of the comments were written together"
     );
 }
 
