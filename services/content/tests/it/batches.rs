@@ -199,6 +199,36 @@ async fn slow_relay(pool: &sqlx::PgPool) {
     .unwrap();
 }
 
+/// Queues six writes behind the held `writers`, each followed at once by a
+/// read of a cached list (`write_then_read(n)` answers what it wrote and
+/// what it then read), lets the writers go, and checks that every read
+/// holds its own write.
+async fn each_reads_its_own_write<T, F>(
+    batch: &str,
+    writers: HeldWriters,
+    write_then_read: impl Fn(usize) -> F,
+) where
+    T: PartialEq + std::fmt::Debug + Send + 'static,
+    F: Future<Output = (T, Vec<T>)> + Send + 'static,
+{
+    let queued: Vec<_> = (0..6).map(|n| tokio::spawn(write_then_read(n))).collect();
+    writers.open().await;
+    for queued in queued {
+        let (own, listed) = queued.await.unwrap();
+        assert!(listed.contains(&own), "{own:?} is not in {listed:?}");
+    }
+    assert!(sharing_a_batch(batch) >= 1, "some were written together");
+}
+
+/// Whether this process's cache `cache` has served a read.
+fn served_from_cache(cache: &str) -> bool {
+    quill_platform::metrics::get()
+        .cache_requests
+        .with_label_values(&[cache, "hit"])
+        .get()
+        >= 1
+}
+
 /// A batch makes stale what all its articles changed in one bump, and
 /// answers each author only after it: each reads the list, cached before
 /// the batch, with their own article in it at once.
@@ -215,46 +245,25 @@ async fn each_author_of_a_batch_reads_their_own_article_in_the_cached_list() {
     let writers = HeldWriters::articles(&world, &pool, &[&alice, &bob]).await;
     world.list(None, newest()).await.unwrap();
     world.list(None, newest()).await.unwrap();
-    let hits = quill_platform::metrics::get()
-        .cache_requests
-        .with_label_values(&["list", "hit"])
-        .get();
-    assert!(hits >= 1, "the list before the batch is cached");
-
-    let queued: Vec<_> = (0..6)
-        .map(|n| {
-            let author = if n % 2 == 0 { &alice } else { &bob };
-            let request = as_user(author, new_article(&format!("Fresh {n}"), &[]));
-            let mut client = world.client();
-            tokio::spawn(async move {
-                let slug = client
-                    .create_article(request)
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .slug;
-                let listed = client.list_articles(newest()).await.unwrap().into_inner();
-                (
-                    slug,
-                    listed
-                        .articles
-                        .into_iter()
-                        .map(|a| a.slug)
-                        .collect::<Vec<_>>(),
-                )
-            })
-        })
-        .collect();
-    writers.open().await;
-
-    for queued in queued {
-        let (slug, listed) = queued.await.unwrap();
-        assert!(listed.contains(&slug), "{slug} is not in {listed:?}");
-    }
     assert!(
-        sharing_a_batch("articles") >= 1,
-        "some of the articles were written together"
+        served_from_cache("list"),
+        "the list before the batch is cached"
     );
+
+    each_reads_its_own_write("articles", writers, |n| {
+        let author = if n % 2 == 0 { &alice } else { &bob };
+        let request = as_user(author, new_article(&format!("Fresh {n}"), &[]));
+        let mut client = world.client();
+        async move {
+            let own = client.create_article(request).await.unwrap().into_inner();
+            let listed = client.list_articles(newest()).await.unwrap().into_inner();
+            (
+                own.slug,
+                listed.articles.into_iter().map(|a| a.slug).collect(),
+            )
+        }
+    })
+    .await;
 }
 
 /// Likewise for comments: each commenter of a batch reads the article's
@@ -275,41 +284,22 @@ async fn each_commenter_of_a_batch_reads_their_own_comment_in_the_cached_list() 
     for _ in 0..2 {
         world.client().list_comments(listing.clone()).await.unwrap();
     }
-    let hits = quill_platform::metrics::get()
-        .cache_requests
-        .with_label_values(&["comments", "hit"])
-        .get();
-    assert!(hits >= 1, "the comments before the batch are cached");
-
-    let queued: Vec<_> = (0..6)
-        .map(|n| {
-            let commenter = if n % 2 == 0 { &alice } else { &bob };
-            let request = as_user(commenter, comment_on(&target.slug, &format!("Fresh {n}")));
-            let (mut client, listing) = (world.client(), listing.clone());
-            tokio::spawn(async move {
-                let id = client.add_comment(request).await.unwrap().into_inner().id;
-                let listed = client.list_comments(listing).await.unwrap().into_inner();
-                (
-                    id,
-                    listed
-                        .comments
-                        .into_iter()
-                        .map(|c| c.id)
-                        .collect::<Vec<_>>(),
-                )
-            })
-        })
-        .collect();
-    writers.open().await;
-
-    for queued in queued {
-        let (id, listed) = queued.await.unwrap();
-        assert!(listed.contains(&id), "{id} is not in {listed:?}");
-    }
     assert!(
-        sharing_a_batch("comments") >= 1,
-        "some of the comments were written together"
+        served_from_cache("comments"),
+        "the comments before the batch are cached"
     );
+
+    each_reads_its_own_write("comments", writers, |n| {
+        let commenter = if n % 2 == 0 { &alice } else { &bob };
+        let request = as_user(commenter, comment_on(&target.slug, &format!("Fresh {n}")));
+        let (mut client, listing) = (world.client(), listing.clone());
+        async move {
+            let own = client.add_comment(request).await.unwrap().into_inner();
+            let listed = client.list_comments(listing).await.unwrap().into_inner();
+            (own.id, listed.comments.into_iter().map(|c| c.id).collect())
+        }
+    })
+    .await;
 }
 
 /// A batch the database rejects is written again article by article, so
